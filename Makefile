@@ -1,0 +1,54 @@
+# One entry point for everything: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help venv lint format test test-unit test-integration stack-up stack-down stack-status demo clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tierstream needs Python >= 3.11 (found " + sys.version.split()[0] + "): install python3.11 and run make PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)  ## create .venv with the pinned dependencies
+
+lint: $(STAMP)  ## ruff (lint + format check) and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test-unit: $(STAMP)  ## the pure core and everything that needs no server
+	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
+
+test-integration: $(STAMP)  ## integration tests against a running stack (make stack-up)
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+# The whole suite against a fresh stack, which is stopped afterwards whatever happens.
+test: $(STAMP) lint  ## lint, start a fresh Kafka + Redis, run every test, stop the stack
+	TIERSTREAM_STACK_FRESH=1 bash ops/stack.sh up
+	status=0; $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
+	bash ops/stack.sh down; exit $$status
+
+stack-up:  ## start Kafka (127.0.0.1:9092) and Redis (127.0.0.1:6379) under .stack/
+	bash ops/stack.sh up
+
+stack-down:  ## stop them (data kept under .stack/)
+	bash ops/stack.sh down
+
+stack-status:  ## is each of them running?
+	bash ops/stack.sh status
+
+clean:  ## remove caches (keeps .venv and .stack)
+	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

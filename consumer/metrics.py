@@ -1,0 +1,162 @@
+"""Prometheus metrics and the /healthz, /readyz endpoints.
+
+Names follow Prometheus conventions: prefix ``tierstream_``, base units, ``_total``
+counters, and no user ids in labels (tiers and reasons are small closed sets).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+#: Batches take milliseconds (small) to seconds (a large catch-up batch, a slow Redis).
+BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+#: One Redis round trip on loopback is ~0.1 ms; a pipelined batch write up to ~100 ms.
+REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+
+
+class Metrics:
+    """Every metric of the service, in its own registry (tests may create several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "tierstream_events",
+            "Input records by result: applied, duplicate, skipped (applied before a restart), dlq.",
+            ["result"],
+            registry=r,
+        )
+        self.dlq = Counter(
+            "tierstream_dlq_records", "Records sent to the DLQ, by reason.", ["reason"], registry=r
+        )
+        self.tier_changes = Counter(
+            "tierstream_tier_changes",
+            "Tier changes published, by previous and new tier.",
+            ["from_tier", "to_tier"],
+            registry=r,
+        )
+        self.outputs_republished = Counter(
+            "tierstream_outbox_republished",
+            "Outputs published again from the outbox after a restart or failure.",
+            registry=r,
+        )
+        self.batch_errors = Counter(
+            "tierstream_batch_errors",
+            "Batches that failed and were retried, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "tierstream_batch_duration_seconds",
+            "Wall time of one batch through the commit protocol.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_records = Histogram(
+            "tierstream_batch_records",
+            "Records per batch.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=r,
+        )
+        self.redis_duration = Histogram(
+            "tierstream_redis_duration_seconds",
+            "State store round trips, by operation.",
+            ["operation"],
+            buckets=REDIS_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "tierstream_consumer_lag_records",
+            "Records on owned partitions not yet read.",
+            registry=r,
+        )
+        self.last_event_time = Gauge(
+            "tierstream_last_event_timestamp_seconds",
+            "Event time of the newest applied event.",
+            registry=r,
+        )
+        self.last_batch_time = Gauge(
+            "tierstream_last_batch_timestamp_seconds",
+            "Wall time the last batch was committed.",
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "tierstream_assigned_partitions", "Input partitions this instance owns.", registry=r
+        )
+
+
+class HealthServer:
+    """Serves /metrics, /healthz (the loop is alive) and /readyz (ready to process).
+
+    /healthz never depends on Kafka or Redis: a broker outage must not make the
+    orchestrator restart every instance at once.
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        host: str,
+        port: int,
+        is_ready: Callable[[], bool],
+        stall_after_s: float = 120.0,
+    ) -> None:
+        self.metrics = metrics
+        self.is_ready = is_ready
+        self.stall_after_s = stall_after_s
+        self.heartbeat = time.monotonic()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(server.metrics.registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    alive = time.monotonic() - server.heartbeat < server.stall_after_s
+                    self._send(200 if alive else 503, b"ok\n" if alive else b"stalled\n")
+                elif path == "/readyz":
+                    ready = server.is_ready()
+                    self._send(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
+                else:
+                    self._send(404, b"not found\n")
+
+            def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread.start()
+
+    def beat(self) -> None:
+        """Called by the loop on every iteration."""
+        self.heartbeat = time.monotonic()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -1,0 +1,56 @@
+"""Records crossing the service boundary, independent of any Kafka client's classes.
+
+An :class:`OutputRecord` is stored in the outbox as one binary frame, so a re-publish
+after a crash sends the very same bytes.
+
+>>> rec = OutputRecord("user-tier-changes", b"u1", b'{"tier":"vip"}')
+>>> OutputRecord.from_frame(rec.to_frame()) == rec
+True
+>>> OutputRecord.from_frame(OutputRecord("dlq", None, b"").to_frame()).key is None
+True
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final, NamedTuple
+
+_HEADER: Final = struct.Struct(">HI")
+_NO_KEY: Final = 0xFFFFFFFF
+
+
+class InputRecord(NamedTuple):
+    """One record read from the input topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+
+
+class OutputRecord(NamedTuple):
+    """One record to publish."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+    def to_frame(self) -> bytes:
+        """``topic len | key len | topic | key | value``; key len ``0xFFFFFFFF``: no key."""
+        topic = self.topic.encode()
+        key = self.key
+        header = _HEADER.pack(len(topic), _NO_KEY if key is None else len(key))
+        return b"".join((header, topic, key or b"", self.value))
+
+    @classmethod
+    def from_frame(cls, frame: bytes) -> OutputRecord:
+        """Inverse of :meth:`to_frame`."""
+        topic_len, key_len = _HEADER.unpack_from(frame)
+        start = _HEADER.size
+        topic = frame[start : start + topic_len].decode()
+        start += topic_len
+        if key_len == _NO_KEY:
+            return cls(topic, None, frame[start:])
+        return cls(topic, frame[start : start + key_len], frame[start + key_len :])

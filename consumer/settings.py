@@ -1,0 +1,123 @@
+"""Settings from ``TIERSTREAM_*`` environment variables, checked up front.
+
+>>> s = Settings.from_env({"TIERSTREAM_GROUP_ID": "g1", "TIERSTREAM_MAX_POLL_RECORDS": "500"})
+>>> s.group_id, s.max_poll_records, s.input_topic
+('g1', 500, 'user-events')
+>>> Settings.from_env({"TIERSTREAM_MAX_POLL_RECORDS": "many"})
+Traceback (most recent call last):
+...
+consumer.errors.SettingsError: TIERSTREAM_MAX_POLL_RECORDS='many' is not an integer
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from consumer.errors import SettingsError
+
+PREFIX = "TIERSTREAM_"
+DEFAULT_TIERS_FILE = Path(__file__).with_name("default_tiers.toml")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service; the env var is ``TIERSTREAM_`` + the upper-case name."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    group_id: str = "tierstream"
+    input_topic: str = "user-events"
+    output_topic: str = "user-tier-changes"
+    dlq_topic: str = "user-events-dlq"
+    #: Tier policy and score weights (TOML); the packaged e-commerce default if empty.
+    tiers_file: str = ""
+    #: Records larger than this are dead-lettered unparsed.
+    max_record_bytes: int = 64 * 1024
+    #: Largest original value copied into a DLQ record; the source offset locates the rest.
+    dlq_max_copy_bytes: int = 256 * 1024
+    #: Upper bound of records per batch (one Redis round trip each way per batch).
+    max_poll_records: int = 2000
+    poll_timeout_ms: int = 500
+    #: Prometheus /metrics, /healthz and /readyz; 0 disables the HTTP server.
+    metrics_port: int = 9108
+    metrics_host: str = "0.0.0.0"
+    #: Prefix of every Redis key this deployment writes.
+    key_prefix: str = "ts"
+    #: A user's state expires after this many days without an event (wall clock).
+    state_ttl_days: float = 400.0
+    #: Partitions given to output topics the service creates (0: as many as the input).
+    topic_partitions: int = 0
+    #: Seconds to wait for the first answer of the Kafka bootstrap servers.
+    kafka_connect_timeout_s: float = 15.0
+    #: Seconds SIGTERM waits for the batch in flight before closing.
+    shutdown_timeout_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``environ`` (default ``os.environ``); raise SettingsError."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = PREFIX + f.name.upper()
+            if name not in env:
+                continue
+            raw = env[name].strip()
+            default = f.default
+            try:
+                if isinstance(default, bool):
+                    values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif isinstance(default, float):
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError:
+                kind = "an integer" if isinstance(default, int) else "a number"
+                raise SettingsError(f"{name}={raw!r} is not {kind}") from None
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raise SettingsError on a value the service cannot use."""
+        if not self.kafka_bootstrap or any(":" not in hp for hp in self.kafka_bootstrap.split(",")):
+            raise SettingsError(
+                f"TIERSTREAM_KAFKA_BOOTSTRAP={self.kafka_bootstrap!r}: "
+                "expected host:port[,host:port]"
+            )
+        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise SettingsError(
+                f"TIERSTREAM_REDIS_URL={self.redis_url!r}: expected redis://host:port/db"
+            )
+        for name in ("group_id", "input_topic", "output_topic", "dlq_topic", "key_prefix"):
+            if not getattr(self, name):
+                raise SettingsError(f"{PREFIX}{name.upper()} must not be empty")
+        positive = ("max_record_bytes", "dlq_max_copy_bytes", "max_poll_records", "poll_timeout_ms")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be > 0")
+        if not 0 <= self.metrics_port <= 65535:
+            raise SettingsError(f"{PREFIX}METRICS_PORT={self.metrics_port} is not a port")
+        if (
+            self.state_ttl_days <= 0
+            or self.kafka_connect_timeout_s <= 0
+            or self.topic_partitions < 0
+            or self.shutdown_timeout_s <= 0
+        ):
+            raise SettingsError(
+                "TIERSTREAM_STATE_TTL_DAYS, KAFKA_CONNECT_TIMEOUT_S and SHUTDOWN_TIMEOUT_S "
+                "must be > 0, TOPIC_PARTITIONS >= 0"
+            )
+        if self.tiers_file and not Path(self.tiers_file).is_file():
+            raise SettingsError(f"TIERSTREAM_TIERS_FILE={self.tiers_file!r}: no such file")
+
+    @property
+    def tiers_path(self) -> Path:
+        """The tier config file in force."""
+        return Path(self.tiers_file) if self.tiers_file else DEFAULT_TIERS_FILE

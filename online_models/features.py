@@ -1,0 +1,197 @@
+"""Per-user features, updated in event time, O(1) per event.
+
+Counts per event type and spend are kept as exponentially decayed sums at a few
+half-lives: ``v <- v * exp(-rate * dt) + x``. They need no windows and an out-of-order
+event is still exact: all sums are referenced to the newest event time seen
+(``last_ms``), and a late event at ``t < last_ms`` adds ``x * exp(-rate * (last_ms - t))``.
+So the sums equal ``sum(x_i * exp(-rate * (last_ms - t_i)))`` whatever the arrival order.
+
+>>> f = UserFeatures.new()
+>>> DAY = 86_400_000
+>>> f.apply(Event("e1", "u", "purchase", 0, 100.0))
+>>> f.apply(Event("e2", "u", "page_view", 7 * DAY))
+>>> round(f.spend[1], 6)      # 7-day half-life, one half-life later
+50.0
+>>> f.count("purchase", 1), f.count("page_view", 1)
+(0.5, 1.0)
+>>> f.apply(Event("e3", "u", "page_view", 0))   # late event, exact
+>>> f.count("page_view", 1)
+1.5
+>>> f.last_ms == 7 * DAY, f.events, f.purchases
+(True, 3, 1)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+from online_models.event import (
+    ADD_TO_CART_INDEX,
+    EVENT_TYPES,
+    PURCHASE_INDEX,
+    REFUND_INDEX,
+    Event,
+)
+
+DAY_MS: Final = 86_400_000
+#: Half-lives of the decayed sums: a day (what is happening now), a week, a month.
+HALF_LIVES_DAYS: Final = (1.0, 7.0, 30.0)
+#: Decay rate per millisecond for each half-life: ``ln 2 / half_life``.
+RATES_PER_MS: Final = tuple(math.log(2.0) / (h * DAY_MS) for h in HALF_LIVES_DAYS)
+_N_TYPES: Final = len(EVENT_TYPES)
+_N_HALF_LIVES: Final = len(HALF_LIVES_DAYS)
+
+
+class UserFeatures:
+    """The event-time feature state of one user.
+
+    Attributes:
+        last_ms: newest event time seen; every decayed sum is referenced to it.
+        first_ms: oldest event time seen (tenure starts there).
+        last_purchase_ms: event time of the newest purchase, or None.
+        counts: ``counts[h][t]`` decayed count of event type ``t`` at half-life ``h``.
+        spend: ``spend[h]`` decayed purchase amount at half-life ``h``.
+        refunded: ``refunded[h]`` decayed refund amount at half-life ``h``.
+        events, purchases, refunds, carts: lifetime counts.
+        total_spend, total_refunded: lifetime amounts.
+    """
+
+    __slots__ = (
+        "carts",
+        "counts",
+        "events",
+        "first_ms",
+        "last_ms",
+        "last_purchase_ms",
+        "purchases",
+        "refunded",
+        "refunds",
+        "spend",
+        "total_refunded",
+        "total_spend",
+    )
+
+    def __init__(
+        self,
+        *,
+        last_ms: int,
+        first_ms: int,
+        last_purchase_ms: int | None,
+        counts: list[list[float]],
+        spend: list[float],
+        refunded: list[float],
+        events: int,
+        purchases: int,
+        refunds: int,
+        carts: int,
+        total_spend: float,
+        total_refunded: float,
+    ) -> None:
+        self.last_ms = last_ms
+        self.first_ms = first_ms
+        self.last_purchase_ms = last_purchase_ms
+        self.counts = counts
+        self.spend = spend
+        self.refunded = refunded
+        self.events = events
+        self.purchases = purchases
+        self.refunds = refunds
+        self.carts = carts
+        self.total_spend = total_spend
+        self.total_refunded = total_refunded
+
+    @classmethod
+    def new(cls) -> UserFeatures:
+        """A user with no event yet."""
+        return cls(
+            last_ms=-1,
+            first_ms=-1,
+            last_purchase_ms=None,
+            counts=[[0.0] * _N_TYPES for _ in range(_N_HALF_LIVES)],
+            spend=[0.0] * _N_HALF_LIVES,
+            refunded=[0.0] * _N_HALF_LIVES,
+            events=0,
+            purchases=0,
+            refunds=0,
+            carts=0,
+            total_spend=0.0,
+            total_refunded=0.0,
+        )
+
+    def apply(self, event: Event) -> None:
+        """Fold one event in; exact whether it is the newest event or a late one."""
+        t = event.timestamp_ms
+        if self.events == 0:
+            self.first_ms = self.last_ms = t
+            weights: tuple[float, ...] = (1.0,) * _N_HALF_LIVES
+        elif t >= self.last_ms:
+            if t > self.last_ms:
+                self._advance(t)
+            weights = (1.0,) * _N_HALF_LIVES
+        else:
+            dt = self.last_ms - t
+            weights = tuple(math.exp(-rate * dt) for rate in RATES_PER_MS)
+            self.first_ms = min(self.first_ms, t)
+        ti = event.type_index
+        amount = event.amount
+        for h, w in enumerate(weights):
+            self.counts[h][ti] += w
+            if ti == PURCHASE_INDEX:
+                self.spend[h] += amount * w
+            elif ti == REFUND_INDEX:
+                self.refunded[h] += amount * w
+        self.events += 1
+        if ti == PURCHASE_INDEX:
+            self.purchases += 1
+            self.total_spend += amount
+            if self.last_purchase_ms is None or t > self.last_purchase_ms:
+                self.last_purchase_ms = t
+        elif ti == REFUND_INDEX:
+            self.refunds += 1
+            self.total_refunded += amount
+        elif ti == ADD_TO_CART_INDEX:
+            self.carts += 1
+
+    def _advance(self, t: int) -> None:
+        dt = t - self.last_ms
+        for h, rate in enumerate(RATES_PER_MS):
+            k = math.exp(-rate * dt)
+            row = self.counts[h]
+            for i, v in enumerate(row):
+                if v:
+                    row[i] = v * k
+            self.spend[h] *= k
+            self.refunded[h] *= k
+        self.last_ms = t
+
+    def count(self, event_type: str, half_life_index: int) -> float:
+        """Decayed count of ``event_type`` at ``last_ms``."""
+        return self.counts[half_life_index][EVENT_TYPES.index(event_type)]
+
+    def decay_factor(self, now_ms: int, half_life_index: int) -> float:
+        """How much the sums at ``half_life_index`` shrink from ``last_ms`` to ``now_ms``."""
+        dt = max(0, now_ms - self.last_ms)
+        return math.exp(-RATES_PER_MS[half_life_index] * dt)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able form (floats round-trip exactly through orjson)."""
+        return {
+            "last_ms": self.last_ms,
+            "first_ms": self.first_ms,
+            "last_purchase_ms": self.last_purchase_ms,
+            "counts": self.counts,
+            "spend": self.spend,
+            "refunded": self.refunded,
+            "events": self.events,
+            "purchases": self.purchases,
+            "refunds": self.refunds,
+            "carts": self.carts,
+            "total_spend": self.total_spend,
+            "total_refunded": self.total_refunded,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UserFeatures:
+        """Inverse of :meth:`to_json`."""
+        return cls(**data)

@@ -1,0 +1,96 @@
+"""The value score a user's tier is decided on, with its explanation.
+
+The score is a weighted sum of log-scaled features evaluated at an event time:
+``score = sum(w_f * log1p(f))``. Values like spend are heavy-tailed; ``log1p`` keeps one
+large order from dominating and keeps zero at zero. Each term is a feature's
+contribution, which is what a tier change reports as its reason.
+
+>>> from online_models.event import Event
+>>> scorer = ValueScorer({"spend_30d": 1.0, "activity_7d": 0.5})
+>>> f = UserFeatures.new()
+>>> f.apply(Event("e1", "u", "purchase", 0, 99.0))
+>>> s = scorer.score(f, 0)
+>>> round(s.value, 4), [c.feature for c in s.contributions]
+(4.9517, ['spend_30d', 'activity_7d'])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from online_models.event import ADD_TO_CART_INDEX, PURCHASE_INDEX, REFUND_INDEX
+from online_models.features import DAY_MS, UserFeatures
+
+__all__ = ["FEATURES", "Contribution", "Score", "ValueScorer"]
+
+_H1, _H7, _H30 = 0, 1, 2
+
+
+def _decayed(f: UserFeatures, now_ms: int, h: int, value: float) -> float:
+    return value * f.decay_factor(now_ms, h) if value else 0.0
+
+
+#: Named features a score can weigh, each evaluated at an event time ``now_ms``.
+FEATURES: Final[Mapping[str, Callable[[UserFeatures, int], float]]] = {
+    "spend_30d": lambda f, now: _decayed(f, now, _H30, f.spend[_H30]),
+    "spend_7d": lambda f, now: _decayed(f, now, _H7, f.spend[_H7]),
+    "purchases_30d": lambda f, now: _decayed(f, now, _H30, f.counts[_H30][PURCHASE_INDEX]),
+    "refunded_30d": lambda f, now: _decayed(f, now, _H30, f.refunded[_H30]),
+    "refunds_30d": lambda f, now: _decayed(f, now, _H30, f.counts[_H30][REFUND_INDEX]),
+    "carts_7d": lambda f, now: _decayed(f, now, _H7, f.counts[_H7][ADD_TO_CART_INDEX]),
+    "activity_1d": lambda f, now: _decayed(f, now, _H1, sum(f.counts[_H1])),
+    "activity_7d": lambda f, now: _decayed(f, now, _H7, sum(f.counts[_H7])),
+    "activity_30d": lambda f, now: _decayed(f, now, _H30, sum(f.counts[_H30])),
+    "days_since_last_event": lambda f, now: max(0, now - f.last_ms) / DAY_MS,
+    "tenure_days": lambda f, now: max(0, now - f.first_ms) / DAY_MS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One feature's part of a score: its value and ``weight * log1p(value)``."""
+
+    feature: str
+    value: float
+    contribution: float
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """A value score and its contributions, largest magnitude first."""
+
+    value: float
+    contributions: tuple[Contribution, ...]
+
+
+class ValueScorer:
+    """Weighted sum of ``log1p`` features; the weights come from the tier config.
+
+    Raises ValueError on an unknown feature name, listing the known ones.
+    """
+
+    def __init__(self, weights: Mapping[str, float]) -> None:
+        unknown = sorted(set(weights) - set(FEATURES))
+        if unknown:
+            raise ValueError(
+                f"unknown score feature(s) {', '.join(unknown)}; known: {', '.join(FEATURES)}"
+            )
+        if not weights:
+            raise ValueError("the score needs at least one weighted feature")
+        self.weights = dict(weights)
+        self._terms = tuple((name, FEATURES[name], float(w)) for name, w in weights.items())
+
+    def score(self, features: UserFeatures, now_ms: int) -> Score:
+        """The score of ``features`` as of event time ``now_ms``."""
+        parts = []
+        total = 0.0
+        for name, fn, weight in self._terms:
+            value = fn(features, now_ms)
+            c = weight * math.log1p(value)
+            total += c
+            parts.append(Contribution(name, value, c))
+        parts.sort(key=lambda c: -abs(c.contribution))
+        return Score(total, tuple(parts))

@@ -1,0 +1,66 @@
+"""The tier-change event (schema ``schemas/tier-change.v1.json``).
+
+Its ``event_id`` is a UUIDv5 of the user id and the per-user ``seq``, so the same change
+published twice is the same message and a subscriber can drop the copy.
+
+>>> c = TierChange(user_id="u1", previous_tier=None, tier="casual", seq=1,
+...                event_time_ms=0, emitted_at_ms=1000, scores={"value_score": 0.5},
+...                reason={"kind": "first_tier", "threshold": None, "direction": "none"},
+...                model_version="policy-abc")
+>>> c.event_id == change_event_id("u1", 1)
+True
+>>> c.to_json()["event_time"], c.to_json()["schema_version"]
+('1970-01-01T00:00:00.000Z', 1)
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from online_models.timefmt import iso_utc_ms
+
+SCHEMA_VERSION: Final = 1
+_NAMESPACE: Final = uuid.UUID("6b1c7d0e-5f0a-4d7e-9a52-2f4d8c1e9b37")
+
+
+def change_event_id(user_id: str, seq: int) -> str:
+    """Deterministic id of a user's ``seq``-th tier change."""
+    return str(uuid.uuid5(_NAMESPACE, f"{user_id}\x00{seq}"))
+
+
+@dataclass(frozen=True, slots=True)
+class TierChange:
+    """One change of one user's tier, with the scores and reason behind it."""
+
+    user_id: str
+    previous_tier: str | None
+    tier: str
+    seq: int
+    event_time_ms: int
+    emitted_at_ms: int
+    scores: dict[str, float | None]
+    reason: dict[str, Any]
+    model_version: str
+    event_id: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.event_id:
+            object.__setattr__(self, "event_id", change_event_id(self.user_id, self.seq))
+
+    def to_json(self) -> dict[str, Any]:
+        """The message body, in the field order of the schema."""
+        return {
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "previous_tier": self.previous_tier,
+            "tier": self.tier,
+            "seq": self.seq,
+            "event_time": iso_utc_ms(self.event_time_ms),
+            "emitted_at": iso_utc_ms(self.emitted_at_ms),
+            "scores": self.scores,
+            "reason": self.reason,
+            "model_version": self.model_version,
+            "schema_version": SCHEMA_VERSION,
+        }

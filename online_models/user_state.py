@@ -1,0 +1,77 @@
+"""Everything the service keeps about one user between batches.
+
+>>> s = UserState.new()
+>>> s.remember("e1"); s.seen("e1"), s.seen("e2")
+(True, False)
+>>> UserState.from_json(s.to_json()).to_json() == s.to_json()
+True
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Final
+
+from online_models.features import UserFeatures
+
+STATE_VERSION: Final = 1
+#: How many recent event ids a user remembers to drop redeliveries. At-least-once
+#: producers resend within seconds; 64 covers that while keeping state ~1 KB per user.
+DEDUP_WINDOW: Final = 64
+
+
+class UserState:
+    """Features, current tier and tier-change sequence of one user."""
+
+    __slots__ = ("features", "recent_ids", "seq", "tier", "tier_since_ms")
+
+    def __init__(
+        self,
+        features: UserFeatures,
+        tier: str | None,
+        seq: int,
+        tier_since_ms: int,
+        recent_ids: deque[str],
+    ) -> None:
+        self.features = features
+        self.tier = tier
+        self.seq = seq
+        self.tier_since_ms = tier_since_ms
+        self.recent_ids = recent_ids
+
+    @classmethod
+    def new(cls) -> UserState:
+        """A user never seen before."""
+        return cls(UserFeatures.new(), None, 0, -1, deque(maxlen=DEDUP_WINDOW))
+
+    def seen(self, event_id: str) -> bool:
+        """True when ``event_id`` is among the user's recent events (a redelivery)."""
+        return event_id in self.recent_ids
+
+    def remember(self, event_id: str) -> None:
+        """Record ``event_id`` as applied."""
+        self.recent_ids.append(event_id)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able form, versioned."""
+        return {
+            "v": STATE_VERSION,
+            "features": self.features.to_json(),
+            "tier": self.tier,
+            "seq": self.seq,
+            "tier_since_ms": self.tier_since_ms,
+            "recent_ids": list(self.recent_ids),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UserState:
+        """Inverse of :meth:`to_json`. Raises ValueError on an unknown state version."""
+        if data.get("v") != STATE_VERSION:
+            raise ValueError(f"unsupported user state version {data.get('v')!r}")
+        return cls(
+            UserFeatures.from_json(data["features"]),
+            data["tier"],
+            data["seq"],
+            data["tier_since_ms"],
+            deque(data["recent_ids"], maxlen=DEDUP_WINDOW),
+        )

@@ -1,0 +1,475 @@
+#!/usr/bin/env bash
+# Local server stack for tierstream: a real Apache Kafka broker (KRaft, single
+# combined broker+controller node, jars from Maven Central) and Debian's
+# redis-server, both on loopback, all state under one folder.
+#
+#   bash ops/stack.sh install   fetch Kafka jars, apt-install redis-server/kcat
+#   bash ops/stack.sh up        install if needed, start, wait until really ready
+#   bash ops/stack.sh status    one line per component; exit 0 only if both run
+#   bash ops/stack.sh down      stop both (graceful first)
+#   bash ops/stack.sh reset     down, then wipe data and logs (keeps the jars)
+#
+# See ops/README.md for the environment overrides.
+set -euo pipefail
+
+PROG=ops/stack.sh
+OPS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$OPS_DIR/.." && pwd)
+
+KAFKA_PORT=${TIERSTREAM_STACK_KAFKA_PORT:-9092}
+CONTROLLER_PORT=${TIERSTREAM_STACK_CONTROLLER_PORT:-9093}
+REDIS_PORT=${TIERSTREAM_STACK_REDIS_PORT:-6379}
+STACK_DIR=${TIERSTREAM_STACK_DIR:-$REPO_DIR/.stack}
+FRESH=${TIERSTREAM_STACK_FRESH:-0}
+# 2 cores, cold JIT: Kafka usually starts in a few seconds, but a loaded CI
+# machine can be far slower, and a slow start is not a failed one.
+KAFKA_START_TIMEOUT=${TIERSTREAM_STACK_KAFKA_TIMEOUT:-120}
+REDIS_START_TIMEOUT=30
+STOP_TIMEOUT=30
+
+KAFKA_HEAP_OPTS=(-Xms256m -Xmx512m)
+
+log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+for _p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$REDIS_PORT"; do
+  if ! [[ $_p =~ ^[0-9]+$ ]] || ((_p < 1 || _p > 65535)); then
+    die "invalid port '$_p' in TIERSTREAM_STACK_*_PORT"
+  fi
+done
+(( KAFKA_PORT != CONTROLLER_PORT )) || die "TIERSTREAM_STACK_KAFKA_PORT and TIERSTREAM_STACK_CONTROLLER_PORT must differ"
+
+# Absolute, because the servers run with their own working directory and the
+# paths end up in their command lines and config files.
+mkdir -p "$STACK_DIR"
+STACK_DIR=$(cd "$STACK_DIR" && pwd)
+
+# The jars are a cache, not state: a separate override lets CI or throwaway
+# stack dirs share one copy instead of fetching again.
+KAFKA_LIBS=${TIERSTREAM_STACK_KAFKA_LIBS:-$STACK_DIR/kafka-libs}
+KAFKA_DATA=$STACK_DIR/kafka-data
+REDIS_DATA=$STACK_DIR/redis-data
+KAFKA_LOGS=$STACK_DIR/logs/kafka
+REDIS_LOGS=$STACK_DIR/logs/redis
+RUN_DIR=$STACK_DIR/run
+
+KAFKA_POM=$OPS_DIR/kafka/pom.xml
+KAFKA_TEMPLATE=$OPS_DIR/kafka/server.properties.template
+KAFKA_LOG4J=$OPS_DIR/kafka/log4j2.properties
+REDIS_CONF=$OPS_DIR/redis/redis.conf
+
+KAFKA_PROPS=$RUN_DIR/kafka-server.properties
+KAFKA_PIDFILE=$RUN_DIR/kafka.pid
+KAFKA_PORTFILE=$RUN_DIR/kafka.ports
+REDIS_PIDFILE=$RUN_DIR/redis.pid
+REDIS_PORTFILE=$RUN_DIR/redis.port
+KAFKA_SERVER_LOG=$KAFKA_LOGS/server.log
+KAFKA_STDOUT=$KAFKA_LOGS/kafka.out
+REDIS_LOG=$REDIS_LOGS/redis.log
+
+# ---------------------------------------------------------------- helpers ---
+
+port_in_use() {
+  # bash's /dev/tcp needs no ss/netstat, which a minimal image may lack.
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Prints the pid recorded in $1 if that process is alive and its command line
+# contains $2. The command-line check keeps a recycled pid (after a reboot or
+# a crash) from being mistaken for our server, and from being killed by `down`.
+live_pid() {
+  local pidfile=$1 pattern=$2 pid
+  [[ -r $pidfile ]] || return 1
+  pid=$(<"$pidfile")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pattern" || return 1
+  printf '%s\n' "$pid"
+}
+kafka_pid() { live_pid "$KAFKA_PIDFILE" "kafka.Kafka $KAFKA_PROPS"; }
+redis_pid() { live_pid "$REDIS_PIDFILE" redis-server; }
+
+# Detached from this shell (own session, SIGHUP ignored, no stdin) so the
+# server outlives the terminal or make process that ran `up`. The inner shell
+# writes its own pid and then execs the server, so the pid file holds the
+# server's real pid whether or not setsid had to fork.
+launch() {
+  local pidfile=$1 out=$2; shift 2
+  rm -f "$pidfile"
+  # shellcheck disable=SC2016  # $$ and $@ are for the inner shell
+  setsid nohup bash -c 'echo "$$" >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$out" 2>&1 &
+  local i
+  for ((i = 0; i < 50; i++)); do [[ -s $pidfile ]] && return 0; sleep 0.1; done
+  die "could not start $1 (no pid file $pidfile); see $out"
+}
+
+# Waits for a pid to exit; SIGKILL after $STOP_TIMEOUT seconds.
+wait_exit_or_kill() {
+  local name=$1 pid=$2 i
+  for ((i = 0; i < STOP_TIMEOUT * 5; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.2
+  done
+  log "$name (pid $pid) still running after ${STOP_TIMEOUT}s: sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  die "$name (pid $pid) did not die after SIGKILL"
+}
+
+show_tail() {
+  local f
+  for f in "$@"; do
+    [[ -s $f ]] || continue
+    log "last 30 lines of $f:"
+    tail -n 30 "$f" >&2
+  done
+}
+
+# ---------------------------------------------------------- prerequisites ---
+
+check_java() {
+  command -v java >/dev/null 2>&1 ||
+    die "java not found: install a JDK 17 (apt-get install openjdk-17-jre-headless)"
+  local spec
+  spec=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java\.specification\.version = //p')
+  if ! [[ ${spec%%.*} =~ ^[0-9]+$ ]] || ((${spec%%.*} < 17)); then
+    die "java ${spec:-unknown} found, Kafka 4 needs 17 or newer: install a JDK 17 (apt-get install openjdk-17-jre-headless)"
+  fi
+}
+
+check_mvn() {
+  command -v mvn >/dev/null 2>&1 || die "mvn not found: install Maven 3 (apt-get install maven)"
+}
+
+# redis-cli ships in redis-tools, which redis-server depends on.
+ensure_apt_packages() {
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+  ((${#missing[@]})) || return 0
+
+  local sudo=()
+  if ((EUID != 0)); then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo=(sudo)
+    else
+      die "${missing[*]} not found: install them (apt-get install ${missing[*]})"
+    fi
+  fi
+  command -v apt-get >/dev/null 2>&1 || die "${missing[*]} not found and no apt-get: install them with your package manager"
+
+  log "installing ${missing[*]} with apt-get"
+  # A fresh CI machine has no package lists yet, so the install alone would 404.
+  "${sudo[@]}" apt-get update -q >&2
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+
+  # On a machine booted with systemd the package starts its own redis on 6379,
+  # which would collide with ours. Only undone when we just installed it, so
+  # an administrator's own redis is never touched.
+  if [[ " ${missing[*]} " == *" redis-server "* && -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+    "${sudo[@]}" systemctl disable --now redis-server >&2 || true
+  fi
+}
+
+# The marker holds the POM's checksum: editing the POM (say, a Kafka version
+# bump) refetches, anything else reuses the cache. The jars land in a temp
+# folder first so an interrupted fetch never looks complete.
+fetch_kafka_libs() {
+  local marker=$KAFKA_LIBS/.complete want
+  want=$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)
+  if [[ -r $marker && $(<"$marker") == "$want" ]]; then
+    return 0
+  fi
+  check_mvn
+  log "fetching Kafka jars from Maven Central into $KAFKA_LIBS"
+  mkdir -p "$(dirname "$KAFKA_LIBS")" "$KAFKA_LOGS"
+  local tmp=$KAFKA_LIBS.tmp.$$
+  # shellcheck disable=SC2064  # expand now: $tmp is local and gone at exit
+  trap "rm -rf $(printf %q "$tmp")" EXIT
+  rm -rf "$tmp"
+  # The plugin version is pinned: Maven 3.8's default maven-dependency-plugin
+  # is old, and unpinned plugins drift between machines.
+  if ! mvn -B -q -f "$KAFKA_POM" \
+      org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$tmp" >"$KAFKA_LOGS/mvn-fetch.log" 2>&1; then
+    show_tail "$KAFKA_LOGS/mvn-fetch.log"
+    die "fetching the Kafka jars failed (full output: $KAFKA_LOGS/mvn-fetch.log)"
+  fi
+  if ! compgen -G "$tmp/kafka_2.13-*.jar" >/dev/null || ! compgen -G "$tmp/log4j-slf4j*-impl-*.jar" >/dev/null; then
+    die "Maven finished but the broker or log4j binding jar is missing in $tmp"
+  fi
+  rm -rf "$KAFKA_LIBS"
+  mv "$tmp" "$KAFKA_LIBS"
+  trap - EXIT
+  printf '%s\n' "$want" >"$KAFKA_LIBS/.complete"
+}
+
+cmd_install() {
+  check_java
+  ensure_apt_packages
+  fetch_kafka_libs
+  log "install done (Kafka jars in $KAFKA_LIBS)"
+}
+
+# ------------------------------------------------------------------ kafka ---
+
+render_kafka_props() {
+  local text
+  text=$(<"$KAFKA_TEMPLATE")
+  # Quoted replacements: bash 5.2 otherwise treats '&' in them as the match.
+  text=${text//@KAFKA_PORT@/"$KAFKA_PORT"}
+  text=${text//@CONTROLLER_PORT@/"$CONTROLLER_PORT"}
+  text=${text//@DATA_DIR@/"$KAFKA_DATA"}
+  printf '%s\n' "$text" >"$KAFKA_PROPS"
+}
+
+# An array rather than a function: launch() hands it to a fresh bash that
+# execs it, so the pid file ends up holding the JVM's own pid.
+kafka_java_cmd() {
+  KAFKA_JAVA=(java "${KAFKA_HEAP_OPTS[@]}" \
+    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+    -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError \
+    -XX:ErrorFile="$KAFKA_LOGS/hs_err_pid%p.log" \
+    -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$KAFKA_LOGS" \
+    -cp "$KAFKA_LIBS/*")
+}
+
+# Formatting only when meta.properties is missing keeps topics, offsets and
+# the cluster id across down/up.
+format_kafka_if_needed() {
+  [[ -f $KAFKA_DATA/meta.properties ]] && return 0
+  mkdir -p "$KAFKA_DATA"
+  local cluster_id
+  # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding;
+  # making it here saves a JVM start (StorageTool random-uuid).
+  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  log "formatting a new Kafka log dir $KAFKA_DATA (cluster id $cluster_id)"
+  # No --standalone: the template uses a static quorum (controller.quorum.voters)
+  # so the data dir is not tied to one controller port; see the template.
+  kafka_java_cmd
+  if ! "${KAFKA_JAVA[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_PROPS" \
+      >"$KAFKA_LOGS/format.log" 2>&1; then
+    show_tail "$KAFKA_LOGS/format.log"
+    die "formatting the Kafka log dir failed"
+  fi
+}
+
+# Sets KAFKA_LOG_OFFSET for kafka_wait_ready; empty when we did not start it.
+KAFKA_LOG_OFFSET=
+start_kafka() {
+  local pid
+  if pid=$(kafka_pid); then
+    local ports
+    ports=$(cat "$KAFKA_PORTFILE" 2>/dev/null || true)
+    [[ $ports == "$KAFKA_PORT $CONTROLLER_PORT" ]] ||
+      die "kafka already running (pid $pid) on ports ${ports:-unknown}, not $KAFKA_PORT $CONTROLLER_PORT: run '$PROG down' first to change ports"
+    log "kafka already running (pid $pid, port $KAFKA_PORT)"
+    return 0
+  fi
+  local p
+  for p in "$KAFKA_PORT" "$CONTROLLER_PORT"; do
+    port_in_use "$p" &&
+      die "port $p on 127.0.0.1 is taken by a process this script did not start: stop it, or set TIERSTREAM_STACK_KAFKA_PORT / TIERSTREAM_STACK_CONTROLLER_PORT"
+  done
+  mkdir -p "$KAFKA_DATA" "$KAFKA_LOGS" "$RUN_DIR"
+  render_kafka_props
+  format_kafka_if_needed
+  # The server log is appended across runs: only lines after this offset can
+  # be this start's "Kafka Server started".
+  KAFKA_LOG_OFFSET=$(stat -c %s "$KAFKA_SERVER_LOG" 2>/dev/null || echo 0)
+  : >"$KAFKA_STDOUT"
+  printf '%s %s\n' "$KAFKA_PORT" "$CONTROLLER_PORT" >"$KAFKA_PORTFILE"
+  kafka_java_cmd
+  launch "$KAFKA_PIDFILE" "$KAFKA_STDOUT" "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_PROPS"
+  log "kafka starting (pid $(<"$KAFKA_PIDFILE"), port $KAFKA_PORT, controller $CONTROLLER_PORT)"
+}
+
+kafka_started_logged() {
+  [[ -z $KAFKA_LOG_OFFSET ]] && return 0   # already running before this call
+  [[ -f $KAFKA_SERVER_LOG ]] || return 1
+  local size
+  size=$(stat -c %s "$KAFKA_SERVER_LOG")
+  # A smaller file means log4j rolled it over meanwhile: search all of it.
+  ((size >= KAFKA_LOG_OFFSET)) || KAFKA_LOG_OFFSET=0
+  tail -c "+$((KAFKA_LOG_OFFSET + 1))" "$KAFKA_SERVER_LOG" | grep -q 'Kafka Server started'
+}
+
+# "Kafka Server started" alone is not enough for clients: the metadata
+# round trip proves the listener answers and the broker is registered.
+kafka_answers() {
+  kcat -b "127.0.0.1:$KAFKA_PORT" -L -m 5 2>/dev/null | grep -q "broker 1 at 127.0.0.1:$KAFKA_PORT"
+}
+
+kafka_wait_ready() {
+  local deadline=$((SECONDS + KAFKA_START_TIMEOUT)) pid
+  while :; do
+    if ! pid=$(kafka_pid); then
+      show_tail "$KAFKA_SERVER_LOG" "$KAFKA_STDOUT"
+      die "kafka exited during start-up (logs: $KAFKA_LOGS)"
+    fi
+    if kafka_started_logged && kafka_answers; then
+      log "kafka ready on 127.0.0.1:$KAFKA_PORT (pid $pid)"
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      show_tail "$KAFKA_SERVER_LOG" "$KAFKA_STDOUT"
+      die "kafka not ready after ${KAFKA_START_TIMEOUT}s (still running as pid $pid; '$PROG down' stops it; logs: $KAFKA_LOGS)"
+    fi
+    sleep 0.5
+  done
+}
+
+stop_kafka() {
+  local pid
+  if ! pid=$(kafka_pid); then
+    rm -f "$KAFKA_PIDFILE" "$KAFKA_PORTFILE"
+    log "kafka not running"
+    return 0
+  fi
+  log "stopping kafka (pid $pid)"
+  # SIGTERM runs Kafka's shutdown hook: it closes the logs cleanly, so the
+  # next start skips log recovery.
+  kill -TERM "$pid" 2>/dev/null || true
+  wait_exit_or_kill kafka "$pid"
+  rm -f "$KAFKA_PIDFILE" "$KAFKA_PORTFILE"
+}
+
+# ------------------------------------------------------------------ redis ---
+
+start_redis() {
+  local pid
+  if pid=$(redis_pid); then
+    local port
+    port=$(cat "$REDIS_PORTFILE" 2>/dev/null || true)
+    [[ $port == "$REDIS_PORT" ]] ||
+      die "redis already running (pid $pid) on port ${port:-unknown}, not $REDIS_PORT: run '$PROG down' first to change ports"
+    log "redis already running (pid $pid, port $REDIS_PORT)"
+    return 0
+  fi
+  port_in_use "$REDIS_PORT" &&
+    die "port $REDIS_PORT on 127.0.0.1 is taken by a process this script did not start (a system redis-server? 'systemctl disable --now redis-server'), or set TIERSTREAM_STACK_REDIS_PORT"
+  mkdir -p "$REDIS_DATA" "$REDIS_LOGS" "$RUN_DIR"
+  printf '%s\n' "$REDIS_PORT" >"$REDIS_PORTFILE"
+  launch "$REDIS_PIDFILE" "$REDIS_LOGS/redis.out" redis-server "$REDIS_CONF" \
+    --port "$REDIS_PORT" --dir "$REDIS_DATA" --logfile "$REDIS_LOG"
+  log "redis starting (pid $(<"$REDIS_PIDFILE"), port $REDIS_PORT)"
+}
+
+# PING answers LOADING while a large AOF replays, so only PONG counts.
+redis_wait_ready() {
+  local deadline=$((SECONDS + REDIS_START_TIMEOUT)) pid
+  while :; do
+    if ! pid=$(redis_pid); then
+      show_tail "$REDIS_LOG" "$REDIS_LOGS/redis.out"
+      die "redis exited during start-up (logs: $REDIS_LOGS)"
+    fi
+    if [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; then
+      log "redis ready on 127.0.0.1:$REDIS_PORT (pid $pid)"
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      show_tail "$REDIS_LOG" "$REDIS_LOGS/redis.out"
+      die "redis not ready after ${REDIS_START_TIMEOUT}s (pid $pid; logs: $REDIS_LOGS)"
+    fi
+    sleep 0.2
+  done
+}
+
+stop_redis() {
+  local pid port
+  if ! pid=$(redis_pid); then
+    rm -f "$REDIS_PIDFILE" "$REDIS_PORTFILE"
+    log "redis not running"
+    return 0
+  fi
+  port=$(cat "$REDIS_PORTFILE" 2>/dev/null || true)
+  log "stopping redis (pid $pid)"
+  # SHUTDOWN fsyncs the AOF before exiting; SIGTERM does the same if the
+  # port is unknown or the server does not answer.
+  if [[ -z $port ]] || ! redis-cli -p "$port" shutdown >/dev/null 2>&1; then
+    kill -TERM "$pid" 2>/dev/null || true
+  fi
+  wait_exit_or_kill redis "$pid"
+  rm -f "$REDIS_PIDFILE" "$REDIS_PORTFILE"
+}
+
+# --------------------------------------------------------------- commands ---
+
+# Serialises concurrent calls (two test runners calling `up` at once would
+# otherwise both see "not running" and race for the ports).
+take_lock() {
+  mkdir -p "$RUN_DIR"
+  command -v flock >/dev/null 2>&1 || return 0
+  exec 9>"$RUN_DIR/.lock"
+  flock -w 300 9 || die "another $PROG is still running on $STACK_DIR (lock $RUN_DIR/.lock)"
+}
+
+cmd_down() {
+  stop_kafka
+  stop_redis
+}
+
+# Removes only the folders this script creates, never $STACK_DIR itself, so
+# a mistaken TIERSTREAM_STACK_DIR cannot wipe anything else. The jar cache
+# stays: it is not state.
+cmd_reset() {
+  cmd_down
+  log "wiping data and logs under $STACK_DIR"
+  rm -rf "$KAFKA_DATA" "$REDIS_DATA" "$STACK_DIR/logs" "$KAFKA_PROPS" \
+    "$KAFKA_PIDFILE" "$KAFKA_PORTFILE" "$REDIS_PIDFILE" "$REDIS_PORTFILE"
+}
+
+cmd_up() {
+  # Everything that can fail for a missing tool fails before anything starts.
+  check_java
+  ensure_apt_packages
+  fetch_kafka_libs
+  if [[ $FRESH == 1 ]]; then cmd_reset; fi
+  # Kafka first: it is the slow one, redis starts while the JVM warms up.
+  start_kafka
+  start_redis
+  redis_wait_ready
+  kafka_wait_ready
+}
+
+cmd_status() {
+  local pid ok=0 ports kp cp
+  if pid=$(kafka_pid); then
+    read -r kp cp <"$KAFKA_PORTFILE" 2>/dev/null || { kp='?'; cp='?'; }
+    if port_in_use "$kp"; then
+      echo "kafka: running (pid $pid, port $kp, controller $cp)"
+    else
+      echo "kafka: running but not listening yet (pid $pid, port $kp, controller $cp)"
+      ok=1
+    fi
+  else
+    echo "kafka: stopped (port $KAFKA_PORT, controller $CONTROLLER_PORT)"
+    ok=1
+  fi
+  if pid=$(redis_pid); then
+    ports=$(cat "$REDIS_PORTFILE" 2>/dev/null || echo '?')
+    echo "redis: running (pid $pid, port $ports)"
+  else
+    echo "redis: stopped (port $REDIS_PORT)"
+    ok=1
+  fi
+  return "$ok"
+}
+
+usage() {
+  echo "usage: bash $PROG {up|down|status|install|reset}" >&2
+  exit 2
+}
+
+(($# == 1)) || usage
+case $1 in
+  up) take_lock; cmd_up ;;
+  down) take_lock; cmd_down ;;
+  reset) take_lock; cmd_reset ;;
+  install) take_lock; cmd_install ;;
+  status) cmd_status ;;
+  -h | --help | help) usage ;;
+  *) usage ;;
+esac

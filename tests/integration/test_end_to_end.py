@@ -1,0 +1,153 @@
+"""generate -> topic -> `tierstream run` -> tier changes, DLQ and Redis state, against the
+real Kafka broker and Redis server (`make stack-up`)."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections import Counter, defaultdict
+
+import orjson
+import pytest
+import redis
+
+from consumer.keys import KeySpace
+from consumer.replay import replay
+from consumer.synthetic import BAD_REASONS, GeneratorConfig, generate
+from consumer.tier_config import DEFAULT_TIERS_FILE, load_engine
+from schemas import validator
+from tests.integration.support import (
+    REDIS,
+    Names,
+    cli,
+    committed_offsets,
+    end_offsets,
+    read_topic,
+    recompute_features,
+)
+
+pytestmark = pytest.mark.integration
+
+CONFIG = GeneratorConfig(users=300, events=30_000, seed=11, bad_fraction=0.02)
+GEN_ARGS = ["--users", "300", "--events", "30000", "--seed", "11", "--bad-fraction", "0.02"]
+
+
+def _without_emitted_at(value: bytes) -> dict[str, object]:
+    body: dict[str, object] = orjson.loads(value)
+    body.pop("emitted_at")
+    return body
+
+
+def test_generate_run_publishes_valid_changes_dlq_and_exact_state(names: Names, tmp_path) -> None:
+    # generate: the same stream to a file and to a 3-partition topic, via the CLI
+    out_file, truth_file = tmp_path / "events.jsonl", tmp_path / "truth.jsonl"
+    gen = cli(
+        "generate",
+        *GEN_ARGS,
+        "--out",
+        str(out_file),
+        "--truth-out",
+        str(truth_file),
+        env=names.env(),
+    )
+    assert gen.returncode == 0, gen.stderr
+    gen = cli("generate", *GEN_ARGS, "--topic", names.input, "--partitions", "3", env=names.env())
+    assert gen.returncode == 0, gen.stderr
+    lines = out_file.read_bytes().splitlines()
+    assert len(lines) == CONFIG.events
+    assert len(truth_file.read_bytes().splitlines()) == CONFIG.users
+    inputs = read_topic(names.input)
+    assert sorted(r.value or b"" for r in inputs) == sorted(lines)
+
+    # run until idle
+    run = cli("run", "--stop-when-idle", "5", env=names.env(TIERSTREAM_MAX_POLL_RECORDS="1500"))
+    assert run.returncode == 0, run.stderr
+    assert f"{CONFIG.events} records" in run.stderr
+
+    # every input offset is committed
+    committed = committed_offsets(names.group, names.input)
+    assert committed == end_offsets(names.input)
+
+    # tier changes: valid, keyed by user, seq 1..n per user, and exactly what the
+    # in-memory replay of the same partitions gives (the same code path, no Kafka)
+    changes = read_topic(names.output)
+    assert changes, "no tier change was published"
+    check = validator("tier-change.v1")
+    published: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for rec in changes:
+        body = orjson.loads(rec.value or b"")
+        check.validate(body)
+        assert rec.key == body["user_id"].encode()
+        published[body["user_id"]].append(_without_emitted_at(rec.value or b""))
+    for user, seq in published.items():
+        assert [c["seq"] for c in seq] == list(range(1, len(seq) + 1)), user
+    reference, _ = replay(
+        sorted(inputs, key=lambda r: (r.partition, r.offset)),
+        load_engine(DEFAULT_TIERS_FILE),
+        output_topic=names.output,
+        dlq_topic=names.dlq,
+    )
+    expected: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for out in reference:
+        if out.topic == names.output:
+            expected[out.key.decode()].append(_without_emitted_at(out.value))  # type: ignore[union-attr]
+    assert published == expected
+
+    # DLQ: every malformed record, with its generator-intended reason and original bytes
+    bad = Counter((r.value, r.bad_reason) for r in generate(CONFIG) if r.bad_reason)
+    assert {reason for _, reason in bad} == set(BAD_REASONS)
+    dlq_check = validator("dlq-record.v1")
+    dead = Counter()
+    for rec in read_topic(names.dlq):
+        body = orjson.loads(rec.value or b"")
+        dlq_check.validate(body)
+        assert not body["value_truncated"]
+        original = base64.b64decode(body["value_b64"])
+        src = next(
+            r
+            for r in inputs
+            if (r.partition, r.offset) == (body["source_partition"], body["source_offset"])
+        )
+        assert src.value == original and body["source_topic"] == names.input
+        dead[(original, body["reason"])] += 1
+    assert dead == bad
+
+    # Redis: every user's features equal a recomputation from the input file
+    recomputed = recompute_features(lines)
+    r = redis.Redis.from_url(REDIS)
+    keys = KeySpace(names.prefix)
+    stored = r.mget([keys.user(u) for u in recomputed])
+    r.close()
+    assert all(stored), "a user with valid events has no state in Redis"
+    for (user, exp), raw in zip(recomputed.items(), stored, strict=True):
+        f = orjson.loads(raw)["features"]
+        assert (f["last_ms"], f["first_ms"], f["events"], f["purchases"]) == (
+            exp.last_ms,
+            exp.first_ms,
+            exp.events,
+            exp.purchases,
+        ), user
+        assert math.isclose(f["total_spend"], exp.total_spend, rel_tol=1e-9, abs_tol=1e-6)
+        for got, want in (
+            (f["spend"], exp.spend),
+            (f["refunded"], exp.refunded),
+            *zip(f["counts"], exp.counts, strict=True),
+        ):
+            assert all(
+                math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+                for a, b in zip(got, want, strict=True)
+            ), (user, got, want)
+
+
+def test_a_second_run_reads_nothing_new(names: Names) -> None:
+    gen = cli(
+        "generate", "--users", "20", "--events", "500", "--topic", names.input, env=names.env()
+    )
+    assert gen.returncode == 0, gen.stderr
+    first = cli("run", "--stop-when-idle", "3", env=names.env())
+    assert first.returncode == 0, first.stderr
+    before = read_topic(names.output)
+    second = cli("run", "--stop-when-idle", "3", env=names.env())
+    assert second.returncode == 0, second.stderr
+    assert "0 records" in second.stderr
+    assert read_topic(names.output) == before

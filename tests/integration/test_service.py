@@ -1,0 +1,122 @@
+"""The running service: metrics and health endpoints, SIGTERM, an unreachable broker."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.integration.support import REPO, Names, cli, committed_offsets, end_offsets
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise TimeoutError("condition not met in time")
+
+
+def test_metrics_health_and_sigterm(names: Names) -> None:
+    gen = cli(
+        "generate",
+        "--users",
+        "50",
+        "--events",
+        "3000",
+        "--bad-fraction",
+        "0.01",
+        "--topic",
+        names.input,
+        "--partitions",
+        "2",
+        env=names.env(),
+    )
+    assert gen.returncode == 0, gen.stderr
+    port = free_port()
+    env = names.env(TIERSTREAM_METRICS_PORT=str(port), TIERSTREAM_METRICS_HOST="127.0.0.1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "run"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _up(base + "/healthz"))
+        assert get(base + "/healthz") == (200, "ok\n")
+        wait_for(lambda: get(base + "/readyz")[0] == 200)
+
+        def all_read() -> bool:
+            _, body = get(base + "/metrics")
+            return 'tierstream_events_total{result="applied"}' in body and _sum_events(body) >= 3000
+
+        wait_for(all_read)
+        _, body = get(base + "/metrics")
+        for name in (
+            "tierstream_dlq_records_total{reason=",
+            "tierstream_tier_changes_total{",
+            "tierstream_batch_duration_seconds_bucket",
+            "tierstream_consumer_lag_records",
+            "tierstream_last_event_timestamp_seconds",
+            "tierstream_assigned_partitions 2.0",
+        ):
+            assert name in body, name
+        assert "user_id" not in body and 'from_tier="none"' in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "3000 records" in err
+    assert committed_offsets(names.group, names.input) == end_offsets(names.input)
+
+
+def _up(url: str) -> bool:
+    try:
+        return get(url)[0] == 200
+    except OSError:
+        return False
+
+
+def _sum_events(body: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith("tierstream_events_total{")
+    )
+
+
+def test_unreachable_broker_is_one_line(names: Names) -> None:
+    env = names.env(
+        TIERSTREAM_KAFKA_BOOTSTRAP="127.0.0.1:1", TIERSTREAM_KAFKA_CONNECT_TIMEOUT_S="3"
+    )
+    result = cli("run", env=env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tierstream: error: cannot reach Kafka at 127.0.0.1:1"), result.stderr
+    assert "Traceback" not in result.stderr
