@@ -104,6 +104,38 @@ class TierEngine:
             model_version=self.model_version,
         )
 
+    def explain(self, state: UserState, now_ms: int | None = None) -> dict[str, Any]:
+        """Where the user stands as of event time ``now_ms`` (default: their last event):
+        tier, scores, the feature contributions, and the tier the score alone would give.
+
+        >>> from online_models.event import Event
+        >>> tiers = [{"name": "low"}, {"name": "high", "min_score": 1}]
+        >>> engine = TierEngine(ValueScorer({"spend_30d": 1.0}),
+        ...                     TierPolicy.from_config({"tiers": tiers}))
+        >>> s = UserState.new()
+        >>> _ = engine.apply(s, Event("e1", "u1", "purchase", 0, 5.0), emitted_at_ms=0)
+        >>> e = engine.explain(s)
+        >>> e["tier"], round(e["scores"]["value_score"], 3), e["contributions"][0]["feature"]
+        ('high', 1.792, 'spend_30d')
+        """
+        features = state.features
+        now = features.last_ms if now_ms is None else now_ms
+        score = self.scorer.score(features, now)
+        return {
+            "tier": state.tier,
+            "seq": state.seq,
+            "tier_since_ms": state.tier_since_ms,
+            "as_of_ms": now,
+            "scores": {"value_score": score.value},
+            "score_tier": self.policy.tiers[self.policy.raw_tier(score.value)].name,
+            "contributions": [
+                {"feature": c.feature, "value": c.value, "contribution": c.contribution}
+                for c in score.contributions
+            ],
+            "model_version": self.model_version,
+            "features": features.to_json(),
+        }
+
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
