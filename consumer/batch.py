@@ -1,5 +1,10 @@
-"""One poll batch through the core, without I/O: decode, skip what was applied, apply,
-and collect the state to save and the records to publish.
+"""One poll batch through the core, without I/O: decode, skip what was applied, apply
+events and due timers, and collect what to save and what to publish.
+
+Timers (a user's label deadline or inactivity re-score) fire when their partition's
+event-time watermark (the newest event time read on it) passes them, interleaved with
+the events in read order: before an event is applied, every timer of its partition due at
+or before the watermark fires, earliest first. Where batches are cut changes nothing.
 
 The caller loads state before :meth:`BatchStep.apply` and saves the result after it;
 see :mod:`consumer.checkpoint` for the order of those steps.
@@ -7,16 +12,19 @@ see :mod:`consumer.checkpoint` for the order of those steps.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
 
 from consumer.dead_letters import dead_letter
 from consumer.records import InputRecord, OutputRecord
+from consumer.state_store import Loaded, SaveSet
 from online_models.engine import DUPLICATE, TierEngine
 from online_models.event import Event
+from online_models.global_model import GlobalModel
 from online_models.tier_change import TierChange
 from online_models.user_state import UserState
 from schemas.decode import EventDecoder, Rejection
@@ -31,18 +39,23 @@ class Decoded:
     items: list[tuple[InputRecord, Event | Rejection]]
     users: list[str]
     partitions: list[Partition]
+    #: Per partition, the newest event time in the batch (timers due by then may fire).
+    newest: dict[Partition, int]
 
 
 @dataclass
 class BatchOutcome:
-    """What a batch changed: states to save, offsets applied, records to publish."""
+    """What a batch changed: what to save, what to publish, what to count."""
 
-    states: dict[str, bytes] = field(default_factory=dict)
-    applied: dict[Partition, int] = field(default_factory=dict)
+    save: SaveSet = field(default_factory=lambda: SaveSet({}, {}, {}))
     outputs: dict[Partition, list[OutputRecord]] = field(default_factory=dict)
     results: Counter[str] = field(default_factory=Counter)
     dlq_reasons: Counter[str] = field(default_factory=Counter)
     changes: list[TierChange] = field(default_factory=list)
+    #: (predicted propensity, label) of the labels resolved in this batch.
+    resolved: list[tuple[float, bool]] = field(default_factory=list)
+    timers_fired: int = 0
+    model_advanced: bool = False
     max_event_ms: int | None = None
 
     @property
@@ -62,12 +75,15 @@ class BatchStep:
         output_topic: str,
         dlq_topic: str,
         dlq_max_copy_bytes: int,
+        instance_id: str = "local",
     ) -> None:
         self.engine = engine
         self.decoder = decoder
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
         self.dlq_max_copy_bytes = dlq_max_copy_bytes
+        self.instance_id = instance_id
+        self._model_raw: bytes | None = None
 
     def decode(self, records: Sequence[InputRecord]) -> Decoded:
         """Decode every record; collect the users and partitions the batch touches."""
@@ -75,59 +91,191 @@ class BatchStep:
         items: list[tuple[InputRecord, Event | Rejection]] = []
         users: dict[str, None] = {}
         partitions: dict[Partition, None] = {}
+        newest: dict[Partition, int] = {}
         for rec in records:
             result = decode(rec.value)
             items.append((rec, result))
+            tp = (rec.topic, rec.partition)
+            partitions[tp] = None
             if isinstance(result, Event):
                 users[result.user_id] = None
-            partitions[(rec.topic, rec.partition)] = None
-        return Decoded(items, list(users), list(partitions))
+                if result.timestamp_ms > newest.get(tp, -1):
+                    newest[tp] = result.timestamp_ms
+        return Decoded(items, list(users), list(partitions), newest)
 
-    def apply(
-        self,
-        decoded: Decoded,
-        stored: Mapping[str, bytes | None],
-        applied: Mapping[Partition, int],
-        *,
-        emitted_at_ms: int,
-    ) -> BatchOutcome:
-        """Apply the batch to the users' ``stored`` states.
+    def apply(self, decoded: Decoded, loaded: Loaded, *, emitted_at_ms: int) -> BatchOutcome:
+        """Apply the batch to the ``loaded`` state.
 
-        Records at or below a partition's ``applied`` offset were applied by an earlier
-        run whose offsets did not reach Kafka: they are skipped, outputs included.
+        Records at or below a partition's applied offset were applied by an earlier run
+        whose offsets did not reach Kafka: they are skipped, outputs included.
         """
-        out = BatchOutcome()
-        states: dict[str, UserState] = {}
+        self._adopt(loaded)
+        run = _Run(self, loaded, emitted_at_ms)
         for rec, item in decoded.items:
             tp = (rec.topic, rec.partition)
-            if rec.offset <= applied.get(tp, -1):
-                out.results["skipped"] += 1
+            if rec.offset <= loaded.applied.get(tp, -1):
+                run.out.results["skipped"] += 1
                 continue
-            out.applied[tp] = rec.offset
+            run.applied[tp] = rec.offset
             if isinstance(item, Rejection):
-                out.results["dlq"] += 1
-                out.dlq_reasons[item.reason] += 1
-                out.outputs.setdefault(tp, []).append(
-                    dead_letter(rec, item, self.dlq_topic, max_copy_bytes=self.dlq_max_copy_bytes)
-                )
-                continue
-            user = item.user_id
-            state = states.get(user)
-            if state is None:
-                raw = stored.get(user)
-                state = UserState.from_json(orjson.loads(raw)) if raw else UserState.new()
-                states[user] = state
-            change = self.engine.apply(state, item, emitted_at_ms=emitted_at_ms)
-            if change is DUPLICATE:
-                out.results["duplicate"] += 1
-                continue
-            out.results["applied"] += 1
-            if out.max_event_ms is None or item.timestamp_ms > out.max_event_ms:
-                out.max_event_ms = item.timestamp_ms
-            if isinstance(change, TierChange):
-                out.changes.append(change)
-                out.outputs.setdefault(tp, []).append(
-                    OutputRecord(self.output_topic, user.encode(), orjson.dumps(change.to_json()))
-                )
-        out.states = {user: orjson.dumps(s.to_json()) for user, s in states.items()}
+                run.dead_letter(tp, rec, item)
+            else:
+                run.event(tp, item, decoded.newest.get(tp, -1))
+        return run.finish()
+
+    def advance(
+        self, loaded: Loaded, watermarks: dict[Partition, int], *, emitted_at_ms: int
+    ) -> BatchOutcome:
+        """Move watermarks forward without events (end of a replay with ``--until``):
+        every timer due by then fires."""
+        self._adopt(loaded)
+        run = _Run(self, loaded, emitted_at_ms)
+        for tp, wm in watermarks.items():
+            run.advance(tp, wm, wm)
+        return run.finish()
+
+    def rollback_point(self) -> tuple[object, bytes | None]:
+        """State of the models to go back to if the batch is not saved."""
+        return self.engine.models.rollback_point(), self._model_raw
+
+    def rollback(self, point: tuple[object, bytes | None]) -> None:
+        """Undo what an unsaved batch taught the models."""
+        models_point, self._model_raw = point
+        self.engine.models.rollback(models_point)  # type: ignore[arg-type]
+
+    def _adopt(self, loaded: Loaded) -> None:
+        models = self.engine.models
+        if models.frozen:
+            return
+        if loaded.model is not None and loaded.model != self._model_raw:
+            model = GlobalModel.from_json(orjson.loads(loaded.model))
+            self._model_raw = loaded.model
+        else:
+            model = models.model
+        others = [
+            orjson.loads(v)
+            for k, v in sorted(loaded.contributions.items())
+            if k != self.instance_id
+        ]
+        models.adopt(model, others)
+
+
+class _Run:
+    """The mutable bookkeeping of one :meth:`BatchStep.apply`."""
+
+    def __init__(self, step: BatchStep, loaded: Loaded, emitted_at_ms: int) -> None:
+        self.step = step
+        self.engine = step.engine
+        self.loaded = loaded
+        self.emitted_at_ms = emitted_at_ms
+        self.out = BatchOutcome()
+        self.applied: dict[Partition, int] = {}
+        self.states: dict[str, UserState] = {}
+        self.home: dict[str, Partition] = {}
+        self.watermarks = dict(loaded.watermarks)
+        self.heaps: dict[Partition, list[tuple[int, str]]] = {
+            tp: list(entries) for tp, entries in loaded.timers.items()
+        }
+        for heap in self.heaps.values():
+            heapq.heapify(heap)
+        for tp, entries in loaded.timers.items():
+            for _, user in entries:
+                self.home.setdefault(user, tp)
+
+    def state(self, user: str) -> UserState:
+        state = self.states.get(user)
+        if state is None:
+            raw = self.loaded.states.get(user)
+            state = UserState.from_json(orjson.loads(raw)) if raw else UserState.new()
+            self.states[user] = state
+        return state
+
+    def dead_letter(self, tp: Partition, rec: InputRecord, rejection: Rejection) -> None:
+        self.out.results["dlq"] += 1
+        self.out.dlq_reasons[rejection.reason] += 1
+        self.out.outputs.setdefault(tp, []).append(
+            dead_letter(
+                rec, rejection, self.step.dlq_topic, max_copy_bytes=self.step.dlq_max_copy_bytes
+            )
+        )
+
+    def event(self, tp: Partition, event: Event, bound: int) -> None:
+        self.advance(tp, event.timestamp_ms, bound)
+        user = event.user_id
+        state = self.state(user)
+        self.home[user] = tp
+        change = self.engine.apply(state, event, emitted_at_ms=self.emitted_at_ms)
+        if change is DUPLICATE:
+            self.out.results["duplicate"] += 1
+            return
+        self.out.results["applied"] += 1
+        if self.out.max_event_ms is None or event.timestamp_ms > self.out.max_event_ms:
+            self.out.max_event_ms = event.timestamp_ms
+        if isinstance(change, TierChange):
+            self.publish(tp, change)
+        self.rearm(tp, user, state, bound)
+
+    def advance(self, tp: Partition, t: int, bound: int) -> None:
+        """Raise the partition's watermark to ``t`` and fire the timers due by then.
+        ``bound`` is the newest event time of the partition in this batch: a timer
+        re-armed at or before it must stay in the heap, to fire within this batch."""
+        if t <= self.watermarks.get(tp, -1):
+            return
+        self.watermarks[tp] = t
+        heap = self.heaps.get(tp)
+        while heap and heap[0][0] <= t:
+            due, user = heapq.heappop(heap)
+            state = self.state(user)
+            if state.due_ms != due:
+                continue  # re-armed since: a newer entry stands for it
+            self.out.timers_fired += 1
+            change = self.engine.fire(state, user, due, emitted_at_ms=self.emitted_at_ms)
+            if change is not None:
+                self.publish(tp, change)
+            self.rearm(tp, user, state, bound)
+
+    def rearm(self, tp: Partition, user: str, state: UserState, bound: int) -> None:
+        if 0 <= state.due_ms <= bound:
+            heapq.heappush(self.heaps.setdefault(tp, []), (state.due_ms, user))
+
+    def publish(self, tp: Partition, change: TierChange) -> None:
+        self.out.changes.append(change)
+        self.out.outputs.setdefault(tp, []).append(
+            OutputRecord(
+                self.step.output_topic, change.user_id.encode(), orjson.dumps(change.to_json())
+            )
+        )
+
+    def finish(self) -> BatchOutcome:
+        out, models = self.out, self.engine.models
+        timers_set: dict[Partition, dict[str, int]] = {}
+        timers_clear: dict[Partition, list[str]] = {}
+        for user, state in self.states.items():
+            tp = self.home[user]
+            if state.due_ms >= 0:
+                timers_set.setdefault(tp, {})[user] = state.due_ms
+            else:
+                timers_clear.setdefault(tp, []).append(user)
+        out.resolved = models.take_resolved()
+        out.model_advanced = models.take_advanced()
+        out.save = SaveSet(
+            states={u: orjson.dumps(s.to_json()) for u, s in self.states.items()},
+            applied=self.applied,
+            outbox={tp: [o.to_frame() for o in outs] for tp, outs in out.outputs.items()},
+            watermarks={
+                tp: wm
+                for tp, wm in self.watermarks.items()
+                if wm > self.loaded.watermarks.get(tp, -1)
+            },
+            timers_set=timers_set,
+            timers_clear=timers_clear,
+            model=(orjson.dumps(models.model.to_json()) if out.model_advanced else None),
+            contribution=(
+                None
+                if models.frozen
+                else (self.step.instance_id, orjson.dumps(models.contribution()))
+            ),
+        )
+        if out.model_advanced:
+            self.step._model_raw = out.save.model
         return out

@@ -105,14 +105,19 @@ class Checkpoint:
         """Steps 1-6 for one batch (raises Fenced, StateStoreError or PublishError)."""
         decoded = self.step.decode(records)
         t0 = self.timer()
-        txn = self.store.begin(decoded.partitions)
-        stored, applied = txn.load(decoded.users)  # 1. load
-        t1 = self.timer()
-        self.on_step("load")
-        outcome = self.step.apply(decoded, stored, applied, emitted_at_ms=self.clock_ms())  # 2.
-        self.on_step("apply")
-        frames = {tp: [o.to_frame() for o in outs] for tp, outs in outcome.outputs.items()}
-        txn.save(outcome.states, outcome.applied, frames)  # 3. save
+        point = self.step.rollback_point()
+        try:
+            txn = self.store.begin(decoded.partitions)
+            loaded = txn.load(decoded.users, decoded.newest)  # 1. load
+            t1 = self.timer()
+            self.on_step("load")
+            outcome = self.step.apply(decoded, loaded, emitted_at_ms=self.clock_ms())  # 2.
+            self.on_step("apply")
+            txn.save(outcome.save)  # 3. save
+        except BaseException:
+            self.step.rollback(point)  # the batch will be read again: unlearn it
+            raise
+        frames = outcome.save.outbox
         t2 = self.timer()
         self.on_step("save")
         outputs = [o for outs in outcome.outputs.values() for o in outs]

@@ -7,6 +7,13 @@ key                             value                                    lifetim
                                                                          on every write
 ``{p}:applied:<topic>:<part>``  last input offset applied to state       forever
 ``{p}:outbox:<topic>:<part>``   list of outputs saved, not yet published until published
+``{p}:wm:<topic>:<part>``       event-time watermark of the partition    forever
+``{p}:timers:<topic>:<part>``   sorted set: user -> when their timer     while armed
+                                fires (label deadline, re-score)
+``{p}:model``                   the global model version, JSON           forever
+``{p}:contrib:<instance>``      an instance's learning since the model,  forever
+                                JSON
+``{p}:contributors``            set of instance ids that contributed     forever
 =============================== ======================================== ===============
 
 ``{p}`` is the key prefix setting. The ``{u:...}`` hash tag keeps everything of one user
@@ -36,3 +43,25 @@ class KeySpace:
     def outbox(self, topic: str, partition: int) -> str:
         """Key of a partition's outbox."""
         return f"{self.prefix}:outbox:{topic}:{partition}"
+
+    def watermark(self, topic: str, partition: int) -> str:
+        """Key of a partition's event-time watermark."""
+        return f"{self.prefix}:wm:{topic}:{partition}"
+
+    def timers(self, topic: str, partition: int) -> str:
+        """Key of a partition's timer set."""
+        return f"{self.prefix}:timers:{topic}:{partition}"
+
+    @property
+    def model(self) -> str:
+        """Key of the global model."""
+        return f"{self.prefix}:model"
+
+    def contribution(self, instance: str) -> str:
+        """Key of one instance's contribution."""
+        return f"{self.prefix}:contrib:{instance}"
+
+    @property
+    def contributors(self) -> str:
+        """Key of the set of contributing instances."""
+        return f"{self.prefix}:contributors"

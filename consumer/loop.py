@@ -12,15 +12,21 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
 
 from consumer.batch import BatchStep
 from consumer.checkpoint import Checkpoint, CheckpointStats, StepHook
-from consumer.errors import Fenced, PublishError, StateStoreError
+from consumer.errors import Fenced, PublishError, SettingsError, StateStoreError
 from consumer.kafka_io import EventSource, Publisher, ensure_topics
 from consumer.metrics import HealthServer, Metrics
 from consumer.settings import Settings
 from consumer.state_store import RedisStateStore, StateStore
 from consumer.tier_config import load_engine
+from online_models.engine import TierEngine
+from online_models.global_model import GlobalModel
+from online_models.model_health import ModelHealth
 from schemas.decode import EventDecoder
 
 log = logging.getLogger(__name__)
@@ -57,13 +63,13 @@ class Service:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self._stop = threading.Event()
-        engine = load_engine(settings.tiers_path)
         self.store = store or RedisStateStore(
             settings.redis_url,
             prefix=settings.key_prefix,
             ttl_seconds=round(settings.state_ttl_days * 86400),
         )
         self.store.ping()
+        engine = build_engine(settings, self.store)
         ensure_topics(
             settings.kafka_bootstrap,
             [settings.output_topic, settings.dlq_topic],
@@ -87,7 +93,9 @@ class Service:
             output_topic=settings.output_topic,
             dlq_topic=settings.dlq_topic,
             dlq_max_copy_bytes=settings.dlq_max_copy_bytes,
+            instance_id=settings.instance,
         )
+        self.health_model = ModelHealth()
         self.checkpoint = Checkpoint(
             step,
             self.store,
@@ -205,12 +213,28 @@ class Service:
         if out.max_event_ms is not None:
             m.last_event_time.set(out.max_event_ms / 1000)
         m.last_batch_time.set(time.time())
+        m.timers_fired.inc(out.timers_fired)
+        self.health_model.observe(out.resolved, out.changes)
+        models = self.checkpoint.step.engine.models
+        self._record_model(models.model)
         lag = self.source.lag()
         if lag is not None:
             m.lag.set(lag)
         self.summary.batches += 1
         self.summary.records += n
         self.summary.tier_changes += len(out.changes)
+
+    def _record_model(self, model: GlobalModel) -> None:
+        m, h = self.metrics, self.health_model
+        m.model_version.set(model.version)
+        m.model_samples.set(model.samples_seen)
+        m.model_labels.set(model.labels_seen)
+        if h.auc is not None:
+            m.propensity_auc.set(h.auc)
+        if h.log_loss is not None:
+            m.propensity_log_loss.set(h.log_loss)
+        m.drift_detections.set(h.drifts)
+        m.tier_flaps.set(h.flaps)
 
     def _close(self) -> None:
         self._ready = False
@@ -221,3 +245,30 @@ class Service:
                 log.exception("error while closing")
         if self.health:
             self.health.stop()
+
+
+def build_engine(settings: Settings, store: StateStore) -> TierEngine:
+    """The engine of a live instance: the stored global model (or the model file), and
+    this instance's stored learning, so a restart continues where it stopped."""
+    contribution = None
+    model: GlobalModel | None
+    if settings.model_file:
+        model = _read_model(settings.model_file)
+    else:
+        raw = store.get_model()
+        model = GlobalModel.from_json(orjson.loads(raw)) if raw else None
+        own = None if settings.freeze_model else store.get_contribution(settings.instance)
+        contribution = orjson.loads(own) if own else None
+    return load_engine(
+        settings.tiers_path,
+        model=model,
+        contribution=contribution,
+        frozen=settings.freeze_model or bool(settings.model_file),
+    )
+
+
+def _read_model(path: str) -> GlobalModel:
+    try:
+        return GlobalModel.from_json(orjson.loads(Path(path).read_bytes()))
+    except (OSError, orjson.JSONDecodeError, ValueError) as exc:
+        raise SettingsError(f"cannot use model file {path}: {exc}") from None

@@ -92,6 +92,42 @@ class Metrics:
             "Wall time the last batch was committed.",
             registry=r,
         )
+        self.timers_fired = Counter(
+            "tierstream_timers_fired",
+            "User timers fired (label deadlines, inactivity re-scores).",
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "tierstream_model_version",
+            "Global model version this instance scores with.",
+            registry=r,
+        )
+        self.model_samples = Gauge(
+            "tierstream_model_samples", "Learning samples folded into the global model.", registry=r
+        )
+        self.model_labels = Gauge(
+            "tierstream_model_labels", "Propensity labels folded into the global model.", registry=r
+        )
+        self.propensity_auc = Gauge(
+            "tierstream_propensity_auc",
+            "Prequential (test-then-train) rolling ROC AUC of the propensity model.",
+            registry=r,
+        )
+        self.propensity_log_loss = Gauge(
+            "tierstream_propensity_log_loss",
+            "Prequential rolling log-loss of the propensity model.",
+            registry=r,
+        )
+        self.drift_detections = Gauge(
+            "tierstream_model_drift_detections",
+            "ADWIN drift detections on the propensity log-loss since start.",
+            registry=r,
+        )
+        self.tier_flaps = Gauge(
+            "tierstream_tier_flap_ratio",
+            "Share of recent tier changes that undo the user's previous change (A->B->A).",
+            registry=r,
+        )
         self.assigned_partitions = Gauge(
             "tierstream_assigned_partitions", "Input partitions this instance owns.", registry=r
         )

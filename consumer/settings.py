@@ -12,6 +12,7 @@ consumer.errors.SettingsError: TIERSTREAM_MAX_POLL_RECORDS='many' is not an inte
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -54,6 +55,13 @@ class Settings:
     topic_partitions: int = 0
     #: Seconds to wait for the first answer of the Kafka bootstrap servers.
     kafka_connect_timeout_s: float = 15.0
+    #: This instance's name in the group's model contributions; keep it stable across
+    #: restarts (a StatefulSet pod name) so learning resumes where it stopped.
+    instance_id: str = ""
+    #: Score with a fixed model version and learn nothing (what-if replays).
+    freeze_model: bool = False
+    #: A model file (``tierstream model export``) to score with instead of the stored one.
+    model_file: str = ""
     #: Seconds SIGTERM waits for the batch in flight before closing.
     shutdown_timeout_s: float = 30.0
 
@@ -114,8 +122,15 @@ class Settings:
                 "TIERSTREAM_STATE_TTL_DAYS, KAFKA_CONNECT_TIMEOUT_S and SHUTDOWN_TIMEOUT_S "
                 "must be > 0, TOPIC_PARTITIONS >= 0"
             )
+        if self.model_file and not Path(self.model_file).is_file():
+            raise SettingsError(f"TIERSTREAM_MODEL_FILE={self.model_file!r}: no such file")
         if self.tiers_file and not Path(self.tiers_file).is_file():
             raise SettingsError(f"TIERSTREAM_TIERS_FILE={self.tiers_file!r}: no such file")
+
+    @property
+    def instance(self) -> str:
+        """The instance id in force (the host name when not set)."""
+        return self.instance_id or socket.gethostname()
 
     @property
     def tiers_path(self) -> Path:

@@ -1,15 +1,19 @@
-"""Where user state, applied offsets and the outbox live: Redis, or memory (embedded mode).
+"""Where user state, offsets, timers, the outbox and the models live: Redis, or memory
+(embedded mode and replays).
 
-A batch is one :class:`Transaction`: ``load`` reads the users' state and the partitions'
-applied offsets in one round trip, ``save`` writes states, offsets and outbox entries
-atomically. Redis fences with ``WATCH`` on the applied-offset keys: if another instance
-saved one of the batch's partitions in between, ``save`` raises :class:`Fenced` and
-writes nothing.
+A batch is one :class:`Transaction`: ``load`` reads everything the batch needs (users'
+states, applied offsets, watermarks, the timers due within the batch and their users,
+the global model and the other instances' contributions); ``save`` writes the batch's
+:class:`SaveSet` atomically. Redis fences with ``WATCH`` on the partitions' applied-offset
+keys and on the model key: if another instance saved one of these partitions, or a new
+model version, in between, ``save`` raises :class:`~consumer.errors.Fenced` and writes
+nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import redis
@@ -21,19 +25,42 @@ from consumer.keys import KeySpace
 Partition = tuple[str, int]
 
 
+@dataclass
+class Loaded:
+    """What a batch reads before it applies anything."""
+
+    states: dict[str, bytes | None]
+    applied: dict[Partition, int]
+    watermarks: dict[Partition, int] = field(default_factory=dict)
+    #: Per partition, the timers due at or before the batch's newest event: (due, user).
+    timers: dict[Partition, list[tuple[int, str]]] = field(default_factory=dict)
+    model: bytes | None = None
+    #: Contributions by instance id (this instance's included).
+    contributions: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class SaveSet:
+    """What a batch writes, all at once."""
+
+    states: Mapping[str, bytes]
+    applied: Mapping[Partition, int]
+    outbox: Mapping[Partition, Sequence[bytes]]
+    watermarks: Mapping[Partition, int] = field(default_factory=dict)
+    timers_set: Mapping[Partition, Mapping[str, int]] = field(default_factory=dict)
+    timers_clear: Mapping[Partition, Sequence[str]] = field(default_factory=dict)
+    model: bytes | None = None
+    contribution: tuple[str, bytes] | None = None
+
+
 class Transaction(Protocol):
     """One batch's read-then-write against the store."""
 
-    def load(self, users: Sequence[str]) -> tuple[dict[str, bytes | None], dict[Partition, int]]:
-        """States of ``users`` (None when new) and applied offsets (-1 when none)."""
+    def load(self, users: Sequence[str], timer_bounds: Mapping[Partition, int]) -> Loaded:
+        """Everything the batch reads; timers due at or before ``timer_bounds[p]``."""
         ...
 
-    def save(
-        self,
-        states: Mapping[str, bytes],
-        applied: Mapping[Partition, int],
-        outbox: Mapping[Partition, Sequence[bytes]],
-    ) -> None:
+    def save(self, batch: SaveSet) -> None:
         """Write everything at once, or nothing (raises Fenced or StateStoreError)."""
         ...
 
@@ -59,6 +86,18 @@ class StateStore(Protocol):
 
     def get_user(self, user_id: str) -> bytes | None:
         """One user's stored state."""
+        ...
+
+    def get_model(self) -> bytes | None:
+        """The stored global model."""
+        ...
+
+    def get_contribution(self, instance: str) -> bytes | None:
+        """One instance's stored contribution."""
+        ...
+
+    def put_model(self, model: bytes) -> None:
+        """Replace the global model (``tierstream model import``)."""
         ...
 
     def close(self) -> None:
@@ -91,10 +130,9 @@ class RedisStateStore:
 
     def outbox(self, partition: Partition) -> list[bytes]:
         try:
-            entries = cast(list[bytes], self._redis.lrange(self.keys.outbox(*partition), 0, -1))
+            return cast(list[bytes], self._redis.lrange(self.keys.outbox(*partition), 0, -1))
         except RedisError as exc:
             raise StateStoreError(f"reading outbox {partition}: {exc}") from exc
-        return entries
 
     def clear_outbox(self, partition: Partition, count: int) -> None:
         try:
@@ -105,6 +143,15 @@ class RedisStateStore:
     def get_user(self, user_id: str) -> bytes | None:
         return cast(bytes | None, self._redis.get(self.keys.user(user_id)))
 
+    def get_model(self) -> bytes | None:
+        return cast(bytes | None, self._redis.get(self.keys.model))
+
+    def get_contribution(self, instance: str) -> bytes | None:
+        return cast(bytes | None, self._redis.get(self.keys.contribution(instance)))
+
+    def put_model(self, model: bytes) -> None:
+        self._redis.set(self.keys.model, model)
+
     def close(self) -> None:
         self._redis.close()
 
@@ -113,52 +160,102 @@ class _RedisTransaction:
     def __init__(self, store: RedisStateStore, partitions: Sequence[Partition]) -> None:
         self._store = store
         self._partitions = list(partitions)
-        self._offset_keys = [store.keys.applied(*tp) for tp in self._partitions]
         self._pipe = store._redis.pipeline(transaction=True)
 
-    def load(self, users: Sequence[str]) -> tuple[dict[str, bytes | None], dict[Partition, int]]:
-        keys = self._store.keys
+    def load(self, users: Sequence[str], timer_bounds: Mapping[Partition, int]) -> Loaded:
+        keys, r = self._store.keys, self._store._redis
+        parts = self._partitions
         try:
-            cast(Any, self._pipe).watch(*self._offset_keys)
-            values = cast(
+            # WATCH pins this connection; the reads go through one plain pipeline: a
+            # change after the WATCH still makes EXEC fail.
+            cast(Any, self._pipe).watch(*[keys.applied(*tp) for tp in parts], keys.model)
+            reads = r.pipeline(transaction=False)
+            reads.mget(
+                [keys.user(u) for u in users]
+                + [keys.applied(*tp) for tp in parts]
+                + [keys.watermark(*tp) for tp in parts]
+                + [keys.model]
+            )
+            bounded = [tp for tp in parts if tp in timer_bounds]
+            for tp in bounded:
+                reads.zrangebyscore(keys.timers(*tp), "-inf", timer_bounds[tp], withscores=True)
+            reads.smembers(keys.contributors)
+            first = reads.execute()
+            values = cast(list[bytes | None], first[0])
+            timers = {
+                tp: [(int(score), member.decode()) for member, score in first[1 + i]]
+                for i, tp in enumerate(bounded)
+            }
+            instances = sorted(m.decode() for m in cast(set[bytes], first[-1]))
+            states = dict(zip(users, values[: len(users)], strict=True))
+            extra = sorted({u for entries in timers.values() for _, u in entries} - set(states))
+            second = cast(
                 list[bytes | None],
-                self._pipe.mget([keys.user(u) for u in users] + self._offset_keys),
+                r.mget([keys.user(u) for u in extra] + [keys.contribution(i) for i in instances])
+                if extra or instances
+                else [],
             )
         except RedisError as exc:
             self._pipe.reset()
             raise StateStoreError(f"loading state: {exc}") from exc
-        states = dict(zip(users, values[: len(users)], strict=True))
-        applied = {
-            tp: int(v) if v is not None else -1
-            for tp, v in zip(self._partitions, values[len(users) :], strict=True)
+        states.update(zip(extra, second[: len(extra)], strict=True))
+        n, p = len(users), len(parts)
+        contributions = {
+            i: v for i, v in zip(instances, second[len(extra) :], strict=True) if v is not None
         }
-        return states, applied
+        return Loaded(
+            states=states,
+            applied={tp: _int(v, -1) for tp, v in zip(parts, values[n : n + p], strict=True)},
+            watermarks={
+                tp: _int(v, -1) for tp, v in zip(parts, values[n + p : n + 2 * p], strict=True)
+            },
+            timers=timers,
+            model=values[n + 2 * p],
+            contributions=contributions,
+        )
 
-    def save(
-        self,
-        states: Mapping[str, bytes],
-        applied: Mapping[Partition, int],
-        outbox: Mapping[Partition, Sequence[bytes]],
-    ) -> None:
-        keys, pipe, ttl = self._store.keys, self._pipe, self._store.ttl_seconds
+    def save(self, batch: SaveSet) -> None:
+        pipe = self._pipe
         try:
             pipe.multi()
-            for user, value in states.items():
-                pipe.set(keys.user(user), value, ex=ttl)
-            for tp, offset in applied.items():
-                pipe.set(keys.applied(*tp), offset)
-            for tp, entries in outbox.items():
-                if entries:
-                    pipe.rpush(keys.outbox(*tp), *entries)
+            self._queue(batch)
             pipe.execute()
         except WatchError:
             raise Fenced(
-                f"partitions {self._partitions} were written by another instance"
+                f"partitions {self._partitions} or the model were written by another instance"
             ) from None
         except RedisError as exc:
             raise StateStoreError(f"saving state: {exc}") from exc
         finally:
             pipe.reset()
+
+    def _queue(self, batch: SaveSet) -> None:
+        keys, pipe, ttl = self._store.keys, self._pipe, self._store.ttl_seconds
+        for user, value in batch.states.items():
+            pipe.set(keys.user(user), value, ex=ttl)
+        for tp, offset in batch.applied.items():
+            pipe.set(keys.applied(*tp), offset)
+        for tp, wm in batch.watermarks.items():
+            pipe.set(keys.watermark(*tp), wm)
+        for tp, entries in batch.outbox.items():
+            if entries:
+                pipe.rpush(keys.outbox(*tp), *entries)
+        for tp, due in batch.timers_set.items():
+            if due:
+                pipe.zadd(keys.timers(*tp), dict(due))
+        for tp, gone in batch.timers_clear.items():
+            if gone:
+                pipe.zrem(keys.timers(*tp), *gone)
+        if batch.model is not None:
+            pipe.set(keys.model, batch.model)
+        if batch.contribution is not None:
+            instance, value = batch.contribution
+            pipe.set(keys.contribution(instance), value)
+            pipe.sadd(keys.contributors, instance)
+
+
+def _int(value: bytes | None, default: int) -> int:
+    return int(value) if value is not None else default
 
 
 class MemoryStateStore:
@@ -167,17 +264,23 @@ class MemoryStateStore:
 
     >>> store = MemoryStateStore()
     >>> txn = store.begin([("t", 0)])
-    >>> txn.load(["u1"])
-    ({'u1': None}, {('t', 0): -1})
-    >>> txn.save({"u1": b"{}"}, {("t", 0): 9}, {("t", 0): [b"x"]})
-    >>> store.begin([("t", 0)]).load(["u1"]), store.outbox(("t", 0))
-    (({'u1': b'{}'}, {('t', 0): 9}), [b'x'])
+    >>> txn.load(["u1"], {}).states
+    {'u1': None}
+    >>> txn.save(SaveSet({"u1": b"{}"}, {("t", 0): 9}, {("t", 0): [b"x"]},
+    ...                  timers_set={("t", 0): {"u1": 50}}))
+    >>> loaded = store.begin([("t", 0)]).load(["u1"], {("t", 0): 60})
+    >>> loaded.states, loaded.applied, loaded.timers, store.outbox(("t", 0))
+    ({'u1': b'{}'}, {('t', 0): 9}, {('t', 0): [(50, 'u1')]}, [b'x'])
     """
 
     def __init__(self) -> None:
         self.users: dict[str, bytes] = {}
         self.applied: dict[Partition, int] = {}
+        self.watermarks: dict[Partition, int] = {}
         self.outboxes: dict[Partition, list[bytes]] = {}
+        self.timers: dict[Partition, dict[str, int]] = {}
+        self.model: bytes | None = None
+        self.contributions: dict[str, bytes] = {}
 
     def ping(self) -> None:
         return None
@@ -194,6 +297,15 @@ class MemoryStateStore:
     def get_user(self, user_id: str) -> bytes | None:
         return self.users.get(user_id)
 
+    def get_model(self) -> bytes | None:
+        return self.model
+
+    def get_contribution(self, instance: str) -> bytes | None:
+        return self.contributions.get(instance)
+
+    def put_model(self, model: bytes) -> None:
+        self.model = model
+
     def close(self) -> None:
         return None
 
@@ -203,22 +315,43 @@ class _MemoryTransaction:
         self._store = store
         self._partitions = list(partitions)
         self._seen: dict[Partition, int] = {}
+        self._model: bytes | None = None
 
-    def load(self, users: Sequence[str]) -> tuple[dict[str, bytes | None], dict[Partition, int]]:
+    def load(self, users: Sequence[str], timer_bounds: Mapping[Partition, int]) -> Loaded:
         s = self._store
         self._seen = {tp: s.applied.get(tp, -1) for tp in self._partitions}
-        return {u: s.users.get(u) for u in users}, dict(self._seen)
+        self._model = s.model
+        timers = {
+            tp: sorted((due, u) for u, due in s.timers.get(tp, {}).items() if due <= bound)
+            for tp, bound in timer_bounds.items()
+        }
+        wanted = list(users) + sorted({u for t in timers.values() for _, u in t} - set(users))
+        return Loaded(
+            states={u: s.users.get(u) for u in wanted},
+            applied=dict(self._seen),
+            watermarks={tp: s.watermarks.get(tp, -1) for tp in self._partitions},
+            timers=timers,
+            model=s.model,
+            contributions=dict(s.contributions),
+        )
 
-    def save(
-        self,
-        states: Mapping[str, bytes],
-        applied: Mapping[Partition, int],
-        outbox: Mapping[Partition, Sequence[bytes]],
-    ) -> None:
+    def save(self, batch: SaveSet) -> None:
         s = self._store
-        if any(s.applied.get(tp, -1) != off for tp, off in self._seen.items()):
+        if s.model != self._model or any(
+            s.applied.get(tp, -1) != off for tp, off in self._seen.items()
+        ):
             raise Fenced(f"partitions {self._partitions} were written concurrently")
-        s.users.update(states)
-        s.applied.update(applied)
-        for tp, entries in outbox.items():
+        s.users.update(batch.states)
+        s.applied.update(batch.applied)
+        s.watermarks.update(batch.watermarks)
+        for tp, entries in batch.outbox.items():
             s.outboxes.setdefault(tp, []).extend(entries)
+        for tp, due in batch.timers_set.items():
+            s.timers.setdefault(tp, {}).update(due)
+        for tp, gone in batch.timers_clear.items():
+            for user in gone:
+                s.timers.get(tp, {}).pop(user, None)
+        if batch.model is not None:
+            s.model = batch.model
+        if batch.contribution is not None:
+            s.contributions[batch.contribution[0]] = batch.contribution[1]

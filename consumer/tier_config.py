@@ -1,32 +1,62 @@
-"""Reads a tier config file (TOML) into the core's engine.
+"""Reads a tier config file (TOML) into the core's engine: score weights, the tier
+policy, and the models' horizons and merge policy.
 
 >>> engine = load_engine(DEFAULT_TIERS_FILE)
->>> engine.policy.names
-['dormant', 'casual', 'engaged', 'vip']
+>>> engine.policy.names, engine.horizons.label_ms // 86_400_000
+(['dormant', 'casual', 'engaged', 'vip'], 30)
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from consumer.errors import SettingsError
 from consumer.settings import DEFAULT_TIERS_FILE
-from online_models.engine import TierEngine
+from online_models.engine import Horizons, TierEngine
+from online_models.feature_vector import FEATURE_NAMES
+from online_models.features import DAY_MS
+from online_models.global_model import GlobalModel
+from online_models.merge import MergePolicy
+from online_models.online import OnlineModels
 from online_models.scoring import ValueScorer
 from online_models.tier_policy import TierPolicy
 
-__all__ = ["DEFAULT_TIERS_FILE", "load_engine"]
+__all__ = ["DEFAULT_TIERS_FILE", "load_engine", "read_config"]
+
+_MODEL_KEYS = {
+    "label_horizon_days": float,
+    "learn_every_days": float,
+    "rescore_days": float,
+    "segments": int,
+    "merge_every_samples": int,
+    "min_init_samples": int,
+    "seed": int,
+}
 
 
-def load_engine(path: Path) -> TierEngine:
-    """The engine the config at ``path`` defines; SettingsError says what is wrong."""
+def read_config(path: Path) -> dict[str, Any]:
+    """The parsed TOML at ``path``; SettingsError says what is wrong."""
     try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SettingsError(f"cannot read tier config {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"tier config {path} is not valid TOML: {exc}") from None
+
+
+def load_engine(
+    path: Path,
+    *,
+    model: GlobalModel | None = None,
+    contribution: dict[str, Any] | None = None,
+    frozen: bool = False,
+) -> TierEngine:
+    """The engine the config at ``path`` defines, scoring with ``model`` (version 0 if
+    None) and resuming the learning in ``contribution``; SettingsError on a bad config."""
+    config = read_config(path)
     try:
         weights = config["score"]["weights"]
         policy = config["policy"]
@@ -35,6 +65,46 @@ def load_engine(path: Path) -> TierEngine:
             f"tier config {path} needs a [score.weights] table and a [policy] table"
         ) from None
     try:
-        return TierEngine(ValueScorer(weights), TierPolicy.from_config(policy))
+        horizons, merge_policy = _models(config.get("models", {}))
+        return TierEngine(
+            ValueScorer(weights),
+            TierPolicy.from_config(policy),
+            OnlineModels(
+                model or GlobalModel.initial(FEATURE_NAMES),
+                merge_policy,
+                frozen=frozen,
+                contribution=contribution,
+            ),
+            horizons,
+        )
     except ValueError as exc:
         raise SettingsError(f"tier config {path}: {exc}") from None
+
+
+def _models(table: Mapping[str, Any]) -> tuple[Horizons, MergePolicy]:
+    unknown = sorted(set(table) - set(_MODEL_KEYS))
+    if unknown:
+        raise ValueError(f"unknown [models] key(s) {unknown}; known: {sorted(_MODEL_KEYS)}")
+    values: dict[str, Any] = {}
+    for key, kind in _MODEL_KEYS.items():
+        if key in table:
+            if not isinstance(table[key], int | float) or table[key] <= 0:
+                raise ValueError(f"[models] {key} must be a positive number")
+            values[key] = kind(table[key])
+    defaults_h, defaults_m = Horizons(), MergePolicy()
+    horizons = Horizons(
+        label_ms=round(values.get("label_horizon_days", defaults_h.label_ms / DAY_MS) * DAY_MS),
+        learn_every_ms=round(
+            values.get("learn_every_days", defaults_h.learn_every_ms / DAY_MS) * DAY_MS
+        ),
+        rescore_every_ms=round(
+            values.get("rescore_days", defaults_h.rescore_every_ms / DAY_MS) * DAY_MS
+        ),
+    )
+    policy = MergePolicy(
+        every_samples=values.get("merge_every_samples", defaults_m.every_samples),
+        n_segments=values.get("segments", defaults_m.n_segments),
+        min_init_samples=values.get("min_init_samples", defaults_m.min_init_samples),
+        seed=values.get("seed", defaults_m.seed),
+    )
+    return horizons, policy

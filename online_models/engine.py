@@ -1,15 +1,19 @@
-"""Applies one event to one user's state and decides whether their tier changes.
+"""Applies events and timers to a user's state and decides whether their tier changes.
+
+Per event: update the features, build the feature vector, score it with the frozen model
+version (segment, propensity), resolve or take the user's propensity snapshot, learn, and
+run the tier policy on the value score. Per timer (the user is silent): the same scoring
+as of the timer's event time, so a tier falls by inactivity on time, and a snapshot whose
+horizon passed becomes a negative label, even for users who never come back.
 
 Events are applied in the order they were read (per partition offset order), never
 re-sorted by event time inside a batch: the features do not care about order (they are
-exact for late events), and tier decisions then depend only on the event sequence, not on
-how the stream happened to be cut into poll batches. A replay and the live service
-therefore produce the same tier changes.
+exact for late events), and decisions then depend only on the event sequence, not on how
+the stream was cut into poll batches. A replay and the live service give the same tiers.
 
 >>> from online_models.event import Event
->>> engine = TierEngine(
-...     ValueScorer({"spend_30d": 1.0}),
-...     TierPolicy.from_config({"tiers": [{"name": "casual"}, {"name": "vip", "min_score": 4}]}))
+>>> tiers = [{"name": "casual"}, {"name": "vip", "min_score": 4}]
+>>> engine = TierEngine(ValueScorer({"spend_30d": 1.0}), TierPolicy.from_config({"tiers": tiers}))
 >>> state = UserState.new()
 >>> engine.apply(state, Event("e1", "u1", "page_view", 0), emitted_at_ms=5).tier
 'casual'
@@ -17,24 +21,32 @@ therefore produce the same tier changes.
 'vip'
 >>> engine.apply(state, Event("e2", "u1", "purchase", 1000, 80.0), emitted_at_ms=7) is DUPLICATE
 True
->>> state.seq, state.features.events
-(2, 2)
+>>> state.seq, state.features.events, state.due_ms > 0
+(2, 2, True)
+>>> change = engine.fire(state, "u1", 60 * DAY_MS, emitted_at_ms=8)   # silent for 60 days
+>>> change.tier, change.reason["kind"], change.scores["propensity"]
+('casual', 'inactivity', 0.5)
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
-from online_models.event import Event
-from online_models.scoring import ValueScorer
+from online_models.event import PURCHASE_INDEX, Event
+from online_models.feature_vector import FEATURE_NAMES, vector
+from online_models.features import DAY_MS
+from online_models.global_model import GlobalModel, ModelScore
+from online_models.online import OnlineModels
+from online_models.scoring import Score, ValueScorer
 from online_models.tier_change import TierChange
-from online_models.tier_policy import TierPolicy
+from online_models.tier_policy import TierDecision, TierPolicy
 from online_models.user_state import UserState
 
-#: How many feature contributions a tier change reports.
+#: How many contributions (value score and propensity logit) a tier change reports.
 TOP_CONTRIBUTIONS: Final = 3
 
 
@@ -49,20 +61,47 @@ class _Duplicate:
 DUPLICATE: Final = _Duplicate()
 
 
-class TierEngine:
-    """Feature update + score + tier policy, for one event at a time."""
+@dataclass(frozen=True)
+class Horizons:
+    """Event-time spans of the models."""
 
-    def __init__(self, scorer: ValueScorer, policy: TierPolicy) -> None:
+    #: "Purchases within H days": the propensity label's horizon.
+    label_ms: int = 30 * DAY_MS
+    #: A user gives at most one learning sample per this span (so the very active do not
+    #: outweigh everyone else in the segments).
+    learn_every_ms: int = DAY_MS
+    #: A silent user above the lowest tier is re-scored this often.
+    rescore_every_ms: int = 7 * DAY_MS
+
+
+class TierEngine:
+    """Features + models + value score + tier policy, one event or timer at a time."""
+
+    def __init__(
+        self,
+        scorer: ValueScorer,
+        policy: TierPolicy,
+        models: OnlineModels | None = None,
+        horizons: Horizons | None = None,
+    ) -> None:
         self.scorer = scorer
         self.policy = policy
-        self.model_version = "policy-" + _digest(
+        self.models = models or OnlineModels(GlobalModel.initial(FEATURE_NAMES))
+        self.horizons = horizons or Horizons()
+        self.policy_digest = _digest(
             {
                 "weights": scorer.weights,
                 "tiers": [(t.name, t.min_score) for t in policy.tiers],
                 "hysteresis": policy.hysteresis,
                 "min_dwell_ms": policy.min_dwell_ms,
+                "horizons": [self.horizons.label_ms, self.horizons.rescore_every_ms],
             }
-        )
+        )[:6]
+
+    @property
+    def model_version(self) -> str:
+        """The model version tier changes are stamped with: model name + policy digest."""
+        return f"{self.models.model.name}.{self.policy_digest}"
 
     def apply(
         self, state: UserState, event: Event, *, emitted_at_ms: int
@@ -72,41 +111,48 @@ class TierEngine:
             return DUPLICATE
         state.remember(event.event_id)
         features = state.features
+        late = features.events > 0 and event.timestamp_ms < features.last_ms
         features.apply(event)
         now = features.last_ms
-        score = self.scorer.score(features, now)
-        decision = self.policy.decide(
-            state.tier, score.value, since_ms=state.tier_since_ms, now_ms=now
+        x = vector(features, now)
+        ms = self.models.score(x)
+        if state.pending is not None:
+            t0, x0, p0 = state.pending
+            purchase = event.type_index == PURCHASE_INDEX and t0 < event.timestamp_ms
+            if purchase and event.timestamp_ms <= t0 + self.horizons.label_ms:
+                self._resolve(state, x0, True, p0)
+            elif now > t0 + self.horizons.label_ms:
+                self._resolve(state, x0, False, p0)
+        if not late:
+            if state.pending is None:
+                state.pending = [now, x, ms.propensity]
+            if state.learned_ms < 0 or now - state.learned_ms >= self.horizons.learn_every_ms:
+                state.learned_ms = now
+                self.models.learn_sample(x)
+        change = self._decide(
+            state, event.user_id, now, ms, event.timestamp_ms, emitted_at_ms, "threshold"
         )
-        if decision is None:
-            return None
-        previous = state.tier
-        state.tier = decision.tier
-        state.seq += 1
-        state.tier_since_ms = now
-        return TierChange(
-            user_id=event.user_id,
-            previous_tier=previous,
-            tier=decision.tier,
-            seq=state.seq,
-            event_time_ms=event.timestamp_ms,
-            emitted_at_ms=emitted_at_ms,
-            scores={"value_score": score.value},
-            reason={
-                "kind": "first_tier" if previous is None else "threshold",
-                "threshold": decision.threshold,
-                "direction": decision.direction,
-                "contributions": [
-                    {"feature": c.feature, "value": c.value, "contribution": c.contribution}
-                    for c in score.contributions[:TOP_CONTRIBUTIONS]
-                ],
-            },
-            model_version=self.model_version,
-        )
+        self._arm(state)
+        return change
+
+    def fire(
+        self, state: UserState, user_id: str, now_ms: int, *, emitted_at_ms: int
+    ) -> TierChange | None:
+        """The user's timer at event time ``now_ms``: resolve an expired snapshot as a
+        negative label and re-score the silent user."""
+        if state.pending is not None:
+            t0, x0, p0 = state.pending
+            if now_ms > t0 + self.horizons.label_ms:
+                self._resolve(state, x0, False, p0)
+        state.rescored_ms = now_ms
+        ms = self.models.score(vector(state.features, now_ms))
+        change = self._decide(state, user_id, now_ms, ms, now_ms, emitted_at_ms, "inactivity")
+        self._arm(state)
+        return change
 
     def explain(self, state: UserState, now_ms: int | None = None) -> dict[str, Any]:
         """Where the user stands as of event time ``now_ms`` (default: their last event):
-        tier, scores, the feature contributions, and the tier the score alone would give.
+        tier, scores, the contributions, and the tier the score alone would give.
 
         >>> from online_models.event import Event
         >>> tiers = [{"name": "low"}, {"name": "high", "min_score": 1}]
@@ -119,22 +165,121 @@ class TierEngine:
         ('high', 1.792, 'spend_30d')
         """
         features = state.features
-        now = features.last_ms if now_ms is None else now_ms
-        score = self.scorer.score(features, now)
+        now = max(features.last_ms, features.last_ms if now_ms is None else now_ms)
+        ms = self.models.score(vector(features, now))
+        score = self._value(state, now, ms)
         return {
             "tier": state.tier,
             "seq": state.seq,
             "tier_since_ms": state.tier_since_ms,
             "as_of_ms": now,
-            "scores": {"value_score": score.value},
+            "scores": self._scores(score, ms),
             "score_tier": self.policy.tiers[self.policy.raw_tier(score.value)].name,
             "contributions": [
-                {"feature": c.feature, "value": c.value, "contribution": c.contribution}
-                for c in score.contributions
+                _contribution(c.feature, c.value, c.contribution) for c in score.contributions
             ],
+            "propensity_terms": self._logit_terms(ms, None),
             "model_version": self.model_version,
             "features": features.to_json(),
         }
+
+    def _resolve(self, state: UserState, x0: list[float], label: bool, p0: float) -> None:
+        state.pending = None
+        self.models.learn_label(x0, label, p0)
+
+    def _value(self, state: UserState, now: int, ms: ModelScore) -> Score:
+        k = len(self.models.model.centroids)
+        rank = ms.segment / (k - 1) if ms.segment is not None and k > 1 else 0.0
+        return self.scorer.score(
+            state.features, now, {"propensity": ms.propensity, "segment_rank": rank}
+        )
+
+    def _decide(
+        self,
+        state: UserState,
+        user_id: str,
+        now: int,
+        ms: ModelScore,
+        event_time_ms: int,
+        emitted_at_ms: int,
+        kind: str,
+    ) -> TierChange | None:
+        score = self._value(state, now, ms)
+        decision = self.policy.decide(
+            state.tier, score.value, since_ms=state.tier_since_ms, now_ms=now
+        )
+        if decision is None:
+            return None
+        return self._change(
+            state, user_id, decision, score, ms, now, event_time_ms, emitted_at_ms, kind
+        )
+
+    def _change(
+        self,
+        state: UserState,
+        user_id: str,
+        decision: TierDecision,
+        score: Score,
+        ms: ModelScore,
+        now: int,
+        event_time_ms: int,
+        emitted_at_ms: int,
+        kind: str,
+    ) -> TierChange:
+        previous = state.tier
+        state.tier = decision.tier
+        state.seq += 1
+        state.tier_since_ms = now
+        top = [
+            _contribution(c.feature, c.value, c.contribution)
+            for c in score.contributions[:TOP_CONTRIBUTIONS]
+        ]
+        return TierChange(
+            user_id=user_id,
+            previous_tier=previous,
+            tier=decision.tier,
+            seq=state.seq,
+            event_time_ms=event_time_ms,
+            emitted_at_ms=emitted_at_ms,
+            scores=self._scores(score, ms),
+            reason={
+                "kind": "first_tier" if previous is None else kind,
+                "threshold": decision.threshold,
+                "direction": decision.direction,
+                "contributions": top,
+                "propensity_terms": self._logit_terms(ms, TOP_CONTRIBUTIONS),
+                "nearest_segment": ms.segment,
+            },
+            model_version=self.model_version,
+        )
+
+    def _scores(self, score: Score, ms: ModelScore) -> dict[str, float | None]:
+        return {
+            "value_score": score.value,
+            "propensity": ms.propensity,
+            "segment": ms.segment,
+            "segment_distance": ms.distance,
+        }
+
+    def _logit_terms(self, ms: ModelScore, top: int | None) -> list[dict[str, float | str]]:
+        names = self.models.model.feature_names
+        terms = sorted(zip(names, ms.logit_terms, strict=True), key=lambda t: -abs(t[1]))
+        return [{"feature": n, "contribution": c} for n, c in terms[:top] if c]
+
+    def _arm(self, state: UserState) -> None:
+        """Set when this user's timer fires next: the snapshot's deadline, or a re-score
+        while they sit above the lowest tier."""
+        due = []
+        if state.pending is not None:
+            due.append(state.pending[0] + self.horizons.label_ms + 1)
+        if state.tier is not None and state.tier != self.policy.tiers[0].name:
+            since = max(state.features.last_ms, state.rescored_ms)
+            due.append(since + self.horizons.rescore_every_ms)
+        state.due_ms = min(due) if due else -1
+
+
+def _contribution(feature: str, value: float, contribution: float) -> dict[str, Any]:
+    return {"feature": feature, "value": value, "contribution": contribution}
 
 
 def _digest(obj: Any) -> str:

@@ -39,6 +39,8 @@ DAY_MS: Final = 86_400_000
 HALF_LIVES_DAYS: Final = (1.0, 7.0, 30.0)
 #: Decay rate per millisecond for each half-life: ``ln 2 / half_life``.
 RATES_PER_MS: Final = tuple(math.log(2.0) / (h * DAY_MS) for h in HALF_LIVES_DAYS)
+#: A gap longer than this (event time) between two events starts a new session.
+SESSION_GAP_MS: Final = 30 * 60 * 1000
 _N_TYPES: Final = len(EVENT_TYPES)
 _N_HALF_LIVES: Final = len(HALF_LIVES_DAYS)
 
@@ -52,6 +54,8 @@ class UserFeatures:
         last_purchase_ms: event time of the newest purchase, or None.
         counts: ``counts[h][t]`` decayed count of event type ``t`` at half-life ``h``.
         spend: ``spend[h]`` decayed purchase amount at half-life ``h``.
+        sessions: ``sessions[h]`` decayed count of sessions (a 30-minute gap starts one; a
+            late event never does, so a session count may be one low after reordering).
         refunded: ``refunded[h]`` decayed refund amount at half-life ``h``.
         events, purchases, refunds, carts: lifetime counts.
         total_spend, total_refunded: lifetime amounts.
@@ -67,6 +71,7 @@ class UserFeatures:
         "purchases",
         "refunded",
         "refunds",
+        "sessions",
         "spend",
         "total_refunded",
         "total_spend",
@@ -81,6 +86,7 @@ class UserFeatures:
         counts: list[list[float]],
         spend: list[float],
         refunded: list[float],
+        sessions: list[float],
         events: int,
         purchases: int,
         refunds: int,
@@ -94,6 +100,7 @@ class UserFeatures:
         self.counts = counts
         self.spend = spend
         self.refunded = refunded
+        self.sessions = sessions
         self.events = events
         self.purchases = purchases
         self.refunds = refunds
@@ -111,6 +118,7 @@ class UserFeatures:
             counts=[[0.0] * _N_TYPES for _ in range(_N_HALF_LIVES)],
             spend=[0.0] * _N_HALF_LIVES,
             refunded=[0.0] * _N_HALF_LIVES,
+            sessions=[0.0] * _N_HALF_LIVES,
             events=0,
             purchases=0,
             refunds=0,
@@ -125,8 +133,12 @@ class UserFeatures:
         if self.events == 0:
             self.first_ms = self.last_ms = t
             weights: tuple[float, ...] = (1.0,) * _N_HALF_LIVES
+            self._new_session()
         elif t >= self.last_ms:
-            if t > self.last_ms:
+            if t - self.last_ms > SESSION_GAP_MS:
+                self._advance(t)
+                self._new_session()
+            elif t > self.last_ms:
                 self._advance(t)
             weights = (1.0,) * _N_HALF_LIVES
         else:
@@ -153,6 +165,10 @@ class UserFeatures:
         elif ti == ADD_TO_CART_INDEX:
             self.carts += 1
 
+    def _new_session(self) -> None:
+        for h in range(_N_HALF_LIVES):
+            self.sessions[h] += 1.0
+
     def _advance(self, t: int) -> None:
         dt = t - self.last_ms
         for h, rate in enumerate(RATES_PER_MS):
@@ -163,6 +179,7 @@ class UserFeatures:
                     row[i] = v * k
             self.spend[h] *= k
             self.refunded[h] *= k
+            self.sessions[h] *= k
         self.last_ms = t
 
     def count(self, event_type: str, half_life_index: int) -> float:
@@ -183,6 +200,7 @@ class UserFeatures:
             "counts": self.counts,
             "spend": self.spend,
             "refunded": self.refunded,
+            "sessions": self.sessions,
             "events": self.events,
             "purchases": self.purchases,
             "refunds": self.refunds,

@@ -49,6 +49,11 @@ FEATURES: Final[Mapping[str, Callable[[UserFeatures, int], float]]] = {
 }
 
 
+#: Model outputs a score can weigh directly (no log1p): the propensity (0..1) and the
+#: segment's rank on the value axis (0 for the lowest segment, 1 for the highest).
+MODEL_TERMS: Final = ("propensity", "segment_rank")
+
+
 @dataclass(frozen=True, slots=True)
 class Contribution:
     """One feature's part of a score: its value and ``weight * log1p(value)``."""
@@ -73,23 +78,37 @@ class ValueScorer:
     """
 
     def __init__(self, weights: Mapping[str, float]) -> None:
-        unknown = sorted(set(weights) - set(FEATURES))
+        known = (*FEATURES, *MODEL_TERMS)
+        unknown = sorted(set(weights) - set(known))
         if unknown:
             raise ValueError(
-                f"unknown score feature(s) {', '.join(unknown)}; known: {', '.join(FEATURES)}"
+                f"unknown score feature(s) {', '.join(unknown)}; known: {', '.join(known)}"
             )
         if not weights:
             raise ValueError("the score needs at least one weighted feature")
         self.weights = dict(weights)
-        self._terms = tuple((name, FEATURES[name], float(w)) for name, w in weights.items())
+        self._terms = tuple(
+            (name, FEATURES[name], float(w)) for name, w in weights.items() if name in FEATURES
+        )
+        self._model_terms = tuple(
+            (name, float(w)) for name, w in weights.items() if name in MODEL_TERMS
+        )
 
-    def score(self, features: UserFeatures, now_ms: int) -> Score:
-        """The score of ``features`` as of event time ``now_ms``."""
+    def score(
+        self, features: UserFeatures, now_ms: int, model: Mapping[str, float] | None = None
+    ) -> Score:
+        """The score of ``features`` as of event time ``now_ms``; ``model`` holds the
+        values of :data:`MODEL_TERMS` (a missing one counts as 0)."""
         parts = []
         total = 0.0
         for name, fn, weight in self._terms:
             value = fn(features, now_ms)
             c = weight * math.log1p(value)
+            total += c
+            parts.append(Contribution(name, value, c))
+        for name, weight in self._model_terms:
+            value = model.get(name, 0.0) if model else 0.0
+            c = weight * value
             total += c
             parts.append(Contribution(name, value, c))
         parts.sort(key=lambda c: -abs(c.contribution))

@@ -23,7 +23,17 @@ DEDUP_WINDOW: Final = 64
 class UserState:
     """Features, current tier and tier-change sequence of one user."""
 
-    __slots__ = ("features", "recent_ids", "seq", "tier", "tier_since_ms")
+    __slots__ = (
+        "due_ms",
+        "features",
+        "learned_ms",
+        "pending",
+        "recent_ids",
+        "rescored_ms",
+        "seq",
+        "tier",
+        "tier_since_ms",
+    )
 
     def __init__(
         self,
@@ -32,12 +42,25 @@ class UserState:
         seq: int,
         tier_since_ms: int,
         recent_ids: deque[str],
+        *,
+        pending: list[Any] | None = None,
+        learned_ms: int = -1,
+        rescored_ms: int = -1,
+        due_ms: int = -1,
     ) -> None:
         self.features = features
         self.tier = tier
         self.seq = seq
         self.tier_since_ms = tier_since_ms
         self.recent_ids = recent_ids
+        #: Propensity snapshot awaiting its label: [event time, raw vector, predicted p].
+        self.pending = pending
+        #: Event time of the last learning sample taken from this user.
+        self.learned_ms = learned_ms
+        #: Event time of the last re-score without an event (inactivity).
+        self.rescored_ms = rescored_ms
+        #: When this user's timer fires next (label deadline or re-score), -1: never.
+        self.due_ms = due_ms
 
     @classmethod
     def new(cls) -> UserState:
@@ -61,6 +84,10 @@ class UserState:
             "seq": self.seq,
             "tier_since_ms": self.tier_since_ms,
             "recent_ids": list(self.recent_ids),
+            "pending": self.pending,
+            "learned_ms": self.learned_ms,
+            "rescored_ms": self.rescored_ms,
+            "due_ms": self.due_ms,
         }
 
     @classmethod
@@ -74,4 +101,8 @@ class UserState:
             data["seq"],
             data["tier_since_ms"],
             deque(data["recent_ids"], maxlen=DEDUP_WINDOW),
+            pending=data.get("pending"),
+            learned_ms=data.get("learned_ms", -1),
+            rescored_ms=data.get("rescored_ms", -1),
+            due_ms=data.get("due_ms", -1),
         )

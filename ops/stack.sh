@@ -82,7 +82,7 @@ live_pid() {
   [[ -r $pidfile ]] || return 1
   pid=$(<"$pidfile")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  running "$pid" || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pattern" || return 1
   printf '%s\n' "$pid"
 }
@@ -97,22 +97,33 @@ launch() {
   local pidfile=$1 out=$2; shift 2
   rm -f "$pidfile"
   # shellcheck disable=SC2016  # $$ and $@ are for the inner shell
-  setsid nohup bash -c 'echo "$$" >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$out" 2>&1 &
+  # 9>&-: the server must not inherit take_lock's descriptor, or it would
+  # hold the lock for its whole life and block every later call.
+  setsid nohup bash -c 'echo "$$" >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$out" 2>&1 9>&- &
   local i
   for ((i = 0; i < 50; i++)); do [[ -s $pidfile ]] && return 0; sleep 0.1; done
   die "could not start $1 (no pid file $pidfile); see $out"
+}
+
+# A zombie counts as gone: once `up` has exited the servers are reparented to
+# PID 1, and some init processes (this project's VMs among them) reap only
+# every couple of seconds, which kill -0 alone would wait out.
+running() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z ]]
 }
 
 # Waits for a pid to exit; SIGKILL after $STOP_TIMEOUT seconds.
 wait_exit_or_kill() {
   local name=$1 pid=$2 i
   for ((i = 0; i < STOP_TIMEOUT * 5; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    running "$pid" || return 0
     sleep 0.2
   done
   log "$name (pid $pid) still running after ${STOP_TIMEOUT}s: sending SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  for ((i = 0; i < 50; i++)); do running "$pid" || return 0; sleep 0.1; done
   die "$name (pid $pid) did not die after SIGKILL"
 }
 
@@ -154,21 +165,26 @@ ensure_apt_packages() {
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
       sudo=(sudo)
     else
-      die "${missing[*]} not found: install them (apt-get install ${missing[*]})"
+      die "${missing[*]} not found: install as root with 'apt-get install ${missing[*]}'"
     fi
   fi
   command -v apt-get >/dev/null 2>&1 || die "${missing[*]} not found and no apt-get: install them with your package manager"
 
   log "installing ${missing[*]} with apt-get"
   # A fresh CI machine has no package lists yet, so the install alone would 404.
-  "${sudo[@]}" apt-get update -q >&2
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+  "${sudo[@]}" apt-get update -q >&2 9>&-
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 9>&-
+
+  local tool
+  for tool in redis-server redis-cli kcat; do
+    command -v "$tool" >/dev/null 2>&1 || die "apt-get installed ${missing[*]} but $tool is still not on PATH ($PATH)"
+  done
 
   # On a machine booted with systemd the package starts its own redis on 6379,
   # which would collide with ours. Only undone when we just installed it, so
   # an administrator's own redis is never touched.
   if [[ " ${missing[*]} " == *" redis-server "* && -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
-    "${sudo[@]}" systemctl disable --now redis-server >&2 || true
+    "${sudo[@]}" systemctl disable --now redis-server >&2 9>&- || true
   fi
 }
 
@@ -402,8 +418,8 @@ stop_redis() {
 take_lock() {
   mkdir -p "$RUN_DIR"
   command -v flock >/dev/null 2>&1 || return 0
-  exec 9>"$RUN_DIR/.lock"
-  flock -w 300 9 || die "another $PROG is still running on $STACK_DIR (lock $RUN_DIR/.lock)"
+  { exec 9>"$RUN_DIR/.lock"; } 2>/dev/null || die "cannot write $RUN_DIR: is $STACK_DIR owned by another user?"
+  flock -w 180 9 || die "another $PROG is still running on $STACK_DIR (lock $RUN_DIR/.lock)"
 }
 
 cmd_down() {

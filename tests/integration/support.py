@@ -51,6 +51,10 @@ class Names:
         return f"it-group-{self.suffix}"
 
     @property
+    def instance(self) -> str:
+        return f"it-instance-{self.suffix}"
+
+    @property
     def prefix(self) -> str:
         return f"it-{self.suffix}"
 
@@ -66,6 +70,7 @@ class Names:
             "TIERSTREAM_DLQ_TOPIC": self.dlq,
             "TIERSTREAM_KEY_PREFIX": self.prefix,
             "TIERSTREAM_METRICS_PORT": "0",
+            "TIERSTREAM_INSTANCE_ID": self.instance,
         }
         env.update(extra)
         return env

@@ -1,0 +1,90 @@
+"""The fixed-order numeric vector the models see, built from a user's features at an
+event time.
+
+Every entry is chosen to separate kinds of customers and is bounded or log-scaled, so
+that one whale's spend does not stretch the scale for everyone (``log1p`` keeps zero at
+zero and compresses the heavy tail). See ``docs/models.md`` for the reason behind each.
+
+>>> from online_models.event import Event
+>>> f = UserFeatures.new()
+>>> f.apply(Event("e1", "u", "add_to_cart", 0))
+>>> f.apply(Event("e2", "u", "purchase", 60_000, 99.0))
+>>> v = vector(f, 60_000)
+>>> len(v) == len(FEATURE_NAMES)
+True
+>>> round(v[FEATURE_NAMES.index("aov_log")], 3), v[FEATURE_NAMES.index("cart_abandon")]
+(4.605, 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from online_models.event import (
+    ADD_TO_CART_INDEX,
+    EVENT_TYPES,
+    PURCHASE_INDEX,
+)
+from online_models.features import DAY_MS, UserFeatures
+
+__all__ = ["FEATURE_NAMES", "vector"]
+
+#: Recency beyond a year says nothing more; never having bought counts as a year.
+MAX_RECENCY_DAYS: Final = 365.0
+_H1, _H7, _H30 = 0, 1, 2
+_VIEW = (EVENT_TYPES.index("page_view"), EVENT_TYPES.index("product_view"))
+_SEARCH = EVENT_TYPES.index("search")
+
+FEATURE_NAMES: Final = (
+    "activity_1d_log",
+    "activity_7d_log",
+    "activity_30d_log",
+    "views_7d_log",
+    "searches_7d_log",
+    "carts_30d_log",
+    "purchases_30d_log",
+    "spend_30d_log",
+    "sessions_30d_log",
+    "days_since_event_log",
+    "days_since_purchase_log",
+    "tenure_days_log",
+    "aov_log",
+    "cart_abandon",
+    "refund_ratio",
+)
+
+
+def vector(f: UserFeatures, now_ms: int) -> list[float]:
+    """The feature vector of ``f`` as of event time ``now_ms`` (>= the last event)."""
+    k1 = f.decay_factor(now_ms, _H1)
+    k7 = f.decay_factor(now_ms, _H7)
+    k30 = f.decay_factor(now_ms, _H30)
+    c7, c30 = f.counts[_H7], f.counts[_H30]
+    log1p = math.log1p
+    since_event = min(max(0, now_ms - f.last_ms) / DAY_MS, MAX_RECENCY_DAYS)
+    if f.last_purchase_ms is None:
+        since_purchase = MAX_RECENCY_DAYS
+    else:
+        since_purchase = min(max(0, now_ms - f.last_purchase_ms) / DAY_MS, MAX_RECENCY_DAYS)
+    tenure = max(0, now_ms - f.first_ms) / DAY_MS
+    aov = f.total_spend / f.purchases if f.purchases else 0.0
+    abandon = max(0.0, 1.0 - f.purchases / f.carts) if f.carts else 0.0
+    refund_ratio = min(1.0, f.total_refunded / f.total_spend) if f.total_spend > 0 else 0.0
+    return [
+        log1p(sum(f.counts[_H1]) * k1),
+        log1p(sum(c7) * k7),
+        log1p(sum(c30) * k30),
+        log1p((c7[_VIEW[0]] + c7[_VIEW[1]]) * k7),
+        log1p(c7[_SEARCH] * k7),
+        log1p(c30[ADD_TO_CART_INDEX] * k30),
+        log1p(c30[PURCHASE_INDEX] * k30),
+        log1p(f.spend[_H30] * k30),
+        log1p(f.sessions[_H30] * k30),
+        log1p(since_event),
+        log1p(since_purchase),
+        log1p(tenure),
+        log1p(aov),
+        abandon,
+        refund_ratio,
+    ]

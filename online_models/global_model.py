@@ -1,0 +1,187 @@
+"""The one model the whole consumer group scores with: scaler statistics, segment
+centroids and propensity weights, versioned, stored as plain JSON.
+
+Scoring is our own code (nearest centroid, dot product), never River's ``predict_one``:
+River's ``KMeans.predict_one`` inserts random coordinates for unseen features, mutating the
+model, and two processes would drift apart. A frozen :class:`GlobalModel` gives the same
+answer everywhere.
+
+The version name carries a digest of the content, so two instances that report the same
+``name`` scored with identical models.
+
+>>> m = GlobalModel.initial(("a", "b"))
+>>> m.name, m.has_segments
+('v0-dfb6c53e', False)
+>>> m = m.replace(version=1, n=10.0, mean=(1.0, 2.0), var=(4.0, 1.0),
+...               centroids=((-1.0, 0.0), (1.0, 0.0)), centroid_counts=(5.0, 5.0),
+...               weights=(0.5, 0.0), intercept=0.0)
+>>> s = m.score([3.0, 2.0])             # z = (1, 0): nearest centroid 1, distance 0
+>>> s.segment, s.distance, round(s.propensity, 4)
+(1, 0.0, 0.6225)
+>>> GlobalModel.from_json(m.to_json()) == m
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import orjson
+
+SCHEMA: Final = "tierstream.model.v1"
+#: Variance below this is treated as no variance: the feature is centred, not scaled.
+MIN_VAR: Final = 1e-12
+
+
+def sigmoid(x: float) -> float:
+    """Logistic function, stable for large ``|x|``."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelScore:
+    """What the model says about one feature vector."""
+
+    segment: int | None
+    distance: float | None
+    propensity: float
+    #: Per-feature contributions to the propensity logit, ``w_j * z_j``.
+    logit_terms: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class GlobalModel:
+    """A frozen model version. Centroids and weights live in the standardised space of
+    this version's scaler; centroid index = segment id, ordered on the value axis when
+    the segments were created."""
+
+    version: int
+    feature_names: tuple[str, ...]
+    n: float
+    mean: tuple[float, ...]
+    var: tuple[float, ...]
+    centroids: tuple[tuple[float, ...], ...]
+    centroid_counts: tuple[float, ...]
+    weights: tuple[float, ...]
+    intercept: float
+    labels_seen: int = 0
+    samples_seen: int = 0
+
+    @classmethod
+    def initial(cls, feature_names: tuple[str, ...]) -> GlobalModel:
+        """Version 0: no statistics, no segments, propensity 0.5 for everyone."""
+        d = len(feature_names)
+        return cls(0, tuple(feature_names), 0.0, (0.0,) * d, (1.0,) * d, (), (), (0.0,) * d, 0.0)
+
+    def replace(self, **changes: Any) -> GlobalModel:
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def has_segments(self) -> bool:
+        """True once centroids exist."""
+        return bool(self.centroids)
+
+    @property
+    def scale(self) -> tuple[float, ...]:
+        """Standard deviations, 1.0 where a feature has no variance yet."""
+        return tuple(math.sqrt(v) if v > MIN_VAR else 1.0 for v in self.var)
+
+    @property
+    def name(self) -> str:
+        """``v<version>-<digest>``: unique per content."""
+        return f"v{self.version}-{self.digest()}"
+
+    def digest(self) -> str:
+        """First 8 hex digits of the SHA-256 of the canonical JSON."""
+        body = orjson.dumps(self._body(), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(body).hexdigest()[:8]
+
+    def standardize(self, x: list[float]) -> list[float]:
+        """``(x - mean) / std``."""
+        return [(xi - m) / s for xi, m, s in zip(x, self.mean, self.scale, strict=True)]
+
+    def score(self, x: list[float]) -> ModelScore:
+        """Segment, distance and propensity of one raw feature vector."""
+        z = self.standardize(x)
+        terms = tuple(w * zi for w, zi in zip(self.weights, z, strict=True))
+        propensity = sigmoid(self.intercept + sum(terms))
+        if not self.centroids:
+            return ModelScore(None, None, propensity, terms)
+        best, best_d = 0, math.inf
+        for k, c in enumerate(self.centroids):
+            d = sum((zi - ci) * (zi - ci) for zi, ci in zip(z, c, strict=True))
+            if d < best_d:
+                best, best_d = k, d
+        return ModelScore(best, math.sqrt(best_d), propensity, terms)
+
+    def score_many(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorised :meth:`score` over rows of ``x``: (segments, distances, propensities).
+
+        Segments and distances are -1 and NaN while there are no centroids.
+        """
+        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
+        logits = self.intercept + z @ np.asarray(self.weights)
+        propensity = 1.0 / (1.0 + np.exp(-logits))
+        if not self.centroids:
+            return np.full(len(x), -1), np.full(len(x), np.nan), propensity
+        c = np.asarray(self.centroids)
+        d2 = ((z[:, None, :] - c[None, :, :]) ** 2).sum(axis=2)
+        seg = d2.argmin(axis=1)
+        return seg, np.sqrt(d2[np.arange(len(x)), seg]), propensity
+
+    def _body(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "version": self.version,
+            "feature_names": list(self.feature_names),
+            "scaler": {"n": self.n, "mean": list(self.mean), "var": list(self.var)},
+            "segments": {
+                "centroids": [list(c) for c in self.centroids],
+                "counts": list(self.centroid_counts),
+            },
+            "propensity": {"weights": list(self.weights), "intercept": self.intercept},
+            "labels_seen": self.labels_seen,
+            "samples_seen": self.samples_seen,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (no pickles: anyone who can write the store must not run code)."""
+        return {**self._body(), "name": self.name}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GlobalModel:
+        """Inverse of :meth:`to_json`; raises ValueError on a model of another schema or
+        one whose content does not match its name."""
+        if data.get("schema") != SCHEMA:
+            raise ValueError(f"not a {SCHEMA} model (schema {data.get('schema')!r})")
+        try:
+            model = cls(
+                version=int(data["version"]),
+                feature_names=tuple(data["feature_names"]),
+                n=float(data["scaler"]["n"]),
+                mean=tuple(map(float, data["scaler"]["mean"])),
+                var=tuple(map(float, data["scaler"]["var"])),
+                centroids=tuple(tuple(map(float, c)) for c in data["segments"]["centroids"]),
+                centroid_counts=tuple(map(float, data["segments"]["counts"])),
+                weights=tuple(map(float, data["propensity"]["weights"])),
+                intercept=float(data["propensity"]["intercept"]),
+                labels_seen=int(data.get("labels_seen", 0)),
+                samples_seen=int(data.get("samples_seen", 0)),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed model: missing or bad {exc}") from None
+        d = len(model.feature_names)
+        if any(len(v) != d for v in (model.mean, model.var, model.weights, *model.centroids)):
+            raise ValueError("malformed model: vector lengths differ from feature_names")
+        if "name" in data and data["name"] != model.name:
+            raise ValueError(f"model content does not match its name {data['name']!r}")
+        return model

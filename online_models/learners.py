@@ -1,0 +1,143 @@
+"""What one instance learns between two global model versions, with River.
+
+Each instance starts from the current :class:`~online_models.global_model.GlobalModel`
+and learns locally: River's ``StandardScaler`` (feature statistics), ``KMeans``
+(segments) and ``LogisticRegression`` (propensity). Its :meth:`LocalLearner.contribution`
+is plain JSON that the merge (:mod:`online_models.merge`) folds into the next version,
+and from which :meth:`LocalLearner.restore` rebuilds the learner exactly after a restart.
+
+K-means step size: River's ``KMeans`` moves the nearest centre by ``halflife``. We set it
+to ``1 / n_k`` before each update (``n_k``: points the centre has absorbed), which makes
+each centre the running mean of its points (sequential k-means, MacQueen 1967), floored
+at :data:`MIN_STEP` so centres keep following a drifting population.
+
+>>> from online_models.global_model import GlobalModel
+>>> base = GlobalModel.initial(("a", "b"))
+>>> learner = LocalLearner(base)
+>>> learner.learn_sample([1.0, 2.0]); learner.learn_label([1.0, 2.0], True)
+>>> c = learner.contribution()
+>>> c["samples"], c["labels"], c["reservoir"]
+(1, 1, [[1.0, 2.0]])
+>>> LocalLearner.restore(base, c).contribution() == c
+True
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any, Final
+
+from river import cluster, linear_model, optim, preprocessing
+
+from online_models.global_model import GlobalModel
+
+#: Smallest k-means step: a centre keeps moving at least this much toward new points.
+MIN_STEP: Final = 1e-3
+#: Vectors kept before the first segments exist, to seed them with k-means++.
+RESERVOIR_SIZE: Final = 2000
+#: SGD learning rate of the propensity model (features are standardised).
+LEARNING_RATE: Final = 0.02
+
+
+class LocalLearner:
+    """Local River learners on top of a frozen base model."""
+
+    def __init__(self, base: GlobalModel, *, learning_rate: float = LEARNING_RATE) -> None:
+        self.base = base
+        self.learning_rate = learning_rate
+        names = base.feature_names
+        self._names = names
+        self.scaler = preprocessing.StandardScaler()
+        k = len(base.centroids)
+        self.kmeans = cluster.KMeans(n_clusters=max(k, 1), halflife=MIN_STEP, seed=0)
+        for i, c in enumerate(base.centroids):
+            self.kmeans.centers[i].update(zip(names, c, strict=True))
+        self.counts = [0.0] * k
+        self.logreg = linear_model.LogisticRegression(
+            optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate
+        )
+        for name, w in zip(names, base.weights, strict=True):
+            self.logreg._weights[name] = w
+        self.logreg.intercept = base.intercept
+        self.samples = 0
+        self.labels = 0
+        self.reservoir: list[list[float]] = []
+
+    def learn_sample(self, x: list[float]) -> None:
+        """Learn feature statistics and segments from one raw feature vector."""
+        self.scaler.learn_one(dict(zip(self._names, x, strict=True)))
+        self.samples += 1
+        if not self.counts:
+            if len(self.reservoir) < RESERVOIR_SIZE:
+                self.reservoir.append(list(x))
+            return
+        z = dict(zip(self._names, self.base.standardize(x), strict=True))
+        k = self.kmeans.predict_one(z)  # every feature is present: no random insertion
+        n = self.base.centroid_counts[k] + self.counts[k] + 1.0
+        self.kmeans.halflife = max(1.0 / n, MIN_STEP)
+        self.kmeans.learn_one(z)
+        self.counts[k] += 1.0
+
+    def learn_label(self, x: list[float], label: bool) -> None:
+        """Learn one resolved propensity label for the raw vector ``x`` of its snapshot."""
+        z = dict(zip(self._names, self.base.standardize(x), strict=True))
+        self.logreg.learn_one(z, label)
+        self.labels += 1
+
+    def contribution(self) -> dict[str, Any]:
+        """Everything learned since ``base``, as plain JSON."""
+        names = self._names
+        n = self.scaler.counts[names[0]] if self.samples else 0
+        return {
+            "base": self.base.name,
+            "samples": self.samples,
+            "labels": self.labels,
+            "scaler": {
+                "n": n,
+                "mean": [self.scaler.means[f] for f in names] if n else [],
+                "var": [self.scaler.vars[f] for f in names] if n else [],
+            },
+            "centers": [
+                [self.kmeans.centers[i][f] for f in names] for i in range(len(self.counts))
+            ],
+            "counts": list(self.counts),
+            "weights": [self.logreg._weights[f] for f in names],
+            "intercept": self.logreg.intercept,
+            "reservoir": self.reservoir,
+        }
+
+    @classmethod
+    def restore(
+        cls, base: GlobalModel, data: dict[str, Any], *, learning_rate: float = LEARNING_RATE
+    ) -> LocalLearner:
+        """The learner that produced ``data``; a fresh one if ``data`` is for another base."""
+        learner = cls(base, learning_rate=learning_rate)
+        if data.get("base") != base.name:
+            return learner
+        names = base.feature_names
+        scaler = data["scaler"]
+        if scaler["n"]:
+            learner.scaler.counts = collections.Counter(dict.fromkeys(names, scaler["n"]))
+            learner.scaler.means = collections.defaultdict(
+                float, zip(names, scaler["mean"], strict=True)
+            )
+            learner.scaler.vars = collections.defaultdict(
+                float, zip(names, scaler["var"], strict=True)
+            )
+        for i, c in enumerate(data["centers"]):
+            learner.kmeans.centers[i].update(zip(names, c, strict=True))
+        learner.counts = list(data["counts"])
+        for name, w in zip(names, data["weights"], strict=True):
+            learner.logreg._weights[name] = w
+        learner.logreg.intercept = data["intercept"]
+        learner.samples = data["samples"]
+        learner.labels = data["labels"]
+        learner.reservoir = [list(x) for x in data["reservoir"]]
+        return learner
+
+    def propensity(self, x: list[float]) -> float:
+        """The local (not yet merged) model's propensity for raw vector ``x``."""
+        z = dict(zip(self._names, self.base.standardize(x), strict=True))
+        p: float = self.logreg.predict_proba_one(z)[True]
+        return p if math.isfinite(p) else 0.5

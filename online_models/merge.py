@@ -1,0 +1,188 @@
+"""Folds the instances' contributions into the next global model version.
+
+- Scaler: exact pooled mean and variance (Chan et al.'s parallel formula), weighted by
+  counts.
+- Segments: each centre moves by the count-weighted mean of the instances' moves. Every
+  instance started from the same centroids, so centre ``k`` is the same segment everywhere
+  and ids stay stable across versions. The first centroids are seeded with k-means++ and
+  refined by Lloyd iterations on the pooled reservoir, with a fixed seed, and numbered
+  along the value axis (:data:`VALUE_AXIS`), so a higher segment means a more valuable one.
+- Propensity: the count-weighted mean of the instances' weight moves (federated
+  averaging); with one instance it is that instance's weights.
+- Centroids and weights live in the scaler's standardised space, so both are re-expressed
+  when the scaler changes: the same raw vector keeps the same logit and distances.
+
+>>> from online_models.global_model import GlobalModel
+>>> from online_models.learners import LocalLearner
+>>> base = GlobalModel.initial(("spend_30d_log", "x"))
+>>> learner = LocalLearner(base)
+>>> for i in range(40):
+...     learner.learn_sample([float(i % 2) * 5, float(i % 3)])
+>>> policy = MergePolicy(n_segments=2, min_init_samples=20)
+>>> learned, pooled = learned_counts(base, [learner.contribution()])
+>>> merge_due(base, learned=learned, reservoir=pooled, p=policy)
+True
+>>> v1 = merge(base, [learner.contribution()], policy)
+>>> v1.version, len(v1.centroids), v1.samples_seen, v1.n
+(1, 2, 40, 40.0)
+>>> v1.score([0.0, 1.0]).segment, v1.score([5.0, 1.0]).segment   # ordered by value
+(0, 1)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from online_models.global_model import MIN_VAR, GlobalModel
+
+#: Weights of the (raw) centroid features whose sum orders segments by value.
+VALUE_AXIS: Final[Mapping[str, float]] = {
+    "spend_30d_log": 1.0,
+    "purchases_30d_log": 1.0,
+    "activity_30d_log": 0.25,
+}
+
+
+@dataclass(frozen=True)
+class MergePolicy:
+    """When and how versions advance. Counts, never wall-clock time, decide: the same
+    events give the same versions."""
+
+    #: A new version once the group learned this many samples since the current one.
+    every_samples: int = 2000
+    n_segments: int = 5
+    #: Samples pooled before the first segments are seeded.
+    min_init_samples: int = 1000
+    seed: int = 7
+    lloyd_iterations: int = 25
+
+
+def merge_due(base: GlobalModel, *, learned: int, reservoir: int, p: MergePolicy) -> bool:
+    """True when ``learned`` samples and labels (group-wide, since ``base``) or, before the
+    first segments, ``reservoir`` pooled vectors warrant a new version."""
+    if not base.has_segments:
+        return reservoir >= p.min_init_samples
+    return learned >= p.every_samples
+
+
+def learned_counts(base: GlobalModel, contributions: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """(samples + labels, reservoir size) of the contributions made on top of ``base``."""
+    mine = [c for c in contributions if c.get("base") == base.name]
+    return sum(c["samples"] + c["labels"] for c in mine), sum(len(c["reservoir"]) for c in mine)
+
+
+def merge(
+    base: GlobalModel, contributions: Sequence[dict[str, Any]], p: MergePolicy
+) -> GlobalModel:
+    """The next version: ``base`` plus every contribution made on top of it."""
+    mine = [c for c in contributions if c.get("base") == base.name]
+    n, mean, var = _pooled_scaler(base, mine)
+    new_scale = np.array([math.sqrt(v) if v > MIN_VAR else 1.0 for v in var])
+    old_mean, old_scale = np.array(base.mean), np.array(base.scale)
+    new_mean = np.array(mean)
+
+    def restandardize(c: np.ndarray) -> np.ndarray:
+        out: np.ndarray = ((c * old_scale + old_mean) - new_mean) / new_scale
+        return out
+
+    if base.has_segments:
+        centroids, counts = _moved_centroids(base, mine)
+        centroids = restandardize(centroids)
+    else:
+        pooled = [x for c in mine for x in c["reservoir"]]
+        centroids, counts = _seed_segments(np.array(pooled), new_mean, new_scale, base, p)
+    weights, intercept = _averaged_weights(base, mine)
+    # Same logit for the same raw x: w'/s' = w/s and b' = b - sum(w m / s) + sum(w' m' / s').
+    new_weights = weights * new_scale / old_scale
+    intercept = float(
+        intercept
+        - (weights * old_mean / old_scale).sum()
+        + (new_weights * new_mean / new_scale).sum()
+    )
+    return base.replace(
+        version=base.version + 1,
+        n=n,
+        mean=tuple(mean),
+        var=tuple(var),
+        centroids=tuple(tuple(float(v) for v in c) for c in centroids),
+        centroid_counts=tuple(float(c) for c in counts),
+        weights=tuple(float(w) for w in new_weights),
+        intercept=intercept,
+        labels_seen=base.labels_seen + sum(c["labels"] for c in mine),
+        samples_seen=base.samples_seen + sum(c["samples"] for c in mine),
+    )
+
+
+def _pooled_scaler(
+    base: GlobalModel, mine: Sequence[dict[str, Any]]
+) -> tuple[float, list[float], list[float]]:
+    n, mean, m2 = base.n, list(base.mean), [v * base.n for v in base.var]
+    for c in mine:
+        s = c["scaler"]
+        nb = float(s["n"])
+        if not nb:
+            continue
+        total = n + nb
+        for j, (mb, vb) in enumerate(zip(s["mean"], s["var"], strict=True)):
+            delta = mb - mean[j]
+            mean[j] += delta * nb / total
+            m2[j] += vb * nb + delta * delta * n * nb / total
+        n = total
+    return n, mean, [x / n if n else 1.0 for x in m2]
+
+
+def _moved_centroids(
+    base: GlobalModel, mine: Sequence[dict[str, Any]]
+) -> tuple[np.ndarray, np.ndarray]:
+    old = np.array(base.centroids)
+    moved = np.zeros_like(old)
+    weight = np.zeros(len(old))
+    for c in mine:
+        counts = np.array(c["counts"], dtype=float)
+        moved += counts[:, None] * (np.array(c["centers"]) - old)
+        weight += counts
+    step = np.divide(moved, weight[:, None], out=np.zeros_like(moved), where=weight[:, None] > 0)
+    return old + step, np.array(base.centroid_counts) + weight
+
+
+def _seed_segments(
+    x: np.ndarray, mean: np.ndarray, scale: np.ndarray, base: GlobalModel, p: MergePolicy
+) -> tuple[np.ndarray, np.ndarray]:
+    z = (x - mean) / scale
+    k = min(p.n_segments, len(z))
+    rng = np.random.default_rng(p.seed)
+    centers = [z[rng.integers(len(z))]]
+    for _ in range(1, k):  # k-means++: next centre drawn in proportion to squared distance
+        d2 = ((z[:, None, :] - np.array(centers)[None]) ** 2).sum(axis=2).min(axis=1)
+        total = d2.sum()
+        pick = rng.choice(len(z), p=d2 / total) if total > 0 else rng.integers(len(z))
+        centers.append(z[pick])
+    c = np.array(centers)
+    for _ in range(p.lloyd_iterations):
+        labels = ((z[:, None, :] - c[None]) ** 2).sum(axis=2).argmin(axis=1)
+        for j in range(k):
+            members = z[labels == j]
+            if len(members):
+                c[j] = members.mean(axis=0)
+    axis = np.array([VALUE_AXIS.get(f, 0.0) for f in base.feature_names])
+    order = np.argsort((c * scale + mean) @ axis, kind="stable")
+    c = c[order]
+    labels = ((z[:, None, :] - c[None]) ** 2).sum(axis=2).argmin(axis=1)
+    return c, np.bincount(labels, minlength=k).astype(float)
+
+
+def _averaged_weights(
+    base: GlobalModel, mine: Sequence[dict[str, Any]]
+) -> tuple[np.ndarray, float]:
+    w0, b0 = np.array(base.weights), base.intercept
+    total = sum(c["labels"] for c in mine)
+    if not total:
+        return w0, b0
+    dw = sum(c["labels"] * (np.array(c["weights"]) - w0) for c in mine) / total
+    db = sum(c["labels"] * (c["intercept"] - b0) for c in mine) / total
+    return w0 + dw, float(b0 + db)

@@ -1,0 +1,127 @@
+"""The models of one instance during a run: the frozen global version it scores with,
+the local learners, and when versions advance.
+
+A version advances the moment the group's learned-sample count since the current version
+reaches the merge policy's threshold, counted event by event. The moment therefore does
+not depend on how the stream was cut into batches, nor on the wall clock: one instance
+reading the same events builds the same versions and gives the same tiers.
+
+>>> from online_models.feature_vector import FEATURE_NAMES
+>>> from online_models.merge import MergePolicy
+>>> m = OnlineModels(GlobalModel.initial(FEATURE_NAMES), MergePolicy(min_init_samples=3,
+...                  n_segments=2))
+>>> for i in range(3):
+...     m.learn_sample([float(i)] * len(FEATURE_NAMES))
+>>> m.model.version, m.model.has_segments, m.advanced
+(1, True, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from online_models.global_model import GlobalModel, ModelScore
+from online_models.learners import LocalLearner
+from online_models.merge import MergePolicy, learned_counts, merge, merge_due
+
+
+class OnlineModels:
+    """Scoring with the frozen version, learning locally, advancing versions by counts.
+
+    Attributes:
+        model: the version scores come from.
+        learner: what this instance learned on top of ``model``.
+        others: the other instances' contributions, as loaded with the batch.
+        advanced: True once ``model`` changed since :meth:`take_advanced` was called.
+        resolved: (predicted propensity, label) pairs resolved since :meth:`take_resolved`.
+    """
+
+    def __init__(
+        self,
+        model: GlobalModel,
+        policy: MergePolicy | None = None,
+        *,
+        frozen: bool = False,
+        contribution: dict[str, Any] | None = None,
+    ) -> None:
+        self.policy = policy or MergePolicy()
+        self.frozen = frozen
+        self.model = model
+        self.learner = (
+            LocalLearner.restore(model, contribution) if contribution else LocalLearner(model)
+        )
+        self.others: list[dict[str, Any]] = []
+        self._others_learned = 0
+        self._others_reservoir = 0
+        self.advanced = False
+        self.resolved: list[tuple[float, bool]] = []
+
+    def adopt(self, model: GlobalModel, others: Sequence[dict[str, Any]]) -> None:
+        """Take the group's current version and the others' contributions (batch start)."""
+        self.others = [c for c in others if c.get("base") == model.name]
+        self._others_learned, self._others_reservoir = learned_counts(model, self.others)
+        if model.name != self.model.name:
+            self.model = model
+            self.learner = LocalLearner(model)
+
+    def score(self, x: list[float]) -> ModelScore:
+        """Score a raw feature vector with the frozen version."""
+        return self.model.score(x)
+
+    def learn_sample(self, x: list[float]) -> None:
+        """Learn segments and feature statistics from ``x``."""
+        if self.frozen:
+            return
+        self.learner.learn_sample(x)
+        self._maybe_advance()
+
+    def learn_label(self, x: list[float], label: bool, predicted: float) -> None:
+        """Learn a resolved propensity label; ``predicted`` was the score at the snapshot."""
+        self.resolved.append((predicted, label))
+        if self.frozen:
+            return
+        self.learner.learn_label(x, label)
+        self._maybe_advance()
+
+    def contribution(self) -> dict[str, Any]:
+        """This instance's learning since the current version."""
+        return self.learner.contribution()
+
+    def rollback_point(self) -> tuple[GlobalModel, dict[str, Any], list[dict[str, Any]]]:
+        """What :meth:`rollback` restores: taken before a batch that may be dropped."""
+        return self.model, self.learner.contribution(), self.others
+
+    def rollback(self, point: tuple[GlobalModel, dict[str, Any], list[dict[str, Any]]]) -> None:
+        """Forget everything learned since ``point`` (the batch was not saved)."""
+        model, contribution, others = point
+        self.model = model
+        self.learner = LocalLearner.restore(model, contribution)
+        self.others = others
+        self._others_learned, self._others_reservoir = learned_counts(model, others)
+        self.advanced = False
+        self.resolved = []
+
+    def take_resolved(self) -> list[tuple[float, bool]]:
+        """The labels resolved since the last call."""
+        out, self.resolved = self.resolved, []
+        return out
+
+    def take_advanced(self) -> bool:
+        """Whether the version advanced since the last call."""
+        out, self.advanced = self.advanced, False
+        return out
+
+    def _maybe_advance(self) -> None:
+        mine = self.learner
+        if merge_due(
+            self.model,
+            learned=mine.samples + mine.labels + self._others_learned,
+            reservoir=len(mine.reservoir) + self._others_reservoir,
+            p=self.policy,
+        ):
+            self.model = merge(self.model, [mine.contribution(), *self.others], self.policy)
+            self.learner = LocalLearner(self.model)
+            self.others = []
+            self._others_learned = self._others_reservoir = 0
+            self.advanced = True
