@@ -18,9 +18,10 @@ import orjson
 
 from consumer.batch import BatchStep
 from consumer.checkpoint import Checkpoint, CheckpointStats, StepHook
-from consumer.errors import Fenced, PublishError, SettingsError, StateStoreError
+from consumer.errors import Fenced, PublishError, StateStoreError
 from consumer.kafka_io import EventSource, Publisher, ensure_topics
 from consumer.metrics import HealthServer, Metrics
+from consumer.model_files import read_model
 from consumer.settings import Settings
 from consumer.state_store import RedisStateStore, StateStore
 from consumer.tier_config import load_engine
@@ -253,7 +254,7 @@ def build_engine(settings: Settings, store: StateStore) -> TierEngine:
     contribution = None
     model: GlobalModel | None
     if settings.model_file:
-        model = _read_model(settings.model_file)
+        model = read_model(Path(settings.model_file))
     else:
         raw = store.get_model()
         model = GlobalModel.from_json(orjson.loads(raw)) if raw else None
@@ -265,10 +266,3 @@ def build_engine(settings: Settings, store: StateStore) -> TierEngine:
         contribution=contribution,
         frozen=settings.freeze_model or bool(settings.model_file),
     )
-
-
-def _read_model(path: str) -> GlobalModel:
-    try:
-        return GlobalModel.from_json(orjson.loads(Path(path).read_bytes()))
-    except (OSError, orjson.JSONDecodeError, ValueError) as exc:
-        raise SettingsError(f"cannot use model file {path}: {exc}") from None

@@ -34,6 +34,7 @@ _MODEL_KEYS = {
     "merge_every_samples": int,
     "min_init_samples": int,
     "seed": int,
+    "learning_rate": float,
 }
 
 
@@ -106,5 +107,6 @@ def _models(table: Mapping[str, Any]) -> tuple[Horizons, MergePolicy]:
         n_segments=values.get("segments", defaults_m.n_segments),
         min_init_samples=values.get("min_init_samples", defaults_m.min_init_samples),
         seed=values.get("seed", defaults_m.seed),
+        learning_rate=values.get("learning_rate", defaults_m.learning_rate),
     )
     return horizons, policy

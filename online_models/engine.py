@@ -67,11 +67,14 @@ class Horizons:
 
     #: "Purchases within H days": the propensity label's horizon.
     label_ms: int = 30 * DAY_MS
-    #: A user gives at most one learning sample per this span (so the very active do not
-    #: outweigh everyone else in the segments).
-    learn_every_ms: int = DAY_MS
-    #: A silent user above the lowest tier is re-scored this often.
+    #: A user gives one learning sample per this span of event time, active or silent:
+    #: the segments learn users as they are at any moment (recency included), which is
+    #: what they are asked about, and the very active do not outweigh everyone else.
+    learn_every_ms: int = 7 * DAY_MS
+    #: A silent user is re-scored (and sampled) this often...
     rescore_every_ms: int = 7 * DAY_MS
+    #: ...until silent this long, when every recency feature has saturated.
+    max_silence_ms: int = 365 * DAY_MS
 
 
 class TierEngine:
@@ -145,7 +148,11 @@ class TierEngine:
             if now_ms > t0 + self.horizons.label_ms:
                 self._resolve(state, x0, False, p0)
         state.rescored_ms = now_ms
-        ms = self.models.score(vector(state.features, now_ms))
+        x = vector(state.features, now_ms)
+        ms = self.models.score(x)
+        if now_ms - state.learned_ms >= self.horizons.learn_every_ms:
+            state.learned_ms = now_ms
+            self.models.learn_sample(x)
         change = self._decide(state, user_id, now_ms, ms, now_ms, emitted_at_ms, "inactivity")
         self._arm(state)
         return change
@@ -267,14 +274,15 @@ class TierEngine:
         return [{"feature": n, "contribution": c} for n, c in terms[:top] if c]
 
     def _arm(self, state: UserState) -> None:
-        """Set when this user's timer fires next: the snapshot's deadline, or a re-score
-        while they sit above the lowest tier."""
+        """Set when this user's timer fires next: the snapshot's deadline, or the next
+        periodic re-score while the user has not been silent for too long."""
+        h = self.horizons
         due = []
         if state.pending is not None:
-            due.append(state.pending[0] + self.horizons.label_ms + 1)
-        if state.tier is not None and state.tier != self.policy.tiers[0].name:
-            since = max(state.features.last_ms, state.rescored_ms)
-            due.append(since + self.horizons.rescore_every_ms)
+            due.append(state.pending[0] + h.label_ms + 1)
+        periodic = max(state.features.last_ms, state.rescored_ms) + h.rescore_every_ms
+        if periodic <= state.features.last_ms + h.max_silence_ms:
+            due.append(periodic)
         state.due_ms = min(due) if due else -1
 
 

@@ -60,6 +60,8 @@ class MergePolicy:
     min_init_samples: int = 1000
     seed: int = 7
     lloyd_iterations: int = 25
+    #: SGD step of the local propensity learners (features are standardised).
+    learning_rate: float = 0.02
 
 
 def merge_due(base: GlobalModel, *, learned: int, reservoir: int, p: MergePolicy) -> bool:

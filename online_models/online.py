@@ -48,9 +48,7 @@ class OnlineModels:
         self.policy = policy or MergePolicy()
         self.frozen = frozen
         self.model = model
-        self.learner = (
-            LocalLearner.restore(model, contribution) if contribution else LocalLearner(model)
-        )
+        self.learner = self._new_learner(model, contribution)
         self.others: list[dict[str, Any]] = []
         self._others_learned = 0
         self._others_reservoir = 0
@@ -63,7 +61,7 @@ class OnlineModels:
         self._others_learned, self._others_reservoir = learned_counts(model, self.others)
         if model.name != self.model.name:
             self.model = model
-            self.learner = LocalLearner(model)
+            self.learner = self._new_learner(model)
 
     def score(self, x: list[float]) -> ModelScore:
         """Score a raw feature vector with the frozen version."""
@@ -96,7 +94,7 @@ class OnlineModels:
         """Forget everything learned since ``point`` (the batch was not saved)."""
         model, contribution, others = point
         self.model = model
-        self.learner = LocalLearner.restore(model, contribution)
+        self.learner = self._new_learner(model, contribution)
         self.others = others
         self._others_learned, self._others_reservoir = learned_counts(model, others)
         self.advanced = False
@@ -112,6 +110,14 @@ class OnlineModels:
         out, self.advanced = self.advanced, False
         return out
 
+    def _new_learner(
+        self, model: GlobalModel, contribution: dict[str, Any] | None = None
+    ) -> LocalLearner:
+        rate = self.policy.learning_rate
+        if contribution:
+            return LocalLearner.restore(model, contribution, learning_rate=rate)
+        return LocalLearner(model, learning_rate=rate)
+
     def _maybe_advance(self) -> None:
         mine = self.learner
         if merge_due(
@@ -121,7 +127,7 @@ class OnlineModels:
             p=self.policy,
         ):
             self.model = merge(self.model, [mine.contribution(), *self.others], self.policy)
-            self.learner = LocalLearner(self.model)
+            self.learner = self._new_learner(self.model)
             self.others = []
             self._others_learned = self._others_reservoir = 0
             self.advanced = True

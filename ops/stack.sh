@@ -158,6 +158,10 @@ ensure_apt_packages() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
   command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+  # Not servers, but the test suite checks ops files with them (promtool test rules,
+  # docker-compose config -q), and CI starts from a machine without them.
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   ((${#missing[@]})) || return 0
 
   local sudo=()

@@ -24,6 +24,7 @@ import bisect
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -48,6 +49,7 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=500_000)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--days", type=int, default=180)
+    ap.add_argument("--tiers", type=Path, default=DEFAULT_TIERS_FILE, help="tier config file")
     args = ap.parse_args()
 
     config = GeneratorConfig(users=args.users, events=args.events, seed=args.seed, days=args.days)
@@ -57,7 +59,7 @@ def main() -> int:
     ]
     t_gen = time.perf_counter() - t0
 
-    engine = load_engine(DEFAULT_TIERS_FILE)
+    engine = load_engine(args.tiers)
     snapshots: list[tuple[list[float], bool, float, int]] = []
     learn_label = engine.models.learn_label
 

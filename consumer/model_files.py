@@ -1,0 +1,57 @@
+"""``tierstream model export FILE`` / ``tierstream model import FILE``: the global model
+as a plain JSON file (what-if replays, audits, moving a model between deployments).
+
+An imported model is checked (schema, lengths, that its content matches its name, that
+it knows the service's features) before anything is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from consumer.errors import UserError
+from consumer.state_store import StateStore
+from online_models.feature_vector import FEATURE_NAMES
+from online_models.global_model import GlobalModel
+
+
+def export_model(store: StateStore, path: Path) -> GlobalModel:
+    """Write the store's global model to ``path``; UserError if there is none yet."""
+    raw = store.get_model()
+    if raw is None:
+        raise UserError("no global model in the state store yet: run the service first")
+    model = GlobalModel.from_json(orjson.loads(raw))
+    try:
+        path.write_bytes(orjson.dumps(model.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    return model
+
+
+def read_model(path: Path) -> GlobalModel:
+    """The model in ``path``, checked; UserError says what is wrong."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise UserError(f"{path} is not JSON: {exc}") from None
+    try:
+        model = GlobalModel.from_json(data)
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    if model.feature_names != FEATURE_NAMES:
+        raise UserError(
+            f"{path}: the model's features differ from this version's "
+            f"({len(model.feature_names)} vs {len(FEATURE_NAMES)}): export it again"
+        )
+    return model
+
+
+def import_model(store: StateStore, path: Path) -> GlobalModel:
+    """Make the model in ``path`` the group's current version."""
+    model = read_model(path)
+    store.put_model(orjson.dumps(model.to_json()))
+    return model

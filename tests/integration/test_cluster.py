@@ -1,0 +1,142 @@
+"""Two instances in one consumer group on a 4-partition topic share one global model:
+both contribute to it, every tier change names the version it used, and any two
+processes scoring with one version give the same segments, propensities and tiers."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from consumer.keys import KeySpace
+from consumer.tier_config import DEFAULT_TIERS_FILE
+from tests.integration.support import (
+    REDIS,
+    REPO,
+    Names,
+    cli,
+    committed_offsets,
+    end_offsets,
+    read_topic,
+)
+
+pytestmark = pytest.mark.integration
+
+PROBE = """
+import sys, orjson, numpy as np, redis
+from consumer.tier_config import load_engine
+from online_models.global_model import GlobalModel
+from pathlib import Path
+model = GlobalModel.from_json(orjson.loads(redis.Redis.from_url(sys.argv[1]).get(sys.argv[2])))
+engine = load_engine(Path(sys.argv[3]), model=model, frozen=True)
+rng = np.random.default_rng(3)
+x = rng.normal(size=(500, len(model.feature_names))) * np.array(model.scale) + model.mean
+seg, dist, prop = model.score_many(x)
+tiers = []
+for row in x:
+    s = model.score(list(row))
+    k = len(model.centroids)
+    rank = s.segment / (k - 1) if s.segment is not None and k > 1 else 0.0
+    v = s.propensity * engine.scorer.weights.get("propensity", 0)
+    v += rank * engine.scorer.weights.get("segment_rank", 0)
+    tiers.append(engine.policy.tiers[engine.policy.raw_tier(v)].name)
+print(orjson.dumps({"name": model.name, "seg": seg.tolist(), "prop": prop.tolist(),
+                    "tiers": tiers}).decode())
+"""
+
+
+@pytest.fixture(scope="module")
+def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    text = DEFAULT_TIERS_FILE.read_text()
+    text = text.replace("merge_every_samples = 2000", "merge_every_samples = 200")
+    text = text.replace("min_init_samples = 1000", "min_init_samples = 200")
+    path = tmp_path_factory.mktemp("tiers") / "tiers.toml"
+    path.write_text(text)
+    return path
+
+
+def test_two_instances_share_one_model(names: Names, quick_models: Path) -> None:
+    gen = cli(
+        "generate",
+        "--users",
+        "300",
+        "--events",
+        "8000",
+        "--seed",
+        "9",
+        "--days",
+        "90",
+        "--topic",
+        names.input,
+        "--partitions",
+        "4",
+        env=names.env(),
+    )
+    assert gen.returncode == 0, gen.stderr
+    procs = []
+    for i in (1, 2):
+        env = names.env(
+            TIERSTREAM_INSTANCE_ID=f"{names.instance}-{i}",
+            TIERSTREAM_TIERS_FILE=str(quick_models),
+            TIERSTREAM_MAX_POLL_RECORDS="300",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "consumer.cli", "run", "--stop-when-idle", "8"],
+                env=env,
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    assert committed_offsets(names.group, names.input) == end_offsets(names.input)
+    counts = [
+        int(m.group(1)) for _, err in outs for m in [re.search(r"(\d+) records in", err)] if m
+    ]
+    assert sum(counts) == 8000 and all(counts), counts  # both instances did work
+
+    keys = KeySpace(names.prefix)
+    r = redis.Redis.from_url(REDIS)
+    model = orjson.loads(r.get(keys.model) or b"{}")
+    contributors = sorted(m.decode() for m in r.smembers(keys.contributors))
+    contributions = [orjson.loads(r.get(keys.contribution(c)) or b"{}") for c in contributors]
+    r.close()
+    assert contributors == [f"{names.instance}-1", f"{names.instance}-2"]
+    assert model["version"] >= 2
+    # both learned on top of the group's versions (not private models of their own)
+    assert all(re.fullmatch(r"v\d+-[0-9a-f]{8}", c["base"]) for c in contributions)
+
+    stamp = re.compile(r"v(\d+)-[0-9a-f]{8}\.[0-9a-f]{6}")
+    versions = set()
+    for rec in read_topic(names.output):
+        body = orjson.loads(rec.value or b"")
+        m = stamp.fullmatch(body["model_version"])
+        assert m, body["model_version"]
+        versions.add(int(m.group(1)))
+    assert max(versions) >= 1, "no tier change was scored by a learned version"
+
+    probes = [
+        subprocess.run(
+            [sys.executable, "-c", PROBE, REDIS, keys.model, str(quick_models)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for _ in range(2)
+    ]
+    for p in probes:
+        assert p.returncode == 0, p.stderr
+    a, b = (orjson.loads(p.stdout) for p in probes)
+    assert a["name"] == b["name"] == model["name"]
+    assert a == b  # 100% agreement on the probe set
+    assert len(set(a["seg"])) > 1
