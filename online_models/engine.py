@@ -241,6 +241,8 @@ class TierEngine:
             _contribution(c.feature, c.value, c.contribution)
             for c in score.contributions[:TOP_CONTRIBUTIONS]
         ]
+        if kind == "inactivity" and decision.direction == "up":
+            kind = "rescore"  # a move the dwell time held back, applied on the timer
         return TierChange(
             user_id=user_id,
             previous_tier=previous,
