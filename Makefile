@@ -5,8 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
+BENCH_ARGS ?=
+# The tests reach the stack on the ports ops/stack.sh starts it on.
+export TIERSTREAM_TEST_KAFKA ?= 127.0.0.1:$(or $(TIERSTREAM_STACK_KAFKA_PORT),9092)
+export TIERSTREAM_TEST_REDIS ?= redis://127.0.0.1:$(or $(TIERSTREAM_STACK_REDIS_PORT),6379)/0
 
-.PHONY: help venv lint format test test-unit test-integration stack-up stack-down stack-status demo clean
+.PHONY: help venv lint format test test-unit test-integration stack-up stack-down stack-status demo bench-models clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -19,6 +24,15 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 venv: $(STAMP)  ## create .venv with the pinned dependencies
+
+# No server needed: memory state, the generator in-process. Options: make demo DEMO_ARGS='--users 1000'
+demo: $(STAMP)  ## the whole pipeline in one process, no server; writes out/demo-report.html
+	$(BIN)/tierstream demo $(DEMO_ARGS)
+
+# scikit-learn is only needed here: the offline references the online models are held to.
+bench-models: $(STAMP)  ## model quality vs offline KMeans / LogisticRegression (docs/models.md)
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python -m tests.bench.bench_models $(BENCH_ARGS)
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .

@@ -25,6 +25,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class GlobalModel:
         """True once centroids exist."""
         return bool(self.centroids)
 
-    @property
+    @functools.cached_property
     def scale(self) -> tuple[float, ...]:
         """Standard deviations, 1.0 where a feature has no variance yet."""
         return tuple(math.sqrt(v) if v > MIN_VAR else 1.0 for v in self.var)
@@ -109,19 +110,23 @@ class GlobalModel:
         """``(x - mean) / std``."""
         return [(xi - m) / s for xi, m, s in zip(x, self.mean, self.scale, strict=True)]
 
+    @functools.cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        c = np.array(self.centroids, dtype=float).reshape(len(self.centroids), len(self.mean))
+        return np.array(self.mean), 1.0 / np.array(self.scale), np.array(self.weights), c
+
     def score(self, x: list[float]) -> ModelScore:
         """Segment, distance and propensity of one raw feature vector."""
-        z = self.standardize(x)
-        terms = tuple(w * zi for w, zi in zip(self.weights, z, strict=True))
-        propensity = sigmoid(self.intercept + sum(terms))
+        mean, inv_scale, weights, centroids = self._arrays
+        z = (np.asarray(x) - mean) * inv_scale
+        terms = weights * z
+        propensity = sigmoid(self.intercept + float(terms.sum()))
+        logit_terms = tuple(terms.tolist())
         if not self.centroids:
-            return ModelScore(None, None, propensity, terms)
-        best, best_d = 0, math.inf
-        for k, c in enumerate(self.centroids):
-            d = sum((zi - ci) * (zi - ci) for zi, ci in zip(z, c, strict=True))
-            if d < best_d:
-                best, best_d = k, d
-        return ModelScore(best, math.sqrt(best_d), propensity, terms)
+            return ModelScore(None, None, propensity, logit_terms)
+        d2 = ((centroids - z) ** 2).sum(axis=1)
+        best = int(d2.argmin())
+        return ModelScore(best, math.sqrt(float(d2[best])), propensity, logit_terms)
 
     def score_many(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Vectorised :meth:`score` over rows of ``x``: (segments, distances, propensities).

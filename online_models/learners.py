@@ -37,7 +37,7 @@ MIN_STEP: Final = 1e-3
 #: Vectors kept before the first segments exist, to seed them with k-means++.
 RESERVOIR_SIZE: Final = 2000
 #: SGD learning rate of the propensity model (features are standardised).
-LEARNING_RATE: Final = 0.02
+LEARNING_RATE: Final = 0.01
 
 
 class LocalLearner:
@@ -72,12 +72,27 @@ class LocalLearner:
             if len(self.reservoir) < RESERVOIR_SIZE:
                 self.reservoir.append(list(x))
             return
-        z = dict(zip(self._names, self.base.standardize(x), strict=True))
-        k = self.kmeans.predict_one(z)  # every feature is present: no random insertion
+        zl = self.base.standardize(x)
+        z = dict(zip(self._names, zl, strict=True))
+        k = self._nearest(zl)  # the centre River's learn_one will move (same metric)
         n = self.base.centroid_counts[k] + self.counts[k] + 1.0
         self.kmeans.halflife = max(1.0 / n, MIN_STEP)
         self.kmeans.learn_one(z)
         self.counts[k] += 1.0
+
+    def _nearest(self, z: list[float]) -> int:
+        """Index of the centre nearest to ``z``, as River's ``predict_one`` computes it
+        (squared Euclidean, ties to the lowest index), without its per-call set union."""
+        names = self._names
+        best, best_d = 0, float("inf")
+        for i, center in self.kmeans.centers.items():
+            d = 0.0
+            for name, zi in zip(names, z, strict=True):
+                diff = center[name] - zi
+                d += diff * diff
+            if d < best_d:
+                best, best_d = i, d
+        return best
 
     def learn_label(self, x: list[float], label: bool) -> None:
         """Learn one resolved propensity label for the raw vector ``x`` of its snapshot."""

@@ -65,10 +65,17 @@ class Contribution:
 
 @dataclass(frozen=True, slots=True)
 class Score:
-    """A value score and its contributions, largest magnitude first."""
+    """A value score and its parts; :attr:`contributions` sorts them only when asked
+    (most scores decide nothing and are never explained)."""
 
     value: float
-    contributions: tuple[Contribution, ...]
+    parts: tuple[tuple[str, float, float], ...]
+
+    @property
+    def contributions(self) -> tuple[Contribution, ...]:
+        """Contributions, largest magnitude first."""
+        ordered = sorted(self.parts, key=lambda p: -abs(p[2]))
+        return tuple(Contribution(n, v, c) for n, v, c in ordered)
 
 
 class ValueScorer:
@@ -101,15 +108,15 @@ class ValueScorer:
         values of :data:`MODEL_TERMS` (a missing one counts as 0)."""
         parts = []
         total = 0.0
+        log1p = math.log1p
         for name, fn, weight in self._terms:
             value = fn(features, now_ms)
-            c = weight * math.log1p(value)
+            c = weight * log1p(value)
             total += c
-            parts.append(Contribution(name, value, c))
+            parts.append((name, value, c))
         for name, weight in self._model_terms:
             value = model.get(name, 0.0) if model else 0.0
             c = weight * value
             total += c
-            parts.append(Contribution(name, value, c))
-        parts.sort(key=lambda c: -abs(c.contribution))
+            parts.append((name, value, c))
         return Score(total, tuple(parts))

@@ -50,6 +50,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--days", type=int, default=180)
     ap.add_argument("--tiers", type=Path, default=DEFAULT_TIERS_FILE, help="tier config file")
+    ap.add_argument("--model-out", type=Path, help="write the final global model here")
     args = ap.parse_args()
 
     config = GeneratorConfig(users=args.users, events=args.events, seed=args.seed, days=args.days)
@@ -73,6 +74,8 @@ def main() -> int:
     t_replay = time.perf_counter() - t0
     assert store.model is not None, "no model version was built"
     model = GlobalModel.from_json(orjson.loads(store.model))
+    if args.model_out:
+        args.model_out.write_bytes(orjson.dumps(model.to_json(), option=orjson.OPT_INDENT_2))
 
     # -- segments --------------------------------------------------------------------
     end_ms = max(s["features"]["last_ms"] for s in map(orjson.loads, store.users.values()))
