@@ -48,6 +48,11 @@ class KeySpace:
         """Key of a partition's event-time watermark."""
         return f"{self.prefix}:wm:{topic}:{partition}"
 
+    @property
+    def all_watermarks(self) -> str:
+        """SCAN pattern of every partition's watermark key."""
+        return f"{self.prefix}:wm:*"
+
     def timers(self, topic: str, partition: int) -> str:
         """Key of a partition's timer set."""
         return f"{self.prefix}:timers:{topic}:{partition}"

@@ -1,5 +1,6 @@
 """Runs input records through the same batch step and commit protocol as the live
-service, without Kafka: records come from any iterable, outputs are collected.
+service, without Kafka: records come from any iterable (a file, the generator), outputs
+go to a callback, state to memory or Redis.
 
 >>> from consumer.tier_config import DEFAULT_TIERS_FILE, load_engine
 >>> from consumer.records import InputRecord
@@ -9,31 +10,66 @@ service, without Kafka: records come from any iterable, outputs are collected.
 >>> outputs, store = replay(recs, load_engine(DEFAULT_TIERS_FILE))
 >>> [o.topic for o in outputs], store.applied
 (['user-tier-changes', 'user-events-dlq'], {('in', 0): 1})
+
+**Deterministic output.** The live service stamps a tier change's ``emitted_at`` with the
+wall clock; a replay stamps it with the change's own ``event_time`` (the time of the event
+that caused it), so two replays of one file give byte-identical outputs, whatever the
+batch size. Everything else in the message is what the live service publishes.
+
+>>> orjson.loads(outputs[0].value)["emitted_at"]
+'1970-01-01T00:00:00.000Z'
+
+**Event time.** ``until_ms`` drops events later than it (records that cannot be read
+still go to the DLQ), and at the end the event-time watermark advances to it
+(:meth:`Replay.advance_watermark`): the timers due by then fire as they would have in the
+live service once its stream reached that time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
 
+import orjson
+
 from consumer.batch import BatchStep
-from consumer.checkpoint import Checkpoint
+from consumer.checkpoint import Checkpoint, CheckpointStats
 from consumer.records import InputRecord, OutputRecord
-from consumer.state_store import MemoryStateStore
+from consumer.state_store import MemoryStateStore, StateStore
 from online_models.engine import TierEngine
-from schemas.decode import DEFAULT_MAX_BYTES, EventDecoder
+from schemas.decode import DEFAULT_MAX_BYTES, EventDecoder, parse_rfc3339_ms
+
+__all__ = ["BatchHook", "LocalOffsets", "Replay", "ReplaySink", "ReplaySummary", "replay"]
 
 Partition = tuple[str, int]
+#: Called after each batch with its statistics and records (progress, the demo's charts).
+BatchHook = Callable[[CheckpointStats, Sequence[InputRecord]], None]
+#: The clock the checkpoint stamps a batch with when ``emitted_at`` follows event time;
+#: :class:`ReplaySink` replaces it in every tier change before anyone sees it.
+_NO_CLOCK = 0
 
 
-class CollectingSink:
-    """Keeps what would have been published."""
+class ReplaySink:
+    """Receives what the live service would publish, in publish order, and hands each
+    record to ``emit``; with ``stamp_event_time`` a tier change's ``emitted_at`` becomes
+    its ``event_time``."""
 
-    def __init__(self) -> None:
-        self.records: list[OutputRecord] = []
+    def __init__(
+        self, emit: Callable[[OutputRecord], None], *, output_topic: str, stamp_event_time: bool
+    ) -> None:
+        self.emit = emit
+        self.output_topic = output_topic
+        self.stamp_event_time = stamp_event_time
 
     def publish(self, records: Sequence[OutputRecord]) -> None:
-        self.records.extend(records)
+        for rec in records:
+            if self.stamp_event_time and rec.topic == self.output_topic:
+                body = orjson.loads(rec.value)
+                body["emitted_at"] = body["event_time"]
+                rec = OutputRecord(rec.topic, rec.key, orjson.dumps(body))
+            self.emit(rec)
 
 
 class LocalOffsets:
@@ -46,6 +82,166 @@ class LocalOffsets:
         self.committed.update(next_offsets)
 
 
+@dataclass
+class ReplaySummary:
+    """What a replay did."""
+
+    records: int = 0
+    batches: int = 0
+    #: ``applied``, ``duplicate``, ``dlq``, ``skipped`` (applied to this state before).
+    results: Counter[str] = field(default_factory=Counter)
+    dlq_reasons: Counter[str] = field(default_factory=Counter)
+    tier_changes: int = 0
+    #: Events dropped for being later than ``until_ms``.
+    after_until: int = 0
+    #: Outputs a crashed earlier replay into the same store had saved and not published.
+    republished: int = 0
+    max_event_ms: int | None = None
+
+
+class Replay:
+    """The live service's :class:`BatchStep` and :class:`Checkpoint` over an iterable.
+
+    ``store`` is memory by default; a :class:`~consumer.state_store.RedisStateStore`
+    continues a deployment's state (records at or below the source's applied offset are
+    skipped, as in the service). ``emitted_at_ms`` fixes every change's ``emitted_at``;
+    by default it is the change's event time.
+    """
+
+    def __init__(
+        self,
+        engine: TierEngine,
+        store: StateStore | None = None,
+        *,
+        emit: Callable[[OutputRecord], None],
+        on_batch: BatchHook | None = None,
+        batch_size: int = 2000,
+        output_topic: str = "user-tier-changes",
+        dlq_topic: str = "user-events-dlq",
+        max_record_bytes: int = DEFAULT_MAX_BYTES,
+        dlq_max_copy_bytes: int = 256 * 1024,
+        emitted_at_ms: int | None = None,
+        instance_id: str = "local",
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError("batch_size must be positive")
+        self.engine = engine
+        self.store: StateStore = store if store is not None else MemoryStateStore()
+        self.on_batch = on_batch
+        self.batch_size = batch_size
+        self.summary = ReplaySummary()
+        #: Event time the replay has reached with no event pending (None: not advanced).
+        self.watermark_ms: int | None = None
+        step = BatchStep(
+            engine,
+            EventDecoder(max_record_bytes),
+            output_topic=output_topic,
+            dlq_topic=dlq_topic,
+            dlq_max_copy_bytes=dlq_max_copy_bytes,
+            instance_id=instance_id,
+        )
+        sink = ReplaySink(emit, output_topic=output_topic, stamp_event_time=emitted_at_ms is None)
+        self._clock = _NO_CLOCK if emitted_at_ms is None else emitted_at_ms
+        self.checkpoint = Checkpoint(
+            step, self.store, LocalOffsets(), sink, clock_ms=lambda: self._clock, timer=lambda: 0.0
+        )
+        self._recovered: set[Partition] = set()
+
+    def run(self, records: Iterable[InputRecord], *, until_ms: int | None = None) -> ReplaySummary:
+        """Process ``records`` in batches; then advance the watermark to ``until_ms``."""
+        source: Iterator[InputRecord] = iter(records)
+        if until_ms is not None:
+            source = self._until(source, until_ms)
+        s = self.summary
+        while batch := list(islice(source, self.batch_size)):
+            fresh = {(r.topic, r.partition) for r in batch} - self._recovered
+            if fresh:
+                s.republished += self.checkpoint.recover(sorted(fresh))
+                self._recovered |= fresh
+            self._count(self.checkpoint.run_batch(batch), batch)
+            s.records += len(batch)
+            s.batches += 1
+        if until_ms is not None:
+            self.advance_watermark(until_ms)
+        return s
+
+    def _count(self, stats: CheckpointStats, batch: Sequence[InputRecord]) -> None:
+        s, out = self.summary, stats.outcome
+        s.results.update(out.results)
+        s.dlq_reasons.update(out.dlq_reasons)
+        s.tier_changes += len(out.changes)
+        if out.max_event_ms is not None and (
+            s.max_event_ms is None or out.max_event_ms > s.max_event_ms
+        ):
+            s.max_event_ms = out.max_event_ms
+        if self.on_batch:
+            self.on_batch(stats, batch)
+
+    def advance_watermark(self, watermark_ms: int) -> None:
+        """Event time reaches ``watermark_ms`` on every partition read, with no further
+        event: every timer due by then fires (label deadlines resolve, silent users are
+        re-scored and may fall a tier), through the same save-then-publish steps as a
+        batch. Snapshots after it are scored as of the watermark.
+        """
+        if self.watermark_ms is not None and watermark_ms <= self.watermark_ms:
+            return
+        self.watermark_ms = watermark_ms
+        partitions = sorted(self._recovered)
+        if not partitions:
+            return
+        step, store = self.checkpoint.step, self.store
+        bounds = {tp: watermark_ms for tp in partitions}
+        point = step.rollback_point()
+        try:
+            txn = store.begin(partitions)
+            outcome = step.advance(txn.load([], bounds), bounds, emitted_at_ms=self._clock)
+            txn.save(outcome.save)
+        except BaseException:
+            step.rollback(point)
+            raise
+        outputs = [o for outs in outcome.outputs.values() for o in outs]
+        if outputs:
+            self.checkpoint.publisher.publish(outputs)
+        for tp, entries in outcome.save.outbox.items():
+            if entries:
+                store.clear_outbox(tp, len(entries))
+        self._count(CheckpointStats(outcome, 0.0, 0.0, 0.0), [])
+
+    def _until(self, records: Iterator[InputRecord], until_ms: int) -> Iterator[InputRecord]:
+        for rec in records:
+            t = _event_time(rec.value)
+            if t is not None and t > until_ms:
+                self.summary.after_until += 1
+                continue
+            yield rec
+
+
+def _event_time(value: bytes | None) -> int | None:
+    """The event time of a record, cheaply (no schema validation); None when it has no
+    readable one (the batch step then dead-letters the record).
+
+    >>> _event_time(b'{"timestamp": "2026-01-01T00:00:00Z"}'), _event_time(b'{"timestamp": 5}')
+    (1767225600000, 5)
+    >>> _event_time(b"nope"), _event_time(b'{"timestamp": true}')
+    (None, None)
+    """
+    if not value:
+        return None
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    ts = obj.get("timestamp") if isinstance(obj, dict) else None
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        return ts
+    if isinstance(ts, str):
+        try:
+            return parse_rfc3339_ms(ts)
+        except ValueError:
+            return None
+    return None
+
+
 def replay(
     records: Iterable[InputRecord],
     engine: TierEngine,
@@ -56,25 +252,20 @@ def replay(
     dlq_topic: str = "user-events-dlq",
     max_record_bytes: int = DEFAULT_MAX_BYTES,
     dlq_max_copy_bytes: int = 256 * 1024,
-    emitted_at_ms: int = 0,
+    emitted_at_ms: int | None = None,
 ) -> tuple[list[OutputRecord], MemoryStateStore]:
-    """Process ``records`` in batches of ``batch_size``; return outputs and final state.
-
-    ``emitted_at_ms`` is fixed so a replay is byte-for-byte reproducible.
-    """
-    store = store or MemoryStateStore()
-    sink = CollectingSink()
-    step = BatchStep(
+    """Process ``records`` in batches of ``batch_size``; return outputs and final state."""
+    store = store if store is not None else MemoryStateStore()
+    outputs: list[OutputRecord] = []
+    Replay(
         engine,
-        EventDecoder(max_record_bytes),
+        store,
+        emit=outputs.append,
+        batch_size=batch_size,
         output_topic=output_topic,
         dlq_topic=dlq_topic,
+        max_record_bytes=max_record_bytes,
         dlq_max_copy_bytes=dlq_max_copy_bytes,
-    )
-    checkpoint = Checkpoint(
-        step, store, LocalOffsets(), sink, clock_ms=lambda: emitted_at_ms, timer=lambda: 0.0
-    )
-    it = iter(records)
-    while batch := list(islice(it, batch_size)):
-        checkpoint.run_batch(batch)
-    return sink.records, store
+        emitted_at_ms=emitted_at_ms,
+    ).run(records)
+    return outputs, store

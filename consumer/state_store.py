@@ -100,6 +100,11 @@ class StateStore(Protocol):
         """Replace the global model (``tierstream model import``)."""
         ...
 
+    def watermark(self) -> int | None:
+        """The newest event-time watermark over all partitions: "now" in event time, as
+        of which ``inspect`` and ``snapshot`` report scores (None before any event)."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
@@ -151,6 +156,12 @@ class RedisStateStore:
 
     def put_model(self, model: bytes) -> None:
         self._redis.set(self.keys.model, model)
+
+    def watermark(self) -> int | None:
+        keys = list(self._redis.scan_iter(match=self.keys.all_watermarks, count=1000))
+        values = cast(list[bytes | None], self._redis.mget(keys)) if keys else []
+        marks = [int(v) for v in values if v is not None]
+        return max(marks) if marks else None
 
     def close(self) -> None:
         self._redis.close()
@@ -305,6 +316,9 @@ class MemoryStateStore:
 
     def put_model(self, model: bytes) -> None:
         self.model = model
+
+    def watermark(self) -> int | None:
+        return max(self.watermarks.values(), default=None)
 
     def close(self) -> None:
         return None

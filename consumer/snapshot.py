@@ -1,0 +1,196 @@
+"""Everyone's tier at once: one JSON line per user, from a replay's memory or a
+deployment's Redis.
+
+A line holds ``user_id``, ``tier``, ``segment``, ``propensity``, ``value_score``,
+``model_version``, ``features`` and ``as_of`` (the event time the scores are computed
+at). Everything but ``user_id`` and ``as_of`` is what :meth:`TierEngine.explain` says
+(``segment`` and ``propensity`` are taken from its scores, null when the engine has none).
+
+>>> from consumer.tier_config import DEFAULT_TIERS_FILE, load_engine
+>>> from online_models.event import Event
+>>> engine = load_engine(DEFAULT_TIERS_FILE)
+>>> state = UserState.new()
+>>> _ = engine.apply(state, Event("e1", "u1", "purchase", 0, 50.0), emitted_at_ms=0)
+>>> line = snapshot_line("u1", state, engine)
+>>> list(line)
+['user_id', 'tier', 'segment', 'propensity', 'value_score', 'model_version', 'features', 'as_of']
+>>> line["tier"] in engine.policy.names, line["features"]["purchases"]
+(True, 1)
+>>> line["as_of"], snapshot_line("u1", state, engine, as_of_ms=86_400_000)["as_of"]
+('1970-01-01T00:00:00.000Z', '1970-01-02T00:00:00.000Z')
+
+Users are listed in ``user_id`` order, so two snapshots of the same state are identical.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, Final, cast
+
+import orjson
+import redis
+from redis.exceptions import RedisError
+
+from consumer.config_view import mask_url
+from consumer.errors import StateStoreUnavailable, UserError
+from consumer.keys import KeySpace
+from consumer.state_store import MemoryStateStore
+from online_models.engine import TierEngine
+from online_models.timefmt import iso_utc_ms
+from online_models.user_state import UserState
+
+__all__ = [
+    "SCAN_COUNT",
+    "RedisStates",
+    "line_from_view",
+    "memory_states",
+    "snapshot_line",
+    "snapshot_lines",
+    "state_time",
+    "write_lines",
+]
+
+#: Keys per SCAN step and per MGET: one round trip per thousand users each way.
+SCAN_COUNT: Final = 1000
+Progress = Callable[[int], None]
+
+
+def snapshot_line(
+    user_id: str, state: UserState, engine: TierEngine, as_of_ms: int | None = None
+) -> dict[str, Any]:
+    """The snapshot line of one user, scored as of ``as_of_ms`` (default: the newest event
+    time their state has seen, :func:`state_time`)."""
+    return line_from_view(user_id, engine.explain(state, _as_of(state, as_of_ms)))
+
+
+def state_time(state: UserState) -> int:
+    """The newest event time ``state`` has seen: its last event, or a timer that fired
+    after it (an inactivity re-score moves the tier without an event)."""
+    return max(state.features.last_ms, state.rescored_ms)
+
+
+def _as_of(state: UserState, as_of_ms: int | None) -> int:
+    return state_time(state) if as_of_ms is None else as_of_ms
+
+
+def line_from_view(user_id: str, view: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot line for what :meth:`TierEngine.explain` said about ``user_id``."""
+    scores = view["scores"]
+    return {
+        "user_id": user_id,
+        "tier": view["tier"],
+        "segment": scores.get("segment"),
+        "propensity": scores.get("propensity"),
+        "value_score": scores.get("value_score"),
+        "model_version": view["model_version"],
+        "features": view["features"],
+        "as_of": iso_utc_ms(view["as_of_ms"]),
+    }
+
+
+def snapshot_lines(
+    states: Iterable[tuple[str, bytes]], engine: TierEngine, as_of_ms: int | None = None
+) -> Iterator[bytes]:
+    """Encoded snapshot lines for stored ``(user_id, state JSON)`` pairs."""
+    for user_id, raw in states:
+        state = UserState.from_json(orjson.loads(raw))
+        yield orjson.dumps(snapshot_line(user_id, state, engine, as_of_ms))
+
+
+def memory_states(store: MemoryStateStore) -> Iterator[tuple[str, bytes]]:
+    """A memory store's users in ``user_id`` order."""
+    for user_id in sorted(store.users):
+        yield user_id, store.users[user_id]
+
+
+class RedisStates:
+    """The users stored under one key prefix of a Redis database, in ``user_id`` order.
+
+    The user keys are collected with ``SCAN`` (``COUNT 1000``; Redis is never blocked the
+    way ``KEYS`` would block it), sorted, and read back with one ``MGET`` per thousand.
+    A user whose key expired in between is left out.
+    """
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.keys = KeySpace(prefix)
+        self._redis = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5)
+        self.skipped = 0
+
+    def user_ids(self) -> list[str]:
+        """Every user id under the prefix, sorted."""
+        head = self.keys.user("")[:-1]  # "{prefix}:{u:"
+        pattern = _glob_escape(head) + "*}"
+        try:
+            keys = cast(Iterable[bytes], self._redis.scan_iter(match=pattern, count=SCAN_COUNT))
+            ids = {k.decode()[len(head) : -1] for k in keys}
+        except RedisError as exc:
+            raise self._unavailable(exc) from None
+        return sorted(ids)
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        ids = self.user_ids()
+        for i in range(0, len(ids), SCAN_COUNT):
+            chunk = ids[i : i + SCAN_COUNT]
+            try:
+                values = cast(
+                    list[bytes | None], self._redis.mget([self.keys.user(u) for u in chunk])
+                )
+            except RedisError as exc:
+                raise self._unavailable(exc) from None
+            for user_id, raw in zip(chunk, values, strict=True):
+                if raw is None:
+                    self.skipped += 1
+                else:
+                    yield user_id, raw
+
+    def get(self, user_id: str) -> bytes | None:
+        """One user's stored state."""
+        try:
+            return cast(bytes | None, self._redis.get(self.keys.user(user_id)))
+        except RedisError as exc:
+            raise self._unavailable(exc) from None
+
+    def close(self) -> None:
+        """Release the connection."""
+        self._redis.close()
+
+    def _unavailable(self, exc: RedisError) -> StateStoreUnavailable:
+        return StateStoreUnavailable(
+            f"cannot reach Redis at {mask_url(self.url)} ({exc}); start it (make stack-up) "
+            "or set TIERSTREAM_REDIS_URL"
+        )
+
+
+def _glob_escape(text: str) -> str:
+    r"""``text`` matched literally by a Redis glob pattern.
+
+    >>> _glob_escape("ts:{u:"), _glob_escape("a*b[1]?")
+    ('ts:{u:', 'a\\*b\\[1\\]\\?')
+    """
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def write_lines(path: str | Path, lines: Iterable[bytes], progress: Progress | None = None) -> int:
+    """Write ``lines`` (JSONL) to ``path`` (``-``: standard output); return how many."""
+    out: IO[bytes] | None = sys.stdout.buffer if str(path) == "-" else None
+    try:
+        fh = out or open(path, "wb")  # noqa: SIM115 - closed below unless stdout
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    n = 0
+    try:
+        for line in lines:
+            fh.write(line)
+            fh.write(b"\n")
+            n += 1
+            if progress and n % 1000 == 0:
+                progress(n)
+    finally:
+        if out is None:
+            fh.close()
+        else:
+            fh.flush()
+    return n

@@ -1,0 +1,203 @@
+"""`tierstream replay` and `tierstream inspect --replay`, with memory state (no server)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from consumer.cli import main
+from consumer.sources import parse_instant
+from consumer.synthetic import GeneratorConfig, generate
+from schemas import validator
+from tests.integration.support import REPO
+
+CONFIG = GeneratorConfig(users=60, events=3000, seed=4, days=60, bad_fraction=0.02)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's own TIERSTREAM_* settings must not leak into these tests."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("TIERSTREAM_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("replay") / "events.jsonl"
+    path.write_bytes(b"".join(r.value + b"\n" for r in generate(CONFIG)))
+    return path
+
+
+def replay(tmp: Path, events: Path, *extra: str, tag: str = "a") -> dict[str, bytes]:
+    outs = {k: tmp / f"{tag}-{k}.jsonl" for k in ("changes", "dlq", "snapshot")}
+    code = main(
+        [
+            "replay",
+            str(events),
+            "--quiet",
+            "--changes-out",
+            str(outs["changes"]),
+            "--dlq-out",
+            str(outs["dlq"]),
+            "--snapshot-out",
+            str(outs["snapshot"]),
+            *extra,
+        ]
+    )
+    assert code == 0
+    return {k: p.read_bytes() for k, p in outs.items()}
+
+
+def lines(data: bytes) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in data.splitlines()]
+
+
+def test_two_replays_are_byte_identical_whatever_the_batch_size(
+    tmp_path: Path, events: Path
+) -> None:
+    first = replay(tmp_path, events, tag="a")
+    second = replay(tmp_path, events, "--batch-size", "333", tag="b")
+    assert first == second
+    changes = lines(first["changes"])
+    assert changes, "the stream should change some tiers"
+    check = validator("tier-change.v1")
+    for change in changes:
+        check.validate(change)
+        assert change["emitted_at"] == change["event_time"]
+    users = [s["user_id"] for s in lines(first["snapshot"])]
+    assert users == sorted(users) and len(users) == CONFIG.users
+
+
+def test_snapshot_lines_have_the_issue_fields(tmp_path: Path, events: Path) -> None:
+    snap = lines(replay(tmp_path, events)["snapshot"])
+    fields = ["user_id", "tier", "segment", "propensity", "value_score", "model_version"]
+    assert all(list(s)[:6] == fields and "features" in s for s in snap)
+    changes = lines(replay(tmp_path, events)["changes"])
+    last = {c["user_id"]: c["tier"] for c in changes}
+    assert {s["user_id"]: s["tier"] for s in snap} == last
+
+
+def test_dead_letters_carry_the_file_name_and_line_number(tmp_path: Path, events: Path) -> None:
+    dead = lines(replay(tmp_path, events)["dlq"])
+    source = events.read_bytes().splitlines()
+    bad = [i for i, r in enumerate(generate(CONFIG)) if r.bad_reason]
+    assert [d["source_offset"] for d in dead] == bad
+    for d in dead:
+        assert d["source_topic"] == "events.jsonl" and d["source_partition"] == 0
+        assert base64.b64decode(str(d["value_b64"])) == source[int(str(d["source_offset"]))]
+
+
+def test_gzip_and_stdin_replay_the_same(tmp_path: Path, events: Path) -> None:
+    plain = replay(tmp_path, events)
+    packed = tmp_path / "events.jsonl.gz"
+    packed.write_bytes(gzip.compress(events.read_bytes()))
+    assert replay(tmp_path, packed, "--source-name", "events.jsonl", tag="gz") == plain
+    argv = ["replay", "-", "--source-name", "events.jsonl", "--changes-out", "-", "--quiet"]
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", *argv],
+        input=events.read_bytes(),
+        capture_output=True,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == plain["changes"]
+
+
+def test_until_keeps_earlier_events_and_scores_as_of_it(tmp_path: Path, events: Path) -> None:
+    until = "2026-01-20T00:00:00Z"
+    until_ms = parse_instant(until)
+    out = replay(tmp_path, events, "--until", until)
+    changes = lines(out["changes"])
+    assert changes and all(parse_instant(str(c["event_time"])) <= until_ms for c in changes)
+    assert {s["as_of"] for s in lines(out["snapshot"])} == {"2026-01-20T00:00:00.000Z"}
+    full = lines(replay(tmp_path, events, tag="full")["changes"])
+    early = [c for c in full if parse_instant(str(c["event_time"])) <= until_ms]
+    # What happened before the cut is what the full replay did before it, except the timers
+    # that fire when event time reaches the cut with no event (they fire later, or never,
+    # in the full replay).
+    assert [c for c in changes if c["reason"]["kind"] != "inactivity"] == [  # type: ignore[index]
+        c
+        for c in early
+        if c["reason"]["kind"] != "inactivity"  # type: ignore[index]
+    ]
+
+
+def test_replay_of_a_csv_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    orders = tmp_path / "orders.csv"
+    orders.write_text(
+        "order,customer,date,total\n"
+        "o1,c1,2026-01-02,120.00\n"
+        "o2,c1,2026-01-09 10:00:00,80.5\n"
+        "o3,c2,last week,5\n"
+        "o4,c2,1767225600000,9.99\n"
+    )
+    out = replay(
+        tmp_path,
+        orders,
+        "--csv-map",
+        "user_id=customer,timestamp=date,amount=total,event_id=order",
+        "--event-type",
+        "purchase",
+    )
+    assert [d["source_offset"] for d in lines(out["dlq"])] == [3]
+    assert [d["reason"] for d in lines(out["dlq"])] == ["bad_timestamp"]
+    assert [s["user_id"] for s in lines(out["snapshot"])] == ["c1", "c2"]
+    assert lines(out["snapshot"])[0]["features"]["purchases"] == 2  # type: ignore[index]
+    assert "replayed 4 records of orders.csv" in capsys.readouterr().err
+
+
+def test_inspect_a_replayed_user(events: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", "u000003", "--replay", str(events)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("user u000003\n  tier ") and "why " in text and "model " in text
+    assert main(["inspect", "u000003", "--replay", str(events), "--json"]) == 0
+    body = orjson.loads(capsys.readouterr().out)
+    assert body["user_id"] == "u000003" and body["tier"] and body["contributions"]
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tierstream: error: "), err
+    return err[0]
+
+
+def test_errors_a_user_can_cause(
+    tmp_path: Path, events: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "no such file: /nonexistent.jsonl" in one_line_error(
+        capsys, "replay", "/nonexistent.jsonl"
+    )
+    assert "--until 'soon': expected RFC 3339" in one_line_error(
+        capsys, "replay", str(events), "--until", "soon"
+    )
+    orders = tmp_path / "orders.csv"
+    orders.write_text("customer,date,total\nc1,2026-01-02,1\n")
+    assert "its columns are: customer, date, total" in one_line_error(
+        capsys, "replay", str(orders), "--csv-map", "user_id=client,timestamp=date"
+    )
+    assert "looks like CSV" in one_line_error(capsys, "replay", str(orders))
+    # Port 1 on loopback: nothing listens. The password never reaches the terminal.
+    err = one_line_error(capsys, "replay", str(events), "--state", "redis://:s3cret@127.0.0.1:1/0")
+    assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in err and "s3cret" not in err
+    assert "or check --state" in err
+    assert "expected memory, redis or a redis:// URL" in one_line_error(
+        capsys, "replay", str(events), "--state", "postgres://db"
+    )
+    assert "cannot write /nonexistent/dir/x" in one_line_error(
+        capsys, "replay", str(events), "--changes-out", "/nonexistent/dir/x"
+    )
+    assert "no user 'nobody' in" in one_line_error(
+        capsys, "inspect", "nobody", "--replay", str(events)
+    )
