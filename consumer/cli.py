@@ -87,6 +87,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop cleanly once no record arrived for SECONDS (catch-up runs, tests)",
     )
+    run.add_argument(
+        "--freeze-model",
+        action="store_true",
+        help="score with the stored model version and learn nothing (TIERSTREAM_FREEZE_MODEL)",
+    )
+    run.add_argument(
+        "--model-file",
+        metavar="FILE",
+        help="score with this exported model, frozen (TIERSTREAM_MODEL_FILE)",
+    )
     run.set_defaults(func=_run)
 
     gen = sub.add_parser("generate", help="write a realistic synthetic event stream")
@@ -255,6 +265,13 @@ def _run(args: argparse.Namespace) -> int:
     from consumer.loop import Service
 
     settings = Settings.from_env(args.environ)
+    if args.freeze_model or args.model_file:
+        settings = dataclasses.replace(
+            settings,
+            freeze_model=settings.freeze_model or args.freeze_model,
+            model_file=args.model_file or settings.model_file,
+        )
+        settings.check()
     service = Service(settings)
     service.install_signal_handlers()
     log.info(
@@ -534,6 +551,8 @@ def _snapshot(args: argparse.Namespace) -> int:
     states = RedisStates(settings.redis_url, settings.key_prefix)
     try:
         engine = build_engine(settings, store)
+        if as_of is None:
+            as_of = store.watermark()  # "now" in event time, as the service sees it
         t0 = time.monotonic()
         ids = states.user_ids()
         progress = None if args.quiet else Progress(len(ids), unit="users")
@@ -563,7 +582,8 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.replay is None:
         if args.csv_map or args.event_type or args.until:
             raise UserError("--csv-map, --event-type and --until need --replay FILE")
-        engine, raw, where = _stored_user(settings, args.user_id)
+        engine, raw, where, watermark = _stored_user(settings, args.user_id)
+        as_of = as_of if as_of is not None else watermark
     else:
         engine, raw, where, watermark = _replayed_user(settings, args)
         as_of = as_of if as_of is not None else watermark
@@ -579,20 +599,26 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stored_user(settings: Settings, user_id: str) -> tuple[TierEngine, bytes | None, str]:
+def _stored_user(
+    settings: Settings, user_id: str
+) -> tuple[TierEngine, bytes | None, str, int | None]:
+    """The engine (stored model), the user's state, where it was read, and the store's
+    event-time watermark: scores are "as of now" in event time, not as of the user's
+    last event."""
     from consumer.loop import build_engine
 
     store = _redis_store(settings.redis_url, settings)
     try:
         engine = build_engine(settings, store)
         raw = store.get_user(user_id)
+        watermark = store.watermark()
     finally:
         store.close()
     where = (
         f"Redis at {mask_url(settings.redis_url)} under key prefix {settings.key_prefix!r} "
         "(TIERSTREAM_KEY_PREFIX)"
     )
-    return engine, raw, where
+    return engine, raw, where, watermark
 
 
 def _replayed_user(

@@ -65,7 +65,9 @@ DUPLICATE: Final = _Duplicate()
 class Horizons:
     """Event-time spans of the models."""
 
-    #: "Purchases within H days": the propensity label's horizon.
+    #: "Purchases within H days": the propensity label's horizon. A snapshot is taken at an
+    #: event or a timer when none is pending; a purchase resolves it positive, the horizon
+    #: passing in event time negative.
     label_ms: int = 30 * DAY_MS
     #: A user gives one learning sample per this span of event time, active or silent:
     #: the segments learn users as they are at any moment (recency included), which is
@@ -150,6 +152,11 @@ class TierEngine:
         state.rescored_ms = now_ms
         x = vector(state.features, now_ms)
         ms = self.models.score(x)
+        if state.pending is None:
+            # Snapshots at events alone would all have "days since last event" = 0, and
+            # the model would extrapolate wildly for the silent; "will they buy within H
+            # days" is as much a question about the silent.
+            state.pending = [now_ms, x, ms.propensity]
         if now_ms - state.learned_ms >= self.horizons.learn_every_ms:
             state.learned_ms = now_ms
             self.models.learn_sample(x)

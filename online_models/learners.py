@@ -37,7 +37,7 @@ MIN_STEP: Final = 1e-3
 #: Vectors kept before the first segments exist, to seed them with k-means++.
 RESERVOIR_SIZE: Final = 2000
 #: SGD learning rate of the propensity model (features are standardised).
-LEARNING_RATE: Final = 0.01
+LEARNING_RATE: Final = 0.005
 
 
 class LocalLearner:

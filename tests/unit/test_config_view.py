@@ -38,7 +38,7 @@ def test_env_wins_over_the_file_and_passwords_are_masked(
     assert rows["TIERSTREAM_GROUP_ID"].split()[1:] == ["from-env", "[env]"]
     assert rows["TIERSTREAM_MAX_POLL_RECORDS"].split()[1:] == ["500", "[file]"]
     assert rows["TIERSTREAM_INPUT_TOPIC"].split()[1:] == ["user-events", "[default]"]
-    assert "# tiers: dormant < casual (1) < engaged (4) < vip (9)" in out
+    assert "# tiers: dormant < casual (2) < engaged (4) < vip (9)" in out
 
 
 def test_the_settings_file_from_the_environment_and_json(

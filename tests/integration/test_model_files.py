@@ -1,0 +1,93 @@
+"""Model files and frozen runs: export the group's model, import it into another
+deployment, score a stream with it frozen (nothing learned, every change names it), and
+inspect users as of the deployment's event-time watermark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from consumer.keys import KeySpace
+from consumer.tier_config import DEFAULT_TIERS_FILE
+from online_models.timefmt import iso_utc_ms
+from tests.integration.support import REDIS, Names, cli, read_topic
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    text = DEFAULT_TIERS_FILE.read_text()
+    text = text.replace("merge_every_samples = 2000", "merge_every_samples = 200")
+    text = text.replace("min_init_samples = 1000", "min_init_samples = 200")
+    path = tmp_path_factory.mktemp("tiers") / "tiers.toml"
+    path.write_text(text)
+    return path
+
+
+def test_export_import_frozen_run_and_inspect(
+    stack: None, quick_models: Path, tmp_path: Path
+) -> None:
+    first, second = Names.fresh(), Names.fresh()
+    tiers = {"TIERSTREAM_TIERS_FILE": str(quick_models)}
+    try:
+        gen = cli(
+            "generate",
+            "--users",
+            "150",
+            "--events",
+            "4000",
+            "--seed",
+            "4",
+            "--days",
+            "90",
+            "--topic",
+            first.input,
+            env=first.env(),
+        )
+        assert gen.returncode == 0, gen.stderr
+        run = cli("run", "--stop-when-idle", "4", env=first.env(**tiers))
+        assert run.returncode == 0, run.stderr
+
+        model_file = tmp_path / "model.json"
+        export = cli("model", "export", str(model_file), env=first.env(**tiers))
+        assert export.returncode == 0, export.stderr
+        model = orjson.loads(model_file.read_bytes())
+        assert model["version"] >= 1 and model["name"].startswith(f"v{model['version']}-")
+
+        r = redis.Redis.from_url(REDIS)
+        wm = max(int(v) for v in r.mget(list(r.scan_iter(match=f"{first.prefix}:wm:*"))))
+        view = cli("inspect", "u000001", "--json", env=first.env(**tiers))
+        assert view.returncode == 0, view.stderr
+        body = orjson.loads(view.stdout)
+        assert body["as_of"] == iso_utc_ms(wm)  # scores as of the watermark
+        assert body["model_version"].startswith(model["name"] + ".")
+
+        # another deployment: import, then score the same stream frozen
+        imported = cli("model", "import", str(model_file), env=second.env(**tiers))
+        assert imported.returncode == 0, imported.stderr
+        env = second.env(TIERSTREAM_INPUT_TOPIC=first.input, **tiers)
+        frozen = cli("run", "--stop-when-idle", "4", "--freeze-model", env=env)
+        assert frozen.returncode == 0, frozen.stderr
+        changes = [orjson.loads(c.value or b"") for c in read_topic(second.output)]
+        assert changes
+        assert {c["model_version"].split(".")[0] for c in changes} == {model["name"]}
+        keys = KeySpace(second.prefix)
+        assert orjson.loads(r.get(keys.model) or b"{}")["name"] == model["name"]
+        assert r.scard(keys.contributors) == 0  # a frozen run contributes nothing
+        r.close()
+
+        bad = tmp_path / "bad.json"
+        bad.write_bytes(model_file.read_bytes().replace(b'"version"', b'"versio"'))
+        refused = cli("model", "import", str(bad), env=second.env())
+        assert refused.returncode == 2 and "tierstream: error:" in refused.stderr
+    finally:
+        r = redis.Redis.from_url(REDIS)
+        for n in (first, second):
+            keys = list(r.scan_iter(match=f"{n.prefix}:*", count=1000))
+            if keys:
+                r.delete(*keys)
+        r.close()
