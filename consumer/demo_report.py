@@ -56,9 +56,10 @@ def render_report(result: DemoResult, notes: Sequence[str] = ()) -> str:
     colors = tier_colors(result.tiers)
     report.add_heading(
         "Tier populations over event time",
-        "Users per tier at the end of each event-time day. A tier changes only on its "
-        "user's events today, so users who stop coming keep their last tier until the "
-        "inactivity sweep (online models milestone) moves them.",
+        "Users per tier at the end of each event-time day. Tiers move on the users' events "
+        "and, for the silent, on a weekly re-score in event time. The first weeks are the "
+        "models' warm-up: the first propensity versions, trained on few labels, rate many "
+        "users too high.",
     )
     tl = result.timeline
     report.add_chart("users per tier, daily", stacked_area(tl.times_ms, tl.series, colors))
@@ -86,7 +87,7 @@ def render_report(result: DemoResult, notes: Sequence[str] = ()) -> str:
         "Mean features per tier",
         f"As of {iso_utc_ms(result.watermark_ms)[:10]}; decayed features use the score's "
         "half-lives. 'score says lower': share of the tier whose score alone would now put "
-        "them in a lower tier (stale until the inactivity sweep).",
+        "them in a lower tier (held by the hysteresis margin or the minimum dwell time).",
     )
     report.add_table("", ["tier", *header[1:]], rows)
     if result.centroids is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Hashable
 from typing import Any, Final
 
 from river import cluster, linear_model, optim, preprocessing
@@ -37,7 +38,31 @@ MIN_STEP: Final = 1e-3
 #: Vectors kept before the first segments exist, to seed them with k-means++.
 RESERVOIR_SIZE: Final = 2000
 #: SGD learning rate of the propensity model (features are standardised).
-LEARNING_RATE: Final = 0.005
+LEARNING_RATE: Final = 0.002
+
+
+class _OrderedKMeans(cluster.KMeans):
+    """River's KMeans with a nearest-centre search in a fixed feature order.
+
+    River sums the distance over a *set* of feature names; string hashing is randomised
+    per process, so the summation order (and, on a near tie, the chosen centre) would
+    differ between two runs over the same events. Learning stays River's ``learn_one``.
+    """
+
+    def __init__(self, names: tuple[str, ...], n_clusters: int) -> None:
+        super().__init__(n_clusters=n_clusters, halflife=MIN_STEP, seed=0)
+        self.names = names  # River reads __init__ parameters back as attributes
+
+    def predict_one(self, x: dict[Hashable, Any]) -> int:
+        best, best_d = 0, math.inf
+        for i, center in self.centers.items():
+            d = 0.0
+            for name in self.names:
+                diff = center[name] - x[name]
+                d += diff * diff
+            if d < best_d:
+                best, best_d = i, d
+        return best
 
 
 class LocalLearner:
@@ -50,7 +75,7 @@ class LocalLearner:
         self._names = names
         self.scaler = preprocessing.StandardScaler()
         k = len(base.centroids)
-        self.kmeans = cluster.KMeans(n_clusters=max(k, 1), halflife=MIN_STEP, seed=0)
+        self.kmeans = _OrderedKMeans(names, max(k, 1))
         for i, c in enumerate(base.centroids):
             self.kmeans.centers[i].update(zip(names, c, strict=True))
         self.counts = [0.0] * k
@@ -72,27 +97,12 @@ class LocalLearner:
             if len(self.reservoir) < RESERVOIR_SIZE:
                 self.reservoir.append(list(x))
             return
-        zl = self.base.standardize(x)
-        z = dict(zip(self._names, zl, strict=True))
-        k = self._nearest(zl)  # the centre River's learn_one will move (same metric)
+        z: dict[Hashable, Any] = dict(zip(self._names, self.base.standardize(x), strict=True))
+        k = self.kmeans.predict_one(z)  # the centre River's learn_one will move
         n = self.base.centroid_counts[k] + self.counts[k] + 1.0
         self.kmeans.halflife = max(1.0 / n, MIN_STEP)
         self.kmeans.learn_one(z)
         self.counts[k] += 1.0
-
-    def _nearest(self, z: list[float]) -> int:
-        """Index of the centre nearest to ``z``, as River's ``predict_one`` computes it
-        (squared Euclidean, ties to the lowest index), without its per-call set union."""
-        names = self._names
-        best, best_d = 0, float("inf")
-        for i, center in self.kmeans.centers.items():
-            d = 0.0
-            for name, zi in zip(names, z, strict=True):
-                diff = center[name] - zi
-                d += diff * diff
-            if d < best_d:
-                best, best_d = i, d
-        return best
 
     def learn_label(self, x: list[float], label: bool) -> None:
         """Learn one resolved propensity label for the raw vector ``x`` of its snapshot."""

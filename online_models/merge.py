@@ -61,7 +61,7 @@ class MergePolicy:
     seed: int = 7
     lloyd_iterations: int = 25
     #: SGD step of the local propensity learners (features are standardised).
-    learning_rate: float = 0.005
+    learning_rate: float = 0.002
 
 
 def merge_due(base: GlobalModel, *, learned: int, reservoir: int, p: MergePolicy) -> bool:

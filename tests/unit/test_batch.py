@@ -186,3 +186,38 @@ def test_learning_is_the_same_whatever_the_cut(batch: int, quick_models: Path) -
     assert ref_store.model is not None, "the stream should advance the model"
     assert (ref, ref_store.users, ref_store.model) == (got, store.users, store.model)
     assert ref_store.contributions == store.contributions
+
+
+_REPLAY_DIGEST = """
+import hashlib, sys
+from pathlib import Path
+from consumer.replay import replay
+from consumer.tier_config import load_engine
+from tests.unit.test_batch import _generated
+out, store = replay(_generated(1, seed=23), load_engine(Path(sys.argv[1])), batch_size=100)
+body = b"".join(o.value for o in out) + (store.model or b"")
+print(hashlib.sha256(body).hexdigest(), (store.model or b"")[:60])
+"""
+
+
+def test_learning_is_the_same_in_another_process(quick_models: Path) -> None:
+    """String hashing is randomised per process: nothing may depend on set order."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    digests = set()
+    for seed in ("1", "2", "3"):
+        result = subprocess.run(
+            [sys.executable, "-c", _REPLAY_DIGEST, str(quick_models)],
+            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(repo)},
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        digests.add(result.stdout)
+    assert len(digests) == 1, digests
+    assert "version" in digests.pop()
