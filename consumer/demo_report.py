@@ -57,9 +57,10 @@ def render_report(result: DemoResult, notes: Sequence[str] = ()) -> str:
     report.add_heading(
         "Tier populations over event time",
         "Users per tier at the end of each event-time day. Tiers move on the users' events "
-        "and, for the silent, on a weekly re-score in event time. The first weeks are the "
-        "models' warm-up: the first propensity versions, trained on few labels, rate many "
-        "users too high.",
+        "and, for the silent, on a weekly re-score in event time. The first two months are "
+        "the models' warm-up: no propensity label resolves before one horizon (30 days) has "
+        "passed, the score leans on a prior until a few thousand labels are in, and the "
+        "early versions still move many users together.",
     )
     tl = result.timeline
     report.add_chart("users per tier, daily", stacked_area(tl.times_ms, tl.series, colors))

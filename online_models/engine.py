@@ -48,6 +48,12 @@ from online_models.user_state import UserState
 
 #: How many contributions (value score and propensity logit) a tier change reports.
 TOP_CONTRIBUTIONS: Final = 3
+#: While the model has seen few labels, the value score trusts its propensity little:
+#: ``p' = (n p + k prior) / (n + k)`` with ``n`` labels seen. Without it, version 0's 0.5
+#: for everyone lifted every user a tier in the first weeks and dropped them again when
+#: the labels came (a wave of changes downstream systems would act on).
+PROPENSITY_PRIOR: Final = 0.15
+PROPENSITY_PRIOR_LABELS: Final = 2000
 
 
 class _Duplicate:
@@ -202,11 +208,14 @@ class TierEngine:
         self.models.learn_label(x0, label, p0)
 
     def _value(self, state: UserState, now: int, ms: ModelScore) -> Score:
-        k = len(self.models.model.centroids)
+        model = self.models.model
+        k = len(model.centroids)
         rank = ms.segment / (k - 1) if ms.segment is not None and k > 1 else 0.0
-        return self.scorer.score(
-            state.features, now, {"propensity": ms.propensity, "segment_rank": rank}
+        n = model.labels_seen
+        p = (n * ms.propensity + PROPENSITY_PRIOR_LABELS * PROPENSITY_PRIOR) / (
+            n + PROPENSITY_PRIOR_LABELS
         )
+        return self.scorer.score(state.features, now, {"propensity": p, "segment_rank": rank})
 
     def _decide(
         self,

@@ -29,9 +29,9 @@ def event(
 
 def stream() -> list[InputRecord]:
     """A big spender buys on days 0-3 and is never seen again; another user keeps the
-    partition's event time moving for 200 days."""
-    records = [event(i, "whale", "purchase", i * 0.5, 150.0) for i in range(8)]
-    records += [event(1000 + d, "regular", "page_view", 4 + d) for d in range(200)]
+    partition's event time moving for 300 days."""
+    records = [event(i, "whale", "purchase", i * 0.5, 400.0) for i in range(8)]
+    records += [event(1000 + d, "regular", "page_view", 4 + d) for d in range(300)]
     return records
 
 
