@@ -487,7 +487,15 @@ def _write_replay_snapshot(
         redis_states = RedisStates(url or settings.redis_url, settings.key_prefix)
         stack.callback(redis_states.close)
         states = redis_states
-    write_lines(path, snapshot_lines(states, replayer.engine, replayer.watermark_ms))
+    write_lines(path, snapshot_lines(states, replayer.engine, _replay_now(replayer)))
+
+
+def _replay_now(replayer: Replay) -> int | None:
+    """Event-time "now" of a replay: ``--until`` if given, else the newest watermark, so
+    scores are as of the end of the stream, as the live service would report them."""
+    if replayer.watermark_ms is not None:
+        return replayer.watermark_ms
+    return replayer.store.watermark()
 
 
 def _replayer(
@@ -632,7 +640,7 @@ def _replayed_user(
     with open_input(args.replay, csv_map=args.csv_map, event_type=args.event_type) as source:
         replayer = _replayer(settings, store, lambda _: None, 2000, False)
         replayer.run(source.records, until_ms=until)
-    return replayer.engine, store.users.get(args.user_id), args.replay, replayer.watermark_ms
+    return replayer.engine, store.users.get(args.user_id), args.replay, _replay_now(replayer)
 
 
 # --------------------------------------------------------------------------- config, demo
