@@ -14,7 +14,6 @@ import pytest
 import redis
 
 from consumer.keys import KeySpace
-from consumer.tier_config import DEFAULT_TIERS_FILE
 from tests.integration.support import (
     REDIS,
     REPO,
@@ -48,16 +47,6 @@ for row in x:
 print(orjson.dumps({"name": model.name, "seg": seg.tolist(), "prop": prop.tolist(),
                     "tiers": tiers}).decode())
 """
-
-
-@pytest.fixture(scope="module")
-def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    text = DEFAULT_TIERS_FILE.read_text()
-    text = text.replace("merge_every_samples = 2000", "merge_every_samples = 200")
-    text = text.replace("min_init_samples = 1000", "min_init_samples = 200")
-    path = tmp_path_factory.mktemp("tiers") / "tiers.toml"
-    path.write_text(text)
-    return path
 
 
 def test_two_instances_share_one_model(names: Names, quick_models: Path) -> None:

@@ -17,7 +17,7 @@ import redis
 
 from consumer.keys import KeySpace
 from consumer.replay import replay
-from consumer.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.tier_config import load_engine
 from tests.integration.support import (
     REDIS,
     REPO,
@@ -31,17 +31,6 @@ from tests.integration.support import (
 pytestmark = pytest.mark.integration
 
 STEPS = ["load", "apply", "save", "publish", "commit", "clear"]
-
-
-@pytest.fixture(scope="module")
-def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default tiers with models that advance after a few hundred samples."""
-    text = DEFAULT_TIERS_FILE.read_text()
-    text = text.replace("merge_every_samples = 2000", "merge_every_samples = 150")
-    text = text.replace("min_init_samples = 1000", "min_init_samples = 200")
-    path = tmp_path_factory.mktemp("tiers") / "tiers.toml"
-    path.write_text(text)
-    return path
 
 
 @pytest.mark.parametrize("step", STEPS)

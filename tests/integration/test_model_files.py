@@ -11,21 +11,10 @@ import pytest
 import redis
 
 from consumer.keys import KeySpace
-from consumer.tier_config import DEFAULT_TIERS_FILE
 from online_models.timefmt import iso_utc_ms
 from tests.integration.support import REDIS, Names, cli, read_topic
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    text = DEFAULT_TIERS_FILE.read_text()
-    text = text.replace("merge_every_samples = 2000", "merge_every_samples = 200")
-    text = text.replace("min_init_samples = 1000", "min_init_samples = 200")
-    path = tmp_path_factory.mktemp("tiers") / "tiers.toml"
-    path.write_text(text)
-    return path
 
 
 def test_export_import_frozen_run_and_inspect(

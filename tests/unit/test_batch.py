@@ -166,17 +166,6 @@ def test_frozen_models_give_the_same_tiers_whatever_the_cut_and_interleaving(bat
     assert ref_store.users == store.users
 
 
-@pytest.fixture(scope="module")
-def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default tiers with models that advance after a few hundred samples."""
-    text = DEFAULT_TIERS_FILE.read_text()
-    text = text.replace("merge_every_samples = 2000", "merge_every_samples = 150")
-    text = text.replace("min_init_samples = 1000", "min_init_samples = 200")
-    path = tmp_path_factory.mktemp("tiers") / "tiers.toml"
-    path.write_text(text)
-    return path
-
-
 @pytest.mark.parametrize("batch", [1, 37, 500])
 def test_learning_is_the_same_whatever_the_cut(batch: int, quick_models: Path) -> None:
     records = _generated(1, seed=22)
