@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -84,6 +85,8 @@ class BatchStep:
         self.dlq_max_copy_bytes = dlq_max_copy_bytes
         self.instance_id = instance_id
         self._model_raw: bytes | None = None
+        #: Other instances' contributions as last parsed, by instance: (raw, parsed).
+        self._others: dict[str, tuple[bytes, dict[str, Any]]] = {}
 
     def decode(self, records: Sequence[InputRecord]) -> Decoded:
         """Decode every record; collect the users and partitions the batch touches."""
@@ -103,8 +106,10 @@ class BatchStep:
                     newest[tp] = result.timestamp_ms
         return Decoded(items, list(users), list(partitions), newest)
 
-    def apply(self, decoded: Decoded, loaded: Loaded, *, emitted_at_ms: int) -> BatchOutcome:
-        """Apply the batch to the ``loaded`` state.
+    def apply(self, decoded: Decoded, loaded: Loaded, *, emitted_at_ms: int | None) -> BatchOutcome:
+        """Apply the batch to the ``loaded`` state. ``emitted_at_ms`` stamps every tier
+        change (the wall clock, in the service); None stamps each with its own event time
+        (replays, byte-reproducible).
 
         Records at or below a partition's applied offset were applied by an earlier run
         whose offsets did not reach Kafka: they are skipped, outputs included.
@@ -124,7 +129,7 @@ class BatchStep:
         return run.finish()
 
     def advance(
-        self, loaded: Loaded, watermarks: dict[Partition, int], *, emitted_at_ms: int
+        self, loaded: Loaded, watermarks: Mapping[Partition, int], *, emitted_at_ms: int | None
     ) -> BatchOutcome:
         """Move watermarks forward without events (end of a replay with ``--until``):
         every timer due by then fires."""
@@ -152,18 +157,22 @@ class BatchStep:
             self._model_raw = loaded.model
         else:
             model = models.model
-        others = [
-            orjson.loads(v)
-            for k, v in sorted(loaded.contributions.items())
-            if k != self.instance_id
-        ]
+        others = []
+        for instance, raw in sorted(loaded.contributions.items()):
+            if instance == self.instance_id:
+                continue
+            cached = self._others.get(instance)
+            if cached is None or cached[0] != raw:  # parse only what changed since
+                cached = (raw, orjson.loads(raw))
+                self._others[instance] = cached
+            others.append(cached[1])
         models.adopt(model, others)
 
 
 class _Run:
     """The mutable bookkeeping of one :meth:`BatchStep.apply`."""
 
-    def __init__(self, step: BatchStep, loaded: Loaded, emitted_at_ms: int) -> None:
+    def __init__(self, step: BatchStep, loaded: Loaded, emitted_at_ms: int | None) -> None:
         self.step = step
         self.engine = step.engine
         self.loaded = loaded
@@ -204,7 +213,7 @@ class _Run:
         user = event.user_id
         state = self.state(user)
         self.home[user] = tp
-        change = self.engine.apply(state, event, emitted_at_ms=self.emitted_at_ms)
+        change = self.engine.apply(state, event, emitted_at_ms=self._stamp(event.timestamp_ms))
         if change is DUPLICATE:
             self.out.results["duplicate"] += 1
             return
@@ -229,10 +238,13 @@ class _Run:
             if state.due_ms != due:
                 continue  # re-armed since: a newer entry stands for it
             self.out.timers_fired += 1
-            change = self.engine.fire(state, user, due, emitted_at_ms=self.emitted_at_ms)
+            change = self.engine.fire(state, user, due, emitted_at_ms=self._stamp(due))
             if change is not None:
                 self.publish(tp, change)
             self.rearm(tp, user, state, bound)
+
+    def _stamp(self, event_time_ms: int) -> int:
+        return event_time_ms if self.emitted_at_ms is None else self.emitted_at_ms
 
     def rearm(self, tp: Partition, user: str, state: UserState, bound: int) -> None:
         if 0 <= state.due_ms <= bound:

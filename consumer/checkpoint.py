@@ -32,7 +32,7 @@ from typing import Protocol
 
 from consumer.batch import BatchOutcome, BatchStep
 from consumer.records import InputRecord, OutputRecord
-from consumer.state_store import StateStore
+from consumer.state_store import Loaded, StateStore
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]
@@ -76,7 +76,7 @@ class Checkpoint:
         source: OffsetCommitter,
         publisher: Sink,
         *,
-        clock_ms: Callable[[], int],
+        clock_ms: Callable[[], int | None],
         timer: Callable[[], float],
         on_step: StepHook | None = None,
     ) -> None:
@@ -104,20 +104,53 @@ class Checkpoint:
     def run_batch(self, records: Sequence[InputRecord]) -> CheckpointStats:
         """Steps 1-6 for one batch (raises Fenced, StateStoreError or PublishError)."""
         decoded = self.step.decode(records)
+        next_offsets: dict[Partition, int] = {}
+        for r in records:
+            tp = (r.topic, r.partition)
+            if r.offset >= next_offsets.get(tp, 0):
+                next_offsets[tp] = r.offset + 1
+        return self._run(
+            decoded.partitions,
+            decoded.users,
+            decoded.newest,
+            lambda loaded: self.step.apply(decoded, loaded, emitted_at_ms=self.clock_ms()),
+            next_offsets,
+        )
+
+    def advance(self, partitions: Sequence[Partition], watermark_ms: int) -> CheckpointStats:
+        """Event time reaches ``watermark_ms`` on ``partitions`` with no further record
+        (the end of a replay with ``--until``): the timers due by then fire, through the
+        same steps as a batch (nothing to commit to Kafka)."""
+        bounds = {tp: watermark_ms for tp in partitions}
+        return self._run(
+            partitions,
+            [],
+            bounds,
+            lambda loaded: self.step.advance(loaded, bounds, emitted_at_ms=self.clock_ms()),
+            {},
+        )
+
+    def _run(
+        self,
+        partitions: Sequence[Partition],
+        users: Sequence[str],
+        timer_bounds: Mapping[Partition, int],
+        apply: Callable[[Loaded], BatchOutcome],
+        next_offsets: Mapping[Partition, int],
+    ) -> CheckpointStats:
         t0 = self.timer()
         point = self.step.rollback_point()
         try:
-            txn = self.store.begin(decoded.partitions)
-            loaded = txn.load(decoded.users, decoded.newest)  # 1. load
+            txn = self.store.begin(partitions)
+            loaded = txn.load(users, timer_bounds)  # 1. load
             t1 = self.timer()
             self.on_step("load")
-            outcome = self.step.apply(decoded, loaded, emitted_at_ms=self.clock_ms())  # 2.
+            outcome = apply(loaded)  # 2. apply
             self.on_step("apply")
             txn.save(outcome.save)  # 3. save
         except BaseException:
             self.step.rollback(point)  # the batch will be read again: unlearn it
             raise
-        frames = outcome.save.outbox
         t2 = self.timer()
         self.on_step("save")
         outputs = [o for outs in outcome.outputs.values() for o in outs]
@@ -125,14 +158,10 @@ class Checkpoint:
             self.publisher.publish(outputs)  # 4. publish
         t3 = self.timer()
         self.on_step("publish")
-        next_offsets: dict[Partition, int] = {}
-        for r in records:
-            tp = (r.topic, r.partition)
-            if r.offset >= next_offsets.get(tp, 0):
-                next_offsets[tp] = r.offset + 1
-        self.source.commit(next_offsets)  # 5. commit
+        if next_offsets:
+            self.source.commit(next_offsets)  # 5. commit
         self.on_step("commit")
-        for tp, entries in frames.items():  # 6. clear
+        for tp, entries in outcome.save.outbox.items():  # 6. clear
             if entries:
                 self.store.clear_outbox(tp, len(entries))
         self.on_step("clear")

@@ -46,29 +46,17 @@ __all__ = ["BatchHook", "LocalOffsets", "Replay", "ReplaySink", "ReplaySummary",
 Partition = tuple[str, int]
 #: Called after each batch with its statistics and records (progress, the demo's charts).
 BatchHook = Callable[[CheckpointStats, Sequence[InputRecord]], None]
-#: The clock the checkpoint stamps a batch with when ``emitted_at`` follows event time;
-#: :class:`ReplaySink` replaces it in every tier change before anyone sees it.
-_NO_CLOCK = 0
 
 
 class ReplaySink:
     """Receives what the live service would publish, in publish order, and hands each
-    record to ``emit``; with ``stamp_event_time`` a tier change's ``emitted_at`` becomes
-    its ``event_time``."""
+    record to ``emit``."""
 
-    def __init__(
-        self, emit: Callable[[OutputRecord], None], *, output_topic: str, stamp_event_time: bool
-    ) -> None:
+    def __init__(self, emit: Callable[[OutputRecord], None]) -> None:
         self.emit = emit
-        self.output_topic = output_topic
-        self.stamp_event_time = stamp_event_time
 
     def publish(self, records: Sequence[OutputRecord]) -> None:
         for rec in records:
-            if self.stamp_event_time and rec.topic == self.output_topic:
-                body = orjson.loads(rec.value)
-                body["emitted_at"] = body["event_time"]
-                rec = OutputRecord(rec.topic, rec.key, orjson.dumps(body))
             self.emit(rec)
 
 
@@ -140,10 +128,14 @@ class Replay:
             dlq_max_copy_bytes=dlq_max_copy_bytes,
             instance_id=instance_id,
         )
-        sink = ReplaySink(emit, output_topic=output_topic, stamp_event_time=emitted_at_ms is None)
-        self._clock = _NO_CLOCK if emitted_at_ms is None else emitted_at_ms
+        # No clock: each tier change's emitted_at is its own event time (reproducible).
         self.checkpoint = Checkpoint(
-            step, self.store, LocalOffsets(), sink, clock_ms=lambda: self._clock, timer=lambda: 0.0
+            step,
+            self.store,
+            LocalOffsets(),
+            ReplaySink(emit),
+            clock_ms=lambda: emitted_at_ms,
+            timer=lambda: 0.0,
         )
         self._recovered: set[Partition] = set()
 
@@ -187,25 +179,8 @@ class Replay:
             return
         self.watermark_ms = watermark_ms
         partitions = sorted(self._recovered)
-        if not partitions:
-            return
-        step, store = self.checkpoint.step, self.store
-        bounds = {tp: watermark_ms for tp in partitions}
-        point = step.rollback_point()
-        try:
-            txn = store.begin(partitions)
-            outcome = step.advance(txn.load([], bounds), bounds, emitted_at_ms=self._clock)
-            txn.save(outcome.save)
-        except BaseException:
-            step.rollback(point)
-            raise
-        outputs = [o for outs in outcome.outputs.values() for o in outs]
-        if outputs:
-            self.checkpoint.publisher.publish(outputs)
-        for tp, entries in outcome.save.outbox.items():
-            if entries:
-                store.clear_outbox(tp, len(entries))
-        self._count(CheckpointStats(outcome, 0.0, 0.0, 0.0), [])
+        if partitions:
+            self._count(self.checkpoint.advance(partitions, watermark_ms), [])
 
     def _until(self, records: Iterator[InputRecord], until_ms: int) -> Iterator[InputRecord]:
         for rec in records:

@@ -129,7 +129,7 @@ class LocalLearner:
             "counts": list(self.counts),
             "weights": [self.logreg._weights[f] for f in names],
             "intercept": self.logreg.intercept,
-            "reservoir": self.reservoir,
+            "reservoir": list(self.reservoir),  # a copy: rollback points keep it
         }
 
     @classmethod

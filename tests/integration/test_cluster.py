@@ -30,20 +30,17 @@ PROBE = """
 import sys, orjson, numpy as np, redis
 from consumer.tier_config import load_engine
 from online_models.global_model import GlobalModel
+from online_models.user_state import UserState
 from pathlib import Path
 model = GlobalModel.from_json(orjson.loads(redis.Redis.from_url(sys.argv[1]).get(sys.argv[2])))
 engine = load_engine(Path(sys.argv[3]), model=model, frozen=True)
 rng = np.random.default_rng(3)
 x = rng.normal(size=(500, len(model.feature_names))) * np.array(model.scale) + model.mean
 seg, dist, prop = model.score_many(x)
-tiers = []
-for row in x:
-    s = model.score(list(row))
-    k = len(model.centroids)
-    rank = s.segment / (k - 1) if s.segment is not None and k > 1 else 0.0
-    v = s.propensity * engine.scorer.weights.get("propensity", 0)
-    v += rank * engine.scorer.weights.get("segment_rank", 0)
-    tiers.append(engine.policy.tiers[engine.policy.raw_tier(v)].name)
+# the engine's own value score for a user with these model outputs (no history)
+blank = UserState.new()
+values = [engine._value(blank, 0, model.score(list(row))).value for row in x]
+tiers = [engine.policy.tiers[engine.policy.raw_tier(v)].name for v in values]
 print(orjson.dumps({"name": model.name, "seg": seg.tolist(), "prop": prop.tolist(),
                     "tiers": tiers}).decode())
 """
