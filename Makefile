@@ -34,10 +34,11 @@ bench-models: $(STAMP)  ## model quality vs offline KMeans / LogisticRegression 
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m tests.bench.bench_models $(BENCH_ARGS)
 
-lint: $(STAMP)  ## ruff (lint + format check) and mypy --strict
+lint: $(STAMP)  ## ruff (lint + format check), mypy --strict, the import contracts (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

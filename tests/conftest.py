@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.tier_config import DEFAULT_TIERS_FILE
+from consumer.service.tier_config import DEFAULT_TIERS_FILE
 
 
 @pytest.fixture(scope="session")

@@ -33,10 +33,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from consumer.records import InputRecord
-from consumer.replay import replay
-from consumer.synthetic import GeneratorConfig, generate, truth
-from consumer.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.demo.synthetic import GeneratorConfig, generate, truth
+from consumer.service.records import InputRecord
+from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.tools.replay import replay
 from online_models.feature_vector import vector
 from online_models.features import DAY_MS
 from online_models.global_model import GlobalModel

@@ -7,8 +7,8 @@ import os
 import signal
 import sys
 
-from consumer.loop import Service
-from consumer.settings import Settings
+from consumer.service.loop import Service
+from consumer.service.settings import Settings
 
 
 def main() -> None:

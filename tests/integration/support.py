@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from consumer.records import InputRecord
+from consumer.service.records import InputRecord
 from online_models.event import PURCHASE_INDEX, REFUND_INDEX, Event
 from online_models.features import RATES_PER_MS
 from schemas.decode import EventDecoder
@@ -125,6 +125,63 @@ def committed_offsets(group: str, topic: str) -> dict[int, int | None]:
         return {p: consumer.committed(TopicPartition(topic, p)) for p in sorted(parts)}
     finally:
         consumer.close(autocommit=False)
+
+
+# Admin calls run in a child process: kafka-python's admin client can leave a socket
+# open after close(), which this process's "warnings are errors" would report later, in
+# whichever test happens to collect it.
+_CREATE_TOPIC = """
+import sys
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1])
+admin.create_topics([NewTopic(sys.argv[2], int(sys.argv[3]), 1)])
+admin.close()
+"""
+
+_WAIT_FOR_GROUP = """
+import sys, time
+from kafka import KafkaAdminClient
+bootstrap, group = sys.argv[1], sys.argv[2]
+members, timeout_s = int(sys.argv[3]), float(sys.argv[4])
+admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+deadline = time.monotonic() + timeout_s
+info = None
+while time.monotonic() < deadline:
+    # Listed means its coordinator is up: describing it earlier, on a fresh broker,
+    # fails on "coordinator not available".
+    listed = {g["group_id"]: g for g in admin.list_groups()}
+    if listed.get(group, {}).get("group_state") == "Stable":
+        info = admin.describe_groups([group])[group]
+        holding = [m for m in info["members"] if m["member_assignment"]]
+        if info["group_state"] == "Stable" and len(holding) == members:
+            sys.exit(0)
+    time.sleep(0.2)
+sys.exit(f"group {group} is not stable with {members} members: {info}")
+"""
+
+
+def create_topic(topic: str, partitions: int) -> None:
+    """Create ``topic`` with ``partitions`` partitions (replication 1, the local stack)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CREATE_TOPIC, KAFKA, topic, str(partitions)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def wait_for_group(group: str, members: int, *, timeout_s: float = 60.0) -> None:
+    """Wait until ``group`` is stable with ``members`` members, each holding partitions."""
+    done = subprocess.run(
+        [sys.executable, "-c", _WAIT_FOR_GROUP, KAFKA, group, str(members), str(timeout_s)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 30,
+    )
+    if done.returncode != 0:
+        raise TimeoutError(done.stderr.strip().splitlines()[-1])
 
 
 def end_offsets(topic: str) -> dict[int, int]:

@@ -13,22 +13,24 @@ import orjson
 import pytest
 import redis
 
-from consumer.keys import KeySpace
+from consumer.service.keys import KeySpace
 from tests.integration.support import (
     REDIS,
     REPO,
     Names,
     cli,
     committed_offsets,
+    create_topic,
     end_offsets,
     read_topic,
+    wait_for_group,
 )
 
 pytestmark = pytest.mark.integration
 
 PROBE = """
 import sys, orjson, numpy as np, redis
-from consumer.tier_config import load_engine
+from consumer.service.tier_config import load_engine
 from online_models.global_model import GlobalModel
 from online_models.user_state import UserState
 from pathlib import Path
@@ -47,23 +49,8 @@ print(orjson.dumps({"name": model.name, "seg": seg.tolist(), "prop": prop.tolist
 
 
 def test_two_instances_share_one_model(names: Names, quick_models: Path) -> None:
-    gen = cli(
-        "generate",
-        "--users",
-        "300",
-        "--events",
-        "8000",
-        "--seed",
-        "9",
-        "--days",
-        "90",
-        "--topic",
-        names.input,
-        "--partitions",
-        "4",
-        env=names.env(),
-    )
-    assert gen.returncode == 0, gen.stderr
+    # Both members are in the group before the first event: each of them has work to do.
+    create_topic(names.input, 4)
     procs = []
     for i in (1, 2):
         env = names.env(
@@ -81,6 +68,22 @@ def test_two_instances_share_one_model(names: Names, quick_models: Path) -> None
                 text=True,
             )
         )
+    wait_for_group(names.group, 2)
+    gen = cli(
+        "generate",
+        "--users",
+        "300",
+        "--events",
+        "8000",
+        "--seed",
+        "9",
+        "--days",
+        "90",
+        "--topic",
+        names.input,
+        env=names.env(),
+    )
+    assert gen.returncode == 0, gen.stderr
     outs = [p.communicate(timeout=240) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err

@@ -15,9 +15,9 @@ import orjson
 import pytest
 import redis
 
-from consumer.keys import KeySpace
-from consumer.replay import replay
-from consumer.tier_config import load_engine
+from consumer.service.keys import KeySpace
+from consumer.service.tier_config import load_engine
+from consumer.tools.replay import replay
 from tests.integration.support import (
     REDIS,
     REPO,

@@ -11,10 +11,10 @@ import orjson
 import pytest
 import redis
 
-from consumer.keys import KeySpace
-from consumer.replay import replay
-from consumer.synthetic import BAD_REASONS, GeneratorConfig, generate
-from consumer.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.demo.synthetic import BAD_REASONS, GeneratorConfig, generate
+from consumer.service.keys import KeySpace
+from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.tools.replay import replay
 from schemas import validator
 from tests.integration.support import (
     REDIS,

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis
 
-from consumer.keys import KeySpace
+from consumer.service.keys import KeySpace
 from online_models.timefmt import iso_utc_ms
 from tests.integration.support import REDIS, Names, cli, read_topic
 

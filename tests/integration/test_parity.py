@@ -14,8 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from consumer.kafka_io import produce_records
-from consumer.synthetic import GeneratorConfig, generate
+from consumer.demo.synthetic import GeneratorConfig, generate
+from consumer.service.kafka_io import produce_records
 from tests.integration.support import KAFKA, REPO, Names, cli, read_topic
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ import orjson
 import pytest
 import redis
 
-from consumer.keys import KeySpace
-from consumer.snapshot import SCAN_COUNT
-from consumer.synthetic import GeneratorConfig, generate
+from consumer.demo.synthetic import GeneratorConfig, generate
+from consumer.service.keys import KeySpace
+from consumer.tools.snapshot import SCAN_COUNT
 from tests.integration.support import REDIS, Names, cli
 
 pytestmark = pytest.mark.integration

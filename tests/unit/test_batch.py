@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.records import InputRecord, OutputRecord
-from consumer.replay import replay
-from consumer.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.service.records import InputRecord, OutputRecord
+from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.tools.replay import replay
 from online_models.event import KNOWN_EVENT_TYPES
 from online_models.features import DAY_MS
 from schemas import validator
@@ -127,7 +127,7 @@ def test_outbox_frames_round_trip_dead_letters() -> None:
 
 
 def _generated(partitions: int, seed: int) -> list[InputRecord]:
-    from consumer.synthetic import GeneratorConfig, generate
+    from consumer.demo.synthetic import GeneratorConfig, generate
 
     config = GeneratorConfig(users=60, events=4000, seed=seed, days=90, bad_fraction=0.01)
     offsets = [0] * partitions
@@ -180,8 +180,8 @@ def test_learning_is_the_same_whatever_the_cut(batch: int, quick_models: Path) -
 _REPLAY_DIGEST = """
 import hashlib, sys
 from pathlib import Path
-from consumer.replay import replay
-from consumer.tier_config import load_engine
+from consumer.tools.replay import replay
+from consumer.service.tier_config import load_engine
 from tests.unit.test_batch import _generated
 out, store = replay(_generated(1, seed=23), load_engine(Path(sys.argv[1])), batch_size=100)
 body = b"".join(o.value for o in out) + (store.model or b"")

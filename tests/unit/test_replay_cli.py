@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from consumer.cli import main
-from consumer.sources import parse_instant
-from consumer.synthetic import GeneratorConfig, generate
+from consumer.demo.synthetic import GeneratorConfig, generate
+from consumer.tools.sources import parse_instant
 from schemas import validator
 from tests.integration.support import REPO
 

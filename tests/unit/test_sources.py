@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from consumer.errors import UserError
-from consumer.sources import CsvMapping, CsvReader, csv_timestamp, open_input, parse_instant
+from consumer.service.errors import UserError
+from consumer.tools.sources import CsvMapping, CsvReader, csv_timestamp, open_input, parse_instant
 from schemas.decode import EventDecoder, Rejection
 
 DECODER = EventDecoder()

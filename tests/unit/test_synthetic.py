@@ -1,4 +1,4 @@
-"""Tests of the synthetic event generator (``consumer.synthetic``).
+"""Tests of the synthetic event generator (``consumer.demo.synthetic``).
 
 The checks here are written against the input contract (schema v1) directly, not
 against the service's decoder, so they hold whatever the decoder does.
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.synthetic import (
+from consumer.demo.synthetic import (
     BAD_REASONS,
     KNOWN_EVENT_TYPES,
     PROFILES,

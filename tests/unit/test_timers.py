@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import orjson
 
-from consumer.records import InputRecord
-from consumer.replay import replay
-from consumer.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.service.records import InputRecord
+from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.tools.replay import replay
 from online_models.features import DAY_MS
 
 T0 = 1_767_225_600_000

@@ -1,7 +1,7 @@
 """DLQ records (schema ``schemas/dlq-record.v1.json``): the original bytes, base64,
 with the reason and the source coordinates.
 
->>> from consumer.records import InputRecord
+>>> from consumer.service.records import InputRecord
 >>> from schemas.decode import Rejection
 >>> rec = InputRecord("user-events", 0, 7, 1000, b"u1", b"{oops")
 >>> out = dead_letter(rec, Rejection("not_json", "bad"), "user-events-dlq", max_copy_bytes=3)
@@ -18,7 +18,7 @@ import base64
 
 import orjson
 
-from consumer.records import InputRecord, OutputRecord
+from consumer.service.records import InputRecord, OutputRecord
 from schemas.decode import Rejection
 
 SCHEMA_VERSION = 1

@@ -7,7 +7,7 @@ the events in read order: before an event is applied, every timer of its partiti
 or before the watermark fires, earliest first. Where batches are cut changes nothing.
 
 The caller loads state before :meth:`BatchStep.apply` and saves the result after it;
-see :mod:`consumer.checkpoint` for the order of those steps.
+see :mod:`consumer.service.checkpoint` for the order of those steps.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
-from consumer.dead_letters import dead_letter
-from consumer.records import InputRecord, OutputRecord
-from consumer.state_store import Loaded, SaveSet
+from consumer.service.dead_letters import dead_letter
+from consumer.service.records import InputRecord, OutputRecord
+from consumer.service.state_store import Loaded, SaveSet
 from online_models.engine import DUPLICATE, TierEngine
 from online_models.event import Event
 from online_models.global_model import GlobalModel

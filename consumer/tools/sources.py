@@ -1,4 +1,4 @@
-"""Input files as :class:`~consumer.records.InputRecord` streams: JSONL (gzip too) and CSV.
+"""Input files as :class:`~consumer.service.records.InputRecord` streams: JSONL (gzip too) and CSV.
 
 A file stands in for one Kafka partition: topic = the file's name (or ``--source-name``),
 partition 0, offset = the 0-based line number for JSONL, the 0-based CSV record number for
@@ -44,8 +44,8 @@ from typing import IO, Final
 
 import orjson
 
-from consumer.errors import UserError
-from consumer.records import InputRecord
+from consumer.service.errors import UserError
+from consumer.service.records import InputRecord
 from schemas.decode import parse_rfc3339_ms
 
 __all__ = [
@@ -88,7 +88,7 @@ def parse_instant(text: str, option: str = "--until") -> int:
     >>> parse_instant("next week")
     Traceback (most recent call last):
     ...
-    consumer.errors.UserError: --until 'next week': expected RFC 3339 (2026-03-01T00:00:00Z), ...
+    consumer.service.errors.UserError: --until 'next week': expected RFC 3339 ...
     """
     value = csv_timestamp(text.strip())
     try:
@@ -148,7 +148,7 @@ class CsvMapping:
     >>> CsvMapping.parse("user=customer", None)
     Traceback (most recent call last):
     ...
-    consumer.errors.UserError: --csv-map: unknown field 'user'; fields: user_id, timestamp, ...
+    consumer.service.errors.UserError: --csv-map: unknown field 'user'; fields: user_id, ...
     """
 
     columns: dict[str, str]

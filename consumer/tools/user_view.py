@@ -3,7 +3,7 @@
 Built from :meth:`TierEngine.explain`; the ``--json`` form is that explanation with the
 user id and readable times added.
 
->>> from consumer.tier_config import DEFAULT_TIERS_FILE, load_engine
+>>> from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 >>> from online_models.event import Event
 >>> from online_models.user_state import UserState
 >>> engine = load_engine(DEFAULT_TIERS_FILE)

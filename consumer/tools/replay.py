@@ -2,8 +2,8 @@
 service, without Kafka: records come from any iterable (a file, the generator), outputs
 go to a callback, state to memory or Redis.
 
->>> from consumer.tier_config import DEFAULT_TIERS_FILE, load_engine
->>> from consumer.records import InputRecord
+>>> from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
+>>> from consumer.service.records import InputRecord
 >>> recs = [InputRecord("in", 0, 0, None, b"u1",
 ...         b'{"event_id":"e1","user_id":"u1","event_type":"login","timestamp":0}'),
 ...         InputRecord("in", 0, 1, None, None, b"nope")]
@@ -34,10 +34,11 @@ from itertools import islice
 
 import orjson
 
-from consumer.batch import BatchStep
-from consumer.checkpoint import Checkpoint, CheckpointStats
-from consumer.records import InputRecord, OutputRecord
-from consumer.state_store import MemoryStateStore, StateStore
+from consumer.service.batch import BatchStep
+from consumer.service.checkpoint import Checkpoint, CheckpointStats
+from consumer.service.records import InputRecord, OutputRecord
+from consumer.service.settings import Settings
+from consumer.service.state_store import MemoryStateStore, StateStore
 from online_models.engine import TierEngine
 from schemas.decode import DEFAULT_MAX_BYTES, EventDecoder, parse_rfc3339_ms
 
@@ -90,7 +91,7 @@ class ReplaySummary:
 class Replay:
     """The live service's :class:`BatchStep` and :class:`Checkpoint` over an iterable.
 
-    ``store`` is memory by default; a :class:`~consumer.state_store.RedisStateStore`
+    ``store`` is memory by default; a :class:`~consumer.service.state_store.RedisStateStore`
     continues a deployment's state (records at or below the source's applied offset are
     skipped, as in the service). ``emitted_at_ms`` fixes every change's ``emitted_at``;
     by default it is the change's event time.
@@ -138,6 +139,41 @@ class Replay:
             timer=lambda: 0.0,
         )
         self._recovered: set[Partition] = set()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        store: StateStore,
+        *,
+        emit: Callable[[OutputRecord], None],
+        batch_size: int = 2000,
+        shared: bool = False,
+    ) -> Replay:
+        """A replay set up as the deployment ``settings`` describe: its tiers, topics,
+        limits and (from ``store``) model. ``shared``: the store is a deployment's Redis,
+        so learning is recorded under this instance's id, as the service records it."""
+        from consumer.service.loop import build_engine  # the service's wiring, not its I/O
+
+        return cls(
+            build_engine(settings, store),
+            store,
+            emit=emit,
+            batch_size=batch_size,
+            output_topic=settings.output_topic,
+            dlq_topic=settings.dlq_topic,
+            max_record_bytes=settings.max_record_bytes,
+            dlq_max_copy_bytes=settings.dlq_max_copy_bytes,
+            instance_id=settings.instance if shared else "local",
+        )
+
+    def now_ms(self) -> int | None:
+        """Event-time "now" of the replay: the watermark it was advanced to (``--until``),
+        else the newest watermark in its store, so scores are as of the end of the stream,
+        as the live service would report them."""
+        if self.watermark_ms is not None:
+            return self.watermark_ms
+        return self.store.watermark()
 
     def run(self, records: Iterable[InputRecord], *, until_ms: int | None = None) -> ReplaySummary:
         """Process ``records`` in batches; then advance the watermark to ``until_ms``."""

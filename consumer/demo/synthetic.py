@@ -69,7 +69,7 @@ per *started* user; a user starts at their arrival), so memory is O(users + sess
 never O(events). Measured on the 2-core dev machine (CPython 3.11.7, orjson 3.13.0)::
 
     cd /work/main && PYTHONPATH=. /usr/bin/time -v .venv/bin/python -c \\
-        "from consumer.synthetic import *; \\
+        "from consumer.demo.synthetic import *; \\
         n = sum(len(r.value) for r in generate(GeneratorConfig(users=20_000, \\
         events=500_000, bad_fraction=0.01))); print(n)"
 
@@ -107,8 +107,9 @@ from typing import Final
 
 import orjson
 
+from consumer.demo.customer_types import PROFILES, CustomerProfile
+from consumer.demo.malformed import BAD_REASONS, REQUIRED_FIELDS, corrupt
 from online_models.event import KNOWN_EVENT_TYPES
-from schemas.decode import REJECT_REASONS
 
 __all__ = [
     "BAD_REASONS",
@@ -122,10 +123,6 @@ __all__ = [
     "truth",
 ]
 
-#: Malformed-record kinds, named as the service's DLQ names them (all but the catch-all).
-BAD_REASONS: tuple[str, ...] = tuple(r for r in REJECT_REASONS if r != "invalid")
-REQUIRED_FIELDS: tuple[str, ...] = ("event_id", "user_id", "event_type", "timestamp")
-
 LATE_FRACTION: Final = 0.01
 DUPLICATE_FRACTION: Final = 0.002
 UNKNOWN_TYPE_FRACTION: Final = 0.002
@@ -135,56 +132,6 @@ _MS_HOUR: Final = 3_600_000
 _MS_DAY: Final = 86_400_000
 _MS_WEEK: Final = 7 * _MS_DAY
 _MASK64: Final = (1 << 64) - 1
-
-
-@dataclass(frozen=True)
-class CustomerProfile:
-    """Behaviour of one latent customer type. Rates are relative: the total number of
-    events is fixed by :attr:`GeneratorConfig.events`, these only shape how it is shared
-    and what the sessions look like."""
-
-    name: str
-    share: float  #: fraction of users of this type (normalised over all profiles)
-    sessions_per_week: float  #: visit rate (times a per-user lognormal multiplier)
-    session_events: float  #: mean events per session (lognormal, at least 1)
-    p_search: float  #: a browsing step is a search
-    p_product_view: float  #: a browsing step is a product view (else a page view)
-    p_buy_intent: float  #: a session starts meaning to buy (x1.6 in December)
-    p_add_to_cart: float  #: a product view in an intent session goes into the cart
-    p_remove: float  #: with a non-empty cart, a step removes an item
-    p_complete: float  #: a checkout in an intent session becomes a purchase
-    price_mu: float  #: log of the median item price
-    price_sigma: float  #: lognormal sigma of item prices
-    tail_alpha: float  #: > 0: basket times Pareto(tail_alpha), a heavy tail
-    refund_rate: float  #: fraction of purchases refunded later
-    quiet_prob: float  #: probability of going quiet (stopping) at a random time
-    churns: bool = False  #: visit rate fades linearly to 0 at a point mid-horizon
-
-
-#: The default mix. Shares: 3% whales, 22% loyal, 22% bargain hunters, 38% browsers,
-#: 15% churning. Churning is a copy of loyal with a fading rate.
-PROFILES: tuple[CustomerProfile, ...] = (
-    CustomerProfile(
-        "whale", 0.03, 4.0, 12.0, 0.10, 0.55, 0.65, 0.60, 0.04, 0.95,
-        math.log(90.0), 0.8, 1.6, 0.08, 0.05,
-    ),
-    CustomerProfile(
-        "loyal", 0.22, 2.5, 9.0, 0.12, 0.50, 0.50, 0.50, 0.06, 0.90,
-        math.log(40.0), 0.6, 0.0, 0.05, 0.08,
-    ),
-    CustomerProfile(
-        "bargain_hunter", 0.22, 2.5, 14.0, 0.35, 0.45, 0.22, 0.40, 0.30, 0.60,
-        math.log(14.0), 0.5, 0.0, 0.12, 0.12,
-    ),
-    CustomerProfile(
-        "browser", 0.38, 1.2, 5.0, 0.20, 0.45, 0.04, 0.30, 0.15, 0.50,
-        math.log(30.0), 0.7, 0.0, 0.06, 0.25,
-    ),
-    CustomerProfile(
-        "churning", 0.15, 2.5, 9.0, 0.12, 0.50, 0.45, 0.50, 0.08, 0.85,
-        math.log(38.0), 0.6, 0.0, 0.06, 0.0, churns=True,
-    ),
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -677,118 +624,6 @@ def _good_stream(
             heapq.heappush(held, (rel + 200 + rng.randrange(30_000), seq, rec, d, False))
 
 
-# --------------------------------------------------------------------------- bad records
-
-_MARK: Final = "\x00BAD\x00"  # replaced by raw bytes after encoding (orjson escapes it)
-_BAD_BYTES: Final = (
-    b"caf\xe9",
-    b"\xff\xfe",
-    b"\xed\xa0\x80",
-    b"\xc0\xaf",
-    b"na\x80ve",
-    b"\xe2\x82",
-)
-_BAD_TIMESTAMPS: Final[tuple[str | int | float, ...]] = (
-    "yesterday",
-    "2026-13-45T99:00:00Z",
-    "2026-03-01 12:00",
-    "2026-03-01T12:00:00",
-    "2026-02-30T10:00:00+00:00",
-    "",
-    -1_000,
-    10**17,
-    1767225600000.5,
-)
-_NOT_OBJECT: Final = (b"[1,2]", b'"hello"', b"42", b"null", b"true", b"[]", b"3.5")
-_NOT_JSON_TEXT: Final = (
-    b"hello world",
-    b"event_id=e1 user_id=u1 event_type=login",
-    b"{'event_id': 'x', 'user_id': 'u1'}",
-    b'{"event_id": "x", "user_id": "u1",}',
-    b'{"event_id": "x"}{"event_id": "y"}',
-    b"<html><body>502 Bad Gateway</body></html>",
-    b"undefined",
-)
-
-
-def _bad_record(
-    reason: str, rng: random.Random, tpl: dict[str, object], max_bytes: int
-) -> GeneratedRecord:
-    """A record malformed in exactly the way ``reason`` names, built from event ``tpl``."""
-    d = dict(tpl)
-    d["event_id"] = _uuid(rng)
-    uid = d["user_id"]
-    key: bytes | None = uid.encode() if isinstance(uid, str) else None
-    value: bytes
-    if reason == "not_json":
-        if rng.random() < 0.5:
-            text = orjson.dumps(d).decode()
-            value = text[: 1 + rng.randrange(len(text) - 1)].encode()  # never the closing }
-        else:
-            value = rng.choice(_NOT_JSON_TEXT)
-        key = None
-    elif reason == "not_object":
-        value = orjson.dumps([d]) if rng.random() < 0.3 else rng.choice(_NOT_OBJECT)
-        key = None
-    elif reason == "missing_field":
-        drop = rng.choice(REQUIRED_FIELDS)
-        del d[drop]
-        key = None if drop == "user_id" else key
-        value = orjson.dumps(d)
-    elif reason == "wrong_type":
-        value = _wrong_type(d, rng)
-        key = key if isinstance(d["user_id"], str) else None
-    elif reason == "oversize":
-        old = d.get("properties")
-        props: dict[str, object] = dict(old) if isinstance(old, dict) else {}
-        props["blob"] = ""
-        d["properties"] = props
-        pad = max_bytes - len(orjson.dumps(d)) + 1 + rng.randrange(4096)
-        props["blob"] = ("lorem ipsum dolor sit amet " * (pad // 27 + 1))[:pad]
-        value = orjson.dumps(d)
-    elif reason == "negative_amount":
-        d["event_type"] = "purchase"
-        d["amount"] = -0.01 if rng.random() < 0.2 else -round(rng.lognormvariate(3.0, 1.0), 2)
-        d.setdefault("currency", "EUR")
-        d["properties"] = {"order_id": f"o{rng.getrandbits(48):012x}", "items": 1}
-        value = orjson.dumps(d)
-    elif reason == "bad_timestamp":
-        d["timestamp"] = rng.choice(_BAD_TIMESTAMPS)
-        value = orjson.dumps(d)
-    elif reason == "bad_encoding":
-        d["properties"] = {"query": _MARK, "note": "latin-1 or broken UTF-8 inside a string"}
-        marker = orjson.dumps(_MARK)[1:-1]
-        value = orjson.dumps(d).replace(marker, rng.choice(_BAD_BYTES), 1)
-    else:
-        raise ValueError(f"unknown bad reason {reason!r}")
-    return GeneratedRecord(key, value, reason)
-
-
-def _wrong_type(d: dict[str, object], rng: random.Random) -> bytes:
-    which = rng.randrange(8)
-    if which == 0:
-        d["user_id"] = rng.randrange(1, 10**6)
-    elif which == 1:
-        d["event_type"] = [d["event_type"]]
-    elif which == 2:
-        d["event_id"] = rng.randrange(1, 10**9)
-    elif which == 3:  # amount as a string, on an otherwise valid purchase
-        d["event_type"] = "purchase"
-        d["amount"] = f"{rng.lognormvariate(3.0, 1.0):.2f}"
-        d.setdefault("currency", "EUR")
-    elif which == 4:
-        d["properties"] = "category=shoes&product_id=p00042"
-    elif which == 5:
-        d["properties"] = ["p00042", "p00043"]
-    elif which == 6:
-        d["session_id"] = rng.randrange(1, 10**6)
-    else:  # currency as a number, on an otherwise valid purchase
-        d["event_type"] = "purchase"
-        d["amount"] = round(rng.lognormvariate(3.0, 1.0), 2)
-        d["currency"] = 978
-    return orjson.dumps(d)
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -832,7 +667,10 @@ def generate(config: GeneratorConfig) -> Iterator[GeneratedRecord]:
         if is_bad:
             reason = kinds[n_bad_done % len(kinds)]
             n_bad_done += 1
-            yield _bad_record(reason, bad_rng, tpl, config.max_record_bytes)
+            d = dict(tpl)
+            d["event_id"] = _uuid(bad_rng)
+            key, value = corrupt(reason, bad_rng, d, config.max_record_bytes)
+            yield GeneratedRecord(key, value, reason)
         else:
             rec, tpl = next(good)
             yield rec

@@ -6,7 +6,7 @@
 >>> Settings.from_env({"TIERSTREAM_MAX_POLL_RECORDS": "many"})
 Traceback (most recent call last):
 ...
-consumer.errors.SettingsError: TIERSTREAM_MAX_POLL_RECORDS='many' is not an integer
+consumer.service.errors.SettingsError: TIERSTREAM_MAX_POLL_RECORDS='many' is not an integer
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from consumer.errors import SettingsError
+from consumer.service.errors import SettingsError
 
 PREFIX = "TIERSTREAM_"
 DEFAULT_TIERS_FILE = Path(__file__).with_name("default_tiers.toml")
+_MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -136,3 +137,24 @@ class Settings:
     def tiers_path(self) -> Path:
         """The tier config file in force."""
         return Path(self.tiers_file) if self.tiers_file else DEFAULT_TIERS_FILE
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``.
+
+    >>> mask_url("redis://:s3cret@host:6379/0"), mask_url("rediss://app:pw@h/1")
+    ('redis://:***@host:6379/0', 'rediss://app:***@h/1')
+    >>> mask_url("redis://127.0.0.1:6379/0"), mask_url("redis://h/0?password=pw")
+    ('redis://127.0.0.1:6379/0', 'redis://h/0?password=***')
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:{_MASK}@{host}" if colon else f"{_MASK}@{host}"
+    query = "&".join(
+        f"{k}={_MASK}" if k.lower() == "password" else f"{k}{eq}{v}"
+        for k, eq, v in (p.partition("=") for p in parts.query.split("&") if p)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

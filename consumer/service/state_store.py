@@ -6,7 +6,7 @@ states, applied offsets, watermarks, the timers due within the batch and their u
 the global model and the other instances' contributions); ``save`` writes the batch's
 :class:`SaveSet` atomically. Redis fences with ``WATCH`` on the partitions' applied-offset
 keys and on the model key: if another instance saved one of these partitions, or a new
-model version, in between, ``save`` raises :class:`~consumer.errors.Fenced` and writes
+model version, in between, ``save`` raises :class:`~consumer.service.errors.Fenced` and writes
 nothing.
 """
 
@@ -19,8 +19,8 @@ from typing import Any, Protocol, cast
 import redis
 from redis.exceptions import RedisError, WatchError
 
-from consumer.errors import Fenced, StateStoreError, StateStoreUnavailable
-from consumer.keys import KeySpace
+from consumer.service.errors import Fenced, StateStoreError, StateStoreUnavailable
+from consumer.service.keys import KeySpace
 
 Partition = tuple[str, int]
 
@@ -111,7 +111,7 @@ class StateStore(Protocol):
 
 
 class RedisStateStore:
-    """State in Redis; see :mod:`consumer.keys` for the key layout."""
+    """State in Redis; see :mod:`consumer.service.keys` for the key layout."""
 
     def __init__(self, url: str, *, prefix: str, ttl_seconds: int) -> None:
         self.url = url

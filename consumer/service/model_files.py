@@ -11,8 +11,8 @@ from pathlib import Path
 
 import orjson
 
-from consumer.errors import UserError
-from consumer.state_store import StateStore
+from consumer.service.errors import UserError
+from consumer.service.state_store import StateStore
 from online_models.feature_vector import FEATURE_NAMES
 from online_models.global_model import GlobalModel
 

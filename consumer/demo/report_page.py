@@ -7,16 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-from consumer.report import Report, heatmap, stacked_area, tier_colors
+from consumer.demo.charts import Report, heatmap, stacked_area, tier_colors
+from consumer.demo.result import NEW, DemoResult
 from online_models.timefmt import iso_utc_ms
-
-if TYPE_CHECKING:  # consumer.demo imports this module
-    from consumer.demo import DemoResult
-
-#: Row label of a user's first tier (as in :data:`consumer.demo.NEW`).
-NEW = "(new)"
 
 __all__ = ["render_report"]
 

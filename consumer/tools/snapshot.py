@@ -6,7 +6,7 @@ A line holds ``user_id``, ``tier``, ``segment``, ``propensity``, ``value_score``
 at). Everything but ``user_id`` and ``as_of`` is what :meth:`TierEngine.explain` says
 (``segment`` and ``propensity`` are taken from its scores, null when the engine has none).
 
->>> from consumer.tier_config import DEFAULT_TIERS_FILE, load_engine
+>>> from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 >>> from online_models.event import Event
 >>> engine = load_engine(DEFAULT_TIERS_FILE)
 >>> state = UserState.new()
@@ -33,10 +33,10 @@ import orjson
 import redis
 from redis.exceptions import RedisError
 
-from consumer.config_view import mask_url
-from consumer.errors import StateStoreUnavailable, UserError
-from consumer.keys import KeySpace
-from consumer.state_store import MemoryStateStore
+from consumer.service.errors import StateStoreUnavailable, UserError
+from consumer.service.keys import KeySpace
+from consumer.service.settings import mask_url
+from consumer.service.state_store import MemoryStateStore
 from online_models.engine import TierEngine
 from online_models.timefmt import iso_utc_ms
 from online_models.user_state import UserState

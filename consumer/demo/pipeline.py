@@ -1,7 +1,8 @@
 """``tierstream demo``: the whole pipeline in one process, with no server.
 
-A synthetic stream (:mod:`consumer.synthetic`) goes through :class:`~consumer.replay.Replay`
-(the live service's batch step and commit protocol, memory state), the tier changes
+A synthetic stream (:mod:`consumer.demo.synthetic`) goes through
+:class:`~consumer.tools.replay.Replay` (the live service's batch step and commit
+protocol, memory state), the tier changes
 are tallied as they come, and at the end the users' final tiers are compared with the
 generator's truth (each user's latent customer type). What it prints and the report it
 writes (``demo-report.html``) are built from the same :class:`DemoResult`.
@@ -20,122 +21,34 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import orjson
 
-from consumer import synthetic
-from consumer.checkpoint import CheckpointStats
-from consumer.demo_report import render_report
-from consumer.errors import UserError
-from consumer.progress import Progress
-from consumer.quality import Contingency, adjusted_rand_index
-from consumer.records import InputRecord, OutputRecord
-from consumer.replay import Replay, ReplaySummary
-from consumer.snapshot import line_from_view, write_lines
-from consumer.state_store import MemoryStateStore
-from consumer.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.demo import synthetic
+from consumer.demo.config import DemoConfig
+from consumer.demo.quality import Contingency, adjusted_rand_index
+from consumer.demo.report_page import render_report
+from consumer.demo.result import NEW, NO_TIER, DemoResult, PopulationTimeline
+from consumer.demo.story import print_story
+from consumer.service.checkpoint import CheckpointStats
+from consumer.service.errors import UserError
+from consumer.service.records import InputRecord, OutputRecord
+from consumer.service.state_store import MemoryStateStore
+from consumer.service.tier_config import load_engine
+from consumer.tools.progress import Progress
+from consumer.tools.replay import Replay, ReplaySummary
+from consumer.tools.snapshot import line_from_view, write_lines
 from online_models.engine import TierEngine
 from online_models.features import DAY_MS
 from online_models.tier_change import TierChange
 from online_models.timefmt import iso_utc_ms
 from online_models.user_state import UserState
 
-__all__ = ["DemoConfig", "DemoResult", "PopulationTimeline", "run_demo"]
+__all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
-#: Row label of a user's first tier in the transition matrix.
-NEW: Final = "(new)"
-#: Column label of users who had no valid event (possible when events < users).
-NO_TIER: Final = "(no events)"
 DEMO_TOPIC: Final = "demo"
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """What to generate and where to write. The defaults are ``make demo``'s."""
-
-    users: int = 5_000
-    events: int = 200_000
-    seed: int = 42
-    days: int = 180
-    bad_fraction: float = 0.005
-    out_dir: Path = Path("out")
-    batch_size: int = 2000
-    tiers_file: Path = DEFAULT_TIERS_FILE
-    sample_size: int = 8
-
-
-class PopulationTimeline:
-    """How many users each tier holds, sampled at the end of every event-time day (UTC).
-
-    Fed with tier changes in the order they happen; a change from a late event counts on
-    the day being sampled.
-
-    >>> t = PopulationTimeline(["low", "high"], start_ms=0)
-    >>> change = lambda prev, new, day: TierChange("u", prev, new, 1, day * DAY_MS, 0, {}, {}, "")
-    >>> t.observe(change(None, "low", 0)); t.observe(change("low", "high", 2))
-    >>> t.close(3 * DAY_MS)
-    >>> t.series, len(t.times_ms)
-    ({'low': [1, 1, 0], 'high': [0, 0, 1]}, 3)
-    """
-
-    def __init__(self, tiers: Sequence[str], start_ms: int) -> None:
-        self.tiers = list(tiers)
-        self.counts: Counter[str] = Counter()
-        self.day = start_ms // DAY_MS
-        self.times_ms: list[int] = []
-        self.series: dict[str, list[int]] = {t: [] for t in self.tiers}
-
-    def observe(self, change: TierChange) -> None:
-        """Account for one tier change."""
-        self._sample_until(change.event_time_ms // DAY_MS)
-        if change.previous_tier is not None:
-            self.counts[change.previous_tier] -= 1
-        self.counts[change.tier] += 1
-
-    def close(self, end_ms: int) -> None:
-        """Sample every day up to the one ending at ``end_ms``."""
-        self._sample_until(-(-end_ms // DAY_MS))
-
-    def _sample_until(self, day: int) -> None:
-        while self.day < day:
-            self.times_ms.append(self.day * DAY_MS)
-            for t in self.tiers:
-                self.series[t].append(self.counts[t])
-            self.day += 1
-
-
-@dataclass
-class DemoResult:
-    """Everything the demo measured."""
-
-    config: DemoConfig
-    summary: ReplaySummary
-    tiers: list[str]
-    wall_s: float
-    generate_s: float
-    watermark_ms: int
-    populations: Counter[str]
-    transitions: Contingency
-    truth: Contingency
-    ari_tier: float
-    #: None until the engine reports a ``segment`` score (the online models of issue 3).
-    ari_segment: float | None
-    timeline: PopulationTimeline
-    samples: list[TierChange]
-    tier_table: tuple[list[str], list[list[object]]]
-    segment_table: tuple[list[str], list[list[object]]] | None
-    #: The final model's feature names and segment centroids (scaled), when it has any.
-    centroids: tuple[list[str], list[list[float]]] | None = None
-    model_name: str = ""
-    files: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def pipeline_s(self) -> float:
-        """Time spent in the pipeline (not generating the input)."""
-        return max(self.wall_s - self.generate_s, 1e-9)
 
 
 class _Tally:
@@ -377,106 +290,3 @@ def _write_text(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
-
-
-# --------------------------------------------------------------------------- output
-
-
-def _text_table(header: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "  ") -> str:
-    cells = [[str(h) for h in header]] + [[_fmt(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = []
-    for r in cells:
-        first = r[0].ljust(widths[0])
-        rest = "  ".join(c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True))
-        lines.append(f"{indent}{first}  {rest}".rstrip())
-    return "\n".join(lines)
-
-
-def _fmt(v: object) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.2f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
-
-
-def describe_change(c: TierChange) -> str:
-    """One line saying what changed and why.
-
-    >>> c = TierChange("u7", "casual", "engaged", 3, 1_767_225_600_000, 0, {"value_score": 4.52},
-    ...     {"kind": "threshold", "threshold": 4.0, "direction": "up", "contributions": [
-    ...      {"feature": "spend_30d", "value": 182.4, "contribution": 5.21}]}, "policy-x")
-    >>> describe_change(c)
-    '2026-01-01 00:00  u7  casual -> engaged  score 4.52 crossed 4.00 up; spend_30d 182.40 (+5.21)'
-    """
-    r = c.reason
-    when = iso_utc_ms(c.event_time_ms)[:16].replace("T", " ")
-    score = c.scores.get("value_score")
-    why = f"score {score:.2f}" if isinstance(score, float | int) else "scores"
-    if r.get("kind") == "inactivity":
-        why = f"silent, re-scored: {why}"
-    if r.get("threshold") is not None:
-        why += f" crossed {r['threshold']:.2f} {r.get('direction', '')}"
-    top = ", ".join(
-        f"{x['feature']} {x['value']:,.2f} ({x['contribution']:+.2f})"
-        for x in r.get("contributions", [])
-    )
-    return f"{when}  {c.user_id}  {c.previous_tier or NEW} -> {c.tier}  {why}; {top}"
-
-
-def print_story(result: DemoResult, out: TextIO) -> None:
-    """The demo's terminal output: sample changes, then the summary."""
-    s = result.summary
-    print("\nA sample of tier changes (event time, user, move, why):", file=out)
-    for c in result.samples:
-        print(f"  {describe_change(c)}", file=out)
-    applied = s.results.get("applied", 0)
-    print(
-        f"\nProcessed {s.records:,} records in {result.wall_s:.1f} s "
-        f"({s.records / result.pipeline_s:,.0f} records/s through the pipeline; generating "
-        f"them took {result.generate_s:.1f} s): {applied:,} events applied, "
-        f"{s.results.get('duplicate', 0):,} redeliveries dropped, "
-        f"{s.results.get('dlq', 0):,} malformed records dead-lettered, "
-        f"{s.tier_changes:,} tier changes.",
-        file=out,
-    )
-    total = sum(result.populations.values()) or 1
-    print(f"\nTier populations at {iso_utc_ms(result.watermark_ms)[:10]}:", file=out)
-    print(
-        _text_table(
-            ["tier", "users", "share"],
-            [
-                [t, result.populations[t], f"{result.populations[t] / total:.0%}"]
-                for t in result.tiers
-            ],
-        ),
-        file=out,
-    )
-    tr = result.transitions
-    print("\nTier changes, from (rows) -> to (columns):", file=out)
-    print(
-        _text_table(
-            ["from \\ to", *tr.columns], [[r, *c] for r, c in zip(tr.rows, tr.counts, strict=True)]
-        ),
-        file=out,
-    )
-    q = result.truth
-    print("\nFinal tier by the generator's latent customer type:", file=out)
-    print(
-        _text_table(
-            ["type \\ tier", *q.columns], [[r, *c] for r, c in zip(q.rows, q.counts, strict=True)]
-        ),
-        file=out,
-    )
-    seg = (
-        "n/a (no segment scores yet)" if result.ari_segment is None else f"{result.ari_segment:.3f}"
-    )
-    print(
-        f"  adjusted Rand index, type vs tier: {result.ari_tier:.3f}; type vs segment: {seg}",
-        file=out,
-    )
-    for name, path in result.files.items():
-        print(f"{name:>9}: {path}", file=out)

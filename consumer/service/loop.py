@@ -1,7 +1,7 @@
 """The service loop. It only coordinates; each step is a call:
 
 recover pending outboxes of newly owned partitions -> poll a batch -> run it through the
-commit protocol (:mod:`consumer.checkpoint`) -> record metrics -> repeat, until stopped
+commit protocol (:mod:`consumer.service.checkpoint`) -> record metrics -> repeat, until stopped
 (SIGTERM/SIGINT) or idle for ``stop_when_idle`` seconds.
 """
 
@@ -16,15 +16,15 @@ from pathlib import Path
 
 import orjson
 
-from consumer.batch import BatchStep
-from consumer.checkpoint import Checkpoint, CheckpointStats, StepHook
-from consumer.errors import Fenced, PublishError, StateStoreError
-from consumer.kafka_io import EventSource, Publisher, ensure_topics
-from consumer.metrics import HealthServer, Metrics
-from consumer.model_files import read_model
-from consumer.settings import Settings
-from consumer.state_store import RedisStateStore, StateStore
-from consumer.tier_config import load_engine
+from consumer.service.batch import BatchStep
+from consumer.service.checkpoint import Checkpoint, CheckpointStats, StepHook
+from consumer.service.errors import Fenced, PublishError, StateStoreError
+from consumer.service.kafka_io import EventSource, Publisher, ensure_topics
+from consumer.service.metrics import HealthServer, Metrics
+from consumer.service.model_files import read_model
+from consumer.service.settings import Settings
+from consumer.service.state_store import RedisStateStore, StateStore
+from consumer.service.tier_config import load_engine
 from online_models.engine import TierEngine
 from online_models.global_model import GlobalModel
 from online_models.model_health import ModelHealth
@@ -64,6 +64,7 @@ class Service:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self._stop = threading.Event()
+        load_engine(settings.tiers_path)  # a bad tier config is named before any server
         self.store = store or RedisStateStore(
             settings.redis_url,
             prefix=settings.key_prefix,

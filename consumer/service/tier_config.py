@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from consumer.errors import SettingsError
-from consumer.settings import DEFAULT_TIERS_FILE
+from consumer.service.errors import SettingsError
+from consumer.service.settings import DEFAULT_TIERS_FILE
 from online_models.engine import Horizons, TierEngine
 from online_models.feature_vector import FEATURE_NAMES
 from online_models.features import DAY_MS

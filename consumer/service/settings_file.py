@@ -1,5 +1,4 @@
-"""The settings in force and where each comes from: the environment, a TOML settings
-file, or the default; secrets masked.
+"""Where the settings are read from: the environment, and a TOML settings file under it.
 
 A settings file (``--config FILE`` or ``TIERSTREAM_CONFIG``) holds the same settings as
 the environment, named without the prefix, at the top level or under ``[tierstream]``;
@@ -13,61 +12,24 @@ an environment variable wins over the file::
 ...                         {"group_id": "g-file", "max_poll_records": 1000})
 >>> env["TIERSTREAM_GROUP_ID"], env["TIERSTREAM_MAX_POLL_RECORDS"]
 ('g-env', '1000')
->>> rows = {r.name: r for r in effective_settings(env, file_keys={"max_poll_records"})}
->>> rows["group_id"].value, rows["group_id"].source, rows["max_poll_records"].source
-('g-env', 'env', 'file')
->>> rows["redis_url"].value, rows["redis_url"].source
-('redis://127.0.0.1:6379/0', 'default')
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
-from consumer.errors import SettingsError
-from consumer.settings import PREFIX, Settings
+from consumer.service.errors import SettingsError
+from consumer.service.settings import PREFIX, Settings
 
-__all__ = [
-    "CONFIG_ENV",
-    "SettingRow",
-    "effective_settings",
-    "environ_with_file",
-    "load_settings_file",
-    "mask_url",
-    "resolve_environ",
-]
+__all__ = ["CONFIG_ENV", "environ_with_file", "load_settings_file", "resolve_environ"]
 
 #: The environment variable naming a settings file.
 CONFIG_ENV: Final = PREFIX + "CONFIG"
-_SECRET_URLS: Final = ("redis_url",)
-_MASK: Final = "***"
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``.
-
-    >>> mask_url("redis://:s3cret@host:6379/0"), mask_url("rediss://app:pw@h/1")
-    ('redis://:***@host:6379/0', 'rediss://app:***@h/1')
-    >>> mask_url("redis://127.0.0.1:6379/0"), mask_url("redis://h/0?password=pw")
-    ('redis://127.0.0.1:6379/0', 'redis://h/0?password=***')
-    """
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:{_MASK}@{host}" if colon else f"{_MASK}@{host}"
-    query = "&".join(
-        f"{k}={_MASK}" if k.lower() == "password" else f"{k}{eq}{v}"
-        for k, eq, v in (p.partition("=") for p in parts.query.split("&") if p)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def load_settings_file(path: str | Path) -> dict[str, Any]:
@@ -115,33 +77,3 @@ def resolve_environ(
     values = load_settings_file(path)
     file_keys = {k for k in values if PREFIX + k.upper() not in env}
     return environ_with_file(env, values), file_keys
-
-
-@dataclass(frozen=True)
-class SettingRow:
-    """One setting as shown by ``tierstream config --show``."""
-
-    name: str
-    variable: str
-    value: str
-    source: str  #: "env", "file" or "default"
-
-
-def effective_settings(
-    environ: Mapping[str, str], *, file_keys: Iterable[str] = ()
-) -> list[SettingRow]:
-    """Every setting's value in force (checked like the service checks it) and source."""
-    settings = Settings.from_env(environ)
-    from_file = set(file_keys)
-    rows = []
-    for f in fields(Settings):
-        variable = PREFIX + f.name.upper()
-        value = getattr(settings, f.name)
-        text = str(value)
-        if f.name in _SECRET_URLS:
-            text = mask_url(text)
-        if f.name == "tiers_file" and not value:
-            text = f"{settings.tiers_path} (packaged default)"
-        source = "file" if f.name in from_file else "env" if variable in environ else "default"
-        rows.append(SettingRow(f.name, variable, text, source))
-    return rows

@@ -1,8 +1,8 @@
 """Thin wrappers over kafka-python: the input source, the publisher, topic creation.
 
-The rest of the service sees :class:`~consumer.records.InputRecord` and
-:class:`~consumer.records.OutputRecord` only; client errors are re-raised as the
-service's own (:mod:`consumer.errors`).
+The rest of the service sees :class:`~consumer.service.records.InputRecord` and
+:class:`~consumer.service.records.OutputRecord` only; client errors are re-raised as the
+service's own (:mod:`consumer.service.errors`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from consumer.errors import BrokerUnavailable, PublishError
-from consumer.records import InputRecord, OutputRecord
+from consumer.service.errors import BrokerUnavailable, PublishError
+from consumer.service.records import InputRecord, OutputRecord
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]

@@ -11,7 +11,7 @@ For one batch:
 3. **save** — in one MULTI/EXEC: user states, the new applied offsets, and the batch's
    outputs (tier changes, DLQ records) appended to each partition's outbox. All or
    nothing. If another instance saved one of these partitions since step 1, nothing
-   is written and the batch is dropped (:class:`~consumer.errors.Fenced`).
+   is written and the batch is dropped (:class:`~consumer.service.errors.Fenced`).
 4. **publish** — send the outputs, flush, and wait for every acknowledgement.
 5. **commit** — commit the next offsets to Kafka.
 6. **clear** — trim the published entries from the outboxes.
@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from consumer.batch import BatchOutcome, BatchStep
-from consumer.records import InputRecord, OutputRecord
-from consumer.state_store import Loaded, StateStore
+from consumer.service.batch import BatchOutcome, BatchStep
+from consumer.service.records import InputRecord, OutputRecord
+from consumer.service.state_store import Loaded, StateStore
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]
