@@ -158,12 +158,16 @@ class TierEngine:
         state.rescored_ms = now_ms
         x = vector(state.features, now_ms)
         ms = self.models.score(x)
-        if state.pending is None:
+        # Past ``max_silence`` the user is gone: no new snapshot, no sample, so the timers
+        # end (a snapshot would arm a deadline, whose firing would take the next one, for
+        # ever: one event dated in the year 9999 once fired 1.9 M of them for 20 users).
+        present = now_ms - state.features.last_ms < self.horizons.max_silence_ms
+        if state.pending is None and present:
             # Snapshots at events alone would all have "days since last event" = 0, and
             # the model would extrapolate wildly for the silent; "will they buy within H
             # days" is as much a question about the silent.
             state.pending = [now_ms, x, ms.propensity]
-        if now_ms - state.learned_ms >= self.horizons.learn_every_ms:
+        if present and now_ms - state.learned_ms >= self.horizons.learn_every_ms:
             state.learned_ms = now_ms
             self.models.learn_sample(x)
         change = self._decide(state, user_id, now_ms, ms, now_ms, emitted_at_ms, "inactivity")
@@ -293,7 +297,8 @@ class TierEngine:
 
     def _arm(self, state: UserState) -> None:
         """Set when this user's timer fires next: the snapshot's deadline, or the next
-        periodic re-score while the user has not been silent for too long."""
+        periodic re-score while the user has not been silent for too long. A user silent
+        for ``max_silence`` has no timer left once their last snapshot resolved."""
         h = self.horizons
         due = []
         if state.pending is not None:

@@ -9,6 +9,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any, Final
 
@@ -92,9 +93,20 @@ class UserState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UserState:
-        """Inverse of :meth:`to_json`. Raises ValueError on an unknown state version."""
-        if data.get("v") != STATE_VERSION:
-            raise ValueError(f"unsupported user state version {data.get('v')!r}")
+        """Inverse of :meth:`to_json`. Raises ValueError on an unknown state version or on
+        a state that cannot be applied (a missing, non-numeric or non-finite feature).
+
+        >>> bad = UserState.new().to_json()
+        >>> bad["features"]["spend"][0] = None     # what an infinite sum becomes in JSON
+        >>> UserState.from_json(bad)
+        Traceback (most recent call last):
+        ...
+        ValueError: features.spend[0] is None, not a finite number
+        """
+        version = data.get("v") if isinstance(data, dict) else data
+        if version != STATE_VERSION:
+            raise ValueError(f"unsupported user state version {version!r}")
+        _check_numbers(data["features"], "features")
         return cls(
             UserFeatures.from_json(data["features"]),
             data["tier"],
@@ -106,3 +118,16 @@ class UserState:
             rescored_ms=data.get("rescored_ms", -1),
             due_ms=data.get("due_ms", -1),
         )
+
+
+def _check_numbers(value: Any, where: str) -> None:
+    """Every leaf of a feature block is a finite number (or ``last_purchase_ms`` null)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not (key == "last_purchase_ms" and item is None):
+                _check_numbers(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_numbers(item, f"{where}[{i}]")
+    elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{where} is {value!r}, not a finite number")

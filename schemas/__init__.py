@@ -4,7 +4,7 @@ The ``*.json`` files beside this module are the source of truth for downstream t
 any language; Python code validates against them through :func:`validator`.
 
 >>> sorted(SCHEMA_FILES)
-['dlq-record.v1', 'input-event.v1', 'tier-change.v1']
+['dlq-record.v1', 'dlq-record.v2', 'input-event.v1', 'tier-change.v1']
 >>> validator("tier-change.v1").is_valid({"event_id": "x"})
 False
 """
@@ -22,6 +22,7 @@ SCHEMA_FILES: Final = {
     "input-event.v1": "input-event.v1.json",
     "tier-change.v1": "tier-change.v1.json",
     "dlq-record.v1": "dlq-record.v1.json",
+    "dlq-record.v2": "dlq-record.v2.json",
 }
 
 

@@ -1,8 +1,16 @@
 """Input record bytes -> :class:`~online_models.event.Event`, or a reason to dead-letter it.
 
-Every check is the input schema's (``input-event.v1.json``) except the two a schema
-cannot express: the size limit, applied before parsing, and the calendar validity of the
-timestamp. A rejection carries one of :data:`REJECT_REASONS` and a readable detail.
+Every check is the input schema's (``input-event.v1.json``) except those a schema cannot
+express: the size limit, applied before parsing, the calendar validity of the timestamp,
+and the limits a deployment sets (:class:`Limits`): the event-time window and the largest
+amount. A rejection carries one of :data:`REJECT_REASONS` and a readable detail.
+
+Why a window: one event dated in the year 9999 (or 1970) moves its partition's event-time
+watermark by thousands of years, and every timer of the partition fires up to it; worse,
+no later event can move the watermark again, so the partition's timers never fire after.
+An event more than ``max_future_ms`` ahead of the wall clock, or older than
+``min_time_ms``, is dead-lettered instead. Why an amount limit: two purchases of 1e308
+make a decayed spend infinite, which JSON cannot store.
 
 >>> decoder = EventDecoder(max_bytes=1024)
 >>> decoder.decode(b'{"event_id":"e1","user_id":"u1","event_type":"purchase",'
@@ -12,16 +20,24 @@ Event('e1', 'u1', 'purchase', 1767225600000, 12.5)
 Rejection(reason='bad_timestamp', detail='timestamp: "soon" is not valid under any of the ...')
 >>> decoder.decode(b"\\xff").reason, decoder.decode(b"{").reason, decoder.decode(b"[]").reason
 ('bad_encoding', 'not_json', 'not_object')
+>>> far = b'{"event_id":"e","user_id":"u","event_type":"login","timestamp":"9999-12-31T00:00:00Z"}'
+>>> decoder.decode(far, now_ms=1_767_225_600_000).reason
+'future_timestamp'
+>>> key_rejection(b"u2", "u1").reason, key_rejection(b"u1", "u1") is None
+('key_mismatch', True)
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
 import orjson
 
 from online_models.event import Event
+from online_models.timefmt import iso_utc_ms
 from schemas import validator
 
 #: Why a record can be dead-lettered; the DLQ schema's ``reason`` enum.
@@ -35,9 +51,41 @@ REJECT_REASONS: Final = (
     "bad_timestamp",
     "bad_encoding",
     "invalid",
+    "future_timestamp",
+    "ancient_timestamp",
+    "amount_out_of_range",
+    "key_mismatch",
+    "unusable_state",
 )
 DEFAULT_MAX_BYTES: Final = 64 * 1024
 _MAX_DETAIL: Final = 300
+#: How much of a record key a detail quotes.
+_KEY_QUOTE: Final = 64
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a deployment accepts beyond the schema (the defaults are the settings').
+
+    ``max_future_ms`` is measured from the wall clock given to :meth:`EventDecoder.decode`;
+    an event up to that far ahead is accepted (producers' clocks drift).
+    """
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    #: Largest ``amount``: a billion in any currency is past any one order.
+    max_amount: float = 1e9
+    #: Events before this are refused: 2000-01-01T00:00:00Z.
+    min_time_ms: int = 946_684_800_000
+    #: Events more than this ahead of the wall clock are refused: one day.
+    max_future_ms: int = 86_400_000
+
+    def __post_init__(self) -> None:
+        if self.max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        if not (math.isfinite(self.max_amount) and self.max_amount > 0):
+            raise ValueError("max_amount must be a positive finite number")
+        if self.max_future_ms < 0:
+            raise ValueError("max_future_ms must be >= 0")
 
 
 class Rejection(NamedTuple):
@@ -48,16 +96,16 @@ class Rejection(NamedTuple):
 
 
 class EventDecoder:
-    """Decodes and validates input records against ``input-event.v1``."""
+    """Decodes and validates input records against ``input-event.v1`` and the limits."""
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be positive")
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, *, limits: Limits | None = None) -> None:
+        self.limits = limits if limits is not None else Limits(max_bytes=max_bytes)
+        self.max_bytes = self.limits.max_bytes
         self._validator = validator("input-event.v1")
 
-    def decode(self, value: bytes | None) -> Event | Rejection:
-        """The event in ``value``, or the :class:`Rejection` saying why there is none."""
+    def decode(self, value: bytes | None, *, now_ms: int | None = None) -> Event | Rejection:
+        """The event in ``value``, or the :class:`Rejection` saying why there is none.
+        ``now_ms`` is the wall clock the future limit is measured from (None: no limit)."""
         if value is None:
             return Rejection("not_json", "empty record (null value)")
         if len(value) > self.max_bytes:
@@ -78,9 +126,43 @@ class EventDecoder:
                 return Rejection("bad_timestamp", f"timestamp {ts!r}: {exc}")
         else:
             ts_ms = int(ts)
-        return Event(
-            obj["event_id"], obj["user_id"], obj["event_type"], ts_ms, float(obj.get("amount", 0.0))
+        amount = float(obj.get("amount", 0.0))
+        limits = self.limits
+        if amount > limits.max_amount:  # also catches nothing finite: orjson refuses inf
+            return Rejection(
+                "amount_out_of_range", f"amount {amount:g} > limit {limits.max_amount:g}"
+            )
+        if ts_ms < limits.min_time_ms:
+            return Rejection(
+                "ancient_timestamp",
+                f"timestamp {iso_utc_ms(ts_ms)} is before {iso_utc_ms(limits.min_time_ms)}",
+            )
+        if now_ms is not None and ts_ms > now_ms + limits.max_future_ms:
+            return Rejection(
+                "future_timestamp",
+                # Not the clock's reading: two replays of a file give the same bytes.
+                f"timestamp {iso_utc_ms(ts_ms)} is more than {limits.max_future_ms / 1000:g} s "
+                "ahead of the wall clock",
+            )
+        return Event(obj["event_id"], obj["user_id"], obj["event_type"], ts_ms, amount)
+
+
+def key_rejection(key: bytes | None, user_id: str) -> Rejection | None:
+    """Why a record's Kafka key does not route its user, or None when it does.
+
+    The input topic must be keyed by ``user_id``: the partition then owns the user, and one
+    instance at a time updates them. A record with another key (or none) would put the
+    user on two partitions, so two instances would update them at once.
+    """
+    if key is None:
+        return Rejection("key_mismatch", f"no record key; the key must be the user_id {user_id!r}")
+    if key != user_id.encode():
+        quoted = key[:_KEY_QUOTE]
+        more = f" ({len(key)} bytes)" if len(key) > _KEY_QUOTE else ""
+        return Rejection(
+            "key_mismatch", f"record key {quoted!r}{more} is not the user_id {user_id[:64]!r}"
         )
+    return None
 
 
 def parse_rfc3339_ms(text: str) -> int:

@@ -102,6 +102,6 @@ def _replayed_user(
     until = parse_instant(args.until) if args.until else None
     store = MemoryStateStore()
     with open_input(args.replay, csv_map=args.csv_map, event_type=args.event_type) as source:
-        replayer = Replay.from_settings(settings, store, emit=lambda _: None)
+        replayer = Replay.from_settings(settings, store, emit=lambda _: None, check_keys=False)
         replayer.run(source.records, until_ms=until)
     return replayer.engine, store.users.get(args.user_id), args.replay, replayer.now_ms()

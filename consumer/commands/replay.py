@@ -103,7 +103,12 @@ def replay(args: argparse.Namespace) -> int:
         outputs = _OutputFiles(args, settings.output_topic)
         stack.callback(outputs.close)
         replayer = Replay.from_settings(
-            settings, store, emit=outputs.emit, batch_size=args.batch_size, shared=url is not None
+            settings,
+            store,
+            emit=outputs.emit,
+            batch_size=args.batch_size,
+            shared=url is not None,
+            check_keys=False,  # a file has no record keys
         )
         if not args.quiet:
             replayer.on_batch = _BatchProgress(replayer, source.fraction_read)

@@ -14,8 +14,11 @@ from schemas.decode import REJECT_REASONS
 
 __all__ = ["BAD_REASONS", "REQUIRED_FIELDS", "corrupt"]
 
-#: Malformed-record kinds, named as the service's DLQ names them (all but the catch-all).
-BAD_REASONS: tuple[str, ...] = tuple(r for r in REJECT_REASONS if r != "invalid")
+#: Malformed-record kinds, named as the service's DLQ names them: all but the catch-all
+#: and ``unusable_state`` (a property of a stored state, not of a record).
+BAD_REASONS: tuple[str, ...] = tuple(
+    r for r in REJECT_REASONS if r not in ("invalid", "unusable_state")
+)
 REQUIRED_FIELDS: tuple[str, ...] = ("event_id", "user_id", "event_type", "timestamp")
 
 _MARK: Final = "\x00BAD\x00"  # replaced by raw bytes after encoding (orjson escapes it)
@@ -37,6 +40,20 @@ _BAD_TIMESTAMPS: Final[tuple[str | int | float, ...]] = (
     -1_000,
     10**17,
     1767225600000.5,
+)
+#: Dated past any wall clock this code will meet (the schema allows up to year 3000 in epoch
+#: milliseconds and 9999 in RFC 3339).
+_FUTURE_TIMESTAMPS: Final[tuple[str | int, ...]] = (
+    "9999-12-31T23:59:59Z",
+    "2999-01-01T00:00:00.000+02:00",
+    32_503_680_000_000,
+)
+#: Before the default floor (2000-01-01): a producer's unset clock or a zero default.
+_ANCIENT_TIMESTAMPS: Final[tuple[str | int, ...]] = (
+    0,
+    "1970-01-01T00:00:00Z",
+    "1999-12-31T23:59:59.999Z",
+    86_400_000,
 )
 _NOT_OBJECT: Final = (b"[1,2]", b'"hello"', b"42", b"null", b"true", b"[]", b"3.5")
 _NOT_JSON_TEXT: Final = (
@@ -101,6 +118,8 @@ def corrupt(
     elif reason == "bad_timestamp":
         d["timestamp"] = rng.choice(_BAD_TIMESTAMPS)
         value = orjson.dumps(d)
+    elif reason in _BEYOND_LIMITS:
+        key, value = _beyond_limits(reason, rng, d, key)
     elif reason == "bad_encoding":
         d["properties"] = {"query": _MARK, "note": "latin-1 or broken UTF-8 inside a string"}
         marker = orjson.dumps(_MARK)[1:-1]
@@ -108,6 +127,32 @@ def corrupt(
     else:
         raise ValueError(f"unknown bad reason {reason!r}")
     return key, value
+
+
+#: Kinds valid by the schema that a deployment's limits or routing refuse.
+_BEYOND_LIMITS: Final = (
+    "future_timestamp",
+    "ancient_timestamp",
+    "amount_out_of_range",
+    "key_mismatch",
+)
+
+
+def _beyond_limits(
+    reason: str, rng: random.Random, d: dict[str, object], key: bytes | None
+) -> tuple[bytes | None, bytes]:
+    if reason == "future_timestamp":
+        d["timestamp"] = rng.choice(_FUTURE_TIMESTAMPS)
+    elif reason == "ancient_timestamp":
+        d["timestamp"] = rng.choice(_ANCIENT_TIMESTAMPS)
+    elif reason == "amount_out_of_range":
+        d["event_type"] = "purchase"
+        d["amount"] = rng.choice((1e308, 1e10, 2.5e9))
+        d.setdefault("currency", "EUR")
+    else:  # key_mismatch: no key, another user's, or a huge one
+        which = rng.randrange(3)
+        key = (None, f"u{rng.randrange(10**6):06d}x".encode(), f"u{'x' * 2000}".encode())[which]
+    return key, orjson.dumps(d)
 
 
 def _wrong_type(d: dict[str, object], rng: random.Random) -> bytes:

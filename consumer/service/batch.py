@@ -6,6 +6,15 @@ event-time watermark (the newest event time read on it) passes them, interleaved
 the events in read order: before an event is applied, every timer of its partition due at
 or before the watermark fires, earliest first. Where batches are cut changes nothing.
 
+A record is dead-lettered, never applied, when it cannot be decoded, lies outside the
+deployment's limits (:class:`~schemas.decode.Limits`), is keyed by something else than
+its ``user_id`` (the partition would not own the user), or belongs to a user whose stored
+state cannot be read (``unusable_state``: that user is set aside, the partition goes on).
+
+A user's state is written back with a fresh time-to-live only when an event of theirs was
+read; a timer alone rewrites it keeping its expiry, and never recreates a state that
+expired meanwhile: silence is what makes a state expire.
+
 The caller loads state before :meth:`BatchStep.apply` and saves the result after it;
 see :mod:`consumer.service.checkpoint` for the order of those steps.
 """
@@ -28,7 +37,7 @@ from online_models.event import Event
 from online_models.global_model import GlobalModel
 from online_models.tier_change import TierChange
 from online_models.user_state import UserState
-from schemas.decode import EventDecoder, Rejection
+from schemas.decode import EventDecoder, Rejection, key_rejection
 
 Partition = tuple[str, int]
 
@@ -77,6 +86,7 @@ class BatchStep:
         dlq_topic: str,
         dlq_max_copy_bytes: int,
         instance_id: str = "local",
+        check_keys: bool = True,
     ) -> None:
         self.engine = engine
         self.decoder = decoder
@@ -84,19 +94,25 @@ class BatchStep:
         self.dlq_topic = dlq_topic
         self.dlq_max_copy_bytes = dlq_max_copy_bytes
         self.instance_id = instance_id
+        #: Refuse records whose key is not their user id (off for files, which have none).
+        self.check_keys = check_keys
         self._model_raw: bytes | None = None
         #: Other instances' contributions as last parsed, by instance: (raw, parsed).
         self._others: dict[str, tuple[bytes, dict[str, Any]]] = {}
 
-    def decode(self, records: Sequence[InputRecord]) -> Decoded:
-        """Decode every record; collect the users and partitions the batch touches."""
+    def decode(self, records: Sequence[InputRecord], *, now_ms: int | None = None) -> Decoded:
+        """Decode every record; collect the users and partitions the batch touches.
+        ``now_ms`` is the wall clock the event-time window is measured from."""
         decode = self.decoder.decode
+        check_keys = self.check_keys
         items: list[tuple[InputRecord, Event | Rejection]] = []
         users: dict[str, None] = {}
         partitions: dict[Partition, None] = {}
         newest: dict[Partition, int] = {}
         for rec in records:
-            result = decode(rec.value)
+            result = decode(rec.value, now_ms=now_ms)
+            if check_keys and isinstance(result, Event):
+                result = key_rejection(rec.key, result.user_id) or result
             items.append((rec, result))
             tp = (rec.topic, rec.partition)
             partitions[tp] = None
@@ -125,7 +141,7 @@ class BatchStep:
             if isinstance(item, Rejection):
                 run.dead_letter(tp, rec, item)
             else:
-                run.event(tp, item, decoded.newest.get(tp, -1))
+                run.event(tp, rec, item, decoded.newest.get(tp, -1))
         return run.finish()
 
     def advance(
@@ -180,6 +196,10 @@ class _Run:
         self.out = BatchOutcome()
         self.applied: dict[Partition, int] = {}
         self.states: dict[str, UserState] = {}
+        #: Users an event of which was read in this batch (their state's TTL restarts).
+        self.active: set[str] = set()
+        #: Users whose stored state cannot be read, and why.
+        self.unusable: dict[str, str] = {}
         self.home: dict[str, Partition] = {}
         self.watermarks = dict(loaded.watermarks)
         self.heaps: dict[Partition, list[tuple[int, str]]] = {
@@ -191,11 +211,18 @@ class _Run:
             for _, user in entries:
                 self.home.setdefault(user, tp)
 
-    def state(self, user: str) -> UserState:
+    def state(self, user: str) -> UserState | None:
+        """The user's state (new if none is stored); None if the stored one is unusable."""
         state = self.states.get(user)
         if state is None:
+            if user in self.unusable:
+                return None
             raw = self.loaded.states.get(user)
-            state = UserState.from_json(orjson.loads(raw)) if raw else UserState.new()
+            try:
+                state = UserState.from_json(orjson.loads(raw)) if raw else UserState.new()
+            except (ValueError, TypeError, KeyError) as exc:
+                self.unusable[user] = f"stored state of user {user[:64]!r} is unusable: {exc}"[:300]
+                return None
             self.states[user] = state
         return state
 
@@ -208,11 +235,15 @@ class _Run:
             )
         )
 
-    def event(self, tp: Partition, event: Event, bound: int) -> None:
+    def event(self, tp: Partition, rec: InputRecord, event: Event, bound: int) -> None:
         self.advance(tp, event.timestamp_ms, bound)
         user = event.user_id
         state = self.state(user)
+        if state is None:
+            self.dead_letter(tp, rec, Rejection("unusable_state", self.unusable[user]))
+            return
         self.home[user] = tp
+        self.active.add(user)
         change = self.engine.apply(state, event, emitted_at_ms=self._stamp(event.timestamp_ms))
         if change is DUPLICATE:
             self.out.results["duplicate"] += 1
@@ -235,8 +266,8 @@ class _Run:
         while heap and heap[0][0] <= t:
             due, user = heapq.heappop(heap)
             state = self.state(user)
-            if state.due_ms != due:
-                continue  # re-armed since: a newer entry stands for it
+            if state is None or state.due_ms != due:
+                continue  # re-armed since (a newer entry stands for it), or set aside
             self.out.timers_fired += 1
             change = self.engine.fire(state, user, due, emitted_at_ms=self._stamp(due))
             if change is not None:
@@ -262,16 +293,26 @@ class _Run:
         out, models = self.out, self.engine.models
         timers_set: dict[Partition, dict[str, int]] = {}
         timers_clear: dict[Partition, list[str]] = {}
+        active: dict[str, bytes] = {}
+        quiet: dict[str, bytes] = {}
         for user, state in self.states.items():
             tp = self.home[user]
-            if state.due_ms >= 0:
+            if state.due_ms >= 0 and state.features.events:
                 timers_set.setdefault(tp, {})[user] = state.due_ms
             else:
                 timers_clear.setdefault(tp, []).append(user)
+            if user in self.active:
+                active[user] = orjson.dumps(state.to_json())
+            elif state.features.events:  # a timer of a user whose state still exists
+                quiet[user] = orjson.dumps(state.to_json())
+        for user in self.unusable:  # its timers would only fire into nothing again
+            if user in self.home:
+                timers_clear.setdefault(self.home[user], []).append(user)
         out.resolved = models.take_resolved()
         out.model_advanced = models.take_advanced()
         out.save = SaveSet(
-            states={u: orjson.dumps(s.to_json()) for u, s in self.states.items()},
+            states=active,
+            quiet_states=quiet,
             applied=self.applied,
             outbox={tp: [o.to_frame() for o in outs] for tp, outs in out.outputs.items()},
             watermarks={

@@ -26,6 +26,7 @@ new there, which also keeps each user's changes in order.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -79,12 +80,16 @@ class Checkpoint:
         clock_ms: Callable[[], int | None],
         timer: Callable[[], float],
         on_step: StepHook | None = None,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.step = step
         self.store = store
         self.source = source
         self.publisher = publisher
+        #: What stamps ``emitted_at`` (None: each change's own event time, in replays).
         self.clock_ms = clock_ms
+        #: The wall clock the event-time window is measured from, in replays too.
+        self.wall_ms = wall_ms
         self.timer = timer
         self.on_step = on_step or (lambda _: None)
 
@@ -103,7 +108,7 @@ class Checkpoint:
 
     def run_batch(self, records: Sequence[InputRecord]) -> CheckpointStats:
         """Steps 1-6 for one batch (raises Fenced, StateStoreError or PublishError)."""
-        decoded = self.step.decode(records)
+        decoded = self.step.decode(records, now_ms=self.wall_ms())
         next_offsets: dict[Partition, int] = {}
         for r in records:
             tp = (r.topic, r.partition)

@@ -91,7 +91,7 @@ class Service:
         )
         step = BatchStep(
             engine,
-            EventDecoder(settings.max_record_bytes),
+            EventDecoder(limits=settings.limits),
             output_topic=settings.output_topic,
             dlq_topic=settings.dlq_topic,
             dlq_max_copy_bytes=settings.dlq_max_copy_bytes,

@@ -11,6 +11,7 @@ consumer.service.errors.SettingsError: TIERSTREAM_MAX_POLL_RECORDS='many' is not
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from consumer.service.errors import SettingsError
+from schemas.decode import Limits, parse_rfc3339_ms
 
 PREFIX = "TIERSTREAM_"
 DEFAULT_TIERS_FILE = Path(__file__).with_name("default_tiers.toml")
@@ -40,8 +42,17 @@ class Settings:
     tiers_file: str = ""
     #: Records larger than this are dead-lettered unparsed.
     max_record_bytes: int = 64 * 1024
-    #: Largest original value copied into a DLQ record; the source offset locates the rest.
+    #: Largest original value copied into a DLQ record (at most 512 KiB, so the DLQ
+    #: record fits the broker's 1 MiB limit); the source offset locates the rest.
     dlq_max_copy_bytes: int = 256 * 1024
+    #: Events dated more than this many seconds after the wall clock are dead-lettered
+    #: (``future_timestamp``): one bad clock must not move event time years ahead.
+    max_event_future_s: float = 86400.0
+    #: Events before this time (RFC 3339 or epoch ms) are dead-lettered
+    #: (``ancient_timestamp``): epoch 0 is a producer's missing timestamp, not an event.
+    min_event_time: str = "2000-01-01T00:00:00Z"
+    #: Larger amounts are dead-lettered (``amount_out_of_range``).
+    max_amount: float = 1e9
     #: Upper bound of records per batch (one Redis round trip each way per batch).
     max_poll_records: int = 2000
     poll_timeout_ms: int = 500
@@ -79,7 +90,7 @@ class Settings:
             default = f.default
             try:
                 if isinstance(default, bool):
-                    values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+                    values[f.name] = _yes_no(name, raw)
                 elif isinstance(default, int):
                     values[f.name] = int(raw)
                 elif isinstance(default, float):
@@ -111,6 +122,12 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be > 0")
+        if self.dlq_max_copy_bytes > 512 * 1024:
+            raise SettingsError(
+                f"{PREFIX}DLQ_MAX_COPY_BYTES={self.dlq_max_copy_bytes}: at most 524288 (512 KiB), "
+                "so a DLQ record stays under the broker's 1 MiB message limit"
+            )
+        self.limits  # noqa: B018  (parses and checks the event limits)
         if not 0 <= self.metrics_port <= 65535:
             raise SettingsError(f"{PREFIX}METRICS_PORT={self.metrics_port} is not a port")
         if (
@@ -134,9 +151,62 @@ class Settings:
         return self.instance_id or socket.gethostname()
 
     @property
+    def limits(self) -> Limits:
+        """What the decoder accepts beyond the schema (event-time window, amounts)."""
+        try:
+            floor = _instant_ms(self.min_event_time)
+        except ValueError:
+            raise SettingsError(
+                f"{PREFIX}MIN_EVENT_TIME={self.min_event_time!r}: expected RFC 3339 "
+                "(2000-01-01T00:00:00Z) or epoch milliseconds"
+            ) from None
+        if not (math.isfinite(self.max_amount) and self.max_amount > 0):
+            raise SettingsError(f"{PREFIX}MAX_AMOUNT={self.max_amount!r} must be > 0 and finite")
+        if not (math.isfinite(self.max_event_future_s) and self.max_event_future_s >= 0):
+            raise SettingsError(
+                f"{PREFIX}MAX_EVENT_FUTURE_S={self.max_event_future_s!r} must be >= 0 and finite"
+            )
+        return Limits(
+            max_bytes=self.max_record_bytes,
+            max_amount=self.max_amount,
+            min_time_ms=floor,
+            max_future_ms=round(self.max_event_future_s * 1000),
+        )
+
+    @property
     def tiers_path(self) -> Path:
         """The tier config file in force."""
         return Path(self.tiers_file) if self.tiers_file else DEFAULT_TIERS_FILE
+
+
+def _yes_no(name: str, raw: str) -> bool:
+    """A yes/no setting; anything else is refused, never read as "no".
+
+    >>> _yes_no("X", "on"), _yes_no("X", "0")
+    (True, False)
+    >>> _yes_no("TIERSTREAM_FREEZE_MODEL", "maybe")
+    Traceback (most recent call last):
+    ...
+    consumer.service.errors.SettingsError: TIERSTREAM_FREEZE_MODEL='maybe': expected one of 1, ...
+    """
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected one of 1, true, yes, on or 0, false, no, off")
+
+
+def _instant_ms(text: str) -> int:
+    """Epoch milliseconds of RFC 3339 text or of digits (epoch ms); ValueError otherwise.
+
+    >>> _instant_ms("2000-01-01T00:00:00Z"), _instant_ms("946684800000")
+    (946684800000, 946684800000)
+    """
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    return parse_rfc3339_ms(text)
 
 
 def mask_url(url: str) -> str:

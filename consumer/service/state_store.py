@@ -43,9 +43,13 @@ class Loaded:
 class SaveSet:
     """What a batch writes, all at once."""
 
+    #: States of users with an event in the batch: written with a fresh time-to-live.
     states: Mapping[str, bytes]
     applied: Mapping[Partition, int]
     outbox: Mapping[Partition, Sequence[bytes]]
+    #: States changed by a timer alone: written only if the state still exists, keeping
+    #: its time-to-live, so a silent user expires on time and is never recreated.
+    quiet_states: Mapping[str, bytes] = field(default_factory=dict)
     watermarks: Mapping[Partition, int] = field(default_factory=dict)
     timers_set: Mapping[Partition, Mapping[str, int]] = field(default_factory=dict)
     timers_clear: Mapping[Partition, Sequence[str]] = field(default_factory=dict)
@@ -244,6 +248,8 @@ class _RedisTransaction:
         keys, pipe, ttl = self._store.keys, self._pipe, self._store.ttl_seconds
         for user, value in batch.states.items():
             pipe.set(keys.user(user), value, ex=ttl)
+        for user, value in batch.quiet_states.items():
+            pipe.set(keys.user(user), value, xx=True, keepttl=True)
         for tp, offset in batch.applied.items():
             pipe.set(keys.applied(*tp), offset)
         for tp, wm in batch.watermarks.items():
@@ -356,6 +362,9 @@ class _MemoryTransaction:
         ):
             raise Fenced(f"partitions {self._partitions} were written concurrently")
         s.users.update(batch.states)
+        for user, value in batch.quiet_states.items():
+            if user in s.users:
+                s.users[user] = value
         s.applied.update(batch.applied)
         s.watermarks.update(batch.watermarks)
         for tp, entries in batch.outbox.items():

@@ -5,7 +5,7 @@ go to a callback, state to memory or Redis.
 >>> from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 >>> from consumer.service.records import InputRecord
 >>> recs = [InputRecord("in", 0, 0, None, b"u1",
-...         b'{"event_id":"e1","user_id":"u1","event_type":"login","timestamp":0}'),
+...         b'{"event_id":"e1","user_id":"u1","event_type":"login","timestamp":1767225600000}'),
 ...         InputRecord("in", 0, 1, None, None, b"nope")]
 >>> outputs, store = replay(recs, load_engine(DEFAULT_TIERS_FILE))
 >>> [o.topic for o in outputs], store.applied
@@ -17,7 +17,7 @@ that caused it), so two replays of one file give byte-identical outputs, whateve
 batch size. Everything else in the message is what the live service publishes.
 
 >>> orjson.loads(outputs[0].value)["emitted_at"]
-'1970-01-01T00:00:00.000Z'
+'2026-01-01T00:00:00.000Z'
 
 **Event time.** ``until_ms`` drops events later than it (records that cannot be read
 still go to the DLQ), and at the end the event-time watermark advances to it
@@ -40,7 +40,7 @@ from consumer.service.records import InputRecord, OutputRecord
 from consumer.service.settings import Settings
 from consumer.service.state_store import MemoryStateStore, StateStore
 from online_models.engine import TierEngine
-from schemas.decode import DEFAULT_MAX_BYTES, EventDecoder, parse_rfc3339_ms
+from schemas.decode import DEFAULT_MAX_BYTES, EventDecoder, Limits, parse_rfc3339_ms
 
 __all__ = ["BatchHook", "LocalOffsets", "Replay", "ReplaySink", "ReplaySummary", "replay"]
 
@@ -111,6 +111,8 @@ class Replay:
         dlq_max_copy_bytes: int = 256 * 1024,
         emitted_at_ms: int | None = None,
         instance_id: str = "local",
+        limits: Limits | None = None,
+        check_keys: bool = True,
     ) -> None:
         if batch_size <= 0:
             raise ValueError("batch_size must be positive")
@@ -123,11 +125,12 @@ class Replay:
         self.watermark_ms: int | None = None
         step = BatchStep(
             engine,
-            EventDecoder(max_record_bytes),
+            EventDecoder(max_record_bytes, limits=limits),
             output_topic=output_topic,
             dlq_topic=dlq_topic,
             dlq_max_copy_bytes=dlq_max_copy_bytes,
             instance_id=instance_id,
+            check_keys=check_keys,
         )
         # No clock: each tier change's emitted_at is its own event time (reproducible).
         self.checkpoint = Checkpoint(
@@ -149,10 +152,13 @@ class Replay:
         emit: Callable[[OutputRecord], None],
         batch_size: int = 2000,
         shared: bool = False,
+        check_keys: bool = True,
     ) -> Replay:
         """A replay set up as the deployment ``settings`` describe: its tiers, topics,
         limits and (from ``store``) model. ``shared``: the store is a deployment's Redis,
-        so learning is recorded under this instance's id, as the service records it."""
+        so learning is recorded under this instance's id, as the service records it.
+        ``check_keys``: refuse records not keyed by their user id, as the service does
+        (records read from a file have no key)."""
         from consumer.service.loop import build_engine  # the service's wiring, not its I/O
 
         return cls(
@@ -165,6 +171,8 @@ class Replay:
             max_record_bytes=settings.max_record_bytes,
             dlq_max_copy_bytes=settings.dlq_max_copy_bytes,
             instance_id=settings.instance if shared else "local",
+            limits=settings.limits,
+            check_keys=check_keys,
         )
 
     def now_ms(self) -> int | None:

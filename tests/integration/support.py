@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, TopicPartition
 from consumer.service.records import InputRecord
 from online_models.event import PURCHASE_INDEX, REFUND_INDEX, Event
 from online_models.features import RATES_PER_MS
-from schemas.decode import EventDecoder
+from schemas.decode import EventDecoder, key_rejection
 
 KAFKA = os.environ.get("TIERSTREAM_TEST_KAFKA", "127.0.0.1:9092")
 REDIS = os.environ.get("TIERSTREAM_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -207,13 +207,15 @@ class Expected:
     total_spend: float
 
 
-def recompute_features(values: Iterable[bytes | None]) -> dict[str, Expected]:
-    """Closed-form features of every user, deduplicated by event id."""
+def recompute_features(records: Iterable[InputRecord]) -> dict[str, Expected]:
+    """Closed-form features of every user, deduplicated by event id, from the records the
+    service applies (valid, within the default limits, keyed by their user id)."""
     decoder = EventDecoder()
+    now_ms = time.time_ns() // 1_000_000
     by_user: dict[str, dict[str, Event]] = {}
-    for value in values:
-        event = decoder.decode(value)
-        if isinstance(event, Event):
+    for rec in records:
+        event = decoder.decode(rec.value, now_ms=now_ms)
+        if isinstance(event, Event) and key_rejection(rec.key, event.user_id) is None:
             by_user.setdefault(event.user_id, {}).setdefault(event.event_id, event)
     out: dict[str, Expected] = {}
     for user, events_by_id in by_user.items():

@@ -99,7 +99,7 @@ def test_generate_run_publishes_valid_changes_dlq_and_exact_state(names: Names, 
     # DLQ: every malformed record, with its generator-intended reason and original bytes
     bad = Counter((r.value, r.bad_reason) for r in generate(CONFIG) if r.bad_reason)
     assert {reason for _, reason in bad} == set(BAD_REASONS)
-    dlq_check = validator("dlq-record.v1")
+    dlq_check = validator("dlq-record.v2")
     dead = Counter()
     for rec in read_topic(names.dlq):
         body = orjson.loads(rec.value or b"")
@@ -116,7 +116,7 @@ def test_generate_run_publishes_valid_changes_dlq_and_exact_state(names: Names, 
     assert dead == bad
 
     # Redis: every user's features equal a recomputation from the input file
-    recomputed = recompute_features(lines)
+    recomputed = recompute_features(inputs)
     r = redis.Redis.from_url(REDIS)
     keys = KeySpace(names.prefix)
     stored = r.mget([keys.user(u) for u in recomputed])

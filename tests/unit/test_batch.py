@@ -111,7 +111,7 @@ def test_dead_letters_keep_the_original_bytes() -> None:
     outputs, store = replay(records, ENGINE, dlq_topic="dlq")
     assert len(outputs) == 1 and outputs[0].topic == "dlq" and outputs[0].key == b"k"
     body = orjson.loads(outputs[0].value)
-    validator("dlq-record.v1").validate(body)
+    validator("dlq-record.v2").validate(body)
     assert base64.b64decode(body["value_b64"]) == raw
     assert (body["source_partition"], body["source_offset"], body["reason"]) == (
         3,

@@ -6,9 +6,10 @@ import orjson
 import pytest
 
 from online_models.event import Event
-from schemas.decode import REJECT_REASONS, EventDecoder, Rejection
+from schemas.decode import REJECT_REASONS, EventDecoder, Limits, Rejection, key_rejection
 
 DECODER = EventDecoder(max_bytes=65536)
+T = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 GOOD = {
     "event_id": "e1",
     "user_id": "u1",
@@ -48,7 +49,7 @@ def test_timestamp_forms(ts: object) -> None:
 
 def test_unknown_type_is_other_and_optional_fields_are_optional() -> None:
     raw = orjson.dumps(
-        {"event_id": "e", "user_id": "u", "event_type": "wishlist_add", "timestamp": 0}
+        {"event_id": "e", "user_id": "u", "event_type": "wishlist_add", "timestamp": T}
     )
     event = DECODER.decode(raw)
     assert isinstance(event, Event) and event.event_type == "other" and event.amount == 0.0
@@ -81,10 +82,16 @@ def test_unknown_type_is_other_and_optional_fields_are_optional() -> None:
         (enc(properties={"blob": "x" * 70000}), "oversize"),
         (enc(user_id="caf\u00e9").replace("caf\u00e9".encode(), b"caf\xe9"), "bad_encoding"),
         (b"\xff\xfe{}", "bad_encoding"),
+        (enc(timestamp="9999-12-31T23:59:59Z"), "future_timestamp"),
+        (enc(timestamp=32503680000000), "future_timestamp"),
+        (enc(timestamp=0), "ancient_timestamp"),
+        (enc(timestamp="1999-12-31T23:59:59.999Z"), "ancient_timestamp"),
+        (enc(amount=1e308), "amount_out_of_range"),
+        (enc(amount=1_000_000_000.01), "amount_out_of_range"),
     ],
 )
 def test_bad_records_get_their_reason(raw: bytes | None, reason: str) -> None:
-    result = DECODER.decode(raw)
+    result = DECODER.decode(raw, now_ms=T + 400 * 86_400_000)
     assert isinstance(result, Rejection), result
     assert result.reason == reason, result
     assert result.reason in REJECT_REASONS and result.detail
@@ -93,10 +100,34 @@ def test_bad_records_get_their_reason(raw: bytes | None, reason: str) -> None:
 def test_reasons_match_the_dlq_schema() -> None:
     from schemas import load
 
-    assert tuple(load("dlq-record.v1")["properties"]["reason"]["enum"]) == REJECT_REASONS
+    assert tuple(load("dlq-record.v2")["properties"]["reason"]["enum"]) == REJECT_REASONS
 
 
 def test_size_limit_is_configurable() -> None:
     assert isinstance(EventDecoder(max_bytes=100).decode(enc()), Rejection)
     with pytest.raises(ValueError):
         EventDecoder(max_bytes=0)
+
+
+def test_the_window_is_measured_from_the_wall_clock_given() -> None:
+    day = 86_400_000
+    ahead = enc(timestamp=T + day + 1)
+    assert isinstance(DECODER.decode(ahead, now_ms=T), Rejection)
+    assert isinstance(DECODER.decode(ahead, now_ms=T + 1), Event)  # exactly one day ahead
+    assert isinstance(DECODER.decode(ahead), Event)  # no clock: no future limit
+
+
+def test_limits_are_configurable() -> None:
+    loose = EventDecoder(limits=Limits(max_amount=1e12, min_time_ms=0, max_future_ms=0))
+    assert isinstance(loose.decode(enc(amount=1e11, timestamp=0)), Event)
+    assert loose.decode(enc(timestamp=T + 1), now_ms=T).reason == "future_timestamp"  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        Limits(max_amount=float("inf"))
+
+
+def test_the_key_must_be_the_user_id() -> None:
+    assert key_rejection(b"u1", "u1") is None
+    for key in (None, b"u2", b"u1 ", b"x" * 500_000):
+        rejection = key_rejection(key, "u1")
+        assert rejection is not None and rejection.reason == "key_mismatch"
+        assert len(rejection.detail) < 300

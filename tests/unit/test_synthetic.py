@@ -57,8 +57,16 @@ def _is_number(x: object) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-def _classify(value: bytes, limit: int = _LIMIT) -> str | None:
-    """Why ``value`` breaks the contract (a BAD_REASONS name), or None if it is a good event."""
+#: The service's default limits (TIERSTREAM_MIN_EVENT_TIME, _MAX_AMOUNT); far-future
+#: records are dated years past any clock these tests meet.
+_FLOOR_MS = 946_684_800_000
+_MAX_AMOUNT = 1e9
+_FUTURE_MS = 4_102_444_800_000  # 2100-01-01
+
+
+def _classify(value: bytes, limit: int = _LIMIT, key: bytes | None = b"") -> str | None:
+    """Why ``value`` breaks the contract (a BAD_REASONS name), or None if it is a good event.
+    ``key``: the record key, checked against the user id (b"": do not check)."""
     if len(value) > limit:
         return "oversize"
     try:
@@ -88,6 +96,21 @@ def _classify(value: bytes, limit: int = _LIMIT) -> str | None:
         or ("properties" in obj and not isinstance(obj["properties"], dict))
     ):
         return "wrong_type"
+    return _beyond_limits(obj, key)
+
+
+def _beyond_limits(obj: dict[str, Any], key: bytes | None) -> str | None:
+    """Why a schema-valid event breaks the service's limits or routing, or None."""
+    ts = _ts_ms(obj["timestamp"])
+    assert ts is not None
+    if "amount" in obj and obj["amount"] > _MAX_AMOUNT:
+        return "amount_out_of_range"
+    if ts < _FLOOR_MS:
+        return "ancient_timestamp"
+    if ts > _FUTURE_MS:
+        return "future_timestamp"
+    if key != b"" and key != obj["user_id"].encode():
+        return "key_mismatch"
     return None
 
 
@@ -209,7 +232,7 @@ def test_bad_records_are_bad_in_their_stated_way(records: list[GeneratedRecord])
     assert len(bad) == round(0.02 * 30_000)
     assert Counter(r.bad_reason for r in bad).keys() == set(BAD_REASONS)
     for r in bad:
-        assert _classify(r.value) == r.bad_reason, r.value[:200]
+        assert _classify(r.value, key=r.key) == r.bad_reason, r.value[:200]
         if r.bad_reason == "bad_encoding":
             with pytest.raises(UnicodeDecodeError):
                 r.value.decode("utf-8")
@@ -238,7 +261,7 @@ def test_bad_variants_vary(records: list[GeneratedRecord]) -> None:
 
 
 def test_every_kind_appears_once_there_are_enough_bad_records() -> None:
-    out = list(generate(GeneratorConfig(users=5, events=80, seed=9, bad_fraction=0.1)))
+    out = list(generate(GeneratorConfig(users=5, events=80, seed=9, bad_fraction=0.15)))
     assert sorted(r.bad_reason for r in out if r.bad_reason) == sorted(BAD_REASONS)
 
 
@@ -335,4 +358,4 @@ def test_any_small_config(
     assert len(out) == events
     for r in out:
         assert b"\n" not in r.value
-        assert _classify(r.value) == r.bad_reason
+        assert _classify(r.value, key=r.key) == r.bad_reason

@@ -1,0 +1,161 @@
+"""Records that once wedged or silently broke a partition (issue 8, items 1-3 and 6) are
+dead-lettered with their reason, and the rest of the stream goes on as if they were not
+there. No server: the batch step and commit protocol over a memory store."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from consumer.service.dead_letters import dead_letter
+from consumer.service.records import InputRecord, OutputRecord
+from consumer.service.state_store import MemoryStateStore
+from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.tools.replay import Replay, replay
+from online_models.features import DAY_MS
+from schemas import validator
+from schemas.decode import Rejection
+
+T0 = 1_767_225_600_000  # 2026-01-01
+ENGINE_FILE = DEFAULT_TIERS_FILE
+
+
+def body(
+    user: str, n: int, t_ms: int | str, etype: str = "page_view", amount: float = 0.0
+) -> bytes:
+    event: dict[str, object] = {
+        "event_id": f"{user}-{n}",
+        "user_id": user,
+        "event_type": etype,
+        "timestamp": t_ms,
+    }
+    if etype in ("purchase", "refund"):
+        event["amount"] = amount
+    return orjson.dumps(event)
+
+
+def records(values: list[tuple[bytes | None, bytes]], partition: int = 0) -> list[InputRecord]:
+    return [InputRecord("in", partition, i, None, k, v) for i, (k, v) in enumerate(values)]
+
+
+def dlq(outputs: list[OutputRecord]) -> list[dict[str, object]]:
+    return [orjson.loads(o.value) for o in outputs if o.topic == "user-events-dlq"]
+
+
+def changes(outputs: list[OutputRecord]) -> list[dict[str, object]]:
+    return [orjson.loads(o.value) for o in outputs if o.topic == "user-tier-changes"]
+
+
+def busy_stream(users: int = 20, days: int = 60) -> list[tuple[bytes | None, bytes]]:
+    """Users active on day 0, then one user keeps event time moving for ``days``."""
+    out: list[tuple[bytes | None, bytes]] = [
+        (f"u{i}".encode(), body(f"u{i}", 0, T0, "purchase", 30.0)) for i in range(users)
+    ]
+    out += [(b"clock", body("clock", d, T0 + d * DAY_MS)) for d in range(1, days)]
+    return out
+
+
+def test_an_event_dated_in_the_year_9999_is_dead_lettered_and_time_goes_on() -> None:
+    values = busy_stream()
+    values.insert(21, (b"u3", body("u3", 99, "9999-12-31T23:59:59Z")))
+    t0 = time.monotonic()
+    outputs, store = replay(records(values), load_engine(ENGINE_FILE), batch_size=7)
+    assert time.monotonic() - t0 < 20  # it once took minutes: every timer fired to 9999
+    dead = dlq(outputs)
+    assert [d["reason"] for d in dead] == ["future_timestamp"]
+    assert "9999-12-31T23:59:59.000Z" in str(dead[0]["detail"])
+    # the watermark stayed in 2026, so the silent users' timers still fire on time
+    assert store.watermark() == T0 + 59 * DAY_MS
+    fell = [c for c in changes(outputs) if c["reason"]["kind"] == "inactivity"]  # type: ignore[index]
+    assert fell, "the partition's timers stopped firing"
+
+
+def test_an_event_at_epoch_zero_is_dead_lettered() -> None:
+    values = [(b"u1", body("u1", 1, 0)), (b"u1", body("u1", 2, "1999-12-31T23:59:59Z"))]
+    values.append((b"u1", body("u1", 3, T0)))
+    outputs, store = replay(records(values), load_engine(ENGINE_FILE))
+    assert [d["reason"] for d in dlq(outputs)] == ["ancient_timestamp"] * 2
+    assert orjson.loads(store.users["u1"])["features"]["events"] == 1
+
+
+def test_a_silent_user_stops_being_rescored_after_max_silence() -> None:
+    """Timers end once the user has been silent for ``max_silence`` (365 days) and their
+    last snapshot resolved: before, each label deadline armed the next one, for ever."""
+    engine = load_engine(ENGINE_FILE)
+    rep = Replay(engine, emit=lambda _: None)
+    rep.run(records([(b"u1", body("u1", 1, T0, "purchase", 50.0))]))
+    fired = 0
+
+    def count(stats: object, _batch: object) -> None:
+        nonlocal fired
+        fired += stats.outcome.timers_fired  # type: ignore[attr-defined]
+
+    rep.on_batch = count
+    rep.advance_watermark(T0 + 20 * 365 * DAY_MS)  # twenty years later
+    state = orjson.loads(rep.store.get_user("u1") or b"{}")
+    assert state["due_ms"] == -1, "the silent user still has a timer"
+    # 52 weekly re-scores and a label deadline a month, for one year and a month at most
+    assert 0 < fired <= 52 + 14, fired
+
+
+def test_purchases_of_1e308_are_dead_lettered_and_the_user_goes_on() -> None:
+    values = [
+        (b"u1", body("u1", 1, T0, "purchase", 1e308)),
+        (b"u1", body("u1", 2, T0 + 1000, "purchase", 1e308)),
+        (b"u1", body("u1", 3, T0 + 2000, "purchase", 20.0)),
+    ]
+    outputs, store = replay(records(values), load_engine(ENGINE_FILE))
+    assert [d["reason"] for d in dlq(outputs)] == ["amount_out_of_range"] * 2
+    state = orjson.loads(store.users["u1"])
+    assert state["features"]["total_spend"] == 20.0
+    assert [c["seq"] for c in changes(outputs)] == [1]
+
+
+def test_a_user_whose_stored_state_is_unusable_is_set_aside_and_the_partition_goes_on() -> None:
+    store = MemoryStateStore()
+    _, store = replay(records([(b"u1", body("u1", 1, T0))]), load_engine(ENGINE_FILE), store=store)
+    broken = orjson.loads(store.users["u1"])
+    broken["features"]["spend"][0] = None  # what an infinite sum became when it was stored
+    store.users["u1"] = orjson.dumps(broken)
+    later = records([(b"u1", body("u1", 2, T0 + 10)), (b"u2", body("u2", 1, T0 + 20))])
+    later = [r._replace(offset=r.offset + 1) for r in later]
+    outputs, store = replay(later, load_engine(ENGINE_FILE), store=store)
+    dead = dlq(outputs)
+    assert [d["reason"] for d in dead] == ["unusable_state"]
+    assert "features.spend[0] is None" in str(dead[0]["detail"])
+    assert orjson.loads(store.users["u1"]) == broken  # kept as it was, for a person to see
+    assert "u2" in store.users  # the partition went on
+    assert store.applied[("in", 0)] == 2
+
+
+def test_a_record_keyed_by_another_user_or_by_nothing_is_dead_lettered() -> None:
+    values = [
+        (b"u2", body("u1", 1, T0)),
+        (None, body("u1", 2, T0)),
+        (b"u1", body("u1", 3, T0)),
+    ]
+    outputs, store = replay(records(values), load_engine(ENGINE_FILE))
+    assert [d["reason"] for d in dlq(outputs)] == ["key_mismatch"] * 2
+    assert orjson.loads(store.users["u1"])["features"]["events"] == 1
+
+
+def test_a_dead_letter_of_a_huge_record_fits_the_brokers_limit() -> None:
+    rec = InputRecord("in", 0, 5, None, b"k" * 500_000, b"x" * 1_000_000)
+    out = dead_letter(rec, Rejection("oversize", "too big"), "dlq", max_copy_bytes=512 * 1024)
+    assert len(out.value) + len(out.key or b"") < 1_000_000
+    validator("dlq-record.v2").validate(orjson.loads(out.value))
+
+
+def test_a_timer_never_recreates_a_state_that_expired() -> None:
+    """Redis expired the user's state; the timer still in the partition's set fires into
+    nothing and is cleared, instead of writing an empty user back."""
+    engine = load_engine(ENGINE_FILE)
+    rep = Replay(engine, emit=lambda _: None)
+    rep.run(records([(b"u1", body("u1", 1, T0, "purchase", 50.0))]))
+    store = rep.store
+    assert isinstance(store, MemoryStateStore)
+    del store.users["u1"]  # what the time-to-live did
+    rep.advance_watermark(T0 + 40 * DAY_MS)
+    assert "u1" not in store.users
+    assert all("u1" not in timers for timers in store.timers.values())
