@@ -15,6 +15,8 @@ from consumer.commands.common import add_command
 from consumer.service.settings import Settings
 
 log = logging.getLogger("tierstream")
+#: Exit status of a catch-up run (--stop-when-idle) that gave up with records left.
+LAG_LEFT_STATUS = 3
 
 
 def register(sub: Any) -> None:
@@ -28,7 +30,9 @@ def register(sub: Any) -> None:
         "--stop-when-idle",
         type=float,
         metavar="SECONDS",
-        help="stop cleanly once no record arrived for SECONDS (catch-up runs, tests)",
+        help="stop once no record arrived for SECONDS and the group has consumed every "
+        f"partition to its end (catch-up runs, tests); exit status {LAG_LEFT_STATUS} if it "
+        "gave up with records left",
     )
     p.add_argument(
         "--freeze-model",
@@ -73,4 +77,18 @@ def run(args: argparse.Namespace) -> int:
         f"({results}); {summary.tier_changes} tier changes; {elapsed:.1f} s",
         file=sys.stderr,
     )
+    if summary.lag_left:
+        left = ", ".join(f"{p}: {n}" for p, n in sorted(summary.lag_left.items()))
+        print(
+            f"tierstream: stopped with {sum(summary.lag_left.values())} records left "
+            f"unconsumed by group {settings.group_id} (per partition {left})",
+            file=sys.stderr,
+        )
+        return LAG_LEFT_STATUS
+    if args.stop_when_idle is not None:
+        print(
+            f"tierstream: caught up: every partition of {settings.input_topic} consumed to "
+            f"its end by group {settings.group_id}",
+            file=sys.stderr,
+        )
     return 0

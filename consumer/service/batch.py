@@ -66,7 +66,15 @@ class BatchOutcome:
     resolved: list[tuple[float, bool]] = field(default_factory=list)
     timers_fired: int = 0
     model_advanced: bool = False
+    #: When the model advanced: the instances whose learning the new version folds in.
+    folded: list[str] = field(default_factory=list)
     max_event_ms: int | None = None
+    #: Partitions whose batch stopped early because the loaded timers ran out (the store
+    #: loads them in bounded slices): the offset of the first record not applied.
+    cut: dict[Partition, int] = field(default_factory=dict)
+    #: Partitions whose watermark advance stopped early, at this event time, for the same
+    #: reason (:meth:`BatchStep.advance`).
+    advanced_to: dict[Partition, int] = field(default_factory=dict)
 
     @property
     def output_count(self) -> int:
@@ -99,6 +107,8 @@ class BatchStep:
         self._model_raw: bytes | None = None
         #: Other instances' contributions as last parsed, by instance: (raw, parsed).
         self._others: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        #: The instances whose learning the current version's next merge folds in.
+        self._learning_from: list[str] = [instance_id]
 
     def decode(self, records: Sequence[InputRecord], *, now_ms: int | None = None) -> Decoded:
         """Decode every record; collect the users and partitions the batch touches.
@@ -132,15 +142,21 @@ class BatchStep:
         """
         self._adopt(loaded)
         run = _Run(self, loaded, emitted_at_ms)
+        cut = run.out.cut
         for rec, item in decoded.items:
             tp = (rec.topic, rec.partition)
+            if tp in cut:
+                continue  # the rest of the partition waits for the next slice of timers
             if rec.offset <= loaded.applied.get(tp, -1):
                 run.out.results["skipped"] += 1
                 continue
-            run.applied[tp] = rec.offset
             if isinstance(item, Rejection):
+                run.applied[tp] = rec.offset
                 run.dead_letter(tp, rec, item)
+            elif run.must_cut(tp, item.timestamp_ms):
+                cut[tp] = rec.offset
             else:
+                run.applied[tp] = rec.offset
                 run.event(tp, rec, item, decoded.newest.get(tp, -1))
         return run.finish()
 
@@ -152,7 +168,10 @@ class BatchStep:
         self._adopt(loaded)
         run = _Run(self, loaded, emitted_at_ms)
         for tp, wm in watermarks.items():
-            run.advance(tp, wm, wm)
+            if run.must_cut(tp, wm):
+                run.out.advanced_to[tp] = run.watermarks[tp]
+            else:
+                run.advance(tp, wm, wm)
         return run.finish()
 
     def rollback_point(self) -> tuple[object, bytes | None]:
@@ -174,6 +193,7 @@ class BatchStep:
         else:
             model = models.model
         others = []
+        self._learning_from = [self.instance_id]
         for instance, raw in sorted(loaded.contributions.items()):
             if instance == self.instance_id:
                 continue
@@ -182,6 +202,8 @@ class BatchStep:
                 cached = (raw, orjson.loads(raw))
                 self._others[instance] = cached
             others.append(cached[1])
+            if cached[1].get("base") == model.name:
+                self._learning_from.append(instance)
         models.adopt(model, others)
 
 
@@ -264,15 +286,33 @@ class _Run:
         self.watermarks[tp] = t
         heap = self.heaps.get(tp)
         while heap and heap[0][0] <= t:
-            due, user = heapq.heappop(heap)
-            state = self.state(user)
-            if state is None or state.due_ms != due:
-                continue  # re-armed since (a newer entry stands for it), or set aside
-            self.out.timers_fired += 1
-            change = self.engine.fire(state, user, due, emitted_at_ms=self._stamp(due))
-            if change is not None:
-                self.publish(tp, change)
-            self.rearm(tp, user, state, bound)
+            self.fire(tp, *heapq.heappop(heap), bound)
+
+    def fire(self, tp: Partition, due: int, user: str, bound: int) -> None:
+        """One timer entry popped from the partition's heap."""
+        state = self.state(user)
+        if state is None or state.due_ms != due:
+            return  # re-armed since (a newer entry stands for it), or set aside
+        self.out.timers_fired += 1
+        change = self.engine.fire(state, user, due, emitted_at_ms=self._stamp(due))
+        if change is not None:
+            self.publish(tp, change)
+        self.rearm(tp, user, state, bound)
+
+    def must_cut(self, tp: Partition, t: int) -> bool:
+        """Whether moving the watermark to ``t`` needs timers the store did not load (its
+        slice was full). If so, the loaded ones fire now, all of them (they are due by
+        the time the watermark reaches ``t``), and the partition stops here: the next
+        slice is loaded with the records that follow."""
+        cap = self.loaded.capped.get(tp)
+        wm = self.watermarks.get(tp, -1)
+        if cap is None or t <= wm or t <= cap:
+            return False
+        self.watermarks[tp] = max(wm, cap)
+        heap = self.heaps.get(tp)
+        while heap and heap[0][0] <= cap:
+            self.fire(tp, *heapq.heappop(heap), cap)
+        return True
 
     def _stamp(self, event_time_ms: int) -> int:
         return event_time_ms if self.emitted_at_ms is None else self.emitted_at_ms
@@ -331,4 +371,9 @@ class _Run:
         )
         if out.model_advanced:
             self.step._model_raw = out.save.model
+            out.folded = list(self.step._learning_from)
+            # Folded into the new version (or based on older ones): nobody reads them now.
+            out.save.drop_contributions = sorted(
+                i for i in self.loaded.contributions if i != self.step.instance_id
+            )
         return out

@@ -1,26 +1,48 @@
 """The commit protocol: how one batch becomes durable state, published outputs and
-committed offsets, in an order that survives a crash (``kill -9``) between any two steps.
+committed offsets, in an order that survives a crash (``kill -9``) between any two steps,
+a stalled instance coming back (a zombie), and a state store that went back in time.
 
-For one batch:
+When the group gives this instance a partition (:meth:`Checkpoint.recover`):
 
-1. **load** — WATCH the batch's partitions' applied-offset keys and read the users'
-   states and those offsets in one round trip.
+0. **acquire** — raise the partition's owner epoch in the store and hold the new value;
+   publish what earlier owners saved and did not clear (the outbox), then trim it, if the
+   epoch is still ours. The service then reads the partition from the store's applied
+   offset + 1, not from Kafka's committed offset: the store is where the work is.
+
+For one batch (:meth:`Checkpoint.run_batch`):
+
+1. **load** — WATCH the partitions' epochs and applied offsets, the model and the batch's
+   users; read their states, offsets, due timers and the model in two round trips. An
+   epoch that is not the one held fences the batch (:class:`~consumer.service.errors.Fenced`);
+   an applied offset below the one this instance last saved means the store lost writes
+   (:class:`~consumer.service.errors.StateRolledBack`).
 2. **apply** — records at or below their partition's applied offset were applied by a
-   run that crashed before step 5; they are skipped. The rest go through the core in
+   run that crashed before step 6; they are skipped. The rest go through the core in
    offset order.
 3. **save** — in one MULTI/EXEC: user states, the new applied offsets, and the batch's
    outputs (tier changes, DLQ records) appended to each partition's outbox. All or
-   nothing. If another instance saved one of these partitions since step 1, nothing
-   is written and the batch is dropped (:class:`~consumer.service.errors.Fenced`).
-4. **publish** — send the outputs, flush, and wait for every acknowledgement.
-5. **commit** — commit the next offsets to Kafka.
-6. **clear** — trim the published entries from the outboxes.
+   nothing: if anything watched in step 1 changed, nothing is written and the batch is
+   dropped (Fenced).
+4. **check** — the partitions' epochs are still ours: an instance that stalled between 3
+   and 4 while its partitions moved on stops here instead of publishing old outputs after
+   the new owner's.
+5. **publish** — send the outputs, flush, and wait for every acknowledgement.
+6. **commit** — commit the next offsets to Kafka.
+7. **clear** — trim the published entries from the outboxes, each trim guarded by the
+   epoch (a zombie's trim would drop the new owner's entries).
+
+A batch whose partition ran out of loaded timers (the store loads them in bounded slices)
+stops at that point; the rest of its records go through steps 1-7 again at once.
 
 Guarantees: state is exactly-once (step 3 moves state and applied offset together;
-step 2 skips what was applied). Outputs are at-least-once and a duplicate is
-byte-identical: a crash after 3 leaves them in the outbox, and the next owner of the
-partition publishes the outbox (:meth:`Checkpoint.recover`) before it applies anything
-new there, which also keeps each user's changes in order.
+step 2 skips what was applied; step 0 starts after the last applied offset, so records
+are never skipped either, even when the store lags Kafka's offsets). Outputs are
+at-least-once and a duplicate is byte-identical: a crash after 3 leaves them in the outbox,
+and the next owner of the partition publishes the outbox (step 0) before it applies
+anything new there, which also keeps each user's changes in order. What remains: an
+instance that stalls *during* step 5 may, when it wakes, send a copy of outputs the new
+owner already published (identical bytes, after newer ones); subscribers drop it by
+``event_id``.
 """
 
 from __future__ import annotations
@@ -32,6 +54,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from consumer.service.batch import BatchOutcome, BatchStep
+from consumer.service.errors import StateRolledBack
 from consumer.service.records import InputRecord, OutputRecord
 from consumer.service.state_store import Loaded, StateStore
 
@@ -92,48 +115,84 @@ class Checkpoint:
         self.wall_ms = wall_ms
         self.timer = timer
         self.on_step = on_step or (lambda _: None)
+        #: The applied offset this instance last saved, per partition it holds.
+        self.saved: dict[Partition, int] = {}
 
     def recover(self, partitions: Iterable[Partition]) -> int:
-        """Publish what earlier owners of ``partitions`` saved but did not clear."""
+        """Step 0 for ``partitions``: acquire them, then publish and trim what earlier
+        owners saved but did not clear. Returns how many outputs were published."""
+        parts = sorted(partitions)
+        if not parts:
+            return 0
+        self.store.acquire(parts)
+        for tp in parts:
+            self.saved.pop(tp, None)
+        self.on_step("acquire")
         republished = 0
-        for tp in partitions:
+        for tp in parts:
             entries = self.store.outbox(tp)
             if not entries:
                 continue
             log.info("publishing %d pending outputs of %s:%d", len(entries), *tp)
             self.publisher.publish([OutputRecord.from_frame(e) for e in entries])
+            self.on_step("republish")
             self.store.clear_outbox(tp, len(entries))
             republished += len(entries)
         return republished
 
+    def release(self, partitions: Iterable[Partition]) -> None:
+        """The group took ``partitions`` away: stop holding them."""
+        parts = list(partitions)
+        self.store.release(parts)
+        for tp in parts:
+            self.saved.pop(tp, None)
+
     def run_batch(self, records: Sequence[InputRecord]) -> CheckpointStats:
-        """Steps 1-6 for one batch (raises Fenced, StateStoreError or PublishError)."""
-        decoded = self.step.decode(records, now_ms=self.wall_ms())
-        next_offsets: dict[Partition, int] = {}
-        for r in records:
-            tp = (r.topic, r.partition)
-            if r.offset >= next_offsets.get(tp, 0):
-                next_offsets[tp] = r.offset + 1
-        return self._run(
-            decoded.partitions,
-            decoded.users,
-            decoded.newest,
-            lambda loaded: self.step.apply(decoded, loaded, emitted_at_ms=self.clock_ms()),
-            next_offsets,
-        )
+        """Steps 1-7 for one batch, again for its rest while a partition stops early
+        (raises Fenced, StateRolledBack, StateStoreError or PublishError)."""
+        stats = self._run_records(records)
+        while stats.outcome.cut:
+            cut = stats.outcome.cut
+            rest = [r for r in records if r.offset >= cut.get((r.topic, r.partition), 1 << 62)]
+            more = self._run_records(rest)
+            stats = _merged(stats, more)
+            records = rest
+        return stats
 
     def advance(self, partitions: Sequence[Partition], watermark_ms: int) -> CheckpointStats:
         """Event time reaches ``watermark_ms`` on ``partitions`` with no further record
         (the end of a replay with ``--until``): the timers due by then fire, through the
         same steps as a batch (nothing to commit to Kafka)."""
         bounds = {tp: watermark_ms for tp in partitions}
+        stats = self._advance(bounds)
+        while stats.outcome.advanced_to:
+            stats = _merged(stats, self._advance(bounds))
+        return stats
+
+    def _advance(self, bounds: Mapping[Partition, int]) -> CheckpointStats:
         return self._run(
-            partitions,
+            list(bounds),
             [],
             bounds,
             lambda loaded: self.step.advance(loaded, bounds, emitted_at_ms=self.clock_ms()),
-            {},
+            lambda _: {},
         )
+
+    def _run_records(self, records: Sequence[InputRecord]) -> CheckpointStats:
+        decoded = self.step.decode(records, now_ms=self.wall_ms())
+        ends: dict[Partition, int] = {}
+        for r in records:
+            tp = (r.topic, r.partition)
+            if r.offset >= ends.get(tp, 0):
+                ends[tp] = r.offset + 1
+
+        def apply(loaded: Loaded) -> BatchOutcome:
+            return self.step.apply(decoded, loaded, emitted_at_ms=self.clock_ms())
+
+        def next_offsets(outcome: BatchOutcome) -> Mapping[Partition, int]:
+            return {**ends, **outcome.cut}  # a partition that stopped early: up to there
+
+        return self._run(decoded.partitions, decoded.users, decoded.newest, apply, next_offsets)
 
     def _run(
         self,
@@ -141,13 +200,14 @@ class Checkpoint:
         users: Sequence[str],
         timer_bounds: Mapping[Partition, int],
         apply: Callable[[Loaded], BatchOutcome],
-        next_offsets: Mapping[Partition, int],
+        next_offsets: Callable[[BatchOutcome], Mapping[Partition, int]],
     ) -> CheckpointStats:
         t0 = self.timer()
         point = self.step.rollback_point()
         try:
             txn = self.store.begin(partitions)
             loaded = txn.load(users, timer_bounds)  # 1. load
+            self._check_not_rolled_back(loaded)
             t1 = self.timer()
             self.on_step("load")
             outcome = apply(loaded)  # 2. apply
@@ -156,18 +216,56 @@ class Checkpoint:
         except BaseException:
             self.step.rollback(point)  # the batch will be read again: unlearn it
             raise
+        self.saved.update(outcome.save.applied)
         t2 = self.timer()
         self.on_step("save")
         outputs = [o for outs in outcome.outputs.values() for o in outs]
         if outputs:
-            self.publisher.publish(outputs)  # 4. publish
+            self.store.check_owner(partitions)  # 4. check
+            self.on_step("check")
+            self.publisher.publish(outputs)  # 5. publish
         t3 = self.timer()
         self.on_step("publish")
-        if next_offsets:
-            self.source.commit(next_offsets)  # 5. commit
+        offsets = next_offsets(outcome)
+        if offsets:
+            self.source.commit(offsets)  # 6. commit
         self.on_step("commit")
-        for tp, entries in outcome.save.outbox.items():  # 6. clear
+        for tp, entries in outcome.save.outbox.items():  # 7. clear
             if entries:
                 self.store.clear_outbox(tp, len(entries))
         self.on_step("clear")
         return CheckpointStats(outcome, t1 - t0, t2 - t1, t3 - t2)
+
+    def _check_not_rolled_back(self, loaded: Loaded) -> None:
+        behind = {
+            tp: (stored, self.saved[tp])
+            for tp, stored in loaded.applied.items()
+            if tp in self.saved and stored < self.saved[tp]
+        }
+        if behind:
+            raise StateRolledBack(
+                "the state store lost writes: applied offsets (stored, saved by this "
+                f"instance) {behind}",
+                partitions=sorted(behind),
+            )
+
+
+def _merged(a: CheckpointStats, b: CheckpointStats) -> CheckpointStats:
+    """Two rounds of one batch as one (for metrics and the caller's tallies)."""
+    out, more = a.outcome, b.outcome
+    out.results.update(more.results)
+    out.dlq_reasons.update(more.dlq_reasons)
+    out.changes.extend(more.changes)
+    out.resolved.extend(more.resolved)
+    out.timers_fired += more.timers_fired
+    out.model_advanced = out.model_advanced or more.model_advanced
+    out.folded = more.folded or out.folded
+    if more.max_event_ms is not None and (
+        out.max_event_ms is None or more.max_event_ms > out.max_event_ms
+    ):
+        out.max_event_ms = more.max_event_ms
+    for tp, outs in more.outputs.items():
+        out.outputs.setdefault(tp, []).extend(outs)
+    out.cut = more.cut
+    out.advanced_to = more.advanced_to
+    return CheckpointStats(out, a.load_s + b.load_s, a.save_s + b.save_s, a.publish_s + b.publish_s)

@@ -23,7 +23,27 @@ class StateStoreError(Exception):
 
 
 class Fenced(Exception):
-    """Another instance wrote a partition this instance was processing (a rebalance)."""
+    """Another instance owns a partition this instance was processing (a rebalance), or
+    wrote something the batch read; nothing of the batch was written."""
+
+
+class StateRolledBack(Fenced):
+    """The state store lost writes this instance made (a restore, a failover to a lagging
+    replica): the partitions must be read again from the store's applied offsets."""
+
+    def __init__(self, message: str, *, partitions: list[tuple[str, int]]) -> None:
+        super().__init__(message)
+        self.partitions = partitions
+
+
+class StateLost(UserError):
+    """The state store holds nothing for partitions the group has consumed: the state was
+    lost, or the key prefix is not this deployment's. The service refuses to go on unless
+    TIERSTREAM_ON_STATE_LOSS says what to do."""
+
+
+class BrokerError(Exception):
+    """A Kafka call failed mid-run (a broker restarting, a timeout); retried."""
 
 
 class PublishError(Exception):

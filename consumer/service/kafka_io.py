@@ -8,15 +8,24 @@ service's own (:mod:`consumer.service.errors`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+    UnknownMemberIdError,
+)
 from kafka.structs import OffsetAndMetadata
 
-from consumer.service.errors import BrokerUnavailable, PublishError
-from consumer.service.records import InputRecord, OutputRecord
+from consumer.service.errors import BrokerError, BrokerUnavailable, Fenced, PublishError
+from consumer.service.records import InputRecord, KafkaOffsets, OutputRecord
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]
@@ -27,6 +36,39 @@ def _unreachable(bootstrap: str, exc: Exception) -> BrokerUnavailable:
         f"cannot reach Kafka at {bootstrap} ({exc}); start it (make stack-up) "
         "or set TIERSTREAM_KAFKA_BOOTSTRAP"
     )
+
+
+class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Notes what the group assigns and revokes. The consumer calls it from its network
+    thread, which must not block: the loop acts on the notes after each poll."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._assigned: set[Partition] = set()
+        self._revoked: set[Partition] = set()
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        with self._lock:
+            self._revoked |= {(tp.topic, tp.partition) for tp in revoked}
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        with self._lock:
+            self._assigned |= {(tp.topic, tp.partition) for tp in assigned}
+
+    def take(self) -> tuple[set[Partition], set[Partition]]:
+        with self._lock:
+            out = (self._assigned, self._revoked)
+            self._assigned, self._revoked = set(), set()
+        return out
+
+
+#: Commit errors that mean the group moved on without this member: fencing, not failure.
+_FENCING_ERRORS = (
+    CommitFailedError,
+    RebalanceInProgressError,
+    IllegalGenerationError,
+    UnknownMemberIdError,
+)
 
 
 class EventSource:
@@ -42,9 +84,9 @@ class EventSource:
         connect_timeout_s: float = 15.0,
     ) -> None:
         self.topic = topic
+        self._rebalances = _Rebalances()
         try:
             self._consumer = KafkaConsumer(
-                topic,
                 bootstrap_servers=bootstrap.split(","),
                 group_id=group_id,
                 enable_auto_commit=False,
@@ -58,12 +100,16 @@ class EventSource:
                 client_id=f"tierstream-{group_id}",
                 bootstrap_timeout_ms=round(connect_timeout_s * 1000),
             )
+            self._consumer.subscribe([topic], listener=self._rebalances)
         except KafkaError as exc:
             raise _unreachable(bootstrap, exc) from None
 
     def poll(self, timeout_ms: int) -> list[InputRecord]:
         """The next batch, in offset order within each partition."""
-        batches = self._consumer.poll(timeout_ms=timeout_ms)
+        try:
+            batches = self._consumer.poll(timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            raise BrokerError(f"polling {self.topic}: {exc}") from exc
         out: list[InputRecord] = []
         for tp, records in batches.items():
             out.extend(
@@ -72,31 +118,73 @@ class EventSource:
             )
         return out
 
+    def take_rebalance(self) -> tuple[set[Partition], set[Partition]]:
+        """Partitions assigned and revoked by the group since the last call."""
+        return self._rebalances.take()
+
     def assignment(self) -> set[Partition]:
         """Partitions this member currently owns."""
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
     def commit(self, next_offsets: Mapping[Partition, int]) -> None:
-        """Commit, for each partition, the offset of the next record to read."""
-        self._consumer.commit(
-            {
-                TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                for (t, p), o in next_offsets.items()
-            }
-        )
+        """Commit, for each partition, the offset of the next record to read. Fenced if
+        the group has moved on without this member (its offsets were not committed)."""
+        try:
+            self._consumer.commit(
+                {
+                    TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                    for (t, p), o in next_offsets.items()
+                }
+            )
+        except _FENCING_ERRORS as exc:
+            raise Fenced(f"the group rebalanced before the commit: {exc}") from exc
+        except KafkaError as exc:
+            raise BrokerError(f"committing offsets: {exc}") from exc
 
-    def rewind(self, partitions: Iterable[Partition]) -> None:
-        """Seek back to the committed offsets (or the beginning) to read a batch again."""
-        assigned = self.assignment()
-        for t, p in partitions:
-            if (t, p) not in assigned:
-                continue
-            tp = TopicPartition(t, p)
-            committed = self._consumer.committed(tp)
-            if committed is None:
-                self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, committed)
+    def positions(self, partitions: Sequence[Partition]) -> dict[Partition, KafkaOffsets]:
+        """The group's committed offset and the log's first offset, per partition."""
+        tps = [TopicPartition(t, p) for t, p in partitions]
+        try:
+            first = self._consumer.beginning_offsets(tps)
+            out = {}
+            for tp in tps:
+                committed = self._consumer.committed(tp)
+                out[(tp.topic, tp.partition)] = KafkaOffsets(committed, first.get(tp, 0))
+        except KafkaError as exc:
+            raise BrokerError(f"reading offsets of {sorted(partitions)}: {exc}") from exc
+        return out
+
+    def seek(self, partition: Partition, offset: int) -> None:
+        """Read ``partition`` from ``offset`` on."""
+        self._consumer.seek(TopicPartition(*partition), offset)
+
+    def group_lag(self, timeout_s: float = 10.0) -> dict[int, int]:
+        """Records of the input topic the group has not committed, per partition (all
+        partitions, whoever owns them); a partition never committed counts from its start."""
+        timeout_ms = round(timeout_s * 1000)
+        try:
+            parts = sorted(self._consumer.partitions_for_topic(self.topic) or ())
+            tps = [TopicPartition(self.topic, p) for p in parts]
+            ends = self._consumer.end_offsets(tps, timeout_ms=timeout_ms)
+            firsts = self._consumer.beginning_offsets(tps, timeout_ms=timeout_ms)
+            lag = {}
+            for tp in tps:
+                committed = self._consumer.committed(tp, timeout_ms=timeout_ms)
+                done = firsts[tp] if committed is None else committed
+                lag[tp.partition] = max(0, ends[tp] - done)
+        except KafkaError as exc:
+            raise BrokerError(f"reading the group's lag on {self.topic}: {exc}") from exc
+        return lag
+
+    def reachable(self, timeout_s: float = 3.0) -> bool:
+        """Whether a broker answers now (readiness); never raises."""
+        try:
+            parts = self._consumer.partitions_for_topic(self.topic) or {0}
+            tp = TopicPartition(self.topic, min(parts))
+            self._consumer.end_offsets([tp], timeout_ms=round(timeout_s * 1000))
+        except (KafkaError, OSError):
+            return False
+        return True
 
     def lag(self) -> int | None:
         """Records not yet read on the owned partitions, from the last fetch; None if unknown."""
@@ -114,7 +202,12 @@ class EventSource:
 
 
 class Publisher:
-    """An idempotent producer; :meth:`publish` returns once every record is acknowledged."""
+    """An idempotent producer; :meth:`publish` returns once every record is acknowledged.
+
+    A producer that failed (a timeout, a fatal error such as an exhausted sequence) is
+    closed and a new one made for the next attempt: a producer in a fatal state would fail
+    every later send, and the outputs wait in the outbox meanwhile.
+    """
 
     def __init__(
         self,
@@ -123,32 +216,50 @@ class Publisher:
         max_request_size: int = 4 * 1024 * 1024,
         connect_timeout_s: float = 15.0,
     ) -> None:
+        self._config = {
+            "bootstrap_servers": bootstrap.split(","),
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
+            "max_request_size": max_request_size,
+            "client_id": "tierstream-publisher",
+            "bootstrap_timeout_ms": round(connect_timeout_s * 1000),
+        }
+        self._bootstrap = bootstrap
+        self._producer: KafkaProducer | None = self._new()
+
+    def _new(self) -> KafkaProducer:
         try:
-            self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap.split(","),
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-                max_request_size=max_request_size,
-                client_id="tierstream-publisher",
-                bootstrap_timeout_ms=round(connect_timeout_s * 1000),
-            )
+            return KafkaProducer(**self._config)
         except KafkaError as exc:
-            raise _unreachable(bootstrap, exc) from None
+            raise _unreachable(self._bootstrap, exc) from None
 
     def publish(self, records: Sequence[OutputRecord], *, timeout_s: float = 60.0) -> None:
         """Send ``records`` in order and wait for all acknowledgements; raise PublishError."""
-        futures = [self._producer.send(r.topic, key=r.key, value=r.value) for r in records]
-        self._producer.flush(timeout=timeout_s)
-        for fut in futures:
-            try:
+        try:
+            if self._producer is None:
+                self._producer = self._new()
+            producer = self._producer
+            futures = [producer.send(r.topic, key=r.key, value=r.value) for r in records]
+            producer.flush(timeout=timeout_s)
+            for fut in futures:
                 fut.get(timeout=0)
-            except KafkaError as exc:
-                raise PublishError(f"publishing failed: {exc}") from exc
+        except (KafkaError, BrokerUnavailable) as exc:
+            self._discard()
+            raise PublishError(f"publishing failed: {exc}") from exc
+
+    def _discard(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception:  # a broken producer may fail to close; it is dropped anyway
+                log.debug("closing a failed producer", exc_info=True)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush and close."""
-        self._producer.close(timeout=timeout_s)
+        if self._producer is not None:
+            self._producer.close(timeout=timeout_s)
 
 
 def ensure_topics(

@@ -10,6 +10,9 @@ key                             value                                    lifetim
 ``{p}:wm:<topic>:<part>``       event-time watermark of the partition    forever
 ``{p}:timers:<topic>:<part>``   sorted set: user -> when their timer     while armed
                                 fires (label deadline, re-score)
+``{p}:epoch:<topic>:<part>``    owner epoch of the partition: INCR by    forever
+                                each new owner; every save and outbox
+                                trim checks it (a zombie is fenced)
 ``{p}:model``                   the global model version, JSON           forever
 ``{p}:contrib:<instance>``      an instance's learning since the model,  forever
                                 JSON
@@ -52,6 +55,10 @@ class KeySpace:
     def all_watermarks(self) -> str:
         """SCAN pattern of every partition's watermark key."""
         return f"{self.prefix}:wm:*"
+
+    def epoch(self, topic: str, partition: int) -> str:
+        """Key of a partition's owner epoch."""
+        return f"{self.prefix}:epoch:{topic}:{partition}"
 
     def timers(self, topic: str, partition: int) -> str:
         """Key of a partition's timer set."""

@@ -1,13 +1,22 @@
 """The service loop. It only coordinates; each step is a call:
 
-recover pending outboxes of newly owned partitions -> poll a batch -> run it through the
-commit protocol (:mod:`consumer.service.checkpoint`) -> record metrics -> repeat, until stopped
-(SIGTERM/SIGINT) or idle for ``stop_when_idle`` seconds.
+poll a batch -> follow the group's assignment (acquire new partitions, read each from
+its applied offset; :mod:`consumer.service.ownership`) -> run the batch through the commit
+protocol (:mod:`consumer.service.checkpoint`) -> record metrics -> repeat, until stopped
+(SIGTERM/SIGINT) or, with ``stop_when_idle``, caught up.
+
+Faults never end the loop: a fenced batch is dropped and its partitions set right; a
+store, broker or publish failure is retried after a pause that grows with the failures
+in a row (with jitter), every assigned partition acquired again first. /readyz is false
+from a failure until a batch or a probe (Redis ping, a broker answering) succeeds;
+/healthz only says the loop is alive, so an outage of Redis or Kafka does not make the
+orchestrator restart every instance at once.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import threading
 import time
@@ -18,10 +27,17 @@ import orjson
 
 from consumer.service.batch import BatchStep
 from consumer.service.checkpoint import Checkpoint, CheckpointStats, StepHook
-from consumer.service.errors import Fenced, PublishError, StateStoreError
+from consumer.service.errors import (
+    BrokerError,
+    Fenced,
+    PublishError,
+    StateStoreError,
+    StateStoreUnavailable,
+)
 from consumer.service.kafka_io import EventSource, Publisher, ensure_topics
 from consumer.service.metrics import HealthServer, Metrics
 from consumer.service.model_files import read_model
+from consumer.service.ownership import Ownership
 from consumer.service.settings import Settings
 from consumer.service.state_store import RedisStateStore, StateStore
 from consumer.service.tier_config import load_engine
@@ -31,11 +47,16 @@ from online_models.model_health import ModelHealth
 from schemas.decode import EventDecoder
 
 log = logging.getLogger(__name__)
-#: Pause after a failed batch before reading it again (Redis or Kafka hiccup).
-RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
-#: With --stop-when-idle, how long to wait for a first partition assignment: a member
-#: killed without leaving holds its partitions until its session (10 s) expires.
-ASSIGNMENT_WAIT_S = 60.0
+#: Pause after a failed batch before reading it again (Redis or Kafka hiccup), by the
+#: number of failures in a row; each pause is drawn within +-50% (jitter), so instances
+#: that failed together do not retry together.
+RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+#: With --stop-when-idle: how long the whole group may make no progress (its lag over
+#: every partition not shrinking) before the run gives up with lag left. A member killed
+#: without leaving holds its partitions until its session (10 s) expires.
+GROUP_PROGRESS_WAIT_S = 60.0
+#: While idle, how often Redis and the brokers are probed (what /readyz reports).
+PROBE_EVERY_S = 5.0
 
 
 @dataclass
@@ -48,6 +69,9 @@ class RunSummary:
     tier_changes: int = 0
     republished: int = 0
     retries: int = 0
+    #: With --stop-when-idle: the group's lag left per input partition when the run gave
+    #: up waiting (empty: every partition was consumed to its end).
+    lag_left: dict[int, int] = field(default_factory=dict)
 
 
 class Service:
@@ -69,6 +93,7 @@ class Service:
             settings.redis_url,
             prefix=settings.key_prefix,
             ttl_seconds=round(settings.state_ttl_days * 86400),
+            max_timers=settings.max_timers_per_batch,
         )
         self.store.ping()
         engine = build_engine(settings, self.store)
@@ -107,9 +132,17 @@ class Service:
             timer=time.perf_counter,
             on_step=on_step,
         )
+        self.ownership = Ownership(
+            self.source,
+            self.checkpoint,
+            self.store,
+            on_state_loss=settings.on_state_loss,
+            on_republished=self._republished,
+        )
         self.health: HealthServer | None = None
         self._ready = False
-        self._unassigned_since: float | None = None
+        self._probed_at = -PROBE_EVERY_S
+        self._group_lag: tuple[int, float] | None = None
         self.summary = RunSummary()
 
     def stop(self) -> None:
@@ -122,82 +155,122 @@ class Service:
             signal.signal(sig, lambda *_: self.stop())
 
     def run(self, *, stop_when_idle: float | None = None) -> RunSummary:
-        """Process until stopped, or until no record arrived for ``stop_when_idle`` s."""
+        """Process until stopped, or, with ``stop_when_idle``, until no record arrived for
+        that long and the group has consumed every partition to its end (or has made no
+        progress for :data:`GROUP_PROGRESS_WAIT_S`: ``summary.lag_left`` says what is left).
+        """
         s = self.settings
         if s.metrics_port:
             self.health = HealthServer(
                 self.metrics, host=s.metrics_host, port=s.metrics_port, is_ready=lambda: self._ready
             )
             self.health.start()
-        owned: set[tuple[str, int]] = set()
         last_record = time.monotonic()
         failures = 0
         try:
             while not self._stop.is_set():
                 if self.health:
                     self.health.beat()
-                records = self.source.poll(s.poll_timeout_ms)
                 try:
-                    assigned = self.source.assignment()
-                    if assigned != owned:
-                        self._on_assignment(assigned - owned)
-                        owned = assigned
-                        self._unassigned_since = None
-                    if records:
-                        self._record(self.checkpoint.run_batch(records), len(records))
+                    if self._step():
                         last_record = time.monotonic()
                     failures = 0
-                except (Fenced, StateStoreError, PublishError) as exc:
+                except Fenced as exc:
+                    self._on_fenced(exc)
+                    continue
+                except (StateStoreError, PublishError, BrokerError) as exc:
                     failures += 1
-                    owned = set()  # re-check every outbox before going on
                     self._on_failure(exc, failures)
                     continue
-                if stop_when_idle is not None and self._idle_done(
-                    owned, last_record, stop_when_idle
-                ):
+                if stop_when_idle is not None and self._idle_done(last_record, stop_when_idle):
                     break
-                if not owned:
-                    last_record = time.monotonic()  # idle time counts only while assigned
         finally:
             self._close()
         return self.summary
 
-    def _idle_done(self, owned: set[tuple[str, int]], last_record: float, idle_s: float) -> bool:
-        now = time.monotonic()
-        if owned:
-            if now - last_record >= idle_s:
-                log.info("no record for %.1f s: stopping", idle_s)
-                return True
+    def _step(self) -> bool:
+        """One poll and the batch it brings; True if it brought records."""
+        records = self.source.poll(self.settings.poll_timeout_ms)
+        records = self.ownership.follow(records)
+        self.metrics.assigned_partitions.set(len(self.ownership.held))
+        if not records:
+            self._probe()
             return False
-        if self._unassigned_since is None:
-            self._unassigned_since = now
-        if now - self._unassigned_since >= max(idle_s, ASSIGNMENT_WAIT_S):
-            log.warning(
-                "no partition of %s assigned for %.0f s: stopping",
+        self._record(self.checkpoint.run_batch(records), len(records))
+        self._ready = True
+        return True
+
+    def _probe(self) -> None:
+        """While idle, /readyz follows whether Redis and the brokers answer."""
+        now = time.monotonic()
+        if now - self._probed_at < PROBE_EVERY_S:
+            return
+        self._probed_at = now
+        try:
+            self.store.ping()
+            redis_ok = True
+        except StateStoreUnavailable as exc:
+            log.warning("%s", exc)
+            redis_ok = False
+        kafka_ok = self.source.reachable()
+        if not kafka_ok:
+            log.warning("no Kafka broker answers")
+        self._ready = redis_ok and kafka_ok
+        if not self._ready:
+            self.ownership.resync_pending = True
+
+    def _idle_done(self, last_record: float, idle_s: float) -> bool:
+        now = time.monotonic()
+        if now - last_record < idle_s:
+            return False
+        lag = self.source.group_lag()
+        total = sum(lag.values())
+        if total == 0:
+            log.info(
+                "caught up: every partition of %s consumed to its end by group %s",
                 self.settings.input_topic,
-                now - self._unassigned_since,
+                self.settings.group_id,
+            )
+            return True
+        if self._group_lag is None or total < self._group_lag[0]:
+            self._group_lag = (total, now)  # the group is moving: keep waiting
+            return False
+        if now - self._group_lag[1] >= max(idle_s, GROUP_PROGRESS_WAIT_S):
+            self.summary.lag_left = {p: n for p, n in lag.items() if n}
+            log.warning(
+                "stopping with %d records of %s left unconsumed by the group (partitions %s): "
+                "no progress for %.0f s",
+                total,
+                self.settings.input_topic,
+                sorted(self.summary.lag_left),
+                now - self._group_lag[1],
             )
             return True
         return False
 
-    def _on_assignment(self, new: set[tuple[str, int]]) -> None:
-        self._ready = False
-        self.metrics.assigned_partitions.set(len(self.source.assignment()))
-        n = self.checkpoint.recover(sorted(new))
-        if n:
-            self.metrics.outputs_republished.inc(n)
-            self.summary.republished += n
-        self._ready = True
+    def _republished(self, n: int) -> None:
+        self.metrics.outputs_republished.inc(n)
+        self.summary.republished += n
+
+    def _on_fenced(self, exc: Fenced) -> None:
+        self.metrics.batch_errors.labels(type(exc).__name__).inc()
+        self.summary.retries += 1
+        log.warning("batch fenced: %s", exc)
+        try:
+            self.ownership.fenced(exc)
+        except (StateStoreError, BrokerError) as more:
+            self._on_failure(more, 1)
 
     def _on_failure(self, exc: Exception, failures: int) -> None:
         kind = type(exc).__name__
         self.metrics.batch_errors.labels(kind).inc()
         self.summary.retries += 1
-        delay = RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S)) - 1]
+        base = RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S)) - 1]
+        delay = base * random.uniform(0.5, 1.5)
         log.warning("batch failed (%s: %s); reading it again in %.1f s", kind, exc, delay)
         self._ready = False
+        self.ownership.resync_pending = True
         self._stop.wait(delay)
-        self.source.rewind(self.source.assignment())
 
     def _record(self, stats: CheckpointStats, n: int) -> None:
         m, out = self.metrics, stats.outcome
@@ -218,6 +291,10 @@ class Service:
         m.timers_fired.inc(out.timers_fired)
         self.health_model.observe(out.resolved, out.changes)
         models = self.checkpoint.step.engine.models
+        if out.model_advanced:
+            log.info(
+                "model %s, folding in the learning of %s", models.model.name, ", ".join(out.folded)
+            )
         self._record_model(models.model)
         lag = self.source.lag()
         if lag is not None:

@@ -54,3 +54,11 @@ class OutputRecord(NamedTuple):
         if key_len == _NO_KEY:
             return cls(topic, None, frame[start:])
         return cls(topic, frame[start : start + key_len], frame[start + key_len :])
+
+
+class KafkaOffsets(NamedTuple):
+    """Where a partition stands in Kafka: the group's committed offset (None: never
+    committed) and the offset of its first retained record."""
+
+    committed: int | None
+    first: int

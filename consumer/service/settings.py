@@ -76,6 +76,14 @@ class Settings:
     model_file: str = ""
     #: Seconds SIGTERM waits for the batch in flight before closing.
     shutdown_timeout_s: float = 30.0
+    #: Timers loaded per partition and batch: a batch whose event time passes more than
+    #: this many due timers stops there and goes on in the next slice.
+    max_timers_per_batch: int = 10_000
+    #: What to do when the state store holds nothing for a partition the group has
+    #: consumed (the state was lost, or the key prefix is another deployment's):
+    #: ``refuse`` to go on, ``rebuild`` from the first retained record, or ``continue``
+    #: from the committed offset with every user afresh.
+    on_state_loss: str = "refuse"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -118,7 +126,18 @@ class Settings:
         for name in ("group_id", "input_topic", "output_topic", "dlq_topic", "key_prefix"):
             if not getattr(self, name):
                 raise SettingsError(f"{PREFIX}{name.upper()} must not be empty")
-        positive = ("max_record_bytes", "dlq_max_copy_bytes", "max_poll_records", "poll_timeout_ms")
+        if self.on_state_loss not in ("refuse", "rebuild", "continue"):
+            raise SettingsError(
+                f"{PREFIX}ON_STATE_LOSS={self.on_state_loss!r}: "
+                "expected refuse, rebuild or continue"
+            )
+        positive = (
+            "max_record_bytes",
+            "dlq_max_copy_bytes",
+            "max_poll_records",
+            "poll_timeout_ms",
+            "max_timers_per_batch",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be > 0")

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.service.records import InputRecord, OutputRecord
+from consumer.service.state_store import MemoryStateStore
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import replay
 from online_models.event import KNOWN_EVENT_TYPES
@@ -210,3 +211,58 @@ def test_learning_is_the_same_in_another_process(quick_models: Path) -> None:
         digests.add(result.stdout)
     assert len(digests) == 1, digests
     assert "version" in digests.pop()
+
+
+@pytest.mark.parametrize("max_timers", [1, 3, 40])
+def test_timers_loaded_in_slices_change_nothing(max_timers: int, quick_models: Path) -> None:
+    """The store loads at most ``max_timers`` due timers per partition and batch; a batch
+    whose event time needs more stops and goes on with the next slice. On one partition,
+    with the models learning, outputs, states and the model are those of an unbounded
+    load (across partitions the learning would interleave otherwise, as with any cut)."""
+    records = _generated(1, seed=23)
+    ref, ref_store = replay(records, load_engine(quick_models), batch_size=500)
+    small = _CountingStore(max_timers=max_timers)
+    got, store = replay(records, load_engine(quick_models), batch_size=500, store=small)
+    assert small.rounds > -(-len(records) // 500), "no batch was ever cut: the test is void"
+    assert got == ref
+    assert store.users == ref_store.users
+    assert store.model == ref_store.model
+
+
+class _CountingStore(MemoryStateStore):
+    """Counts the load-apply-save rounds (a cut batch takes more than one)."""
+
+    rounds = 0
+
+    def begin(self, partitions):  # type: ignore[no-untyped-def]
+        self.rounds += 1
+        return super().begin(partitions)
+
+
+@pytest.mark.parametrize("max_timers", [1, 7])
+def test_timers_loaded_in_slices_on_several_partitions(max_timers: int) -> None:
+    records = _generated(3, seed=25)
+    frozen = load_engine(DEFAULT_TIERS_FILE, frozen=True)
+    ref, ref_store = replay(records, frozen, batch_size=700)
+    small = MemoryStateStore(max_timers=max_timers)
+    frozen = load_engine(DEFAULT_TIERS_FILE, frozen=True)
+    got, store = replay(records, frozen, batch_size=700, store=small)
+    for key in {o.key for o in ref}:
+        assert [o for o in ref if o.key == key] == [o for o in got if o.key == key]
+    assert store.users == ref_store.users
+
+
+def test_a_watermark_advance_goes_through_every_slice() -> None:
+    """The end of a replay with --until moves event time with no record: the advance,
+    too, goes on slice after slice until every due timer fired."""
+    from consumer.tools.replay import Replay
+
+    records = _generated(1, seed=24)
+    until = T0 + 400 * DAY_MS
+    a = Replay(load_engine(DEFAULT_TIERS_FILE, frozen=True), emit=lambda _: None)
+    a.run(records, until_ms=until)
+    small = MemoryStateStore(max_timers=2)
+    b = Replay(load_engine(DEFAULT_TIERS_FILE, frozen=True), small, emit=lambda _: None)
+    b.run(records, until_ms=until)
+    assert isinstance(a.store, MemoryStateStore)
+    assert small.users == a.store.users and small.timers == a.store.timers
