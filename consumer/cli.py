@@ -3,7 +3,9 @@
 ``run`` (the service), ``generate`` (a synthetic stream), ``replay`` (a file through the
 service's code path, no Kafka), ``snapshot`` (everyone's tier from Redis), ``inspect``
 (one user's tier and why), ``config`` (the settings in force), ``model`` (export or import
-the global model) and ``demo`` (all of it in one process, no server). Each lives in its
+the global model), ``forget`` (erase users), ``dlq purge`` (a user's dead letters) and
+``demo`` (all of it in one process, no
+server). Each lives in its
 own module of :mod:`consumer.commands`, with its arguments.
 
 Errors a user can cause (a bad setting, an unreachable server, a missing file) print one
@@ -24,13 +26,24 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from consumer.commands import config, demo, generate, inspect, model, replay, run, snapshot
+from consumer.commands import (
+    config,
+    demo,
+    dlq,
+    forget,
+    generate,
+    inspect,
+    model,
+    replay,
+    run,
+    snapshot,
+)
 from consumer.commands.common import HelpFormatter
 from consumer.service.errors import UserError
 from consumer.service.settings_file import resolve_environ
 
 #: The sub-commands, in the order ``tierstream --help`` lists them.
-COMMANDS = (run, generate, replay, snapshot, inspect, config, model, demo)
+COMMANDS = (run, generate, replay, snapshot, inspect, config, model, forget, dlq, demo)
 #: Exit status after the reader of our output went away (128 + SIGPIPE, as a shell says).
 BROKEN_PIPE_STATUS = 141
 

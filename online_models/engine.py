@@ -121,6 +121,8 @@ class TierEngine:
         if state.seen(event.event_id):
             return DUPLICATE
         state.remember(event.event_id)
+        if state.born_ms < 0:
+            state.born_ms = event.timestamp_ms  # the first event of this lifetime
         features = state.features
         late = features.events > 0 and event.timestamp_ms < features.last_ms
         features.apply(event)
@@ -280,6 +282,7 @@ class TierEngine:
                 "nearest_segment": ms.segment,
             },
             model_version=self.model_version,
+            lifetime_ms=state.born_ms,
         )
 
     def _scores(self, score: Score, ms: ModelScore) -> dict[str, float | None]:

@@ -57,6 +57,9 @@ class ModelHealth:
             if self._adwin.drift_detected:
                 self.drifts += 1
         for c in changes:
+            if c.tier is None:  # erased: nothing of the user is kept, here either
+                self._last.pop(c.user_id, None)
+                continue
             if c.previous_tier is None:
                 continue
             before = self._last.pop(c.user_id, None)

@@ -1,16 +1,18 @@
-"""The tier-change event (schema ``schemas/tier-change.v1.json``).
+"""The tier-change event (schema ``schemas/tier-change.v2.json``).
 
-Its ``event_id`` is a UUIDv5 of the user id and the per-user ``seq``, so the same change
-published twice is the same message and a subscriber can drop the copy.
+Its ``event_id`` is a UUIDv5 of the user id, the user's lifetime and the per-lifetime
+``seq``, so the same change published twice is the same message and a subscriber can drop
+the copy, while a user who comes back after their state expired (a new lifetime, ``seq``
+from 1 again) never repeats an earlier id.
 
 >>> c = TierChange(user_id="u1", previous_tier=None, tier="casual", seq=1,
 ...                event_time_ms=0, emitted_at_ms=1000, scores={"value_score": 0.5},
 ...                reason={"kind": "first_tier", "threshold": None, "direction": "none"},
-...                model_version="policy-abc")
->>> c.event_id == change_event_id("u1", 1)
+...                model_version="policy-abc", lifetime_ms=0)
+>>> c.event_id == change_event_id("u1", 1, 0) != change_event_id("u1", 1, 86_400_000)
 True
->>> c.to_json()["event_time"], c.to_json()["schema_version"]
-('1970-01-01T00:00:00.000Z', 1)
+>>> c.to_json()["event_time"], c.to_json()["lifetime_start"], c.to_json()["schema_version"]
+('1970-01-01T00:00:00.000Z', '1970-01-01T00:00:00.000Z', 2)
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from typing import Any, Final
 
 from online_models.timefmt import iso_utc_ms
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _NAMESPACE: Final = uuid.UUID("6b1c7d0e-5f0a-4d7e-9a52-2f4d8c1e9b37")
 
 
-def change_event_id(user_id: str, seq: int) -> str:
-    """Deterministic id of a user's ``seq``-th tier change."""
-    return str(uuid.uuid5(_NAMESPACE, f"{user_id}\x00{seq}"))
+def change_event_id(user_id: str, seq: int, lifetime_ms: int) -> str:
+    """Deterministic id of the ``seq``-th tier change of a user's lifetime that started
+    at event time ``lifetime_ms``."""
+    return str(uuid.uuid5(_NAMESPACE, f"{user_id}\x00{lifetime_ms}\x00{seq}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,18 +39,22 @@ class TierChange:
 
     user_id: str
     previous_tier: str | None
-    tier: str
+    #: None only for the ``erased`` change of a forgotten user.
+    tier: str | None
     seq: int
     event_time_ms: int
     emitted_at_ms: int
     scores: dict[str, float | None]
     reason: dict[str, Any]
     model_version: str
+    #: Event time of the first event of the user's current lifetime.
+    lifetime_ms: int = -1
     event_id: str = field(default="")
 
     def __post_init__(self) -> None:
         if not self.event_id:
-            object.__setattr__(self, "event_id", change_event_id(self.user_id, self.seq))
+            event_id = change_event_id(self.user_id, self.seq, self.lifetime_ms)
+            object.__setattr__(self, "event_id", event_id)
 
     def to_json(self) -> dict[str, Any]:
         """The message body, in the field order of the schema."""
@@ -57,6 +64,7 @@ class TierChange:
             "previous_tier": self.previous_tier,
             "tier": self.tier,
             "seq": self.seq,
+            "lifetime_start": iso_utc_ms(self.lifetime_ms),
             "event_time": iso_utc_ms(self.event_time_ms),
             "emitted_at": iso_utc_ms(self.emitted_at_ms),
             "scores": self.scores,

@@ -25,6 +25,7 @@ class UserState:
     """Features, current tier and tier-change sequence of one user."""
 
     __slots__ = (
+        "born_ms",
         "due_ms",
         "features",
         "learned_ms",
@@ -48,6 +49,7 @@ class UserState:
         learned_ms: int = -1,
         rescored_ms: int = -1,
         due_ms: int = -1,
+        born_ms: int = -1,
     ) -> None:
         self.features = features
         self.tier = tier
@@ -62,6 +64,9 @@ class UserState:
         self.rescored_ms = rescored_ms
         #: When this user's timer fires next (label deadline or re-score), -1: never.
         self.due_ms = due_ms
+        #: Event time of the first event of this lifetime of the user (-1: none yet). A
+        #: user whose state expired, or who was forgotten, starts a new lifetime.
+        self.born_ms = born_ms
 
     @classmethod
     def new(cls) -> UserState:
@@ -89,6 +94,7 @@ class UserState:
             "learned_ms": self.learned_ms,
             "rescored_ms": self.rescored_ms,
             "due_ms": self.due_ms,
+            "born_ms": self.born_ms,
         }
 
     @classmethod
@@ -117,6 +123,7 @@ class UserState:
             learned_ms=data.get("learned_ms", -1),
             rescored_ms=data.get("rescored_ms", -1),
             due_ms=data.get("due_ms", -1),
+            born_ms=data.get("born_ms", -1),
         )
 
 

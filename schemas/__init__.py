@@ -4,8 +4,9 @@ The ``*.json`` files beside this module are the source of truth for downstream t
 any language; Python code validates against them through :func:`validator`.
 
 >>> sorted(SCHEMA_FILES)
-['dlq-record.v1', 'dlq-record.v2', 'input-event.v1', 'tier-change.v1']
->>> validator("tier-change.v1").is_valid({"event_id": "x"})
+['dlq-record.v1', 'dlq-record.v2', 'forget-request.v1', 'input-event.v1', 'tier-change.v1',
+ 'tier-change.v2']
+>>> validator("tier-change.v2").is_valid({"event_id": "x"})
 False
 """
 
@@ -21,8 +22,10 @@ import orjson
 SCHEMA_FILES: Final = {
     "input-event.v1": "input-event.v1.json",
     "tier-change.v1": "tier-change.v1.json",
+    "tier-change.v2": "tier-change.v2.json",
     "dlq-record.v1": "dlq-record.v1.json",
     "dlq-record.v2": "dlq-record.v2.json",
+    "forget-request.v1": "forget-request.v1.json",
 }
 
 

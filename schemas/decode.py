@@ -36,6 +36,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from online_models.erasure import ForgetRequest
 from online_models.event import Event
 from online_models.timefmt import iso_utc_ms
 from schemas import validator
@@ -58,6 +59,8 @@ REJECT_REASONS: Final = (
     "unusable_state",
 )
 DEFAULT_MAX_BYTES: Final = 64 * 1024
+#: The field that marks a control record (a forget request) in the input topic.
+CONTROL_FIELD: Final = "tierstream_control"
 _MAX_DETAIL: Final = 300
 #: How much of a record key a detail quotes.
 _KEY_QUOTE: Final = 64
@@ -102,8 +105,11 @@ class EventDecoder:
         self.limits = limits if limits is not None else Limits(max_bytes=max_bytes)
         self.max_bytes = self.limits.max_bytes
         self._validator = validator("input-event.v1")
+        self._forget = validator("forget-request.v1")
 
-    def decode(self, value: bytes | None, *, now_ms: int | None = None) -> Event | Rejection:
+    def decode(
+        self, value: bytes | None, *, now_ms: int | None = None
+    ) -> Event | ForgetRequest | Rejection:
         """The event in ``value``, or the :class:`Rejection` saying why there is none.
         ``now_ms`` is the wall clock the future limit is measured from (None: no limit)."""
         if value is None:
@@ -116,6 +122,8 @@ class EventDecoder:
             return _unparseable(value, exc)
         if not isinstance(obj, dict):
             return Rejection("not_object", f"top-level JSON {type(obj).__name__}, not an object")
+        if CONTROL_FIELD in obj:
+            return self.decode_forget(obj)
         if not self._validator.is_valid(obj):
             return _classify(self._validator.iter_errors(obj))
         ts = obj["timestamp"]
@@ -145,6 +153,24 @@ class EventDecoder:
                 "ahead of the wall clock",
             )
         return Event(obj["event_id"], obj["user_id"], obj["event_type"], ts_ms, amount)
+
+
+    def decode_forget(self, obj: dict[str, Any]) -> ForgetRequest | Rejection:
+        """A control record: a forget request (``forget-request.v1``), or why it is not one.
+
+        >>> EventDecoder().decode(b'{"tierstream_control": "forget", "user_id": "u1",'
+        ...                       b' "request_id": "r1", "requested_at": "2026-05-01T00:00:00Z"}')
+        ForgetRequest(user_id='u1', request_id='r1', requested_ms=1777593600000)
+        """
+        if not self._forget.is_valid(obj):
+            errors = list(self._forget.iter_errors(obj))
+            detail = "; ".join(e.message for e in errors)[:_MAX_DETAIL]
+            return Rejection("invalid", f"forget request: {detail}")
+        try:
+            requested = parse_rfc3339_ms(obj["requested_at"])
+        except ValueError as exc:
+            return Rejection("bad_timestamp", f"requested_at {obj['requested_at']!r}: {exc}")
+        return ForgetRequest(obj["user_id"], obj["request_id"], requested)
 
 
 def key_rejection(key: bytes | None, user_id: str) -> Rejection | None:

@@ -100,7 +100,7 @@ def replay(args: argparse.Namespace) -> int:
         )
         store: StateStore = redis_store(url, settings) if url else MemoryStateStore()
         stack.callback(store.close)
-        outputs = _OutputFiles(args, settings.output_topic)
+        outputs = _OutputFiles(args, settings.output_topic, settings.dlq_topic)
         stack.callback(outputs.close)
         replayer = Replay.from_settings(
             settings,
@@ -143,8 +143,9 @@ def _state_url(state: str, settings: Settings) -> str | None:
 class _OutputFiles:
     """The replay's --changes-out and --dlq-out, opened before anything runs."""
 
-    def __init__(self, args: argparse.Namespace, output_topic: str) -> None:
+    def __init__(self, args: argparse.Namespace, output_topic: str, dlq_topic: str) -> None:
         self.output_topic = output_topic
+        self.dlq_topic = dlq_topic
         self.changes = _open_out(args.changes_out)
         try:
             self.dlq = _open_out(args.dlq_out)
@@ -153,8 +154,8 @@ class _OutputFiles:
             raise
 
     def emit(self, rec: OutputRecord) -> None:
-        fh = self.changes if rec.topic == self.output_topic else self.dlq
-        if fh is not None:
+        fh = {self.output_topic: self.changes, self.dlq_topic: self.dlq}.get(rec.topic)
+        if fh is not None and rec.value is not None:  # the current-tier topic: not written
             fh.write(rec.value)
             fh.write(b"\n")
 

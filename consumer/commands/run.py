@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         left = ", ".join(f"{p}: {n}" for p, n in sorted(summary.lag_left.items()))
         print(
             f"tierstream: stopped with {sum(summary.lag_left.values())} records left "
-            f"unconsumed by group {settings.group_id} (per partition {left})",
+            f"unconsumed by group {settings.group_id} ({left})",
             file=sys.stderr,
         )
         return LAG_LEFT_STATUS

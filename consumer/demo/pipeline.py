@@ -49,6 +49,8 @@ from online_models.user_state import UserState
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
 DEMO_TOPIC: Final = "demo"
+#: Column label of an erased user's change (the demo forgets nobody; the type allows it).
+ERASED: Final = "(erased)"
 
 
 class _Tally:
@@ -64,7 +66,7 @@ class _Tally:
         out = stats.outcome
         for change in out.changes:
             self.timeline.observe(change)
-            self.transitions[(change.previous_tier or NEW, change.tier)] += 1
+            self.transitions[(change.previous_tier or NEW, change.tier or ERASED)] += 1
             if change.previous_tier is not None:
                 self.moves.append(change)
         if out.max_event_ms is not None:
@@ -136,7 +138,7 @@ def run_demo(
             progress(batch[-1].offset + 1)
 
     def emit(rec: OutputRecord) -> None:
-        if rec.topic == "user-tier-changes":
+        if rec.topic == "user-tier-changes" and rec.value is not None:
             changes.append(rec.value)
 
     t0 = time.perf_counter()

@@ -50,7 +50,8 @@ class PopulationTimeline:
         self._sample_until(change.event_time_ms // DAY_MS)
         if change.previous_tier is not None:
             self.counts[change.previous_tier] -= 1
-        self.counts[change.tier] += 1
+        if change.tier is not None:  # None: the user was erased
+            self.counts[change.tier] += 1
 
     def close(self, end_ms: int) -> None:
         """Sample every day up to the one ending at ``end_ms``."""

@@ -33,6 +33,7 @@ from consumer.service.dead_letters import dead_letter
 from consumer.service.records import InputRecord, OutputRecord
 from consumer.service.state_store import Loaded, SaveSet
 from online_models.engine import DUPLICATE, TierEngine
+from online_models.erasure import ForgetRequest, erased_change
 from online_models.event import Event
 from online_models.global_model import GlobalModel
 from online_models.tier_change import TierChange
@@ -46,7 +47,7 @@ Partition = tuple[str, int]
 class Decoded:
     """A batch after decoding: each record with its event or rejection."""
 
-    items: list[tuple[InputRecord, Event | Rejection]]
+    items: list[tuple[InputRecord, Event | ForgetRequest | Rejection]]
     users: list[str]
     partitions: list[Partition]
     #: Per partition, the newest event time in the batch (timers due by then may fire).
@@ -95,11 +96,14 @@ class BatchStep:
         dlq_max_copy_bytes: int,
         instance_id: str = "local",
         check_keys: bool = True,
+        tiers_topic: str = "user-tiers",
     ) -> None:
         self.engine = engine
         self.decoder = decoder
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
+        #: The compacted current-tier topic: a forgotten user's key gets a tombstone there.
+        self.tiers_topic = tiers_topic
         self.dlq_max_copy_bytes = dlq_max_copy_bytes
         self.instance_id = instance_id
         #: Refuse records whose key is not their user id (off for files, which have none).
@@ -115,13 +119,13 @@ class BatchStep:
         ``now_ms`` is the wall clock the event-time window is measured from."""
         decode = self.decoder.decode
         check_keys = self.check_keys
-        items: list[tuple[InputRecord, Event | Rejection]] = []
+        items: list[tuple[InputRecord, Event | ForgetRequest | Rejection]] = []
         users: dict[str, None] = {}
         partitions: dict[Partition, None] = {}
         newest: dict[Partition, int] = {}
         for rec in records:
             result = decode(rec.value, now_ms=now_ms)
-            if check_keys and isinstance(result, Event):
+            if check_keys and not isinstance(result, Rejection):
                 result = key_rejection(rec.key, result.user_id) or result
             items.append((rec, result))
             tp = (rec.topic, rec.partition)
@@ -130,6 +134,8 @@ class BatchStep:
                 users[result.user_id] = None
                 if result.timestamp_ms > newest.get(tp, -1):
                     newest[tp] = result.timestamp_ms
+            elif isinstance(result, ForgetRequest):
+                users[result.user_id] = None
         return Decoded(items, list(users), list(partitions), newest)
 
     def apply(self, decoded: Decoded, loaded: Loaded, *, emitted_at_ms: int | None) -> BatchOutcome:
@@ -153,6 +159,9 @@ class BatchStep:
             if isinstance(item, Rejection):
                 run.applied[tp] = rec.offset
                 run.dead_letter(tp, rec, item)
+            elif isinstance(item, ForgetRequest):
+                run.applied[tp] = rec.offset
+                run.forget(tp, item)
             elif run.must_cut(tp, item.timestamp_ms):
                 cut[tp] = rec.offset
             else:
@@ -222,6 +231,8 @@ class _Run:
         self.active: set[str] = set()
         #: Users whose stored state cannot be read, and why.
         self.unusable: dict[str, str] = {}
+        #: Users forgotten in this batch (their key is deleted, unless they come back).
+        self.erased: set[str] = set()
         self.home: dict[str, Partition] = {}
         self.watermarks = dict(loaded.watermarks)
         self.heaps: dict[Partition, list[tuple[int, str]]] = {
@@ -299,6 +310,25 @@ class _Run:
             self.publish(tp, change)
         self.rearm(tp, user, state, bound)
 
+    def forget(self, tp: Partition, request: ForgetRequest) -> None:
+        """Erase the user: an ``erased`` change if they had a state, a tombstone on the
+        current-tier topic, and their state, timer and model-health memory gone. An event
+        of theirs after this one starts a new lifetime."""
+        user = request.user_id
+        self.out.results["forgotten"] += 1
+        state = self.state(user)
+        if state is not None and state.features.events:
+            stamp = self.emitted_at_ms if self.emitted_at_ms is not None else request.requested_ms
+            self.publish(tp, erased_change(self.engine, state, request, emitted_at_ms=stamp))
+        self.out.outputs.setdefault(tp, []).append(
+            OutputRecord(self.step.tiers_topic, user.encode(), None)
+        )
+        self.states[user] = UserState.new()
+        self.unusable.pop(user, None)
+        self.active.discard(user)
+        self.home.setdefault(user, tp)
+        self.erased.add(user)
+
     def must_cut(self, tp: Partition, t: int) -> bool:
         """Whether moving the watermark to ``t`` needs timers the store did not load (its
         slice was full). If so, the loaded ones fire now, all of them (they are due by
@@ -345,6 +375,7 @@ class _Run:
                 active[user] = orjson.dumps(state.to_json())
             elif state.features.events:  # a timer of a user whose state still exists
                 quiet[user] = orjson.dumps(state.to_json())
+        deleted = sorted(u for u in self.erased if u not in active)
         for user in self.unusable:  # its timers would only fire into nothing again
             if user in self.home:
                 timers_clear.setdefault(self.home[user], []).append(user)
@@ -353,6 +384,7 @@ class _Run:
         out.save = SaveSet(
             states=active,
             quiet_states=quiet,
+            deleted_users=deleted,
             applied=self.applied,
             outbox={tp: [o.to_frame() for o in outs] for tp, outs in out.outputs.items()},
             watermarks={

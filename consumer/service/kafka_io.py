@@ -269,8 +269,10 @@ def ensure_topics(
     partitions: int,
     like: str | None = None,
     connect_timeout_s: float = 15.0,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
-    """Create missing ``topics``; ``partitions`` 0 means as many as topic ``like`` has."""
+    """Create missing ``topics``; ``partitions`` 0 means as many as topic ``like`` has;
+    ``configs`` gives topic configs by topic (e.g. ``cleanup.policy=compact``)."""
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap.split(","),
@@ -287,7 +289,10 @@ def ensure_topics(
         count = partitions
         if count <= 0:
             count = _partition_count(admin, like) if like in existing else 1
-        spec: dict[str, dict[str, Any]] = {t: {"num_partitions": count} for t in missing}
+        spec: dict[str, dict[str, Any]] = {
+            t: {"num_partitions": count, "configs": dict((configs or {}).get(t, {}))}
+            for t in missing
+        }
         try:
             admin.create_topics(spec, wait_for_metadata=True)
             log.info("created topics %s with %d partitions", ", ".join(missing), count)

@@ -34,6 +34,7 @@ from consumer.service.errors import (
     StateStoreError,
     StateStoreUnavailable,
 )
+from consumer.service.forget_forwarder import ForgetForwarder
 from consumer.service.kafka_io import EventSource, Publisher, ensure_topics
 from consumer.service.metrics import HealthServer, Metrics
 from consumer.service.model_files import read_model
@@ -57,6 +58,9 @@ RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 GROUP_PROGRESS_WAIT_S = 60.0
 #: While idle, how often Redis and the brokers are probed (what /readyz reports).
 PROBE_EVERY_S = 5.0
+#: While busy, how often forget requests are forwarded (when idle: every iteration). An
+#: erasure then waits behind the input's backlog anyway.
+FORWARD_EVERY_S = 5.0
 
 
 @dataclass
@@ -69,9 +73,10 @@ class RunSummary:
     tier_changes: int = 0
     republished: int = 0
     retries: int = 0
-    #: With --stop-when-idle: the group's lag left per input partition when the run gave
-    #: up waiting (empty: every partition was consumed to its end).
-    lag_left: dict[int, int] = field(default_factory=dict)
+    #: With --stop-when-idle: the group's lag left per input partition (``topic:p``), and
+    #: the forget requests not yet forwarded, when the run gave up waiting (empty: every
+    #: partition was consumed to its end).
+    lag_left: dict[str, int] = field(default_factory=dict)
 
 
 class Service:
@@ -99,13 +104,29 @@ class Service:
         engine = build_engine(settings, self.store)
         ensure_topics(
             settings.kafka_bootstrap,
-            [settings.output_topic, settings.dlq_topic],
+            [
+                settings.output_topic,
+                settings.dlq_topic,
+                settings.tiers_topic,
+                settings.forget_topic,
+            ],
             partitions=settings.topic_partitions,
             like=settings.input_topic,
             connect_timeout_s=settings.kafka_connect_timeout_s,
+            configs={settings.tiers_topic: {"cleanup.policy": "compact"}},
         )
         self.publisher = Publisher(
             settings.kafka_bootstrap, connect_timeout_s=settings.kafka_connect_timeout_s
+        )
+        self.forwarder = ForgetForwarder(
+            settings.kafka_bootstrap,
+            forget_topic=settings.forget_topic,
+            input_topic=settings.input_topic,
+            dlq_topic=settings.dlq_topic,
+            group_id=settings.group_id,
+            publisher=self.publisher,
+            dlq_max_copy_bytes=settings.dlq_max_copy_bytes,
+            connect_timeout_s=settings.kafka_connect_timeout_s,
         )
         self.source = EventSource(
             settings.kafka_bootstrap,
@@ -121,6 +142,7 @@ class Service:
             dlq_topic=settings.dlq_topic,
             dlq_max_copy_bytes=settings.dlq_max_copy_bytes,
             instance_id=settings.instance,
+            tiers_topic=settings.tiers_topic,
         )
         self.health_model = ModelHealth()
         self.checkpoint = Checkpoint(
@@ -143,6 +165,7 @@ class Service:
         self._ready = False
         self._probed_at = -PROBE_EVERY_S
         self._group_lag: tuple[int, float] | None = None
+        self._forwarded_at = -FORWARD_EVERY_S
         self.summary = RunSummary()
 
     def stop(self) -> None:
@@ -175,15 +198,13 @@ class Service:
                     if self._step():
                         last_record = time.monotonic()
                     failures = 0
+                    if stop_when_idle is not None and self._idle_done(last_record, stop_when_idle):
+                        break
                 except Fenced as exc:
                     self._on_fenced(exc)
-                    continue
                 except (StateStoreError, PublishError, BrokerError) as exc:
                     failures += 1
                     self._on_failure(exc, failures)
-                    continue
-                if stop_when_idle is not None and self._idle_done(last_record, stop_when_idle):
-                    break
         finally:
             self._close()
         return self.summary
@@ -191,6 +212,10 @@ class Service:
     def _step(self) -> bool:
         """One poll and the batch it brings; True if it brought records."""
         records = self.source.poll(self.settings.poll_timeout_ms)
+        now = time.monotonic()
+        if not records or now - self._forwarded_at >= FORWARD_EVERY_S:
+            self._forwarded_at = now
+            self.forwarder.pump()
         records = self.ownership.follow(records)
         self.metrics.assigned_partitions.set(len(self.ownership.held))
         if not records:
@@ -223,7 +248,14 @@ class Service:
         now = time.monotonic()
         if now - last_record < idle_s:
             return False
-        lag = self.source.group_lag()
+        try:
+            lag = {
+                f"{self.settings.input_topic}:{p}": n for p, n in self.source.group_lag().items()
+            }
+            lag[self.settings.forget_topic] = self.forwarder.lag()  # requests not forwarded
+        except BrokerError as exc:  # e.g. a group still rebalancing: ask again
+            log.info("cannot tell yet whether the group is done: %s", exc)
+            return False
         total = sum(lag.values())
         if total == 0:
             log.info(
@@ -238,7 +270,7 @@ class Service:
         if now - self._group_lag[1] >= max(idle_s, GROUP_PROGRESS_WAIT_S):
             self.summary.lag_left = {p: n for p, n in lag.items() if n}
             log.warning(
-                "stopping with %d records of %s left unconsumed by the group (partitions %s): "
+                "stopping with %d records of %s left unconsumed by the group (%s): "
                 "no progress for %.0f s",
                 total,
                 self.settings.input_topic,
@@ -284,7 +316,7 @@ class Service:
         for reason, count in out.dlq_reasons.items():
             m.dlq.labels(reason).inc(count)
         for change in out.changes:
-            m.tier_changes.labels(change.previous_tier or "none", change.tier).inc()
+            m.tier_changes.labels(change.previous_tier or "none", change.tier or "erased").inc()
         if out.max_event_ms is not None:
             m.last_event_time.set(out.max_event_ms / 1000)
         m.last_batch_time.set(time.time())
@@ -317,7 +349,12 @@ class Service:
 
     def _close(self) -> None:
         self._ready = False
-        for close in (self.source.close, self.publisher.close, self.store.close):
+        for close in (
+            self.forwarder.close,
+            self.source.close,
+            self.publisher.close,
+            self.store.close,
+        ):
             try:
                 close()
             except Exception:  # closing is best effort: the batch is already committed

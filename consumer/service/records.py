@@ -8,6 +8,8 @@ after a crash sends the very same bytes.
 True
 >>> OutputRecord.from_frame(OutputRecord("dlq", None, b"").to_frame()).key is None
 True
+>>> OutputRecord.from_frame(OutputRecord("user-tiers", b"u1", None).to_frame()).value is None
+True
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from __future__ import annotations
 import struct
 from typing import Final, NamedTuple
 
-_HEADER: Final = struct.Struct(">HI")
+_HEADER: Final = struct.Struct(">HIB")
 _NO_KEY: Final = 0xFFFFFFFF
+_VALUE, _TOMBSTONE = 0, 1
 
 
 class InputRecord(NamedTuple):
@@ -31,29 +34,36 @@ class InputRecord(NamedTuple):
 
 
 class OutputRecord(NamedTuple):
-    """One record to publish."""
+    """One record to publish; a ``None`` value is a tombstone (compacted topics)."""
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
 
     def to_frame(self) -> bytes:
-        """``topic len | key len | topic | key | value``; key len ``0xFFFFFFFF``: no key."""
+        """``topic len | key len | tombstone? | topic | key | value``; key len
+        ``0xFFFFFFFF``: no key."""
         topic = self.topic.encode()
         key = self.key
-        header = _HEADER.pack(len(topic), _NO_KEY if key is None else len(key))
-        return b"".join((header, topic, key or b"", self.value))
+        header = _HEADER.pack(
+            len(topic),
+            _NO_KEY if key is None else len(key),
+            _TOMBSTONE if self.value is None else _VALUE,
+        )
+        return b"".join((header, topic, key or b"", self.value or b""))
 
     @classmethod
     def from_frame(cls, frame: bytes) -> OutputRecord:
         """Inverse of :meth:`to_frame`."""
-        topic_len, key_len = _HEADER.unpack_from(frame)
+        topic_len, key_len, kind = _HEADER.unpack_from(frame)
         start = _HEADER.size
         topic = frame[start : start + topic_len].decode()
         start += topic_len
-        if key_len == _NO_KEY:
-            return cls(topic, None, frame[start:])
-        return cls(topic, frame[start : start + key_len], frame[start + key_len :])
+        key = None
+        if key_len != _NO_KEY:
+            key = frame[start : start + key_len]
+            start += key_len
+        return cls(topic, key, None if kind == _TOMBSTONE else frame[start:])
 
 
 class KafkaOffsets(NamedTuple):

@@ -38,6 +38,11 @@ class Settings:
     input_topic: str = "user-events"
     output_topic: str = "user-tier-changes"
     dlq_topic: str = "user-events-dlq"
+    #: Erasure requests (``tierstream forget``, an erasure pipeline), forwarded by the
+    #: service into the input topic so each lands after its user's earlier events.
+    forget_topic: str = "user-forget-requests"
+    #: Compacted: each user's current tier; a forgotten user's key gets a tombstone.
+    tiers_topic: str = "user-tiers"
     #: Tier policy and score weights (TOML); the packaged e-commerce default if empty.
     tiers_file: str = ""
     #: Records larger than this are dead-lettered unparsed.
@@ -123,7 +128,8 @@ class Settings:
             raise SettingsError(
                 f"TIERSTREAM_REDIS_URL={self.redis_url!r}: expected redis://host:port/db"
             )
-        for name in ("group_id", "input_topic", "output_topic", "dlq_topic", "key_prefix"):
+        topics = ("input_topic", "output_topic", "dlq_topic", "forget_topic", "tiers_topic")
+        for name in ("group_id", *topics, "key_prefix"):
             if not getattr(self, name):
                 raise SettingsError(f"{PREFIX}{name.upper()} must not be empty")
         if self.on_state_loss not in ("refuse", "rebuild", "continue"):

@@ -86,6 +86,8 @@ class SaveSet:
     contribution: tuple[str, bytes] | None = None
     #: Contributions folded into the new ``model`` (or based on an older version): gone.
     drop_contributions: Sequence[str] = ()
+    #: Users forgotten (``tierstream forget``): their state is deleted.
+    deleted_users: Sequence[str] = ()
 
 
 class Transaction(Protocol):
@@ -410,6 +412,8 @@ class _RedisTransaction:
             pipe.set(keys.user(user), value, ex=ttl)
         for user, value in batch.quiet_states.items():
             pipe.set(keys.user(user), value, xx=True, keepttl=True)
+        if batch.deleted_users:
+            pipe.delete(*[keys.user(u) for u in batch.deleted_users])
         for tp, offset in batch.applied.items():
             pipe.set(keys.applied(*tp), offset)
         for tp, wm in batch.watermarks.items():
@@ -570,6 +574,8 @@ class _MemoryTransaction:
         for user, value in batch.quiet_states.items():
             if user in s.users:
                 s.users[user] = value
+        for user in batch.deleted_users:
+            s.users.pop(user, None)
         s.applied.update(batch.applied)
         s.watermarks.update(batch.watermarks)
         for tp, entries in batch.outbox.items():

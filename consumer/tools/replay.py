@@ -113,6 +113,7 @@ class Replay:
         instance_id: str = "local",
         limits: Limits | None = None,
         check_keys: bool = True,
+        tiers_topic: str = "user-tiers",
     ) -> None:
         if batch_size <= 0:
             raise ValueError("batch_size must be positive")
@@ -131,6 +132,7 @@ class Replay:
             dlq_max_copy_bytes=dlq_max_copy_bytes,
             instance_id=instance_id,
             check_keys=check_keys,
+            tiers_topic=tiers_topic,
         )
         # No clock: each tier change's emitted_at is its own event time (reproducible).
         self.checkpoint = Checkpoint(
@@ -173,6 +175,7 @@ class Replay:
             instance_id=settings.instance if shared else "local",
             limits=settings.limits,
             check_keys=check_keys,
+            tiers_topic=settings.tiers_topic,
         )
 
     def now_ms(self) -> int | None:

@@ -47,6 +47,14 @@ class Names:
         return f"it-dlq-{self.suffix}"
 
     @property
+    def tiers(self) -> str:
+        return f"it-tiers-{self.suffix}"
+
+    @property
+    def forget(self) -> str:
+        return f"it-forget-{self.suffix}"
+
+    @property
     def group(self) -> str:
         return f"it-group-{self.suffix}"
 
@@ -68,6 +76,8 @@ class Names:
             "TIERSTREAM_INPUT_TOPIC": self.input,
             "TIERSTREAM_OUTPUT_TOPIC": self.output,
             "TIERSTREAM_DLQ_TOPIC": self.dlq,
+            "TIERSTREAM_TIERS_TOPIC": self.tiers,
+            "TIERSTREAM_FORGET_TOPIC": self.forget,
             "TIERSTREAM_KEY_PREFIX": self.prefix,
             "TIERSTREAM_METRICS_PORT": "0",
             "TIERSTREAM_INSTANCE_ID": self.instance,

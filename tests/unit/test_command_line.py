@@ -33,6 +33,8 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
         "inspect",
         "config",
         "model",
+        "forget",
+        "dlq",
         "demo",
     }
     silent = [
