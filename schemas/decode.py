@@ -154,7 +154,6 @@ class EventDecoder:
             )
         return Event(obj["event_id"], obj["user_id"], obj["event_type"], ts_ms, amount)
 
-
     def decode_forget(self, obj: dict[str, Any]) -> ForgetRequest | Rejection:
         """A control record: a forget request (``forget-request.v1``), or why it is not one.
 
