@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import pytest
@@ -25,6 +26,7 @@ from consumer.service.records import InputRecord, OutputRecord
 from consumer.service.state_store import RedisStateStore
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import LocalOffsets, ReplaySink, replay
+from online_models.global_model import GlobalModel
 from schemas.decode import EventDecoder
 from tests.integration.support import (
     KAFKA,
@@ -147,9 +149,9 @@ def _stored_users(prefix: str, users: list[str]) -> dict[str, bytes | None]:
         r.close()
 
 
-def _reference(names: Names) -> dict[str, bytes]:
+def _reference(names: Names, model: GlobalModel) -> dict[str, bytes]:
     inputs = sorted(read_topic(names.input), key=lambda r: (r.partition, r.offset))
-    _, store = replay(inputs, load_engine(DEFAULT_TIERS_FILE, frozen=True))
+    _, store = replay(inputs, load_engine(DEFAULT_TIERS_FILE, model=model, frozen=True))
     return store.users
 
 
@@ -175,9 +177,9 @@ def _restore(prefix: str, dumped: dict[bytes, bytes]) -> None:
 
 
 def test_a_store_restored_from_an_old_backup_is_read_again_from_its_offsets(
-    names: Names,
+    names: Names, trained_model: GlobalModel, trained_model_file: Path
 ) -> None:
-    env = names.env(TIERSTREAM_FREEZE_MODEL="1")
+    env = names.env(TIERSTREAM_MODEL_FILE=str(trained_model_file))
     records = [(r.key, r.value) for r in generate(CONFIG)]
     half = len(records) // 2
     _produce(names.input, records[:half])
@@ -189,12 +191,14 @@ def test_a_store_restored_from_an_old_backup_is_read_again_from_its_offsets(
     rerun = cli("run", "--stop-when-idle", "2", env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert "resumes at offset" in rerun.stderr
-    expected = _reference(names)
+    expected = _reference(names, trained_model)
     assert _stored_users(names.prefix, sorted(expected)) == expected
 
 
-def test_a_lost_state_is_refused_and_rebuilt_when_told(names: Names) -> None:
-    env = names.env(TIERSTREAM_FREEZE_MODEL="1")
+def test_a_lost_state_is_refused_and_rebuilt_when_told(
+    names: Names, trained_model: GlobalModel, trained_model_file: Path
+) -> None:
+    env = names.env(TIERSTREAM_MODEL_FILE=str(trained_model_file))
     _produce(names.input, [(r.key, r.value) for r in generate(CONFIG)])
     assert cli("run", "--stop-when-idle", "2", env=env).returncode == 0
     _restore(names.prefix, {})  # everything under the prefix is gone
@@ -207,7 +211,7 @@ def test_a_lost_state_is_refused_and_rebuilt_when_told(names: Names) -> None:
         "run", "--stop-when-idle", "2", env={**env, "TIERSTREAM_ON_STATE_LOSS": "rebuild"}
     )
     assert rebuilt.returncode == 0, rebuilt.stderr
-    expected = _reference(names)
+    expected = _reference(names, trained_model)
     assert _stored_users(names.prefix, sorted(expected)) == expected
 
 

@@ -58,8 +58,11 @@ def _first_difference(live: list[dict[str, object]], file: list[dict[str, object
 
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["learning", "frozen-model"])
-def test_replay_and_the_live_service_agree(names: Names, tmp_path: Path, frozen: bool) -> None:
-    env = names.env(TIERSTREAM_FREEZE_MODEL="1" if frozen else "0")
+def test_replay_and_the_live_service_agree(
+    names: Names, tmp_path: Path, frozen: bool, trained_model_file: Path
+) -> None:
+    # Frozen: a trained model (segments, weights), read from a file by both sides.
+    env = names.env(**({"TIERSTREAM_MODEL_FILE": str(trained_model_file)} if frozen else {}))
     events = tmp_path / "events.jsonl"
     lines = [r.value for r in generate(CONFIG)]
     events.write_bytes(b"".join(v + b"\n" for v in lines))
@@ -128,14 +131,14 @@ AGREEMENT = GeneratorConfig(users=400, events=30_000, seed=32, days=90)
     ("frozen", "floor"), [(False, 0.25), (True, 0.97)], ids=["learning", "frozen-model"]
 )
 def test_final_tiers_across_partitions_and_instances(
-    names: Names, tmp_path: Path, frozen: bool, floor: float
+    names: Names, tmp_path: Path, frozen: bool, floor: float, trained_model_file: Path
 ) -> None:
     """Four partitions, two instances: each user's events keep their order (keyed by user),
     but the models learn from a different interleaving and timers fire on per-partition
     watermarks, so final tiers may differ from the one-partition replay. Measured share in
     docs/performance.md; the floors are tripwires, not targets (with learning on, 25% is
-    about what four tiers agree by chance)."""
-    env = names.env(TIERSTREAM_FREEZE_MODEL="1" if frozen else "0")
+    about what four tiers agree by chance). Frozen: a trained model, from a file."""
+    env = names.env(**({"TIERSTREAM_MODEL_FILE": str(trained_model_file)} if frozen else {}))
     events = tmp_path / "events.jsonl"
     events.write_bytes(b"".join(r.value + b"\n" for r in generate(AGREEMENT)))
     snapshot = tmp_path / "replay-snapshot.jsonl"

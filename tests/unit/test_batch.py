@@ -15,8 +15,10 @@ from consumer.service.records import InputRecord, OutputRecord
 from consumer.service.state_store import MemoryStateStore
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import replay
+from online_models.engine import TierEngine
 from online_models.event import KNOWN_EVENT_TYPES
 from online_models.features import DAY_MS
+from online_models.global_model import GlobalModel
 from schemas import validator
 
 ENGINE = load_engine(DEFAULT_TIERS_FILE)
@@ -155,12 +157,22 @@ def _interleaved(records: list[InputRecord], chunk: int) -> list[InputRecord]:
 
 
 @pytest.mark.parametrize("batch", [1, 37, 500])
-def test_frozen_models_give_the_same_tiers_whatever_the_cut_and_interleaving(batch: int) -> None:
+def test_frozen_models_give_the_same_tiers_whatever_the_cut_and_interleaving(
+    batch: int, trained_model: GlobalModel
+) -> None:
     records = _generated(3, seed=21)
-    ref, ref_store = replay(records, load_engine(DEFAULT_TIERS_FILE, frozen=True), batch_size=10**6)
-    got, store = replay(
-        _interleaved(records, 50), load_engine(DEFAULT_TIERS_FILE, frozen=True), batch_size=batch
-    )
+
+    def frozen() -> TierEngine:
+        return load_engine(DEFAULT_TIERS_FILE, model=trained_model, frozen=True)
+
+    ref, ref_store = replay(records, frozen(), batch_size=10**6)
+    got, store = replay(_interleaved(records, 50), frozen(), batch_size=batch)
+    segments = {
+        orjson.loads(o.value or b"")["scores"]["segment"]
+        for o in ref
+        if o.topic != "user-events-dlq"
+    }
+    assert len(segments) > 1, "the frozen model should tell users apart"
     assert sorted(ref, key=_order) == sorted(got, key=_order)
     for key in {o.key for o in ref}:
         assert [o for o in ref if o.key == key] == [o for o in got if o.key == key]
@@ -240,12 +252,14 @@ class _CountingStore(MemoryStateStore):
 
 
 @pytest.mark.parametrize("max_timers", [1, 7])
-def test_timers_loaded_in_slices_on_several_partitions(max_timers: int) -> None:
+def test_timers_loaded_in_slices_on_several_partitions(
+    max_timers: int, trained_model: GlobalModel
+) -> None:
     records = _generated(3, seed=25)
-    frozen = load_engine(DEFAULT_TIERS_FILE, frozen=True)
+    frozen = load_engine(DEFAULT_TIERS_FILE, model=trained_model, frozen=True)
     ref, ref_store = replay(records, frozen, batch_size=700)
     small = MemoryStateStore(max_timers=max_timers)
-    frozen = load_engine(DEFAULT_TIERS_FILE, frozen=True)
+    frozen = load_engine(DEFAULT_TIERS_FILE, model=trained_model, frozen=True)
     got, store = replay(records, frozen, batch_size=700, store=small)
     for key in {o.key for o in ref}:
         assert [o for o in ref if o.key == key] == [o for o in got if o.key == key]

@@ -67,11 +67,11 @@ def test_a_silent_user_falls_by_inactivity_on_time() -> None:
 
 def test_a_user_who_never_returns_yields_a_negative_label() -> None:
     engine = load_engine(DEFAULT_TIERS_FILE)
-    labels: list[tuple[str, bool]] = []
+    labels: list[tuple[tuple[float, ...], bool]] = []
     learn = engine.models.learn_label
 
     def spy(x: list[float], label: bool, predicted: float) -> None:
-        labels.append(("?", label))
+        labels.append((tuple(x), label))  # the snapshot's vector says whose label it is
         learn(x, label, predicted)
 
     engine.models.learn_label = spy  # type: ignore[method-assign]
@@ -85,12 +85,13 @@ def test_a_user_who_never_returns_yields_a_negative_label() -> None:
     _, store = replay(records[:cut], engine, batch_size=5)
     whale = orjson.loads(store.users["whale"])
     assert whale["pending"] is not None and whale["pending"][0] == T0 + round(3.5 * DAY_MS)
-    negatives_before = sum(1 for _, y in labels if not y)
+    snapshot = tuple(whale["pending"][1])
+    assert snapshot not in {x for x, _ in labels}, "the whale's snapshot resolved too early"
     # The regular user's events carry the watermark past day 3.5 + 30: the deadline fires.
     _, store = replay(records[cut:], engine, store=store, batch_size=5)
     whale = orjson.loads(store.users["whale"])
     # resolved, and a new snapshot of the silent user taken on the timer
     assert whale["pending"][0] > T0 + round(33.5 * DAY_MS)
-    assert sum(1 for _, y in labels if not y) > negatives_before
+    assert [y for x, y in labels if x == snapshot] == [False]  # the whale's label: negative
     # positives came from the whale's own repeat purchases within 30 days
     assert any(y for _, y in labels)
