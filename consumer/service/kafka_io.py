@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import OffsetSpec
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import (
     CommitFailedError,
@@ -22,6 +23,7 @@ from kafka.errors import (
     TopicAlreadyExistsError,
     UnknownMemberIdError,
 )
+from kafka.protocol.consumer.offsets import IsolationLevel
 from kafka.structs import OffsetAndMetadata
 
 from consumer.service.errors import BrokerError, BrokerUnavailable, Fenced, PublishError
@@ -82,8 +84,14 @@ class EventSource:
         *,
         max_poll_records: int,
         connect_timeout_s: float = 15.0,
+        also: Sequence[str] = (),
     ) -> None:
         self.topic = topic
+        #: Topics read beside the input topic (the forget requests).
+        self.topics = [topic, *also]
+        self.group_id = group_id
+        self._bootstrap = bootstrap
+        self._admin: KafkaAdminClient | None = None
         self._rebalances = _Rebalances()
         try:
             self._consumer = KafkaConsumer(
@@ -100,7 +108,7 @@ class EventSource:
                 client_id=f"tierstream-{group_id}",
                 bootstrap_timeout_ms=round(connect_timeout_s * 1000),
             )
-            self._consumer.subscribe([topic], listener=self._rebalances)
+            self._consumer.subscribe(self.topics, listener=self._rebalances)
         except KafkaError as exc:
             raise _unreachable(bootstrap, exc) from None
 
@@ -141,50 +149,96 @@ class EventSource:
         except KafkaError as exc:
             raise BrokerError(f"committing offsets: {exc}") from exc
 
+    # Offsets are looked up through an admin client, never through the member consumer:
+    # its blocking lookups wait on the group coordinator, and can stall (past their own
+    # timeouts) while the group rebalances.
+
+    def _offsets(self) -> KafkaAdminClient:
+        if self._admin is None:
+            self._admin = KafkaAdminClient(
+                bootstrap_servers=self._bootstrap.split(","),
+                client_id=f"tierstream-{self.group_id}-offsets",
+                request_timeout_ms=10_000,
+            )
+        return self._admin
+
+    def _committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        found = self._offsets().list_group_offsets({self.group_id: list(tps)})
+        offsets = found.get(self.group_id, {})
+        out: dict[TopicPartition, int | None] = {}
+        for tp in tps:
+            meta = offsets.get(tp)
+            out[tp] = meta.offset if meta is not None and meta.offset >= 0 else None
+        return out
+
+    def _listed(self, tps: Sequence[TopicPartition], spec: OffsetSpec) -> dict[TopicPartition, int]:
+        found = self._offsets().list_partition_offsets(
+            {tp: spec for tp in tps}, isolation_level=IsolationLevel.READ_COMMITTED
+        )
+        return {tp: found[tp].offset for tp in tps}
+
     def positions(self, partitions: Sequence[Partition]) -> dict[Partition, KafkaOffsets]:
         """The group's committed offset and the log's first offset, per partition."""
         tps = [TopicPartition(t, p) for t, p in partitions]
         try:
-            first = self._consumer.beginning_offsets(tps)
-            out = {}
-            for tp in tps:
-                committed = self._consumer.committed(tp)
-                out[(tp.topic, tp.partition)] = KafkaOffsets(committed, first.get(tp, 0))
+            first = self._listed(tps, OffsetSpec.EARLIEST)
+            committed = self._committed(tps)
         except KafkaError as exc:
+            self._drop_admin()
             raise BrokerError(f"reading offsets of {sorted(partitions)}: {exc}") from exc
-        return out
+        return {(tp.topic, tp.partition): KafkaOffsets(committed[tp], first[tp]) for tp in tps}
 
     def seek(self, partition: Partition, offset: int) -> None:
         """Read ``partition`` from ``offset`` on."""
         self._consumer.seek(TopicPartition(*partition), offset)
 
-    def group_lag(self, timeout_s: float = 10.0) -> dict[int, int]:
-        """Records of the input topic the group has not committed, per partition (all
+    def rewind(self, partitions: Iterable[Partition]) -> None:
+        """Read ``partitions`` again from the group's committed offsets (or their start)."""
+        parts = sorted(partitions)
+        if not parts:
+            return
+        for tp, where in self.positions(parts).items():
+            self.seek(tp, where.first if where.committed is None else where.committed)
+
+    def group_lag(self) -> dict[Partition, int]:
+        """Records of the topics read that the group has not committed, per partition (all
         partitions, whoever owns them); a partition never committed counts from its start."""
-        timeout_ms = round(timeout_s * 1000)
         try:
-            parts = sorted(self._consumer.partitions_for_topic(self.topic) or ())
-            tps = [TopicPartition(self.topic, p) for p in parts]
-            ends = self._consumer.end_offsets(tps, timeout_ms=timeout_ms)
-            firsts = self._consumer.beginning_offsets(tps, timeout_ms=timeout_ms)
-            lag = {}
-            for tp in tps:
-                committed = self._consumer.committed(tp, timeout_ms=timeout_ms)
-                done = firsts[tp] if committed is None else committed
-                lag[tp.partition] = max(0, ends[tp] - done)
+            tps = [
+                TopicPartition(t, p)
+                for t in self.topics
+                for p in sorted(self._consumer.partitions_for_topic(t) or ())
+            ]
+            ends = self._listed(tps, OffsetSpec.LATEST)
+            firsts = self._listed(tps, OffsetSpec.EARLIEST)
+            committed = self._committed(tps)
         except KafkaError as exc:
-            raise BrokerError(f"reading the group's lag on {self.topic}: {exc}") from exc
+            self._drop_admin()
+            raise BrokerError(f"reading the group's lag on {self.topics}: {exc}") from exc
+        lag = {}
+        for tp in tps:
+            done = committed[tp]
+            lag[(tp.topic, tp.partition)] = max(
+                0, ends[tp] - (firsts[tp] if done is None else done)
+            )
         return lag
 
-    def reachable(self, timeout_s: float = 3.0) -> bool:
+    def reachable(self) -> bool:
         """Whether a broker answers now (readiness); never raises."""
         try:
-            parts = self._consumer.partitions_for_topic(self.topic) or {0}
-            tp = TopicPartition(self.topic, min(parts))
-            self._consumer.end_offsets([tp], timeout_ms=round(timeout_s * 1000))
+            self._offsets().list_topics()
         except (KafkaError, OSError):
+            self._drop_admin()
             return False
         return True
+
+    def _drop_admin(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            try:
+                admin.close()
+            except Exception:  # a broken client may fail to close; it is dropped anyway
+                log.debug("closing an admin client", exc_info=True)
 
     def lag(self) -> int | None:
         """Records not yet read on the owned partitions, from the last fetch; None if unknown."""
@@ -198,6 +252,7 @@ class EventSource:
 
     def close(self) -> None:
         """Leave the group (offsets are committed per batch, not here)."""
+        self._drop_admin()
         self._consumer.close(autocommit=False)
 
 

@@ -34,11 +34,12 @@ from consumer.service.errors import (
     StateStoreError,
     StateStoreUnavailable,
 )
-from consumer.service.forget_forwarder import ForgetForwarder
+from consumer.service.forget_forwarder import forwarded
 from consumer.service.kafka_io import EventSource, Publisher, ensure_topics
 from consumer.service.metrics import HealthServer, Metrics
 from consumer.service.model_files import read_model
 from consumer.service.ownership import Ownership
+from consumer.service.records import InputRecord
 from consumer.service.settings import Settings
 from consumer.service.state_store import RedisStateStore, StateStore
 from consumer.service.tier_config import load_engine
@@ -58,9 +59,6 @@ RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 GROUP_PROGRESS_WAIT_S = 60.0
 #: While idle, how often Redis and the brokers are probed (what /readyz reports).
 PROBE_EVERY_S = 5.0
-#: While busy, how often forget requests are forwarded (when idle: every iteration). An
-#: erasure then waits behind the input's backlog anyway.
-FORWARD_EVERY_S = 5.0
 
 
 @dataclass
@@ -118,22 +116,13 @@ class Service:
         self.publisher = Publisher(
             settings.kafka_bootstrap, connect_timeout_s=settings.kafka_connect_timeout_s
         )
-        self.forwarder = ForgetForwarder(
-            settings.kafka_bootstrap,
-            forget_topic=settings.forget_topic,
-            input_topic=settings.input_topic,
-            dlq_topic=settings.dlq_topic,
-            group_id=settings.group_id,
-            publisher=self.publisher,
-            dlq_max_copy_bytes=settings.dlq_max_copy_bytes,
-            connect_timeout_s=settings.kafka_connect_timeout_s,
-        )
         self.source = EventSource(
             settings.kafka_bootstrap,
             settings.input_topic,
             settings.group_id,
             max_poll_records=settings.max_poll_records,
             connect_timeout_s=settings.kafka_connect_timeout_s,
+            also=[settings.forget_topic],
         )
         step = BatchStep(
             engine,
@@ -159,13 +148,14 @@ class Service:
             self.checkpoint,
             self.store,
             on_state_loss=settings.on_state_loss,
+            input_topic=settings.input_topic,
             on_republished=self._republished,
         )
         self.health: HealthServer | None = None
         self._ready = False
         self._probed_at = -PROBE_EVERY_S
         self._group_lag: tuple[int, float] | None = None
-        self._forwarded_at = -FORWARD_EVERY_S
+        self.forget_decoder = EventDecoder()
         self.summary = RunSummary()
 
     def stop(self) -> None:
@@ -202,9 +192,11 @@ class Service:
                         break
                 except Fenced as exc:
                     self._on_fenced(exc)
+                    last_record = time.monotonic()  # idle means: nothing to read, not failing
                 except (StateStoreError, PublishError, BrokerError) as exc:
                     failures += 1
                     self._on_failure(exc, failures)
+                    last_record = time.monotonic()
         finally:
             self._close()
         return self.summary
@@ -212,10 +204,11 @@ class Service:
     def _step(self) -> bool:
         """One poll and the batch it brings; True if it brought records."""
         records = self.source.poll(self.settings.poll_timeout_ms)
-        now = time.monotonic()
-        if not records or now - self._forwarded_at >= FORWARD_EVERY_S:
-            self._forwarded_at = now
-            self.forwarder.pump()
+        forget = self.settings.forget_topic
+        requests = [r for r in records if r.topic == forget]
+        if requests:
+            self._forward(requests)
+            records = [r for r in records if r.topic != forget]
         records = self.ownership.follow(records)
         self.metrics.assigned_partitions.set(len(self.ownership.held))
         if not records:
@@ -224,6 +217,25 @@ class Service:
         self._record(self.checkpoint.run_batch(records), len(records))
         self._ready = True
         return True
+
+    def _forward(self, requests: list[InputRecord]) -> None:
+        """Forget requests into the input topic (:mod:`consumer.service.forget_forwarder`),
+        then their offsets committed: at least once, and erasing twice changes nothing."""
+        s = self.settings
+        outputs = forwarded(
+            requests,
+            self.forget_decoder,
+            input_topic=s.input_topic,
+            dlq_topic=s.dlq_topic,
+            dlq_max_copy_bytes=s.dlq_max_copy_bytes,
+        )
+        self.publisher.publish(outputs)
+        ends: dict[tuple[str, int], int] = {}
+        for r in requests:
+            ends[(r.topic, r.partition)] = max(ends.get((r.topic, r.partition), 0), r.offset + 1)
+        self.source.commit(ends)
+        n = sum(o.topic == s.input_topic for o in outputs)
+        log.info("forwarded %d forget requests into %s", n, s.input_topic)
 
     def _probe(self) -> None:
         """While idle, /readyz follows whether Redis and the brokers answer."""
@@ -248,11 +260,8 @@ class Service:
         now = time.monotonic()
         if now - last_record < idle_s:
             return False
-        try:
-            lag = {
-                f"{self.settings.input_topic}:{p}": n for p, n in self.source.group_lag().items()
-            }
-            lag[self.settings.forget_topic] = self.forwarder.lag()  # requests not forwarded
+        try:  # the forget topic's lag counts too: a request not yet forwarded
+            lag = {f"{t}:{p}": n for (t, p), n in self.source.group_lag().items()}
         except BrokerError as exc:  # e.g. a group still rebalancing: ask again
             log.info("cannot tell yet whether the group is done: %s", exc)
             return False
@@ -350,7 +359,6 @@ class Service:
     def _close(self) -> None:
         self._ready = False
         for close in (
-            self.forwarder.close,
             self.source.close,
             self.publisher.close,
             self.store.close,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, Protocol
 
 from consumer.service.checkpoint import Checkpoint
@@ -54,6 +54,10 @@ class PartitionSource(Protocol):
 
     def seek(self, partition: Partition, offset: int) -> None: ...
 
+    def rewind(self, partitions: Iterable[Partition]) -> None: ...
+
+    def commit(self, next_offsets: Mapping[Partition, int]) -> None: ...
+
 
 class Ownership:
     """Follows the group's assignment and keeps the store's ownership and the consumer's
@@ -66,6 +70,7 @@ class Ownership:
         store: StateStore,
         *,
         on_state_loss: str = "refuse",
+        input_topic: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_republished: Callable[[int], None] = lambda _: None,
     ) -> None:
@@ -75,6 +80,9 @@ class Ownership:
         self.checkpoint = checkpoint
         self.store = store
         self.on_state_loss = on_state_loss
+        #: Only this topic's partitions have state; others (the forget requests) are read
+        #: from Kafka's committed offsets (None: every topic read has state).
+        self.input_topic = input_topic
         self.clock = clock
         self.on_republished = on_republished
         #: Set after a failure: every assigned partition is acquired again first.
@@ -91,7 +99,10 @@ class Ownership:
         the records of partitions held from before (a newly acquired partition is read
         again from its applied offset, so what the poll fetched of it is dropped)."""
         assigned, _revoked = self.source.take_rebalance()
-        now = self.source.assignment()
+        everything = self.source.assignment()
+        now = {tp for tp in everything if self.input_topic in (None, tp[0])}
+        if self.resync_pending:  # what a failed step fetched of the others, read again
+            self.source.rewind(everything - now)
         held = self.held
         gone = held - now  # a partition revoked and given back is in ``assigned``
         if gone:
@@ -117,8 +128,16 @@ class Ownership:
             self.on_republished(n)
         applied = self.store.applied_offsets(parts)
         kafka = self.source.positions(parts)
+        ahead = {}
         for tp in parts:
-            self.source.seek(tp, self._start(tp, applied[tp], kafka[tp]))
+            start = self._start(tp, applied[tp], kafka[tp])
+            self.source.seek(tp, start)
+            if applied[tp] is not None and start > (kafka[tp].committed or 0):
+                ahead[tp] = start
+        if ahead:
+            # Applied, and their outputs just published: the group may know it (the last
+            # records of a partition would otherwise stay "unconsumed" for ever).
+            self.source.commit(ahead)
         log.info("partitions acquired: %s", _names(parts))
 
     def _start(self, tp: Partition, applied: int | None, kafka: KafkaOffsets) -> int:

@@ -7,14 +7,18 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
 
+from consumer.demo.synthetic import GeneratorConfig, generate
+from consumer.service.kafka_io import produce_records
 from consumer.service.keys import KeySpace
 from tests.integration.support import (
+    KAFKA,
     REDIS,
     REPO,
     Names,
@@ -23,6 +27,7 @@ from tests.integration.support import (
     create_topic,
     end_offsets,
     read_topic,
+    recompute_features,
     wait_for_group,
 )
 
@@ -117,8 +122,12 @@ def test_two_instances_share_one_model(names: Names, quick_models: Path) -> None
     assert folded == {f"{names.instance}-1", f"{names.instance}-2"}, folded
     assert set(contributors) <= folded
     assert model["version"] >= 2
-    # both learned on top of the group's versions (not private models of their own)
-    assert all(re.fullmatch(r"v\d+-[0-9a-f]{8}", c["base"]) for c in contributions)
+    # both learned on top of the group's learned versions (not on version 0, not on
+    # private models of their own)
+    for c in contributions:
+        base = re.fullmatch(r"v(\d+)-[0-9a-f]{8}", c["base"])
+        assert base and int(base.group(1)) >= 1, c["base"]
+    _check_complete(names)
 
     stamp = re.compile(r"v(\d+)-[0-9a-f]{8}\.[0-9a-f]{6}")
     versions = set()
@@ -145,3 +154,84 @@ def test_two_instances_share_one_model(names: Names, quick_models: Path) -> None
     assert a["name"] == b["name"] == model["name"]
     assert a == b  # 100% agreement on the probe set
     assert len(set(a["seg"])) > 1
+
+
+def _check_complete(names: Names) -> None:
+    """Every user's tier changes are on the topic, gap-free from seq 1 up to the seq their
+    stored state has reached; copies are identical."""
+    copies: dict[str, set[bytes]] = {}
+    seqs: dict[str, list[int]] = {}
+    for rec in read_topic(names.output):
+        body = orjson.loads(rec.value or b"")
+        if body["event_id"] not in copies:
+            seqs.setdefault(body["user_id"], []).append(body["seq"])
+        copies.setdefault(body["event_id"], set()).add(rec.value or b"")
+    assert all(len(v) == 1 for v in copies.values()), "a copy differs from its original"
+    keys = KeySpace(names.prefix)
+    r = redis.Redis.from_url(REDIS)
+    users = sorted(seqs)
+    stored = [orjson.loads(v or b"{}") for v in r.mget([keys.user(u) for u in users])]
+    r.close()
+    for user, state in zip(users, stored, strict=True):
+        assert seqs[user] == list(range(1, state["seq"] + 1)), user
+
+
+def test_an_instance_takes_over_a_dead_ones_partitions(names: Names, quick_models: Path) -> None:
+    """Two instances learn and publish; one is killed (SIGKILL) mid-stream. The other gets
+    its partitions once its session expires, publishes what it left in the outboxes, fires
+    its users' timers, and the group finishes: every event applied once, every change of
+    every stored state on the topic, in order."""
+    create_topic(names.input, 4)
+    records = [
+        (r.key, r.value)
+        for r in generate(GeneratorConfig(users=400, events=30_000, seed=12, days=90))
+    ]
+    produce_records(KAFKA, names.input, records, partitions=4)
+    base = names.env(TIERSTREAM_TIERS_FILE=str(quick_models), TIERSTREAM_MAX_POLL_RECORDS="200")
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "run"],
+        env={**base, "TIERSTREAM_INSTANCE_ID": f"{names.instance}-victim"},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    survivor = subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "run", "--stop-when-idle", "3"],
+        env={**base, "TIERSTREAM_INSTANCE_ID": f"{names.instance}-survivor"},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_group(names.group, 2)
+        deadline = time.monotonic() + 60
+        while sum(v or 0 for v in committed_offsets(names.group, names.input).values()) < 6000:
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.2)
+        victim.kill()
+        victim.wait()
+        _, err = survivor.communicate(timeout=300)
+    finally:
+        for p in (victim, survivor):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert survivor.returncode == 0, err
+    acquired = re.findall(r"partitions acquired: (.*)", err)
+    assert acquired and len(acquired[-1].split(", ")) == 4, acquired  # all four, at the end
+    assert committed_offsets(names.group, names.input) == end_offsets(names.input)
+    _check_complete(names)
+    # every event applied exactly once: the stored features are the closed-form ones
+    expected = recompute_features(read_topic(names.input))
+    keys = KeySpace(names.prefix)
+    r = redis.Redis.from_url(REDIS)
+    stored = dict(zip(expected, r.mget([keys.user(u) for u in expected]), strict=True))
+    r.close()
+    for user, want in expected.items():
+        f = orjson.loads(stored[user] or b"{}")["features"]
+        assert (f["events"], f["purchases"], f["last_ms"]) == (
+            want.events,
+            want.purchases,
+            want.last_ms,
+        ), user

@@ -162,3 +162,45 @@ def test_a_second_run_reads_nothing_new(names: Names) -> None:
     read = re.search(r"tierstream: (\d+) records in (\d+) batches", second.stderr)
     assert read and read.groups() == ("0", "0"), second.stderr
     assert read_topic(names.output) == before
+
+
+def test_the_record_and_dlq_copy_limits_and_the_invalid_reason_through_the_service(
+    names: Names,
+) -> None:
+    """TIERSTREAM_MAX_RECORD_BYTES and TIERSTREAM_DLQ_MAX_COPY_BYTES as the running service
+    applies them, and the catch-all reason `invalid` (a violation no other reason names)."""
+    from consumer.service.kafka_io import produce_records
+    from tests.integration.support import KAFKA
+
+    good = {"event_id": "e1", "user_id": "u1", "event_type": "login", "timestamp": 1767225600000}
+    padded = {**good, "event_id": "e2", "properties": {"blob": "x" * 3000}}
+    invalid = {**good, "event_id": "e3", "event_type": ""}  # minLength 1: no other reason
+    not_json = b"{" + b"x" * 1999
+    produce_records(
+        KAFKA,
+        names.input,
+        [
+            (b"u1", orjson.dumps(good)),
+            (b"u1", orjson.dumps(padded)),
+            (b"u1", orjson.dumps(invalid)),
+            (b"u1", not_json),
+        ],
+    )
+    env = names.env(TIERSTREAM_MAX_RECORD_BYTES="2048", TIERSTREAM_DLQ_MAX_COPY_BYTES="1024")
+    run = cli("run", "--stop-when-idle", "2", env=env)
+    assert run.returncode == 0, run.stderr
+    dead = {
+        orjson.loads(r.value or b"")["source_offset"]: orjson.loads(r.value or b"")
+        for r in read_topic(names.dlq)
+    }
+    assert sorted(dead) == [1, 2, 3]
+    assert dead[1]["reason"] == "oversize" and "> limit 2048" in dead[1]["detail"]
+    assert dead[2]["reason"] == "invalid" and "event_type" in dead[2]["detail"]
+    assert dead[3]["reason"] == "not_json"
+    for body in dead.values():
+        copied = base64.b64decode(body["value_b64"])
+        assert len(copied) == min(body["value_size"], 1024)
+        assert body["value_truncated"] == (body["value_size"] > 1024)
+    assert (
+        dead[1]["value_truncated"] and dead[3]["value_truncated"] and dead[3]["value_size"] == 2000
+    )
