@@ -86,3 +86,37 @@ def test_generate_is_deterministic(tmp_path) -> None:
             == 0
         )
     assert a.read_bytes() == b.read_bytes() and len(a.read_bytes().splitlines()) == 600
+
+
+SECRET = "s3cr3t-Pa55"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run"],
+        ["snapshot", "--out", "-"],
+        ["inspect", "u1"],
+        ["model", "export", "/tmp/tierstream-test-model.json"],
+        ["replay", "--state", f"redis://:{SECRET}@127.0.0.1:1/0", "-"],
+        ["replay", "--state", f"redis://user:{SECRET}@127.0.0.1:1/0?password={SECRET}", "-"],
+        ["config", "--show"],
+        ["config", "--json"],
+    ],
+)
+def test_no_secret_in_any_failing_connection_path(args: list[str]) -> None:
+    """Every command that reaches Redis fails on a closed port; its output never carries
+    the password of the URL it was given (issue 8, item 10)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", *args],
+        env={"PATH": "/usr/bin:/bin", "TIERSTREAM_REDIS_URL": f"redis://:{SECRET}@127.0.0.1:1/0"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        input="",
+        timeout=60,
+    )
+    assert SECRET not in result.stdout + result.stderr, result.stdout + result.stderr
+    if args[0] != "config":
+        assert result.returncode == 2, result.stderr
+        assert "cannot reach Redis at redis://" in result.stderr and "***" in result.stderr
