@@ -9,6 +9,17 @@
 #   bash ops/stack.sh down      stop both (graceful first)
 #   bash ops/stack.sh reset     down, then wipe data and logs (keeps the jars)
 #
+# One server at a time (fault injection: the chaos suite, tests/chaos/):
+#
+#   bash ops/stack.sh start SERVER     start kafka or redis, wait until it answers
+#   bash ops/stack.sh stop SERVER      stop it gracefully (data kept)
+#   bash ops/stack.sh kill SERVER      SIGKILL it: a crash (Redis loses what its AOF
+#                                      had not synced yet, Kafka recovers its logs)
+#   bash ops/stack.sh restart SERVER   stop, then start
+#   bash ops/stack.sh redis-snapshot FILE   a point-in-time RDB copy of the running Redis
+#   bash ops/stack.sh redis-restore FILE    stop Redis, replace its data with the RDB in
+#                                           FILE (older state: a rollback), start it
+#
 # See ops/README.md for the environment overrides.
 set -euo pipefail
 
@@ -478,18 +489,107 @@ cmd_status() {
   return "$ok"
 }
 
+# ----------------------------------------------------------- one server ---
+
+# SIGKILL: what a crash or an OOM kill does. Redis loses the writes its AOF had
+# not fsynced yet (appendfsync everysec: up to about a second); Kafka recovers
+# its log segments on the next start.
+kill_server() {
+  local name=$1 pid
+  if ! pid=$("${name}_pid"); then
+    log "$name not running"
+    return 0
+  fi
+  log "killing $name (pid $pid) with SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 100; i++)); do running "$pid" || break; sleep 0.1; done
+  running "$pid" && die "$name (pid $pid) did not die after SIGKILL"
+  if [[ $name == kafka ]]; then
+    rm -f "$KAFKA_PIDFILE" "$KAFKA_PORTFILE"
+  else
+    rm -f "$REDIS_PIDFILE" "$REDIS_PORTFILE"
+  fi
+}
+
+cmd_server() {
+  local action=$1 name=$2
+  [[ $name == kafka || $name == redis ]] || usage
+  case $action in
+    start)
+      if [[ $name == kafka ]]; then
+        check_java
+        fetch_kafka_libs
+        start_kafka
+        kafka_wait_ready
+      else
+        command -v redis-server >/dev/null 2>&1 || die "redis-server not found: run '$PROG install'"
+        start_redis
+        redis_wait_ready
+      fi
+      ;;
+    stop) "stop_$name" ;;
+    kill) kill_server "$name" ;;
+    restart)
+      "stop_$name"
+      cmd_server start "$name"
+      ;;
+  esac
+}
+
+# `redis-cli --rdb` takes the snapshot over the replication protocol: a
+# consistent point in time, with no RDB file written into the data dir.
+cmd_redis_snapshot() {
+  local file=$1 pid
+  pid=$(redis_pid) || die "redis is not running: nothing to snapshot"
+  mkdir -p "$(dirname "$file")"
+  if ! redis-cli -p "$(<"$REDIS_PORTFILE")" --rdb "$file" >/dev/null 2>&1 || [[ ! -s $file ]]; then
+    die "could not take an RDB snapshot of redis (pid $pid) into $file"
+  fi
+  log "redis snapshot written to $file ($(stat -c %s "$file") bytes)"
+}
+
+# Redis 7 with appendonly loads only its AOF directory, never a dump.rdb beside
+# it, so the snapshot becomes the base of a fresh multi-part AOF (the layout
+# Redis writes itself: a base RDB, an empty incremental file, a manifest).
+cmd_redis_restore() {
+  local file=$1
+  [[ -r $file && $(head -c 5 "$file") == REDIS ]] || die "$file is not an RDB file (make one with '$PROG redis-snapshot FILE')"
+  file=$(cd "$(dirname "$file")" && pwd)/$(basename "$file")
+  stop_redis
+  local aof=$REDIS_DATA/appendonlydir
+  log "replacing redis data under $REDIS_DATA with $file"
+  rm -rf "$aof" "$REDIS_DATA/dump.rdb"
+  mkdir -p "$aof"
+  cp "$file" "$aof/appendonly.aof.1.base.rdb"
+  : >"$aof/appendonly.aof.1.incr.aof"
+  printf 'file appendonly.aof.1.base.rdb seq 1 type b\nfile appendonly.aof.1.incr.aof seq 1 type i\n' \
+    >"$aof/appendonly.aof.manifest"
+  start_redis
+  redis_wait_ready
+}
+
 usage() {
   echo "usage: bash $PROG {up|down|status|install|reset}" >&2
+  echo "       bash $PROG {start|stop|kill|restart} {kafka|redis}" >&2
+  echo "       bash $PROG {redis-snapshot|redis-restore} FILE" >&2
   exit 2
 }
 
-(($# == 1)) || usage
+case $# in
+  1) ;;
+  2) [[ $1 =~ ^(start|stop|kill|restart|redis-snapshot|redis-restore)$ ]] || usage ;;
+  *) usage ;;
+esac
 case $1 in
   up) take_lock; cmd_up ;;
   down) take_lock; cmd_down ;;
   reset) take_lock; cmd_reset ;;
   install) take_lock; cmd_install ;;
   status) cmd_status ;;
+  start | stop | kill | restart) (($# == 2)) || usage; take_lock; cmd_server "$1" "$2" ;;
+  redis-snapshot) (($# == 2)) || usage; take_lock; cmd_redis_snapshot "$2" ;;
+  redis-restore) (($# == 2)) || usage; take_lock; cmd_redis_restore "$2" ;;
   -h | --help | help) usage ;;
   *) usage ;;
 esac
