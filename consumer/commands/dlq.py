@@ -36,7 +36,7 @@ def dlq(args: argparse.Namespace) -> int:
     settings = Settings.from_env(args.environ)
     progress = Progress(unit="records")
     result = purge(
-        settings.kafka_bootstrap,
+        settings.kafka,
         settings.dlq_topic,
         set(args.user_ids),
         dry_run=args.dry_run,

@@ -69,7 +69,7 @@ def forget(args: argparse.Namespace) -> int:
         )
         for user in dict.fromkeys(args.user_ids)
     ]
-    n = produce_records(settings.kafka_bootstrap, settings.forget_topic, requests)
+    n = produce_records(settings.kafka, settings.forget_topic, requests)
     print(
         f"tierstream: sent {n} forget requests ({request_id}) to {settings.forget_topic}; the "
         f"service erases each user after their earlier events (an `erased` change on "

@@ -58,7 +58,7 @@ def generate(args: argparse.Namespace) -> int:
 
         settings = Settings.from_env(args.environ)
         n = produce_records(
-            settings.kafka_bootstrap,
+            settings.kafka,
             args.topic,
             ((r.key, r.value) for r in records),
             partitions=args.partitions,

@@ -27,17 +27,21 @@ from kafka.protocol.consumer.offsets import IsolationLevel
 from kafka.structs import OffsetAndMetadata
 
 from consumer.service.errors import BrokerError, BrokerUnavailable, Fenced, PublishError
+from consumer.service.kafka_connection import KafkaConnection
 from consumer.service.records import InputRecord, KafkaOffsets, OutputRecord
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]
 
 
-def _unreachable(bootstrap: str, exc: Exception) -> BrokerUnavailable:
-    return BrokerUnavailable(
-        f"cannot reach Kafka at {bootstrap} ({exc}); start it (make stack-up) "
-        "or set TIERSTREAM_KAFKA_BOOTSTRAP"
+def _unreachable(kafka: KafkaConnection, exc: Exception) -> BrokerUnavailable:
+    hint = (
+        "check the address, the TLS and SASL settings (TIERSTREAM_KAFKA_*), and the "
+        "client's credentials"
+        if kafka.security_protocol != "PLAINTEXT"
+        else "start it (make stack-up) or set TIERSTREAM_KAFKA_BOOTSTRAP"
     )
+    return BrokerUnavailable(f"cannot reach Kafka at {kafka.describe()} ({exc}); {hint}")
 
 
 class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -78,39 +82,43 @@ class EventSource:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaConnection | str,
         topic: str,
         group_id: str,
         *,
         max_poll_records: int,
-        connect_timeout_s: float = 15.0,
         also: Sequence[str] = (),
+        instance_id: str = "",
+        session_timeout_s: float = 10.0,
     ) -> None:
         self.topic = topic
         #: Topics read beside the input topic (the forget requests).
         self.topics = [topic, *also]
         self.group_id = group_id
-        self._bootstrap = bootstrap
+        self._kafka = kafka = KafkaConnection.of(kafka)
         self._admin: KafkaAdminClient | None = None
         self._rebalances = _Rebalances()
         try:
             self._consumer = KafkaConsumer(
-                bootstrap_servers=bootstrap.split(","),
-                group_id=group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_records=max_poll_records,
-                # Larger than the biggest batch we may need to process between polls.
-                max_poll_interval_ms=300_000,
-                session_timeout_ms=10_000,
-                heartbeat_interval_ms=3_000,
-                isolation_level="read_committed",
-                client_id=f"tierstream-{group_id}",
-                bootstrap_timeout_ms=round(connect_timeout_s * 1000),
+                **kafka.config(
+                    KafkaConsumer,
+                    group_id=group_id,
+                    group_instance_id=instance_id or None,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    max_poll_records=max_poll_records,
+                    # Larger than the biggest batch we may need to process between polls.
+                    max_poll_interval_ms=300_000,
+                    session_timeout_ms=round(session_timeout_s * 1000),
+                    # The broker expects a heartbeat several times per session timeout.
+                    heartbeat_interval_ms=max(1000, round(session_timeout_s * 1000 / 3)),
+                    isolation_level="read_committed",
+                    client_id=f"tierstream-{group_id}",
+                )
             )
             self._consumer.subscribe(self.topics, listener=self._rebalances)
         except KafkaError as exc:
-            raise _unreachable(bootstrap, exc) from None
+            raise _unreachable(kafka, exc) from None
 
     def poll(self, timeout_ms: int) -> list[InputRecord]:
         """The next batch, in offset order within each partition."""
@@ -156,9 +164,11 @@ class EventSource:
     def _offsets(self) -> KafkaAdminClient:
         if self._admin is None:
             self._admin = KafkaAdminClient(
-                bootstrap_servers=self._bootstrap.split(","),
-                client_id=f"tierstream-{self.group_id}-offsets",
-                request_timeout_ms=10_000,
+                **self._kafka.config(
+                    KafkaAdminClient,
+                    client_id=f"tierstream-{self.group_id}-offsets",
+                    request_timeout_ms=10_000,
+                )
             )
         return self._admin
 
@@ -265,29 +275,24 @@ class Publisher:
     """
 
     def __init__(
-        self,
-        bootstrap: str,
-        *,
-        max_request_size: int = 4 * 1024 * 1024,
-        connect_timeout_s: float = 15.0,
+        self, kafka: KafkaConnection | str, *, max_request_size: int = 4 * 1024 * 1024
     ) -> None:
-        self._config = {
-            "bootstrap_servers": bootstrap.split(","),
-            "acks": "all",
-            "enable_idempotence": True,
-            "linger_ms": 5,
-            "max_request_size": max_request_size,
-            "client_id": "tierstream-publisher",
-            "bootstrap_timeout_ms": round(connect_timeout_s * 1000),
-        }
-        self._bootstrap = bootstrap
+        self._kafka = KafkaConnection.of(kafka)
+        self._config = self._kafka.config(
+            KafkaProducer,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_request_size=max_request_size,
+            client_id="tierstream-publisher",
+        )
         self._producer: KafkaProducer | None = self._new()
 
     def _new(self) -> KafkaProducer:
         try:
             return KafkaProducer(**self._config)
         except KafkaError as exc:
-            raise _unreachable(self._bootstrap, exc) from None
+            raise _unreachable(self._kafka, exc) from None
 
     def publish(self, records: Sequence[OutputRecord], *, timeout_s: float = 60.0) -> None:
         """Send ``records`` in order and wait for all acknowledgements; raise PublishError."""
@@ -318,24 +323,22 @@ class Publisher:
 
 
 def ensure_topics(
-    bootstrap: str,
+    kafka: KafkaConnection | str,
     topics: Sequence[str],
     *,
     partitions: int,
     like: str | None = None,
-    connect_timeout_s: float = 15.0,
+    replication: int = 0,
     configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """Create missing ``topics``; ``partitions`` 0 means as many as topic ``like`` has;
-    ``configs`` gives topic configs by topic (e.g. ``cleanup.policy=compact``)."""
+    ``replication`` 0 means the brokers' default; ``configs`` gives topic configs by topic
+    (e.g. ``cleanup.policy=compact``)."""
+    kafka = KafkaConnection.of(kafka)
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap.split(","),
-            client_id="tierstream-admin",
-            bootstrap_timeout_ms=round(connect_timeout_s * 1000),
-        )
+        admin = KafkaAdminClient(**kafka.config(KafkaAdminClient, client_id="tierstream-admin"))
     except KafkaError as exc:
-        raise _unreachable(bootstrap, exc) from None
+        raise _unreachable(kafka, exc) from None
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
@@ -345,7 +348,11 @@ def ensure_topics(
         if count <= 0:
             count = _partition_count(admin, like) if like in existing else 1
         spec: dict[str, dict[str, Any]] = {
-            t: {"num_partitions": count, "configs": dict((configs or {}).get(t, {}))}
+            t: {
+                "num_partitions": count,
+                "replication_factor": replication or -1,
+                "configs": dict((configs or {}).get(t, {})),
+            }
             for t in missing
         }
         try:
@@ -365,7 +372,7 @@ def _partition_count(admin: KafkaAdminClient, topic: str | None) -> int:
 
 
 def produce_records(
-    bootstrap: str,
+    kafka: KafkaConnection | str,
     topic: str,
     records: Iterable[tuple[bytes | None, bytes]],
     *,
@@ -373,18 +380,21 @@ def produce_records(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Produce ``(key, value)`` pairs to ``topic`` (created with ``partitions`` if missing)."""
-    ensure_topics(bootstrap, [topic], partitions=partitions)
+    kafka = KafkaConnection.of(kafka)
+    ensure_topics(kafka, [topic], partitions=partitions)
     try:
         producer = KafkaProducer(
-            bootstrap_servers=bootstrap.split(","),
-            acks="all",
-            linger_ms=20,
-            batch_size=256 * 1024,
-            max_request_size=4 * 1024 * 1024,
-            client_id="tierstream-generate",
+            **kafka.config(
+                KafkaProducer,
+                acks="all",
+                linger_ms=20,
+                batch_size=256 * 1024,
+                max_request_size=4 * 1024 * 1024,
+                client_id="tierstream-generate",
+            )
         )
     except KafkaError as exc:
-        raise _unreachable(bootstrap, exc) from None
+        raise _unreachable(kafka, exc) from None
     n = 0
     try:
         for key, value in records:

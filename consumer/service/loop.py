@@ -3,7 +3,11 @@
 poll a batch -> follow the group's assignment (acquire new partitions, read each from
 its applied offset; :mod:`consumer.service.ownership`) -> run the batch through the commit
 protocol (:mod:`consumer.service.checkpoint`) -> record metrics -> repeat, until stopped
-(SIGTERM/SIGINT) or, with ``stop_when_idle``, caught up.
+(SIGTERM/SIGINT) or, with ``stop_when_idle``, caught up. A stop waits for the batch in
+flight at most ``TIERSTREAM_SHUTDOWN_TIMEOUT_S``; past that the process exits at once with
+status :data:`SHUTDOWN_OVERDUE_STATUS` (a batch not committed is read again by whoever
+takes the partition: safe, see :mod:`consumer.service.checkpoint`), so the orchestrator's
+grace period (Kubernetes' ``terminationGracePeriodSeconds``) is never what ends it.
 
 Faults never end the loop: a fenced batch is dropped and its partitions set right; a
 store, broker or publish failure is retried after a pause that grows with the failures
@@ -16,6 +20,7 @@ orchestrator restart every instance at once.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import threading
@@ -53,6 +58,9 @@ log = logging.getLogger(__name__)
 #: number of failures in a row; each pause is drawn within +-50% (jitter), so instances
 #: that failed together do not retry together.
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+#: Exit status when a stop outlasts ``TIERSTREAM_SHUTDOWN_TIMEOUT_S``.
+SHUTDOWN_OVERDUE_STATUS = 4
+
 #: With --stop-when-idle: how long the whole group may make no progress (its lag over
 #: every partition not shrinking) before the run gives up with lag left. A member killed
 #: without leaving holds its partitions until its session (10 s) expires.
@@ -100,8 +108,10 @@ class Service:
         )
         self.store.ping()
         engine = build_engine(settings, self.store)
+        kafka = settings.kafka
+        log.info("Kafka at %s", kafka.describe())
         ensure_topics(
-            settings.kafka_bootstrap,
+            kafka,
             [
                 settings.output_topic,
                 settings.dlq_topic,
@@ -110,19 +120,18 @@ class Service:
             ],
             partitions=settings.topic_partitions,
             like=settings.input_topic,
-            connect_timeout_s=settings.kafka_connect_timeout_s,
+            replication=settings.topic_replication,
             configs={settings.tiers_topic: {"cleanup.policy": "compact"}},
         )
-        self.publisher = Publisher(
-            settings.kafka_bootstrap, connect_timeout_s=settings.kafka_connect_timeout_s
-        )
+        self.publisher = Publisher(kafka)
         self.source = EventSource(
-            settings.kafka_bootstrap,
+            kafka,
             settings.input_topic,
             settings.group_id,
             max_poll_records=settings.max_poll_records,
-            connect_timeout_s=settings.kafka_connect_timeout_s,
             also=[settings.forget_topic],
+            instance_id=settings.instance if settings.static_membership else "",
+            session_timeout_s=settings.kafka_session_timeout_s,
         )
         step = BatchStep(
             engine,
@@ -159,8 +168,23 @@ class Service:
         self.summary = RunSummary()
 
     def stop(self) -> None:
-        """Ask the loop to finish its batch and leave (safe from a signal handler)."""
+        """Ask the loop to finish its batch and leave (safe from a signal handler), within
+        ``shutdown_timeout_s``: a watchdog ends the process when the time is up."""
+        if self._stop.is_set():
+            return
         self._stop.set()
+        watchdog = threading.Timer(self.settings.shutdown_timeout_s, self._overdue)
+        watchdog.daemon = True
+        watchdog.start()
+
+    def _overdue(self) -> None:
+        log.error(
+            "the stop did not finish within TIERSTREAM_SHUTDOWN_TIMEOUT_S=%gs: exiting now; "
+            "the batch in flight is not committed and is read again after the restart",
+            self.settings.shutdown_timeout_s,
+        )
+        logging.shutdown()
+        os._exit(SHUTDOWN_OVERDUE_STATUS)
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT stop the loop after the batch in flight."""

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from consumer.service.errors import SettingsError
+from consumer.service.kafka_connection import KafkaConnection, parse_client_options
 from schemas.decode import Limits, parse_rfc3339_ms
 
 PREFIX = "TIERSTREAM_"
@@ -33,6 +34,28 @@ class Settings:
     """Every setting of the service; the env var is ``TIERSTREAM_`` + the upper-case name."""
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    #: How every client reaches the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    kafka_security_protocol: str = "PLAINTEXT"
+    #: With SASL_*: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    #: A secret: better given as ``TIERSTREAM_KAFKA_SASL_PASSWORD_FILE`` (a mounted file).
+    kafka_sasl_password: str = ""
+    #: OAUTHBEARER: a file holding the current access token, read at each authentication
+    #: (whatever refreshes the token rewrites the file).
+    kafka_sasl_oauth_token_file: str = ""
+    #: With SSL/SASL_SSL: the CA certificates (PEM) the brokers' certificates must chain to
+    #: (default: the system's).
+    kafka_ssl_cafile: str = ""
+    #: A client certificate and its key (PEM), for brokers that authenticate clients by TLS.
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    #: The client key's password, if it has one (a secret).
+    kafka_ssl_key_password: str = ""
+    kafka_ssl_check_hostname: bool = True
+    #: Other kafka-python client options, a JSON object (``{"request_timeout_ms": 40000}``);
+    #: each client gets those it knows; the ones tierstream sets itself are refused.
+    kafka_client_options: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     group_id: str = "tierstream"
     input_topic: str = "user-events"
@@ -70,11 +93,22 @@ class Settings:
     state_ttl_days: float = 400.0
     #: Partitions given to output topics the service creates (0: as many as the input).
     topic_partitions: int = 0
+    #: Replication factor of the topics the service creates (0: the brokers'
+    #: ``default.replication.factor``).
+    topic_replication: int = 0
     #: Seconds to wait for the first answer of the Kafka bootstrap servers.
     kafka_connect_timeout_s: float = 15.0
+    #: How long the group waits for a silent member before moving its partitions: the
+    #: longest a killed instance's partitions wait. With static membership, make it longer
+    #: than a restart (stop + start), so a restart moves nothing.
+    kafka_session_timeout_s: float = 10.0
     #: This instance's name in the group's model contributions; keep it stable across
     #: restarts (a StatefulSet pod name) so learning resumes where it stopped.
     instance_id: str = ""
+    #: Join the consumer group as a static member named after the instance id (Kafka's
+    #: ``group.instance.id``): a restart within the session timeout moves no partition. A
+    #: static member leaving for good keeps its partitions until the session times out.
+    static_membership: bool = False
     #: Score with a fixed model version and learn nothing (what-if replays).
     freeze_model: bool = False
     #: A model file (``tierstream model export``) to score with instead of the stored one.
@@ -97,9 +131,10 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             name = PREFIX + f.name.upper()
-            if name not in env:
+            raw_or_none = _value(env, name)
+            if raw_or_none is None:
                 continue
-            raw = env[name].strip()
+            raw = raw_or_none
             default = f.default
             try:
                 if isinstance(default, bool):
@@ -119,11 +154,7 @@ class Settings:
 
     def check(self) -> None:
         """Raise SettingsError on a value the service cannot use."""
-        if not self.kafka_bootstrap or any(":" not in hp for hp in self.kafka_bootstrap.split(",")):
-            raise SettingsError(
-                f"TIERSTREAM_KAFKA_BOOTSTRAP={self.kafka_bootstrap!r}: "
-                "expected host:port[,host:port]"
-            )
+        self.kafka.check()
         if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             raise SettingsError(
                 f"TIERSTREAM_REDIS_URL={self.redis_url!r}: expected redis://host:port/db"
@@ -158,17 +189,39 @@ class Settings:
         if (
             self.state_ttl_days <= 0
             or self.kafka_connect_timeout_s <= 0
+            or self.kafka_session_timeout_s <= 0
             or self.topic_partitions < 0
+            or self.topic_replication < 0
             or self.shutdown_timeout_s <= 0
         ):
             raise SettingsError(
-                "TIERSTREAM_STATE_TTL_DAYS, KAFKA_CONNECT_TIMEOUT_S and SHUTDOWN_TIMEOUT_S "
-                "must be > 0, TOPIC_PARTITIONS >= 0"
+                "TIERSTREAM_STATE_TTL_DAYS, KAFKA_CONNECT_TIMEOUT_S, KAFKA_SESSION_TIMEOUT_S and "
+                "SHUTDOWN_TIMEOUT_S "
+                "must be > 0, TOPIC_PARTITIONS and TOPIC_REPLICATION >= 0"
             )
         if self.model_file and not Path(self.model_file).is_file():
             raise SettingsError(f"TIERSTREAM_MODEL_FILE={self.model_file!r}: no such file")
         if self.tiers_file and not Path(self.tiers_file).is_file():
             raise SettingsError(f"TIERSTREAM_TIERS_FILE={self.tiers_file!r}: no such file")
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """How every Kafka client reaches the brokers."""
+        return KafkaConnection(
+            self.kafka_bootstrap,
+            security_protocol=self.kafka_security_protocol.upper(),
+            sasl_mechanism=self.kafka_sasl_mechanism.upper(),
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            sasl_oauth_token_file=self.kafka_sasl_oauth_token_file,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_key_password=self.kafka_ssl_key_password,
+            ssl_check_hostname=self.kafka_ssl_check_hostname,
+            options=parse_client_options(self.kafka_client_options),
+            connect_timeout_s=self.kafka_connect_timeout_s,
+        )
 
     @property
     def instance(self) -> str:
@@ -202,6 +255,31 @@ class Settings:
     def tiers_path(self) -> Path:
         """The tier config file in force."""
         return Path(self.tiers_file) if self.tiers_file else DEFAULT_TIERS_FILE
+
+
+def _value(env: Mapping[str, str], name: str) -> str | None:
+    """The setting ``name`` from ``env``, or from the file ``env[name + "_FILE"]`` names
+    (how Kubernetes and Docker hand over secrets); None when neither is set.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+    ...     _ = f.write("s3cret" + chr(10)); f.flush()
+    ...     _value({"X_FILE": f.name}, "X")
+    's3cret'
+    >>> _value({"X_FILE": "/nonexistent"}, "X")
+    Traceback (most recent call last):
+    ...
+    consumer.service.errors.SettingsError: X_FILE='/nonexistent': cannot read it (No such file ...)
+    """
+    path = env.get(name + "_FILE")
+    if path is None:
+        return env[name].strip() if name in env else None
+    if name in env:
+        raise SettingsError(f"{name} and {name}_FILE are both set: keep one")
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"{name}_FILE={path!r}: cannot read it ({exc.strerror})") from None
 
 
 def _yes_no(name: str, raw: str) -> bool:

@@ -23,6 +23,7 @@ from consumer.service.settings import PREFIX, Settings, mask_url
 __all__ = ["SettingRow", "effective_settings"]
 
 _SECRET_URLS: Final = ("redis_url",)
+_SECRETS: Final = ("kafka_sasl_password", "kafka_ssl_key_password")
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,16 @@ def effective_settings(
         text = str(value)
         if f.name in _SECRET_URLS:
             text = mask_url(text)
+        if f.name in _SECRETS and text:
+            text = "***"
         if f.name == "tiers_file" and not value:
             text = f"{settings.tiers_path} (packaged default)"
-        source = "file" if f.name in from_file else "env" if variable in environ else "default"
+        source = (
+            "file"
+            if f.name in from_file
+            else "env"
+            if variable in environ or variable + "_FILE" in environ
+            else "default"
+        )
         rows.append(SettingRow(f.name, variable, text, source))
     return rows

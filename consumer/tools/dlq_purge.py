@@ -29,6 +29,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from consumer.service.errors import BrokerUnavailable
+from consumer.service.kafka_connection import KafkaConnection
 
 
 def belongs_to(key: bytes | None, value: bytes | None, users: Set[str]) -> bool:
@@ -52,7 +53,7 @@ class PurgeResult:
 
 
 def purge(
-    bootstrap: str,
+    kafka: KafkaConnection | str,
     topic: str,
     users: Set[str],
     *,
@@ -60,10 +61,11 @@ def purge(
     progress: Callable[[int], None] | None = None,
 ) -> PurgeResult:
     """Remove ``users``' records from every partition of ``topic`` (see the module)."""
+    kafka = KafkaConnection.of(kafka)
     try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+        consumer = KafkaConsumer(**kafka.config(KafkaConsumer, enable_auto_commit=False))
     except KafkaError as exc:
-        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap} ({exc})") from None
+        raise BrokerUnavailable(f"cannot reach Kafka at {kafka.describe()} ({exc})") from None
     result = PurgeResult()
     try:
         parts = sorted(consumer.partitions_for_topic(topic) or ())
@@ -91,7 +93,7 @@ def purge(
     finally:
         consumer.close()
     if plan and not dry_run:
-        _rewrite(bootstrap, plan, ends)
+        _rewrite(kafka, plan, ends)
     return result
 
 
@@ -108,14 +110,12 @@ def _read(
 
 
 def _rewrite(
-    bootstrap: str,
+    kafka: KafkaConnection,
     plan: dict[TopicPartition, list[tuple[bytes | None, bytes | None]]],
     ends: dict[TopicPartition, int],
 ) -> None:
     """Copy the kept records forward, then delete each partition up to its old end."""
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap.split(","), acks="all", enable_idempotence=True
-    )
+    producer = KafkaProducer(**kafka.config(KafkaProducer, acks="all", enable_idempotence=True))
     try:
         for tp, keep in plan.items():
             for key, value in keep:
@@ -123,7 +123,7 @@ def _rewrite(
         producer.flush()
     finally:
         producer.close()
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    admin = KafkaAdminClient(**kafka.config(KafkaAdminClient))
     try:
         admin.delete_records({tp: ends[tp] for tp in plan})
     finally:

@@ -177,6 +177,45 @@ def test_redis_killed_and_restarted_mid_stream(
     check_exact(names, private_redis.url, trained_model)
 
 
+def test_a_stop_is_bounded_by_the_shutdown_timeout_and_loses_nothing(
+    names: Names, private_redis: PrivateRedis, trained_model: GlobalModel, trained_model_file: Path
+) -> None:
+    """SIGTERM while the batch in flight hangs on a frozen Redis (SIGSTOP): the process
+    exits within TIERSTREAM_SHUTDOWN_TIMEOUT_S with status 4 and says why, instead of
+    waiting for Redis's socket timeout (30 s) or the orchestrator's SIGKILL; the batch it
+    dropped is applied exactly once by the next run."""
+    env = names.env(
+        TIERSTREAM_REDIS_URL=private_redis.url,
+        TIERSTREAM_MODEL_FILE=str(trained_model_file),
+        TIERSTREAM_MAX_POLL_RECORDS="200",
+        TIERSTREAM_SHUTDOWN_TIMEOUT_S="2",
+    )
+    produce_records(KAFKA, names.input, [(r.key, r.value) for r in generate(CONFIG)], partitions=2)
+    service = start_service(env)
+    assert private_redis.proc is not None
+    try:
+        wait_for("some progress", lambda: _done(names) > 1000)
+        private_redis.proc.send_signal(signal.SIGSTOP)
+        time.sleep(1.0)  # the next batch's Redis calls now hang
+        sent = time.monotonic()
+        service.send_signal(signal.SIGTERM)
+        _, err = service.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        private_redis.proc.send_signal(signal.SIGCONT)
+        if service.poll() is None:
+            service.kill()
+            service.communicate()
+    assert service.returncode == 4, err
+    assert took < 5.0, f"the stop took {took:.1f}s, the bound is 2s"
+    assert "did not finish within TIERSTREAM_SHUTDOWN_TIMEOUT_S=2s" in err
+    again = start_service(env)
+    _, err = again.communicate(timeout=180)
+    assert again.returncode == 0, err
+    assert committed_offsets(names.group, names.input) == end_offsets(names.input)
+    check_exact(names, private_redis.url, trained_model)
+
+
 def _done(names: Names) -> int:
     return sum(v or 0 for v in committed_offsets(names.group, names.input).values())
 
