@@ -120,3 +120,49 @@ def test_unreachable_broker_is_one_line(names: Names) -> None:
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("tierstream: error: cannot reach Kafka at 127.0.0.1:1"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_instance_holding_no_partition_is_ready(names: Names) -> None:
+    """Two instances, one input partition: the one the group gives nothing is still ready
+    (ready means connected and able to take partitions), or a rolling deploy of more
+    replicas than partitions would stall on it."""
+    gen = cli(
+        "generate", "--users", "20", "--events", "200", "--topic", names.input,
+        "--partitions", "1", env=names.env(),
+    )  # fmt: skip
+    assert gen.returncode == 0, gen.stderr
+    ports = [free_port(), free_port()]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "consumer.cli", "run"],
+            env=names.env(
+                TIERSTREAM_METRICS_PORT=str(port),
+                TIERSTREAM_METRICS_HOST="127.0.0.1",
+                TIERSTREAM_INSTANCE_ID=f"member-{i}",
+            ),
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, port in enumerate(ports)
+    ]
+    try:
+        held = {}
+
+        def settled() -> bool:
+            for port in ports:
+                _, body = get(f"http://127.0.0.1:{port}/metrics")
+                line = [x for x in body.splitlines() if x.startswith("tierstream_assigned_")]
+                held[port] = float(line[0].rsplit(" ", 1)[1]) if line else -1.0
+            return sorted(held.values()) == [0.0, 1.0]
+
+        wait_for(lambda: all(_up(f"http://127.0.0.1:{p}/healthz") for p in ports))
+        wait_for(settled, timeout=90)
+        idle = next(p for p, n in held.items() if n == 0.0)
+        wait_for(lambda: get(f"http://127.0.0.1:{idle}/readyz")[0] == 200, timeout=30)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        errs = [proc.communicate(timeout=60)[1] for proc in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
