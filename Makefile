@@ -80,5 +80,14 @@ stack-down:  ## stop them (data kept under .stack/)
 stack-status:  ## is each of them running?
 	bash ops/stack.sh status
 
+# The multi-node stack (3 Kafka brokers over SASL_SSL/SCRAM, a 6-node Redis Cluster) for failover
+# and security tests; `up` wipes it first. More sub-commands: bash ops/cluster-stack.sh (ops/README.md).
+.PHONY: cluster-stack-up cluster-stack-down
+cluster-stack-up:  ## fresh 3-broker SASL_SSL Kafka + 6-node Redis Cluster (.stack-cluster/)
+	bash ops/cluster-stack.sh up
+
+cluster-stack-down:  ## stop the multi-node stack (data kept under .stack-cluster/)
+	bash ops/cluster-stack.sh down
+
 clean:  ## remove caches (keeps .venv and .stack)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

@@ -40,8 +40,10 @@ STOP_TIMEOUT=30
 
 KAFKA_HEAP_OPTS=(-Xms256m -Xmx512m)
 
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() { log "$*"; exit 1; }
+# log, die, launch, live_pid, fetch_kafka_libs, take_lock...: shared with
+# ops/cluster-stack.sh.
+# shellcheck source=ops/stack-lib.sh
+source "$OPS_DIR/stack-lib.sh"
 
 for _p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$REDIS_PORT"; do
   if ! [[ $_p =~ ^[0-9]+$ ]] || ((_p < 1 || _p > 65535)); then
@@ -80,161 +82,12 @@ REDIS_LOG=$REDIS_LOGS/redis.log
 
 # ---------------------------------------------------------------- helpers ---
 
-port_in_use() {
-  # bash's /dev/tcp needs no ss/netstat, which a minimal image may lack.
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-# Prints the pid recorded in $1 if that process is alive and its command line
-# contains $2. The command-line check keeps a recycled pid (after a reboot or
-# a crash) from being mistaken for our server, and from being killed by `down`.
-live_pid() {
-  local pidfile=$1 pattern=$2 pid
-  [[ -r $pidfile ]] || return 1
-  pid=$(<"$pidfile")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  running "$pid" || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pattern" || return 1
-  printf '%s\n' "$pid"
-}
+# live_pid (ops/stack-lib.sh) checks the command line too, so a recycled pid
+# is never taken for our server.
 kafka_pid() { live_pid "$KAFKA_PIDFILE" "kafka.Kafka $KAFKA_PROPS"; }
 redis_pid() { live_pid "$REDIS_PIDFILE" redis-server; }
 
-# Detached from this shell (own session, SIGHUP ignored, no stdin) so the
-# server outlives the terminal or make process that ran `up`. The inner shell
-# writes its own pid and then execs the server, so the pid file holds the
-# server's real pid whether or not setsid had to fork.
-launch() {
-  local pidfile=$1 out=$2; shift 2
-  rm -f "$pidfile"
-  # shellcheck disable=SC2016  # $$ and $@ are for the inner shell
-  # 9>&-: the server must not inherit take_lock's descriptor, or it would
-  # hold the lock for its whole life and block every later call.
-  setsid nohup bash -c 'echo "$$" >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$out" 2>&1 9>&- &
-  local i
-  for ((i = 0; i < 50; i++)); do [[ -s $pidfile ]] && return 0; sleep 0.1; done
-  die "could not start $1 (no pid file $pidfile); see $out"
-}
-
-# A zombie counts as gone: once `up` has exited the servers are reparented to
-# PID 1, and some init processes (this project's VMs among them) reap only
-# every couple of seconds, which kill -0 alone would wait out.
-running() {
-  local state
-  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ -n $state && $state != Z ]]
-}
-
-# Waits for a pid to exit; SIGKILL after $STOP_TIMEOUT seconds.
-wait_exit_or_kill() {
-  local name=$1 pid=$2 i
-  for ((i = 0; i < STOP_TIMEOUT * 5; i++)); do
-    running "$pid" || return 0
-    sleep 0.2
-  done
-  log "$name (pid $pid) still running after ${STOP_TIMEOUT}s: sending SIGKILL"
-  kill -KILL "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do running "$pid" || return 0; sleep 0.1; done
-  die "$name (pid $pid) did not die after SIGKILL"
-}
-
-show_tail() {
-  local f
-  for f in "$@"; do
-    [[ -s $f ]] || continue
-    log "last 30 lines of $f:"
-    tail -n 30 "$f" >&2
-  done
-}
-
 # ---------------------------------------------------------- prerequisites ---
-
-check_java() {
-  command -v java >/dev/null 2>&1 ||
-    die "java not found: install a JDK 17 (apt-get install openjdk-17-jre-headless)"
-  local spec
-  spec=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java\.specification\.version = //p')
-  if ! [[ ${spec%%.*} =~ ^[0-9]+$ ]] || ((${spec%%.*} < 17)); then
-    die "java ${spec:-unknown} found, Kafka 4 needs 17 or newer: install a JDK 17 (apt-get install openjdk-17-jre-headless)"
-  fi
-}
-
-check_mvn() {
-  command -v mvn >/dev/null 2>&1 || die "mvn not found: install Maven 3 (apt-get install maven)"
-}
-
-# redis-cli ships in redis-tools, which redis-server depends on.
-ensure_apt_packages() {
-  local missing=()
-  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
-  command -v kcat >/dev/null 2>&1 || missing+=(kcat)
-  # Not servers, but the test suite checks ops files with them (promtool test rules,
-  # docker-compose config -q), and CI starts from a machine without them.
-  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
-  ((${#missing[@]})) || return 0
-
-  local sudo=()
-  if ((EUID != 0)); then
-    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-      sudo=(sudo)
-    else
-      die "${missing[*]} not found: install as root with 'apt-get install ${missing[*]}'"
-    fi
-  fi
-  command -v apt-get >/dev/null 2>&1 || die "${missing[*]} not found and no apt-get: install them with your package manager"
-
-  log "installing ${missing[*]} with apt-get"
-  # A fresh CI machine has no package lists yet, so the install alone would 404.
-  "${sudo[@]}" apt-get update -q >&2 9>&-
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 9>&-
-
-  local tool
-  for tool in redis-server redis-cli kcat; do
-    command -v "$tool" >/dev/null 2>&1 || die "apt-get installed ${missing[*]} but $tool is still not on PATH ($PATH)"
-  done
-
-  # On a machine booted with systemd the package starts its own redis on 6379,
-  # which would collide with ours. Only undone when we just installed it, so
-  # an administrator's own redis is never touched.
-  if [[ " ${missing[*]} " == *" redis-server "* && -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
-    "${sudo[@]}" systemctl disable --now redis-server >&2 9>&- || true
-  fi
-}
-
-# The marker holds the POM's checksum: editing the POM (say, a Kafka version
-# bump) refetches, anything else reuses the cache. The jars land in a temp
-# folder first so an interrupted fetch never looks complete.
-fetch_kafka_libs() {
-  local marker=$KAFKA_LIBS/.complete want
-  want=$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)
-  if [[ -r $marker && $(<"$marker") == "$want" ]]; then
-    return 0
-  fi
-  check_mvn
-  log "fetching Kafka jars from Maven Central into $KAFKA_LIBS"
-  mkdir -p "$(dirname "$KAFKA_LIBS")" "$KAFKA_LOGS"
-  local tmp=$KAFKA_LIBS.tmp.$$
-  # shellcheck disable=SC2064  # expand now: $tmp is local and gone at exit
-  trap "rm -rf $(printf %q "$tmp")" EXIT
-  rm -rf "$tmp"
-  # The plugin version is pinned: Maven 3.8's default maven-dependency-plugin
-  # is old, and unpinned plugins drift between machines.
-  if ! mvn -B -q -f "$KAFKA_POM" \
-      org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$tmp" >"$KAFKA_LOGS/mvn-fetch.log" 2>&1; then
-    show_tail "$KAFKA_LOGS/mvn-fetch.log"
-    die "fetching the Kafka jars failed (full output: $KAFKA_LOGS/mvn-fetch.log)"
-  fi
-  if ! compgen -G "$tmp/kafka_2.13-*.jar" >/dev/null || ! compgen -G "$tmp/log4j-slf4j*-impl-*.jar" >/dev/null; then
-    die "Maven finished but the broker or log4j binding jar is missing in $tmp"
-  fi
-  rm -rf "$KAFKA_LIBS"
-  mv "$tmp" "$KAFKA_LIBS"
-  trap - EXIT
-  printf '%s\n' "$want" >"$KAFKA_LIBS/.complete"
-}
 
 cmd_install() {
   check_java
@@ -253,18 +106,6 @@ render_kafka_props() {
   text=${text//@CONTROLLER_PORT@/"$CONTROLLER_PORT"}
   text=${text//@DATA_DIR@/"$KAFKA_DATA"}
   printf '%s\n' "$text" >"$KAFKA_PROPS"
-}
-
-# An array rather than a function: launch() hands it to a fresh bash that
-# execs it, so the pid file ends up holding the JVM's own pid.
-kafka_java_cmd() {
-  KAFKA_JAVA=(java "${KAFKA_HEAP_OPTS[@]}" \
-    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
-    -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError \
-    -XX:ErrorFile="$KAFKA_LOGS/hs_err_pid%p.log" \
-    -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$KAFKA_LOGS" \
-    -cp "$KAFKA_LIBS/*")
 }
 
 # Formatting only when meta.properties is missing keeps topics, offsets and
@@ -427,15 +268,6 @@ stop_redis() {
 }
 
 # --------------------------------------------------------------- commands ---
-
-# Serialises concurrent calls (two test runners calling `up` at once would
-# otherwise both see "not running" and race for the ports).
-take_lock() {
-  mkdir -p "$RUN_DIR"
-  command -v flock >/dev/null 2>&1 || return 0
-  { exec 9>"$RUN_DIR/.lock"; } 2>/dev/null || die "cannot write $RUN_DIR: is $STACK_DIR owned by another user?"
-  flock -w 180 9 || die "another $PROG is still running on $STACK_DIR (lock $RUN_DIR/.lock)"
-}
 
 cmd_down() {
   stop_kafka
