@@ -7,9 +7,11 @@ service's own (:mod:`consumer.service.errors`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -34,7 +36,59 @@ log = logging.getLogger(__name__)
 Partition = tuple[str, int]
 
 
-def _unreachable(kafka: KafkaConnection, exc: Exception) -> BrokerUnavailable:
+class _WhyNot(logging.Handler):
+    """What kafka-python logs while a client connects. Its exception says only "Unable to
+    bootstrap", the same for an unreachable cluster, a refused password and an untrusted
+    certificate; the reason is in its connection logs, kept here (and not shown)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.messages) < 100:
+            self.messages.append(record.getMessage())
+
+    def cause(self, kafka: KafkaConnection) -> str | None:
+        """The reason a user can act on, or None."""
+        text = "\n".join(self.messages)
+        if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
+            return (
+                f"the brokers refused the {kafka.sasl_mechanism} login of user "
+                f"{kafka.sasl_username!r}: check TIERSTREAM_KAFKA_SASL_USERNAME and the password"
+            )
+        found = re.search(r"certificate verify failed: ([^(\n]+)", text)
+        if found:
+            return (
+                f"the brokers' TLS certificate is not trusted ({found.group(1).strip()}): set "
+                "TIERSTREAM_KAFKA_SSL_CAFILE to the CA that signed it"
+            )
+        if "Handshake failed" in text or "WRONG_VERSION_NUMBER" in text:
+            return "the TLS handshake failed: check TIERSTREAM_KAFKA_SECURITY_PROTOCOL and the port"
+        return None
+
+
+@contextlib.contextmanager
+def _connecting() -> Iterator[_WhyNot]:
+    """Keep kafka-python's connection errors while a client is made (see :class:`_WhyNot`):
+    the user gets one line saying why, not the client's log lines."""
+    why = _WhyNot()
+    logger = logging.getLogger("kafka")
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(why)
+    try:
+        yield why
+    finally:
+        logger.removeHandler(why)
+        logger.propagate = propagate
+
+
+def _unreachable(
+    kafka: KafkaConnection, exc: Exception, why: _WhyNot | None = None
+) -> BrokerUnavailable:
+    cause = why.cause(kafka) if why is not None else None
+    if cause:
+        return BrokerUnavailable(f"cannot use Kafka at {kafka.describe()}: {cause}")
     hint = (
         "check the address, the TLS and SASL settings (TIERSTREAM_KAFKA_*), and the "
         "client's credentials"
@@ -99,26 +153,27 @@ class EventSource:
         self._admin: KafkaAdminClient | None = None
         self._rebalances = _Rebalances()
         try:
-            self._consumer = KafkaConsumer(
-                **kafka.config(
-                    KafkaConsumer,
-                    group_id=group_id,
-                    group_instance_id=instance_id or None,
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                    max_poll_records=max_poll_records,
-                    # Larger than the biggest batch we may need to process between polls.
-                    max_poll_interval_ms=300_000,
-                    session_timeout_ms=round(session_timeout_s * 1000),
-                    # The broker expects a heartbeat several times per session timeout.
-                    heartbeat_interval_ms=max(1000, round(session_timeout_s * 1000 / 3)),
-                    isolation_level="read_committed",
-                    client_id=f"tierstream-{group_id}",
+            with _connecting() as why:
+                self._consumer = KafkaConsumer(
+                    **kafka.config(
+                        KafkaConsumer,
+                        group_id=group_id,
+                        group_instance_id=instance_id or None,
+                        enable_auto_commit=False,
+                        auto_offset_reset="earliest",
+                        max_poll_records=max_poll_records,
+                        # Larger than the biggest batch we may need to process between polls.
+                        max_poll_interval_ms=300_000,
+                        session_timeout_ms=round(session_timeout_s * 1000),
+                        # The broker expects a heartbeat several times per session timeout.
+                        heartbeat_interval_ms=max(1000, round(session_timeout_s * 1000 / 3)),
+                        isolation_level="read_committed",
+                        client_id=f"tierstream-{group_id}",
+                    )
                 )
-            )
             self._consumer.subscribe(self.topics, listener=self._rebalances)
         except KafkaError as exc:
-            raise _unreachable(kafka, exc) from None
+            raise _unreachable(kafka, exc, why) from None
 
     def poll(self, timeout_ms: int) -> list[InputRecord]:
         """The next batch, in offset order within each partition."""
@@ -289,10 +344,11 @@ class Publisher:
         self._producer: KafkaProducer | None = self._new()
 
     def _new(self) -> KafkaProducer:
-        try:
-            return KafkaProducer(**self._config)
-        except KafkaError as exc:
-            raise _unreachable(self._kafka, exc) from None
+        with _connecting() as why:
+            try:
+                return KafkaProducer(**self._config)
+            except KafkaError as exc:
+                raise _unreachable(self._kafka, exc, why) from None
 
     def publish(self, records: Sequence[OutputRecord], *, timeout_s: float = 60.0) -> None:
         """Send ``records`` in order and wait for all acknowledgements; raise PublishError."""
@@ -335,10 +391,11 @@ def ensure_topics(
     ``replication`` 0 means the brokers' default; ``configs`` gives topic configs by topic
     (e.g. ``cleanup.policy=compact``)."""
     kafka = KafkaConnection.of(kafka)
-    try:
-        admin = KafkaAdminClient(**kafka.config(KafkaAdminClient, client_id="tierstream-admin"))
-    except KafkaError as exc:
-        raise _unreachable(kafka, exc) from None
+    with _connecting() as why:
+        try:
+            admin = KafkaAdminClient(**kafka.config(KafkaAdminClient, client_id="tierstream-admin"))
+        except KafkaError as exc:
+            raise _unreachable(kafka, exc, why) from None
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
@@ -382,19 +439,20 @@ def produce_records(
     """Produce ``(key, value)`` pairs to ``topic`` (created with ``partitions`` if missing)."""
     kafka = KafkaConnection.of(kafka)
     ensure_topics(kafka, [topic], partitions=partitions)
-    try:
-        producer = KafkaProducer(
-            **kafka.config(
-                KafkaProducer,
-                acks="all",
-                linger_ms=20,
-                batch_size=256 * 1024,
-                max_request_size=4 * 1024 * 1024,
-                client_id="tierstream-generate",
+    with _connecting() as why:
+        try:
+            producer = KafkaProducer(
+                **kafka.config(
+                    KafkaProducer,
+                    acks="all",
+                    linger_ms=20,
+                    batch_size=256 * 1024,
+                    max_request_size=4 * 1024 * 1024,
+                    client_id="tierstream-generate",
+                )
             )
-        )
-    except KafkaError as exc:
-        raise _unreachable(kafka, exc) from None
+        except KafkaError as exc:
+            raise _unreachable(kafka, exc, why) from None
     n = 0
     try:
         for key, value in records:

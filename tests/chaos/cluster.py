@@ -244,7 +244,8 @@ class Instance:
             ) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as exc:
-            return exc.code, ""
+            with exc:  # its response holds the socket: unclosed, a ResourceWarning
+                return exc.code, ""
         except (OSError, ValueError):
             return None
 

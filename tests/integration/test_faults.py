@@ -87,7 +87,8 @@ def ready(port: int) -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        with exc:
+            return int(exc.code)
     except OSError:
         return 0
 

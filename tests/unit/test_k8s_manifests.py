@@ -347,7 +347,8 @@ def test_the_service_answers_those_paths() -> None:
                 with urllib.request.urlopen(url, timeout=5) as response:
                     return int(response.status)
             except urllib.error.HTTPError as exc:
-                return exc.code
+                with exc:
+                    return exc.code
 
         assert (status("/healthz"), status("/readyz"), status("/metrics")) == (200, 503, 200)
         ready = True
