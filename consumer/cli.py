@@ -2,11 +2,10 @@
 
 ``run`` (the service), ``generate`` (a synthetic stream), ``replay`` (a file through the
 service's code path, no Kafka), ``snapshot`` (everyone's tier from Redis), ``inspect``
-(one user's tier and why), ``config`` (the settings in force), ``model`` (export or import
-the global model), ``forget`` (erase users), ``dlq purge`` (a user's dead letters) and
-``demo`` (all of it in one process, no
-server). Each lives in its
-own module of :mod:`consumer.commands`, with its arguments.
+(one user's tier and why), ``follow`` (the reference subscriber), ``config`` (the settings
+in force), ``model`` (export or import the global model), ``forget`` (erase users), ``dlq
+purge`` (a user's dead letters) and ``demo`` (all of it in one process, no server). Each
+lives in its own module of :mod:`consumer.commands`, with its arguments.
 
 Errors a user can cause (a bad setting, an unreachable server, a missing file) print one
 line starting with ``tierstream: error:`` and exit with status 2; anything else is a bug
@@ -20,7 +19,6 @@ the command quietly, as it ends ``cat``.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -30,6 +28,7 @@ from consumer.commands import (
     config,
     demo,
     dlq,
+    follow,
     forget,
     generate,
     inspect,
@@ -39,11 +38,12 @@ from consumer.commands import (
     snapshot,
 )
 from consumer.commands.common import HelpFormatter
+from consumer.service import logs
 from consumer.service.errors import UserError
 from consumer.service.settings_file import resolve_environ
 
 #: The sub-commands, in the order ``tierstream --help`` lists them.
-COMMANDS = (run, generate, replay, snapshot, inspect, config, model, forget, dlq, demo)
+COMMANDS = (run, generate, replay, snapshot, inspect, follow, config, model, forget, dlq, demo)
 #: Exit status after the reader of our output went away (128 + SIGPIPE, as a shell says).
 BROKEN_PIPE_STATUS = 141
 
@@ -51,14 +51,9 @@ BROKEN_PIPE_STATUS = 141
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tierstream`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         args.environ, args.file_keys = resolve_environ(args.config)
+        logs.configure(args.log_level, args.environ.get("TIERSTREAM_LOG_FORMAT", "text").strip())
         code: int = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except UserError as exc:

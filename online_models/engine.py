@@ -36,6 +36,7 @@ from typing import Any, Final
 
 import orjson
 
+from online_models.control_group import ControlGroup
 from online_models.event import PURCHASE_INDEX, Event
 from online_models.feature_vector import FEATURE_NAMES, vector
 from online_models.features import DAY_MS
@@ -94,9 +95,12 @@ class TierEngine:
         policy: TierPolicy,
         models: OnlineModels | None = None,
         horizons: Horizons | None = None,
+        control: ControlGroup | None = None,
     ) -> None:
         self.scorer = scorer
         self.policy = policy
+        #: Who is held out of campaigns (flagged on every change; scoring ignores it).
+        self.control = control or ControlGroup()
         self.models = models or OnlineModels(GlobalModel.initial(FEATURE_NAMES))
         self.horizons = horizons or Horizons()
         self.policy_digest = _digest(
@@ -265,10 +269,16 @@ class TierEngine:
         ]
         if kind == "inactivity" and decision.direction == "up":
             kind = "rescore"  # a move the dwell time held back, applied on the timer
+        tier = self.policy.tier(decision.tier)
         return TierChange(
             user_id=user_id,
             previous_tier=previous,
             tier=decision.tier,
+            tier_rank=tier.rank,
+            previous_tier_rank=self._rank(previous),
+            tier_label=tier.label,
+            tier_attributes=dict(tier.attributes),
+            control=self.control.holds(user_id),
             seq=state.seq,
             event_time_ms=event_time_ms,
             emitted_at_ms=emitted_at_ms,
@@ -284,6 +294,13 @@ class TierEngine:
             model_version=self.model_version,
             lifetime_ms=state.born_ms,
         )
+
+    def _rank(self, tier: str | None) -> int | None:
+        """The rank of ``tier``; None for no tier, or one the config no longer has."""
+        try:
+            return None if tier is None else self.policy.rank(tier)
+        except KeyError:
+            return None
 
     def _scores(self, score: Score, ms: ModelScore) -> dict[str, float | None]:
         return {

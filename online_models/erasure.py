@@ -48,6 +48,8 @@ def erased_change(
         user_id=request.user_id,
         previous_tier=state.tier,
         tier=None,
+        previous_tier_rank=engine._rank(state.tier),
+        control=engine.control.holds(request.user_id),
         seq=state.seq + 1,
         event_time_ms=request.requested_ms,
         emitted_at_ms=emitted_at_ms,

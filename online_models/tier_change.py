@@ -1,4 +1,5 @@
-"""The tier-change event (schema ``schemas/tier-change.v2.json``).
+"""The tier-change event (schema ``schemas/tier-change.v3.json``), and the current-tier
+record the compacted current-tier topic holds per user (``schemas/user-tier.v1.json``).
 
 Its ``event_id`` is a UUIDv5 of the user id, the user's lifetime and the per-lifetime
 ``seq``, so the same change published twice is the same message and a subscriber can drop
@@ -12,7 +13,9 @@ from 1 again) never repeats an earlier id.
 >>> c.event_id == change_event_id("u1", 1, 0) != change_event_id("u1", 1, 86_400_000)
 True
 >>> c.to_json()["event_time"], c.to_json()["lifetime_start"], c.to_json()["schema_version"]
-('1970-01-01T00:00:00.000Z', '1970-01-01T00:00:00.000Z', 2)
+('1970-01-01T00:00:00.000Z', '1970-01-01T00:00:00.000Z', 3)
+>>> c.current()["tier"], c.current()["since"], c.current()["seq"]
+('casual', '1970-01-01T00:00:00.000Z', 1)
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from typing import Any, Final
 
 from online_models.timefmt import iso_utc_ms
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
+#: Of the current-tier record (``schemas/user-tier.v1.json``).
+CURRENT_SCHEMA_VERSION: Final = 1
 _NAMESPACE: Final = uuid.UUID("6b1c7d0e-5f0a-4d7e-9a52-2f4d8c1e9b37")
 
 
@@ -49,6 +54,14 @@ class TierChange:
     model_version: str
     #: Event time of the first event of the user's current lifetime.
     lifetime_ms: int = -1
+    #: The new tier's catalogue entry (``[[policy.tiers]]``): rank (lowest 0), label and
+    #: attributes; None / empty for an erasure.
+    tier_rank: int | None = None
+    previous_tier_rank: int | None = None
+    tier_label: str | None = None
+    tier_attributes: dict[str, Any] = field(default_factory=dict)
+    #: The user is in the control group: campaigns hold them out.
+    control: bool = False
     event_id: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -63,6 +76,11 @@ class TierChange:
             "user_id": self.user_id,
             "previous_tier": self.previous_tier,
             "tier": self.tier,
+            "tier_rank": self.tier_rank,
+            "previous_tier_rank": self.previous_tier_rank,
+            "tier_label": self.tier_label,
+            "tier_attributes": self.tier_attributes,
+            "control": self.control,
             "seq": self.seq,
             "lifetime_start": iso_utc_ms(self.lifetime_ms),
             "event_time": iso_utc_ms(self.event_time_ms),
@@ -71,4 +89,23 @@ class TierChange:
             "reason": self.reason,
             "model_version": self.model_version,
             "schema_version": SCHEMA_VERSION,
+        }
+
+    def current(self) -> dict[str, Any]:
+        """The user's current-tier record after this change (the value on the compacted
+        current-tier topic): what a subscriber needs to act without the change history."""
+        return {
+            "user_id": self.user_id,
+            "tier": self.tier,
+            "tier_rank": self.tier_rank,
+            "tier_label": self.tier_label,
+            "tier_attributes": self.tier_attributes,
+            "control": self.control,
+            "since": iso_utc_ms(self.event_time_ms),
+            "seq": self.seq,
+            "lifetime_start": iso_utc_ms(self.lifetime_ms),
+            "last_event_id": self.event_id,
+            "scores": self.scores,
+            "model_version": self.model_version,
+            "schema_version": CURRENT_SCHEMA_VERSION,
         }

@@ -18,13 +18,24 @@ wandering around a threshold therefore does not make the tier flap. ``min_dwell_
 >>> d = policy.decide("vip", 1.0, since_ms=0, now_ms=0)
 >>> d.tier, d.threshold, d.direction
 ('casual', 6.0, 'down')
+
+Each tier is also an entry of the catalogue subscribers read with every change: its rank
+(0 is the lowest), a display label and free-form attributes (actions, entitlements, a
+budget weight: whatever the operator writes under ``attributes``).
+
+>>> vip = TierPolicy.from_config({"tiers": [
+...     {"name": "casual"},
+...     {"name": "vip", "min_score": 6.0, "label": "VIP",
+...      "attributes": {"actions": ["concierge"], "budget_weight": 4.0}}]}).tier("vip")
+>>> vip.rank, vip.label, vip.attributes["actions"]
+(1, 'VIP', ['concierge'])
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from online_models.features import DAY_MS
@@ -34,10 +45,18 @@ __all__ = ["Tier", "TierDecision", "TierPolicy"]
 
 @dataclass(frozen=True, slots=True)
 class Tier:
-    """A named tier entered at ``min_score`` (the lowest tier has ``-inf``)."""
+    """A named tier entered at ``min_score`` (the lowest tier has ``-inf``), with its
+    catalogue entry: ``rank`` (its position, lowest 0), ``label`` and ``attributes``."""
 
     name: str
     min_score: float
+    label: str = ""
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    rank: int = 0
+
+
+#: The keys a ``[[policy.tiers]]`` table may have: anything else is a typo.
+TIER_KEYS = frozenset({"name", "min_score", "label", "attributes"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +82,10 @@ class TierPolicy:
             raise ValueError("tier min_score values must be finite and strictly increasing")
         if hysteresis < 0 or min_dwell_ms < 0:
             raise ValueError("hysteresis and min_dwell must be >= 0")
-        self.tiers = [Tier(tiers[0].name, -math.inf), *tiers[1:]]
+        self.tiers = [
+            replace(t, rank=i, label=t.label or t.name)
+            for i, t in enumerate([replace(tiers[0], min_score=-math.inf), *tiers[1:]])
+        ]
         self.hysteresis = hysteresis
         self.min_dwell_ms = min_dwell_ms
         self._index = {t.name: i for i, t in enumerate(self.tiers)}
@@ -77,19 +99,17 @@ class TierPolicy:
         raw = config.get("tiers")
         if not isinstance(raw, list) or not raw:
             raise ValueError("'tiers' must be a non-empty list of {name, min_score} tables")
-        tiers = []
-        for i, item in enumerate(raw):
-            if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
-                raise ValueError(f"tiers[{i}] needs a string 'name'")
-            if i > 0 and not isinstance(item.get("min_score"), int | float):
-                raise ValueError(f"tiers[{i}] ({item['name']}) needs a numeric 'min_score'")
-            tiers.append(Tier(item["name"], float(item.get("min_score", -math.inf))))
+        tiers = [_tier(i, item) for i, item in enumerate(raw)]
         dwell_days = float(config.get("min_dwell_days", 0.0))
         return cls(
             tiers,
             hysteresis=float(config.get("hysteresis", 0.0)),
             min_dwell_ms=round(dwell_days * DAY_MS),
         )
+
+    def tier(self, name: str) -> Tier:
+        """The tier ``name`` (its catalogue entry). Raises KeyError on an unknown tier."""
+        return self.tiers[self._index[name]]
 
     @property
     def names(self) -> list[str]:
@@ -128,3 +148,25 @@ class TierPolicy:
                 j -= 1
             return TierDecision(self.tiers[j].name, self.tiers[i].min_score, "down")
         return None
+
+
+def _tier(i: int, item: Any) -> Tier:
+    """One ``[[policy.tiers]]`` table; ValueError naming what is wrong."""
+    if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+        raise ValueError(f"tiers[{i}] needs a string 'name'")
+    name = item["name"]
+    unknown = sorted(set(item) - TIER_KEYS)
+    if unknown:
+        raise ValueError(
+            f"tiers[{i}] ({name}): unknown key {unknown[0]!r} (a tier has "
+            f"{', '.join(sorted(TIER_KEYS))}; free-form data goes under 'attributes')"
+        )
+    if i > 0 and not isinstance(item.get("min_score"), int | float):
+        raise ValueError(f"tiers[{i}] ({name}) needs a numeric 'min_score'")
+    label = item.get("label", "")
+    if not isinstance(label, str):
+        raise ValueError(f"tiers[{i}] ({name}): 'label' must be a string")
+    attributes = item.get("attributes", {})
+    if not isinstance(attributes, Mapping):
+        raise ValueError(f"tiers[{i}] ({name}): 'attributes' must be a table")
+    return Tier(name, float(item.get("min_score", -math.inf)), label, dict(attributes))

@@ -352,12 +352,15 @@ class _Run:
             heapq.heappush(self.heaps.setdefault(tp, []), (state.due_ms, user))
 
     def publish(self, tp: Partition, change: TierChange) -> None:
+        """The change, and (unless it erases the user, whose tombstone :meth:`forget`
+        writes) the user's new current-tier record, in the same outbox: the current-tier
+        topic is never behind the change topic."""
         self.out.changes.append(change)
-        self.out.outputs.setdefault(tp, []).append(
-            OutputRecord(
-                self.step.output_topic, change.user_id.encode(), orjson.dumps(change.to_json())
-            )
-        )
+        key = change.user_id.encode()
+        outputs = self.out.outputs.setdefault(tp, [])
+        outputs.append(OutputRecord(self.step.output_topic, key, orjson.dumps(change.to_json())))
+        if change.tier is not None:
+            outputs.append(OutputRecord(self.step.tiers_topic, key, orjson.dumps(change.current())))
 
     def finish(self) -> BatchOutcome:
         out, models = self.out, self.engine.models

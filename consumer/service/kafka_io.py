@@ -330,9 +330,15 @@ class Publisher:
     """
 
     def __init__(
-        self, kafka: KafkaConnection | str, *, max_request_size: int = 4 * 1024 * 1024
+        self,
+        kafka: KafkaConnection | str,
+        *,
+        max_request_size: int = 4 * 1024 * 1024,
+        headers: Mapping[str, list[tuple[str, bytes]]] | None = None,
     ) -> None:
         self._kafka = KafkaConnection.of(kafka)
+        #: Kafka headers by topic (:mod:`consumer.service.headers`).
+        self._headers = dict(headers or {})
         self._config = self._kafka.config(
             KafkaProducer,
             acks="all",
@@ -356,7 +362,10 @@ class Publisher:
             if self._producer is None:
                 self._producer = self._new()
             producer = self._producer
-            futures = [producer.send(r.topic, key=r.key, value=r.value) for r in records]
+            futures = [
+                producer.send(r.topic, key=r.key, value=r.value, headers=self._headers.get(r.topic))
+                for r in records
+            ]
             producer.flush(timeout=timeout_s)
             for fut in futures:
                 fut.get(timeout=0)

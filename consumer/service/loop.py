@@ -40,6 +40,7 @@ from consumer.service.errors import (
     StateStoreUnavailable,
 )
 from consumer.service.forget_forwarder import forwarded
+from consumer.service.headers import output_headers
 from consumer.service.kafka_io import EventSource, Publisher, ensure_topics
 from consumer.service.metrics import HealthServer, Metrics
 from consumer.service.model_files import read_model
@@ -123,7 +124,15 @@ class Service:
             replication=settings.topic_replication,
             configs={settings.tiers_topic: {"cleanup.policy": "compact"}},
         )
-        self.publisher = Publisher(kafka)
+        self.publisher = Publisher(
+            kafka,
+            headers=output_headers(
+                changes=settings.output_topic,
+                dlq=settings.dlq_topic,
+                tiers=settings.tiers_topic,
+                forget_into=settings.input_topic,
+            ),
+        )
         self.source = EventSource(
             kafka,
             settings.input_topic,
@@ -332,7 +341,13 @@ class Service:
         self.summary.retries += 1
         base = RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S)) - 1]
         delay = base * random.uniform(0.5, 1.5)
-        log.warning("batch failed (%s: %s); reading it again in %.1f s", kind, exc, delay)
+        log.warning(
+            "batch failed (%s: %s); reading it again in %.1f s",
+            kind,
+            exc,
+            delay,
+            extra={"event": "retry", "error": kind, "delay_s": round(delay, 3)},
+        )
         self._ready = False
         self.ownership.resync_pending = True
         self._stop.wait(delay)
@@ -348,6 +363,14 @@ class Service:
             self.summary.results[result] = self.summary.results.get(result, 0) + count
         for reason, count in out.dlq_reasons.items():
             m.dlq.labels(reason).inc(count)
+        if out.dlq_reasons:
+            dead = sum(out.dlq_reasons.values())
+            log.info(
+                "dead-lettered %d records (%s)",
+                dead,
+                ", ".join(f"{r}: {n}" for r, n in sorted(out.dlq_reasons.items())),
+                extra={"event": "dead_letters", "count": dead, "reasons": dict(out.dlq_reasons)},
+            )
         for change in out.changes:
             m.tier_changes.labels(change.previous_tier or "none", change.tier or "erased").inc()
         if out.max_event_ms is not None:
@@ -358,7 +381,14 @@ class Service:
         models = self.checkpoint.step.engine.models
         if out.model_advanced:
             log.info(
-                "model %s, folding in the learning of %s", models.model.name, ", ".join(out.folded)
+                "model %s, folding in the learning of %s",
+                models.model.name,
+                ", ".join(out.folded),
+                extra={
+                    "event": "model_version",
+                    "model_version": models.model.name,
+                    "folded": list(out.folded),
+                },
             )
         self._record_model(models.model)
         lag = self.source.lag()

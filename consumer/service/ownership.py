@@ -106,7 +106,11 @@ class Ownership:
         held = self.held
         gone = held - now  # a partition revoked and given back is in ``assigned``
         if gone:
-            log.info("partitions revoked: %s", _names(gone))
+            log.info(
+                "partitions revoked: %s",
+                _names(gone),
+                extra={"event": "revocation", "partitions": [_name(tp) for tp in sorted(gone)]},
+            )
             self.checkpoint.release(gone)
             held -= gone
         fresh = (assigned & now) | (now - held)
@@ -138,7 +142,11 @@ class Ownership:
             # Applied, and their outputs just published: the group may know it (the last
             # records of a partition would otherwise stay "unconsumed" for ever).
             self.source.commit(ahead)
-        log.info("partitions acquired: %s", _names(parts))
+        log.info(
+            "partitions acquired: %s",
+            _names(parts),
+            extra={"event": "assignment", "partitions": [_name(tp) for tp in sorted(parts)]},
+        )
 
     def _start(self, tp: Partition, applied: int | None, kafka: KafkaOffsets) -> int:
         committed, first = kafka.committed, kafka.first

@@ -113,6 +113,9 @@ class Settings:
     freeze_model: bool = False
     #: A model file (``tierstream model export``) to score with instead of the stored one.
     model_file: str = ""
+    #: ``text`` for people, ``json`` for a log pipeline (one object per line, notable
+    #: events with an ``event`` field: :mod:`consumer.service.logs`).
+    log_format: str = "text"
     #: Seconds SIGTERM waits for the batch in flight before closing.
     shutdown_timeout_s: float = 30.0
     #: Timers loaded per partition and batch: a batch whose event time passes more than
@@ -163,6 +166,8 @@ class Settings:
         for name in ("group_id", *topics, "key_prefix"):
             if not getattr(self, name):
                 raise SettingsError(f"{PREFIX}{name.upper()} must not be empty")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"{PREFIX}LOG_FORMAT={self.log_format!r}: expected text or json")
         if self.on_state_loss not in ("refuse", "rebuild", "continue"):
             raise SettingsError(
                 f"{PREFIX}ON_STATE_LOSS={self.on_state_loss!r}: "

@@ -15,6 +15,7 @@ from typing import Any
 
 from consumer.service.errors import SettingsError
 from consumer.service.settings import DEFAULT_TIERS_FILE
+from online_models.control_group import ControlGroup
 from online_models.engine import Horizons, TierEngine
 from online_models.feature_vector import FEATURE_NAMES
 from online_models.features import DAY_MS
@@ -77,9 +78,26 @@ def load_engine(
                 contribution=contribution,
             ),
             horizons,
+            _control(config.get("control", {})),
         )
     except ValueError as exc:
         raise SettingsError(f"tier config {path}: {exc}") from None
+
+
+def _control(table: Any) -> ControlGroup:
+    """The ``[control]`` table: ``share`` (0..1) of users held out, drawn with ``salt``."""
+    if not isinstance(table, Mapping):
+        raise ValueError("[control] must be a table")
+    unknown = sorted(set(table) - {"share", "salt"})
+    if unknown:
+        raise ValueError(f"unknown [control] key(s) {unknown}; known: ['salt', 'share']")
+    share = table.get("share", 0.0)
+    salt = table.get("salt", ControlGroup().salt)
+    if not isinstance(share, int | float) or isinstance(share, bool):
+        raise ValueError("[control] share must be a number between 0 and 1")
+    if not isinstance(salt, str) or not salt:
+        raise ValueError("[control] salt must be a non-empty string")
+    return ControlGroup(float(share), salt)
 
 
 def _models(table: Mapping[str, Any]) -> tuple[Horizons, MergePolicy]:

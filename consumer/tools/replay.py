@@ -9,7 +9,7 @@ go to a callback, state to memory or Redis.
 ...         InputRecord("in", 0, 1, None, None, b"nope")]
 >>> outputs, store = replay(recs, load_engine(DEFAULT_TIERS_FILE))
 >>> [o.topic for o in outputs], store.applied
-(['user-tier-changes', 'user-events-dlq'], {('in', 0): 1})
+(['user-tier-changes', 'user-tiers', 'user-events-dlq'], {('in', 0): 1})
 
 **Deterministic output.** The live service stamps a tier change's ``emitted_at`` with the
 wall clock; a replay stamps it with the change's own ``event_time`` (the time of the event

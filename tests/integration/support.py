@@ -100,6 +100,13 @@ def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.Com
 
 def read_topic(topic: str, *, settle_s: float = 30.0) -> list[InputRecord]:
     """Every record of ``topic``, from the beginning to the end offsets seen now."""
+    return [rec for rec, _ in read_topic_with_headers(topic, settle_s=settle_s)]
+
+
+def read_topic_with_headers(
+    topic: str, *, settle_s: float = 30.0
+) -> list[tuple[InputRecord, list[tuple[str, bytes]]]]:
+    """:func:`read_topic`, each record with its Kafka headers."""
     consumer = KafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
     try:
         deadline = time.monotonic() + settle_s
@@ -113,13 +120,16 @@ def read_topic(topic: str, *, settle_s: float = 30.0) -> list[InputRecord]:
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
-        out: list[InputRecord] = []
+        out: list[tuple[InputRecord, list[tuple[str, bytes]]]] = []
         while any(consumer.position(tp) < end[tp] for tp in tps):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic} did not reach its end offsets {end}")
             for tp, recs in consumer.poll(timeout_ms=500).items():
                 out.extend(
-                    InputRecord(tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value)
+                    (
+                        InputRecord(tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value),
+                        list(r.headers or []),
+                    )
                     for r in recs
                 )
         return out

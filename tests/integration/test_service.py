@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -15,6 +16,9 @@ import pytest
 from tests.integration.support import REPO, Names, cli, committed_offsets, end_offsets
 
 pytestmark = pytest.mark.integration
+
+#: A Redis that is not there, with a password in its URL.
+REDIS_WITH_PASSWORD = "redis://:s3cret-pw@127.0.0.1:1/0"
 
 
 def free_port() -> int:
@@ -167,3 +171,24 @@ def test_an_instance_holding_no_partition_is_ready(names: Names) -> None:
             proc.send_signal(signal.SIGTERM)
         errs = [proc.communicate(timeout=60)[1] for proc in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
+
+
+def test_json_logs_are_one_object_per_line_with_the_events(names: Names) -> None:
+    gen = cli(
+        "generate", "--users", "30", "--events", "800", "--bad-fraction", "0.05",
+        "--topic", names.input, "--partitions", "2", env=names.env(),
+    )  # fmt: skip
+    assert gen.returncode == 0, gen.stderr
+    env = names.env(TIERSTREAM_LOG_FORMAT="json", TIERSTREAM_REDIS_URL=REDIS_WITH_PASSWORD)
+    done = cli("run", "--stop-when-idle", "2", env=names.env(TIERSTREAM_LOG_FORMAT="json"))
+    assert done.returncode == 0, done.stderr
+    logged = [line for line in done.stderr.splitlines() if not line.startswith("tierstream:")]
+    lines = [json.loads(line) for line in logged]  # every log line is one JSON object
+    events = {line.get("event") for line in lines}
+    assert {"assignment", "dead_letters"} <= events, events
+    assign = next(line for line in lines if line.get("event") == "assignment")
+    assert sorted(assign["partitions"]) == [f"{names.input}:0", f"{names.input}:1"]
+    dead = [line for line in lines if line.get("event") == "dead_letters"]
+    assert sum(d["count"] for d in dead) == sum(sum(d["reasons"].values()) for d in dead) > 0
+    bad = cli("run", env=env, timeout=120)  # a password never reaches a log line or an error
+    assert bad.returncode == 2 and "s3cret-pw" not in bad.stderr + bad.stdout

@@ -36,6 +36,7 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
         "forget",
         "dlq",
         "demo",
+        "follow",
     }
     silent = [
         f"{name} {'/'.join(a.option_strings) or a.dest}"

@@ -58,8 +58,15 @@ def test_forget_erases_the_user_and_a_later_event_starts_a_new_lifetime() -> Non
     assert after["seq"] == 1 and after["lifetime_start"] != u1[0]["lifetime_start"]
     assert after["event_id"] not in {c["event_id"] for c in u1[:-1]}
     for c in changes:
-        validator("tier-change.v2").validate(c)
-    assert by_topic(outputs, "user-tiers") == [OutputRecord("user-tiers", b"u1", None)]
+        validator("tier-change.v3").validate(c)
+    # u1's current tier, the tombstone, then the new lifetime's current tier
+    current = [(o.key, o.value and orjson.loads(o.value)) for o in by_topic(outputs, "user-tiers")]
+    mine = [v for k, v in current if k == b"u1"]
+    assert [v and v["seq"] for v in mine] == [1, None, 1]
+    assert mine[-1]["last_event_id"] == after["event_id"]
+    for _, v in current:
+        if v is not None:
+            validator("user-tier.v1").validate(v)
     state = orjson.loads(store.users["u1"])
     assert state["features"]["events"] == 1 and state["features"]["total_spend"] == 5.0
 
