@@ -305,15 +305,17 @@ class EventSource:
             except Exception:  # a broken client may fail to close; it is dropped anyway
                 log.debug("closing an admin client", exc_info=True)
 
-    def lag(self) -> int | None:
-        """Records not yet read on the owned partitions, from the last fetch; None if unknown."""
-        total = 0
+    def lags(self) -> dict[Partition, int]:
+        """Records not yet read per owned partition of the input topic, from the last
+        fetch (a partition whose end is not known yet is left out)."""
+        out: dict[Partition, int] = {}
         for tp in self._consumer.assignment():
+            if tp.topic != self.topic:
+                continue
             high = self._consumer.highwater(tp)
-            if high is None:
-                return None
-            total += max(0, high - self._consumer.position(tp))
-        return total
+            if high is not None:
+                out[(tp.topic, tp.partition)] = max(0, high - self._consumer.position(tp))
+        return out
 
     def close(self) -> None:
         """Leave the group (offsets are committed per batch, not here)."""

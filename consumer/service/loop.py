@@ -173,6 +173,10 @@ class Service:
         self._ready = False
         self._probed_at = -PROBE_EVERY_S
         self._group_lag: tuple[int, float] | None = None
+        #: Per owned partition, the newest event time applied (its watermark).
+        self._newest_ms: dict[tuple[str, int], int] = {}
+        self._drifts = 0
+        self._model_name, self._model_since = "", time.monotonic()
         self.forget_decoder = EventDecoder()
         self.summary = RunSummary()
 
@@ -242,7 +246,13 @@ class Service:
         if requests:
             self._forward(requests)
             records = [r for r in records if r.topic != forget]
+        before = set(self.ownership.held)
         records = self.ownership.follow(records)
+        gone = before - set(self.ownership.held)
+        if gone:
+            self.metrics.forget_partitions(gone)
+            for tp in gone:
+                self._newest_ms.pop(tp, None)
         self.metrics.assigned_partitions.set(len(self.ownership.held))
         if not records:
             self._probe()
@@ -391,9 +401,14 @@ class Service:
                 },
             )
         self._record_model(models.model)
-        lag = self.source.lag()
-        if lag is not None:
-            m.lag.set(lag)
+        self._newest_ms.update(out.save.watermarks)
+        now = time.time()
+        held = set(self.ownership.held)
+        for (topic, p), behind in self.source.lags().items():
+            m.lag.labels(topic, str(p)).set(behind)
+        for (topic, p), wm in self._newest_ms.items():
+            if (topic, p) in held:
+                m.event_lag.labels(topic, str(p)).set(max(0.0, now - wm / 1000))
         self.summary.batches += 1
         self.summary.records += n
         self.summary.tier_changes += len(out.changes)
@@ -407,7 +422,12 @@ class Service:
             m.propensity_auc.set(h.auc)
         if h.log_loss is not None:
             m.propensity_log_loss.set(h.log_loss)
-        m.drift_detections.set(h.drifts)
+        if h.drifts > self._drifts:
+            m.drift_detections.inc(h.drifts - self._drifts)
+        self._drifts = h.drifts
+        if model.name != self._model_name:
+            self._model_name, self._model_since = model.name, time.monotonic()
+        m.model_age.set(time.monotonic() - self._model_since)
         m.tier_flaps.set(h.flaps)
 
     def _close(self) -> None:

@@ -6,19 +6,24 @@ counters, and no user ids in labels (tiers and reasons are small closed sets).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
+    ProcessCollector,
 )
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+
+Partition = tuple[str, int]
 
 #: Batches take milliseconds (small) to seconds (a large catch-up batch, a slow Redis).
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -79,7 +84,15 @@ class Metrics:
         )
         self.lag = Gauge(
             "tierstream_consumer_lag_records",
-            "Records on owned partitions not yet read.",
+            "Records of an owned input partition not yet read (removed when it is revoked).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.event_lag = Gauge(
+            "tierstream_event_time_lag_seconds",
+            "Wall clock minus the newest event time applied on an owned input partition "
+            "(removed when it is revoked): how far behind the events the tiers are.",
+            ["topic", "partition"],
             registry=r,
         )
         self.last_event_time = Gauge(
@@ -118,9 +131,14 @@ class Metrics:
             "Prequential rolling log-loss of the propensity model.",
             registry=r,
         )
-        self.drift_detections = Gauge(
+        self.drift_detections = Counter(
             "tierstream_model_drift_detections",
-            "ADWIN drift detections on the propensity log-loss since start.",
+            "ADWIN drift detections on the propensity log-loss.",
+            registry=r,
+        )
+        self.model_age = Gauge(
+            "tierstream_model_version_age_seconds",
+            "Seconds since this instance first scored with its current model version.",
             registry=r,
         )
         self.tier_flaps = Gauge(
@@ -131,6 +149,45 @@ class Metrics:
         self.assigned_partitions = Gauge(
             "tierstream_assigned_partitions", "Input partitions this instance owns.", registry=r
         )
+        self.build_info = Gauge(
+            "tierstream_build_info",
+            "Always 1; the labels say which build runs.",
+            ["version", "python", "kafka_python", "river", "redis_py"],
+            registry=r,
+        )
+        self.build_info.labels(**_versions()).set(1)
+        if registry is None:  # the process's own: CPU, memory, file descriptors, GC
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+
+    def forget_partitions(self, partitions: Iterable[Partition]) -> None:
+        """Drop the per-partition series of ``partitions`` (revoked: another instance
+        reports them now, and a stale series would add up twice or fire alerts)."""
+        for topic, partition in partitions:
+            for gauge in (self.lag, self.event_lag):
+                with contextlib.suppress(KeyError):  # never reported here
+                    gauge.remove(topic, str(partition))
+
+
+def _versions() -> dict[str, str]:
+    """The versions of this build and of the libraries that decide its behaviour."""
+    import platform
+    from importlib import metadata
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "version": version("tierstream"),
+        "python": platform.python_version(),
+        "kafka_python": version("kafka-python"),
+        "river": version("river"),
+        "redis_py": version("redis"),
+    }
 
 
 class HealthServer:
@@ -158,8 +215,9 @@ class HealthServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, generate_latest(server.metrics.registry), CONTENT_TYPE_LATEST)
+                if path == "/metrics":  # OpenMetrics if the scraper asks for it
+                    encode, ctype = choose_encoder(self.headers.get("Accept", ""))
+                    self._send(200, encode(server.metrics.registry), ctype)
                 elif path == "/healthz":
                     alive = time.monotonic() - server.heartbeat < server.stall_after_s
                     self._send(200 if alive else 503, b"ok\n" if alive else b"stalled\n")
