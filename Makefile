@@ -89,5 +89,13 @@ cluster-stack-up:  ## fresh 3-broker SASL_SSL Kafka + 6-node Redis Cluster (.sta
 cluster-stack-down:  ## stop the multi-node stack (data kept under .stack-cluster/)
 	bash ops/cluster-stack.sh down
 
+# The cluster suite (tests/cluster): the service through SASL_SSL into Redis Cluster, a broker
+# and a Redis primary killed mid-run. Its own fresh stack, stopped afterwards whatever happens.
+.PHONY: test-cluster
+test-cluster: $(STAMP)  ## the cluster suite on a fresh multi-node stack (minutes)
+	bash ops/cluster-stack.sh up
+	status=0; $(BIN)/pytest -m cluster tests/cluster $(PYTEST_ARGS) || status=$$?; \
+	bash ops/cluster-stack.sh down; exit $$status
+
 clean:  ## remove caches (keeps .venv and .stack)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

@@ -73,3 +73,6 @@ def configure(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    # Its event loop warns whenever a task ran over 0.1 s: routine on a busy machine
+    # (a GC pause, two cores shared with the broker), and nothing a user can act on.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
