@@ -134,21 +134,25 @@ class TierEngine:
         x = vector(features, now)
         ms = self.models.score(x)
         if state.pending is not None:
-            t0, x0, p0 = state.pending
+            t0, x0, p0 = state.pending[:3]
             purchase = event.type_index == PURCHASE_INDEX and t0 < event.timestamp_ms
             if purchase and event.timestamp_ms <= t0 + self.horizons.label_ms:
-                self._resolve(state, x0, True, p0)
+                self._resolve(state, event.user_id, x0, True, p0)
             elif now > t0 + self.horizons.label_ms:
-                self._resolve(state, x0, False, p0)
+                self._resolve(state, event.user_id, x0, False, p0)
+        snapshot = False
         if not late:
             if state.pending is None:
                 state.pending = [now, x, ms.propensity]
+                snapshot = True
             if state.learned_ms < 0 or now - state.learned_ms >= self.horizons.learn_every_ms:
                 state.learned_ms = now
                 self.models.learn_sample(x)
         change = self._decide(
             state, event.user_id, now, ms, event.timestamp_ms, emitted_at_ms, "threshold"
         )
+        if snapshot and state.pending is not None:
+            state.pending.append(state.tier)  # the tier a campaign saw: conversion per tier
         self._arm(state)
         return change
 
@@ -158,9 +162,9 @@ class TierEngine:
         """The user's timer at event time ``now_ms``: resolve an expired snapshot as a
         negative label and re-score the silent user."""
         if state.pending is not None:
-            t0, x0, p0 = state.pending
+            t0, x0, p0 = state.pending[:3]
             if now_ms > t0 + self.horizons.label_ms:
-                self._resolve(state, x0, False, p0)
+                self._resolve(state, user_id, x0, False, p0)
         state.rescored_ms = now_ms
         x = vector(state.features, now_ms)
         ms = self.models.score(x)
@@ -168,7 +172,8 @@ class TierEngine:
         # end (a snapshot would arm a deadline, whose firing would take the next one, for
         # ever: one event dated in the year 9999 once fired 1.9 M of them for 20 users).
         present = now_ms - state.features.last_ms < self.horizons.max_silence_ms
-        if state.pending is None and present:
+        snapshot = state.pending is None and present
+        if snapshot:
             # Snapshots at events alone would all have "days since last event" = 0, and
             # the model would extrapolate wildly for the silent; "will they buy within H
             # days" is as much a question about the silent.
@@ -177,6 +182,8 @@ class TierEngine:
             state.learned_ms = now_ms
             self.models.learn_sample(x)
         change = self._decide(state, user_id, now_ms, ms, now_ms, emitted_at_ms, "inactivity")
+        if snapshot and state.pending is not None:
+            state.pending.append(state.tier)
         self._arm(state)
         return change
 
@@ -213,9 +220,14 @@ class TierEngine:
             "features": features.to_json(),
         }
 
-    def _resolve(self, state: UserState, x0: list[float], label: bool, p0: float) -> None:
+    def _resolve(
+        self, state: UserState, user_id: str, x0: list[float], label: bool, p0: float
+    ) -> None:
+        pending = state.pending or []
+        # The tier at the snapshot (states saved before it was kept: the tier now).
+        tier = pending[3] if len(pending) > 3 else state.tier
         state.pending = None
-        self.models.learn_label(x0, label, p0)
+        self.models.learn_label(x0, label, p0, tier=tier, control=self.control.holds(user_id))
 
     def _value(self, state: UserState, now: int, ms: ModelScore) -> Score:
         model = self.models.model

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
 
 from river import drift, metrics
 
@@ -40,11 +40,10 @@ class ModelHealth:
         self._last: OrderedDict[str, str | None] = OrderedDict()
         self._changes: deque[bool] = deque(maxlen=window)
 
-    def observe(
-        self, resolved: Iterable[tuple[float, bool]], changes: Iterable[TierChange]
-    ) -> None:
-        """Fold in the labels resolved and the tier changes made by one batch."""
-        for p, y in resolved:
+    def observe(self, resolved: Iterable[Sequence[Any]], changes: Iterable[TierChange]) -> None:
+        """Fold in the labels resolved (predicted, label, ...) and the tier changes made by
+        one batch."""
+        for p, y, *_ in resolved:
             self.labels += 1
             self._auc.update(y, p)
             q = min(max(p, _EPS), 1 - _EPS)

@@ -19,11 +19,22 @@ reading the same events builds the same versions and gives the same tiers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from online_models.global_model import GlobalModel, ModelScore
 from online_models.learners import LocalLearner
 from online_models.merge import MergePolicy, learned_counts, merge, merge_due
+
+
+class Resolved(NamedTuple):
+    """A propensity label resolved: did the user buy within the horizon after the snapshot?
+    With the snapshot's score, the tier the user was in and their control-group flag, it
+    is one observation of the model's quality and of the tier's conversion."""
+
+    predicted: float
+    label: bool
+    tier: str | None = None
+    control: bool = False
 
 
 class OnlineModels:
@@ -34,7 +45,7 @@ class OnlineModels:
         learner: what this instance learned on top of ``model``.
         others: the other instances' contributions, as loaded with the batch.
         advanced: True once ``model`` changed since :meth:`take_advanced` was called.
-        resolved: (predicted propensity, label) pairs resolved since :meth:`take_resolved`.
+        resolved: the :class:`Resolved` labels since :meth:`take_resolved`.
     """
 
     def __init__(
@@ -53,7 +64,7 @@ class OnlineModels:
         self._others_learned = 0
         self._others_reservoir = 0
         self.advanced = False
-        self.resolved: list[tuple[float, bool]] = []
+        self.resolved: list[Resolved] = []
 
     def adopt(self, model: GlobalModel, others: Sequence[dict[str, Any]]) -> None:
         """Take the group's current version and the others' contributions (batch start)."""
@@ -74,9 +85,18 @@ class OnlineModels:
         self.learner.learn_sample(x)
         self._maybe_advance()
 
-    def learn_label(self, x: list[float], label: bool, predicted: float) -> None:
-        """Learn a resolved propensity label; ``predicted`` was the score at the snapshot."""
-        self.resolved.append((predicted, label))
+    def learn_label(
+        self,
+        x: list[float],
+        label: bool,
+        predicted: float,
+        *,
+        tier: str | None = None,
+        control: bool = False,
+    ) -> None:
+        """Learn a resolved propensity label; ``predicted`` was the score at the snapshot,
+        ``tier`` the user's tier then, ``control`` whether the user is held out."""
+        self.resolved.append(Resolved(predicted, label, tier, control))
         if self.frozen:
             return
         self.learner.learn_label(x, label)
@@ -100,7 +120,7 @@ class OnlineModels:
         self.advanced = False
         self.resolved = []
 
-    def take_resolved(self) -> list[tuple[float, bool]]:
+    def take_resolved(self) -> list[Resolved]:
         """The labels resolved since the last call."""
         out, self.resolved = self.resolved, []
         return out

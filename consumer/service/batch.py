@@ -36,6 +36,7 @@ from online_models.engine import DUPLICATE, TierEngine
 from online_models.erasure import ForgetRequest, erased_change
 from online_models.event import Event
 from online_models.global_model import GlobalModel
+from online_models.online import Resolved
 from online_models.tier_change import TierChange
 from online_models.user_state import UserState
 from schemas.decode import EventDecoder, Rejection, key_rejection
@@ -63,8 +64,8 @@ class BatchOutcome:
     results: Counter[str] = field(default_factory=Counter)
     dlq_reasons: Counter[str] = field(default_factory=Counter)
     changes: list[TierChange] = field(default_factory=list)
-    #: (predicted propensity, label) of the labels resolved in this batch.
-    resolved: list[tuple[float, bool]] = field(default_factory=list)
+    #: The propensity labels resolved in this batch.
+    resolved: list[Resolved] = field(default_factory=list)
     timers_fired: int = 0
     model_advanced: bool = False
     #: When the model advanced: the instances whose learning the new version folds in.

@@ -388,6 +388,12 @@ class Service:
         m.last_batch_time.set(time.time())
         m.timers_fired.inc(out.timers_fired)
         self.health_model.observe(out.resolved, out.changes)
+        for r in out.resolved:
+            m.conversions.labels(
+                r.tier or "none",
+                "control" if r.control else "treated",
+                "converted" if r.label else "not_converted",
+            ).inc()
         models = self.checkpoint.step.engine.models
         if out.model_advanced:
             log.info(

@@ -146,6 +146,14 @@ class Metrics:
             "Share of recent tier changes that undo the user's previous change (A->B->A).",
             registry=r,
         )
+        self.conversions = Counter(
+            "tierstream_tier_conversions",
+            "Propensity labels resolved, by the user's tier at the snapshot, control group "
+            "or treated, and whether they bought within the horizon: conversion per tier, "
+            "and the uplift of treating it (treated minus control).",
+            ["tier", "group", "outcome"],
+            registry=r,
+        )
         self.assigned_partitions = Gauge(
             "tierstream_assigned_partitions", "Input partitions this instance owns.", registry=r
         )

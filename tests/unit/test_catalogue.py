@@ -122,3 +122,23 @@ def test_tier_change_v3_only_adds_to_v2() -> None:
     as_v2["schema_version"] = 2
     validator("tier-change.v2").validate(as_v2)
     assert set(change) - set(as_v2) == added
+
+
+def test_resolved_labels_carry_the_snapshot_tier_and_the_control_flag() -> None:
+    """A purchase that resolves a label positive may also lift the user's tier: the
+    conversion counts for the tier the user was in at the snapshot, not the new one."""
+    from online_models.event import Event
+    from online_models.user_state import UserState
+
+    engine = load_engine(DEFAULT_TIERS_FILE, frozen=True)
+    state = UserState.new()
+    day = 86_400_000
+    t0 = 1_767_225_600_000
+    engine.apply(state, Event("e1", "u1", "page_view", t0), emitted_at_ms=t0)
+    tier_then = state.tier
+    later = t0 + 20 * day  # past the dwell time, within the label horizon
+    engine.apply(state, Event("e2", "u1", "purchase", later, amount=900.0), emitted_at_ms=t0)
+    (resolved,) = engine.models.take_resolved()
+    assert resolved.label is True and resolved.tier == tier_then
+    assert resolved.control == engine.control.holds("u1")
+    assert state.tier != tier_then  # the purchase moved the user up; the label counts below

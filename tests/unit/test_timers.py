@@ -3,6 +3,8 @@ returns gets a negative label once the deadline passes, and falls a tier by inac
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from consumer.service.records import InputRecord
@@ -70,9 +72,9 @@ def test_a_user_who_never_returns_yields_a_negative_label() -> None:
     labels: list[tuple[tuple[float, ...], bool]] = []
     learn = engine.models.learn_label
 
-    def spy(x: list[float], label: bool, predicted: float) -> None:
+    def spy(x: list[float], label: bool, predicted: float, **group: Any) -> None:
         labels.append((tuple(x), label))  # the snapshot's vector says whose label it is
-        learn(x, label, predicted)
+        learn(x, label, predicted, **group)
 
     engine.models.learn_label = spy  # type: ignore[method-assign]
     records = stream()
