@@ -188,6 +188,15 @@ class EventSource:
             raise BrokerError(f"reading offsets of {sorted(partitions)}: {exc}") from exc
         return {(tp.topic, tp.partition): KafkaOffsets(committed[tp], first[tp]) for tp in tps}
 
+    def partition_count(self) -> int | None:
+        """How many partitions the input topic has now, asked of the brokers (the
+        member's metadata may be minutes old); None if it does not exist yet."""
+        try:
+            return topic_partition_count(self._offsets(), self.topic)
+        except KafkaError as exc:
+            self._drop_admin()
+            raise BrokerError(f"reading the partition count of {self.topic}: {exc}") from exc
+
     def seek(self, partition: Partition, offset: int) -> None:
         """Read ``partition`` from ``offset`` on."""
         self._consumer.seek(TopicPartition(*partition), offset)
@@ -343,7 +352,7 @@ def ensure_topics(
             return
         count = partitions
         if count <= 0:
-            count = _partition_count(admin, like) if like in existing else 1
+            count = (topic_partition_count(admin, like) if like and like in existing else None) or 1
         spec: dict[str, dict[str, Any]] = {
             t: {"num_partitions": count, "configs": dict((configs or {}).get(t, {}))}
             for t in missing
@@ -357,11 +366,12 @@ def ensure_topics(
         admin.close()
 
 
-def _partition_count(admin: KafkaAdminClient, topic: str | None) -> int:
+def topic_partition_count(admin: KafkaAdminClient, topic: str) -> int | None:
+    """How many partitions ``topic`` has, asked of the brokers (None: no such topic)."""
     for info in admin.describe_topics([topic]):
-        if info.get("name") == topic or info.get("topic") == topic:
+        if (info.get("name") or info.get("topic")) == topic and info["partitions"]:
             return len(info["partitions"])
-    return 1
+    return None
 
 
 def produce_records(

@@ -132,6 +132,7 @@ class Settings:
         for name in ("group_id", *topics, "key_prefix"):
             if not getattr(self, name):
                 raise SettingsError(f"{PREFIX}{name.upper()} must not be empty")
+        _check_key_prefix(self.key_prefix)
         if self.on_state_loss not in ("refuse", "rebuild", "continue"):
             raise SettingsError(
                 f"{PREFIX}ON_STATE_LOSS={self.on_state_loss!r}: "
@@ -202,6 +203,22 @@ class Settings:
     def tiers_path(self) -> Path:
         """The tier config file in force."""
         return Path(self.tiers_file) if self.tiers_file else DEFAULT_TIERS_FILE
+
+
+def _check_key_prefix(prefix: str) -> None:
+    """A prefix with ``{`` or ``}`` would change the Redis Cluster hash tag of the keys
+    (:mod:`consumer.service.keys`).
+
+    >>> _check_key_prefix("ts:{x}")
+    Traceback (most recent call last):
+    ...
+    consumer.service.errors.SettingsError: TIERSTREAM_KEY_PREFIX='ts:{x}': must not contain ...
+    """
+    if "{" in prefix or "}" in prefix:
+        raise SettingsError(
+            f"{PREFIX}KEY_PREFIX={prefix!r}: must not contain {{ or }} (they mark the Redis "
+            "Cluster hash tags of the keys)"
+        )
 
 
 def _yes_no(name: str, raw: str) -> bool:

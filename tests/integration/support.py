@@ -15,6 +15,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from consumer.service.records import InputRecord
+from consumer.service.redis_store import RedisStateStore
 from online_models.event import PURCHASE_INDEX, REFUND_INDEX, Event
 from online_models.features import RATES_PER_MS
 from schemas.decode import EventDecoder, key_rejection
@@ -84,6 +85,25 @@ class Names:
         }
         env.update(extra)
         return env
+
+
+def stored_users(prefix: str, users: Iterable[str], *, url: str = REDIS) -> dict[str, bytes | None]:
+    """Each user's stored state, read where the deployment's recorded partition count
+    routes them (``consumer/service/keys.py``)."""
+    store = RedisStateStore(url, prefix=prefix, ttl_seconds=1)
+    try:
+        return store.get_users(list(users))
+    finally:
+        store.close()
+
+
+def stored_watermark(prefix: str, *, url: str = REDIS) -> int | None:
+    """The newest watermark over the deployment's partitions."""
+    store = RedisStateStore(url, prefix=prefix, ttl_seconds=1)
+    try:
+        return store.watermark()
+    finally:
+        store.close()
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
