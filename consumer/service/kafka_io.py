@@ -326,6 +326,17 @@ class Publisher:
             self._producer.close(timeout=timeout_s)
 
 
+def _admin(bootstrap: str, connect_timeout_s: float) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap.split(","),
+            client_id="tierstream-admin",
+            bootstrap_timeout_ms=round(connect_timeout_s * 1000),
+        )
+    except KafkaError as exc:
+        raise _unreachable(bootstrap, exc) from None
+
+
 def ensure_topics(
     bootstrap: str,
     topics: Sequence[str],
@@ -337,14 +348,7 @@ def ensure_topics(
 ) -> None:
     """Create missing ``topics``; ``partitions`` 0 means as many as topic ``like`` has;
     ``configs`` gives topic configs by topic (e.g. ``cleanup.policy=compact``)."""
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap.split(","),
-            client_id="tierstream-admin",
-            bootstrap_timeout_ms=round(connect_timeout_s * 1000),
-        )
-    except KafkaError as exc:
-        raise _unreachable(bootstrap, exc) from None
+    admin = _admin(bootstrap, connect_timeout_s)
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
@@ -372,6 +376,26 @@ def topic_partition_count(admin: KafkaAdminClient, topic: str) -> int | None:
         if (info.get("name") or info.get("topic")) == topic and info["partitions"]:
             return len(info["partitions"])
     return None
+
+
+def topic_and_group(
+    bootstrap: str, topic: str, group: str, *, connect_timeout_s: float = 15.0
+) -> tuple[int | None, int]:
+    """How many partitions ``topic`` has now (None: no such topic), and how many members
+    consumer group ``group`` has (0: no instance is up)."""
+    admin = _admin(bootstrap, connect_timeout_s)
+    try:
+        listed = {g["group_id"]: g for g in admin.list_groups()}
+        members = 0
+        if group in listed:
+            members = len(admin.describe_groups([group])[group]["members"])
+        return topic_partition_count(admin, topic), members
+    except KafkaError as exc:
+        raise BrokerUnavailable(
+            f"asking the brokers about {topic} and group {group}: {exc}"
+        ) from exc
+    finally:
+        admin.close()
 
 
 def produce_records(

@@ -169,6 +169,15 @@ admin.create_topics([NewTopic(sys.argv[2], int(sys.argv[3]), 1)])
 admin.close()
 """
 
+_GROW_TOPIC = """
+import sys
+from kafka import KafkaAdminClient
+from kafka.admin import NewPartitions
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1])
+admin.create_partitions({sys.argv[2]: NewPartitions(int(sys.argv[3]))})
+admin.close()
+"""
+
 _WAIT_FOR_GROUP = """
 import sys, time
 from kafka import KafkaAdminClient
@@ -191,15 +200,21 @@ sys.exit(f"group {group} is not stable with {members} members: {info}")
 """
 
 
-def create_topic(topic: str, partitions: int) -> None:
-    """Create ``topic`` with ``partitions`` partitions (replication 1, the local stack)."""
+def _admin_script(script: str, *args: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", _CREATE_TOPIC, KAFKA, topic, str(partitions)],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [sys.executable, "-c", script, KAFKA, *args], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+def create_topic(topic: str, partitions: int) -> None:
+    """Create ``topic`` with ``partitions`` partitions (replication 1, the local stack)."""
+    _admin_script(_CREATE_TOPIC, topic, str(partitions))
+
+
+def grow_topic(topic: str, partitions: int) -> None:
+    """Give ``topic`` more partitions, ``partitions`` in all (Kafka cannot take any away)."""
+    _admin_script(_GROW_TOPIC, topic, str(partitions))
 
 
 def wait_for_group(group: str, members: int, *, timeout_s: float = 60.0) -> None:
