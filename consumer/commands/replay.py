@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 from consumer.commands.common import add_command, redis_store, settings_from
 from consumer.service.errors import StateStoreError, UserError
 from consumer.service.records import OutputRecord
+from consumer.service.redis_connection import parse_redis_url
 from consumer.service.settings import Settings, mask_url
 from consumer.tools.progress import Progress
 
@@ -147,9 +148,13 @@ def _state_url(state: str, settings: Settings) -> str | None:
         return None
     if state == "redis":
         return settings.redis_url
-    if state.split("://", 1)[0] in ("redis", "rediss", "unix"):
-        return state
-    raise UserError(f"--state {mask_url(state)!r}: expected memory, redis or a redis:// URL")
+    try:
+        parse_redis_url(state)
+    except ValueError as exc:
+        raise UserError(
+            f"--state {mask_url(state)!r}: expected memory, redis or a redis:// URL; {exc}"
+        ) from None
+    return state
 
 
 class _OutputFiles:

@@ -37,35 +37,42 @@ def register(sub: Any) -> None:
     p.set_defaults(func=state)
 
 
+def _check_stopped(
+    args: argparse.Namespace, group: str, topic: str, kafka: int | None, members: int
+) -> None:
+    """A real move: to Kafka's count, with no instance up."""
+    if args.partitions is not None and args.partitions != kafka:
+        raise UserError(
+            f"--partitions {args.partitions}: the input topic {topic} has {kafka}; another "
+            "count is for --dry-run only"
+        )
+    if members:
+        raise UserError(
+            f"the consumer group {group} has {members} members: stop every instance first"
+        )
+
+
 def state(args: argparse.Namespace) -> int:
     """Repartition, and say what moved."""
     from consumer.service.kafka_io import topic_and_group
+    from consumer.service.redis_connection import REDIS_FAILURES
     from consumer.tools.repartition import Repartition
 
     settings = settings_from(args)
     topic = settings.input_topic
-    kafka, members = topic_and_group(
-        settings.kafka_bootstrap,
-        topic,
-        settings.group_id,
-        connect_timeout_s=settings.kafka_connect_timeout_s,
-    )
-    new = args.partitions if args.partitions is not None else kafka
-    if new is None:
-        raise UserError(f"the input topic {topic} does not exist (TIERSTREAM_INPUT_TOPIC)")
-    if not args.dry_run:
-        if new != kafka:
-            raise UserError(
-                f"--partitions {new}: the input topic {topic} has {kafka}; another count is "
-                "for --dry-run only"
-            )
-        if members:
-            raise UserError(
-                f"the consumer group {settings.group_id} has {members} members: stop every "
-                "instance first"
-            )
     store = redis_store(settings.redis_url, settings)
     try:
+        kafka, members = topic_and_group(
+            settings.kafka_bootstrap,
+            topic,
+            settings.group_id,
+            connect_timeout_s=settings.kafka_connect_timeout_s,
+        )
+        new = args.partitions if args.partitions is not None else kafka
+        if new is None:
+            raise UserError(f"the input topic {topic} does not exist (TIERSTREAM_INPUT_TOPIC)")
+        if not args.dry_run:
+            _check_stopped(args, settings.group_id, topic, kafka, members)
         mover = Repartition(
             store,
             topic,
@@ -73,7 +80,13 @@ def state(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             say=lambda line: print(f"tierstream: {line}", file=sys.stderr),
         )
-        report = mover.run()
+        try:
+            report = mover.run()
+        except REDIS_FAILURES as exc:
+            raise UserError(
+                f"Redis failed during the repartition ({exc}); run it again: what moved "
+                "stays moved, the rest moves then"
+            ) from None
     finally:
         store.close()
     if report.old == report.new:

@@ -216,8 +216,8 @@ class Checkpoint:
     ) -> CheckpointStats:
         t0 = self.timer()
         point = self.step.rollback_point()
+        txn = self.store.begin(partitions)
         try:
-            txn = self.store.begin(partitions)
             loaded = txn.load(users, timer_bounds)  # 1. load
             self._check_not_rolled_back(loaded)
             t1 = self.timer()
@@ -229,6 +229,7 @@ class Checkpoint:
             self.on_step("save-partitions")
             learned = txn.save_learning(outcome.save)  # 3b. save the learning
         except BaseException:
+            txn.abort()
             self.step.rollback(point)  # the batch's learning is not saved: unlearn it
             raise
         if not learned:

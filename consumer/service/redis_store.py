@@ -1,5 +1,7 @@
-"""The state store in Redis (a single server; :mod:`consumer.service.state_store` says
-what a store does, :mod:`consumer.service.keys` where each thing lives).
+"""The state store in Redis: a single server, Redis Cluster or Sentinel, the same code
+(:mod:`consumer.service.redis_connection` opens each; :mod:`consumer.service.state_store`
+says what a store does, :mod:`consumer.service.keys` where each thing lives, every
+atomic write in one hash slot).
 """
 
 from __future__ import annotations
@@ -7,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, cast
 
-import redis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 
-from consumer.service.errors import Fenced, StateStoreError, StateStoreUnavailable
+from consumer.service.errors import Fenced, SettingsError, StateStoreError, StateStoreUnavailable
 from consumer.service.keys import KeySpace
 from consumer.service.partitioning import partition_of
+from consumer.service.redis_connection import REDIS_FAILURES, connect, parse_redis_url
 from consumer.service.settings import mask_url
 from consumer.service.state_store import (
     MAX_TIMERS,
@@ -57,20 +59,40 @@ class RedisStateStore(Holdings):
         self.max_timers = max_timers
         self.topic = topic
         super().__init__()
-        self._redis = redis.Redis.from_url(
-            url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30
+        try:
+            self.address = parse_redis_url(url)
+        except ValueError as exc:
+            raise SettingsError(f"{mask_url(url)}: {exc}") from None
+        self._client: Any = None
+        self._trim: Any = None
+        #: Transactions whose WATCHes hold connections: released on close.
+        self._open: set[_RedisTransaction] = set()
+
+    @property
+    def _redis(self) -> Any:
+        """The client, opened at first use (a Redis Cluster client asks for the cluster's
+        layout when it is made)."""
+        if self._client is None:
+            try:
+                self._client = connect(self.address)
+            except REDIS_FAILURES as exc:
+                raise self.unreachable(exc) from None
+            self._trim = self._client.register_script(_GUARDED_TRIM)
+        return self._client
+
+    def unreachable(self, exc: Exception) -> StateStoreUnavailable:
+        """The one-line error of a Redis that does not answer, its password masked."""
+        safe = str(exc).replace(self.url, mask_url(self.url))
+        return StateStoreUnavailable(
+            f"cannot reach Redis at {mask_url(self.url)} ({safe}); start it (make "
+            "stack-up) or set TIERSTREAM_REDIS_URL"
         )
-        self._trim = self._redis.register_script(_GUARDED_TRIM)
 
     def ping(self) -> None:
         try:
             self._redis.ping()
-        except RedisError as exc:
-            safe = str(exc).replace(self.url, mask_url(self.url))
-            raise StateStoreUnavailable(
-                f"cannot reach Redis at {mask_url(self.url)} ({safe}); start it (make "
-                "stack-up) or set TIERSTREAM_REDIS_URL"
-            ) from None
+        except REDIS_FAILURES as exc:
+            raise self.unreachable(exc) from None
 
     @property
     def client(self) -> Any:
@@ -92,7 +114,7 @@ class RedisStateStore(Holdings):
             for tp in partitions:
                 pipe.incr(self.keys.epoch(*tp))
             values = pipe.execute()
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StateStoreError(f"acquiring partitions {sorted(partitions)}: {exc}") from exc
         got = {tp: int(v) for tp, v in zip(partitions, values, strict=True)}
         self._held.update(got)
@@ -101,7 +123,7 @@ class RedisStateStore(Holdings):
     def epochs(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
         try:
             values = self.get_many([self.keys.epoch(*tp) for tp in partitions])
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StateStoreError(f"reading epochs: {exc}") from exc
         return {tp: _int(v, 0) for tp, v in zip(partitions, values, strict=True)}
 
@@ -113,7 +135,7 @@ class RedisStateStore(Holdings):
     def applied_offsets(self, partitions: Sequence[Partition]) -> dict[Partition, int | None]:
         try:
             values = self.get_many([self.keys.applied(*tp) for tp in partitions])
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StateStoreError(f"reading applied offsets: {exc}") from exc
         return {tp: None if v is None else int(v) for tp, v in zip(partitions, values, strict=True)}
 
@@ -123,7 +145,7 @@ class RedisStateStore(Holdings):
     def outbox(self, partition: Partition) -> list[bytes]:
         try:
             return cast(list[bytes], self._redis.lrange(self.keys.outbox(*partition), 0, -1))
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StateStoreError(f"reading outbox {partition}: {exc}") from exc
 
     def clear_outbox(self, partition: Partition, count: int) -> None:
@@ -132,8 +154,9 @@ class RedisStateStore(Holdings):
             raise fenced([partition], self._held, "(not acquired)")
         keys = [self.keys.epoch(*partition), self.keys.outbox(*partition)]
         try:
+            self._redis  # noqa: B018  (opens the client and its script)
             trimmed = self._trim(keys=keys, args=[epoch, count])
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StateStoreError(f"clearing outbox {partition}: {exc}") from exc
         if not trimmed:
             raise fenced([partition], self._held, "another epoch")
@@ -144,7 +167,7 @@ class RedisStateStore(Holdings):
             pipe.hsetnx(self.keys.partitions, topic, partitions)
             pipe.hget(self.keys.partitions, topic)
             _, recorded = pipe.execute()
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StateStoreError(f"recording the partition count of {topic}: {exc}") from exc
         return int(recorded)
 
@@ -185,7 +208,10 @@ class RedisStateStore(Holdings):
         return max(marks) if marks else None
 
     def close(self) -> None:
-        self._redis.close()
+        for txn in list(self._open):
+            txn.abort()
+        if self._client is not None:
+            self._client.close()
 
 
 class _RedisTransaction:
@@ -210,7 +236,7 @@ class _RedisTransaction:
             raise fenced(parts, held, "(not acquired)")
         try:
             return self._load(users, timer_bounds)
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             self._reset()
             raise StateStoreError(f"loading state: {exc}") from exc
         except Fenced:
@@ -222,6 +248,7 @@ class _RedisTransaction:
     ) -> Loaded:
         store, keys, r = self._store, self._store.keys, self._store._redis
         parts = self._partitions
+        self._store._open.add(self)
         for tp in parts:
             pipe = self._pipes[tp] = cast(Any, r.pipeline(transaction=True))
             pipe.watch(
@@ -232,7 +259,7 @@ class _RedisTransaction:
         reads = r.pipeline(transaction=False)
         for tp in parts:
             mine = [keys.user(*tp, u) for u in users.get(tp, ())]
-            reads.mget([*mine, keys.applied(*tp), keys.watermark(*tp), keys.epoch(*tp)])
+            _mget(reads, [*mine, keys.applied(*tp), keys.watermark(*tp), keys.epoch(*tp)])
         bounded = [tp for tp in parts if tp in timer_bounds]
         for tp in bounded:
             reads.zrangebyscore(
@@ -278,9 +305,9 @@ class _RedisTransaction:
             return
         reads = r.pipeline(transaction=False)
         for tp, wanted in extra.items():
-            reads.mget([keys.user(*tp, u) for u in wanted])
+            _mget(reads, [keys.user(*tp, u) for u in wanted])
         if instances:
-            reads.mget([keys.contribution(i) for i in instances])
+            _mget(reads, [keys.contribution(i) for i in instances])
         values = reads.execute()
         for (tp, wanted), states in zip(extra.items(), values[: len(extra)], strict=True):
             loaded.states[tp].update(zip(wanted, states, strict=True))
@@ -329,7 +356,7 @@ class _RedisTransaction:
                         f"partition {tp}: its epoch, applied offset or a user of the batch "
                         f"changed since the load ({exc}); saved before it: {done}"
                     ) from None
-                except RedisError as exc:
+                except REDIS_FAILURES as exc:
                     raise StateStoreError(
                         f"saving partition {tp}: {exc}; saved before it: {done}"
                     ) from exc
@@ -379,18 +406,29 @@ class _RedisTransaction:
             return True
         except WatchError:
             return False
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StateStoreError(f"saving the model and contribution: {exc}") from exc
         finally:
             self._reset()
 
+    def abort(self) -> None:
+        self._reset()
+
     def _reset(self) -> None:
         """UNWATCH everything and give the connections back."""
-        for pipe in [*self._pipes.values(), self._models]:
-            if pipe is not None:
-                pipe.reset()
+        pipes = [*self._pipes.values(), self._models]
         self._pipes.clear()
         self._models = None
+        self._store._open.discard(self)
+        for pipe in pipes:
+            if pipe is not None:
+                pipe.reset()
+
+
+def _mget(pipe: Any, keys: Sequence[str]) -> None:
+    """Queue an MGET of ``keys``, all in one slot: a cluster pipeline refuses its ``mget``
+    method (keys may span slots), not the command."""
+    pipe.execute_command("MGET", *keys)
 
 
 def _int(value: bytes | None, default: int) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from consumer.service.errors import SettingsError
+from consumer.service.redis_connection import parse_redis_url
 from schemas.decode import Limits, parse_rfc3339_ms
 
 PREFIX = "TIERSTREAM_"
@@ -124,10 +125,12 @@ class Settings:
                 f"TIERSTREAM_KAFKA_BOOTSTRAP={self.kafka_bootstrap!r}: "
                 "expected host:port[,host:port]"
             )
-        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+        try:
+            parse_redis_url(self.redis_url)
+        except ValueError as exc:
             raise SettingsError(
-                f"TIERSTREAM_REDIS_URL={self.redis_url!r}: expected redis://host:port/db"
-            )
+                f"TIERSTREAM_REDIS_URL={mask_url(self.redis_url)!r}: {exc}"
+            ) from None
         topics = ("input_topic", "output_topic", "dlq_topic", "forget_topic", "tiers_topic")
         for name in ("group_id", *topics, "key_prefix"):
             if not getattr(self, name):
@@ -258,6 +261,10 @@ def mask_url(url: str) -> str:
     ('redis://:***@host:6379/0', 'rediss://app:***@h/1')
     >>> mask_url("redis://127.0.0.1:6379/0"), mask_url("redis://h/0?password=pw")
     ('redis://127.0.0.1:6379/0', 'redis://h/0?password=***')
+    >>> mask_url("redis+cluster://:pw@h1:7000,h2:7001")
+    'redis+cluster://:***@h1:7000,h2:7001'
+    >>> mask_url("redis+sentinel://u:pw@s1,s2/main/0?sentinel_password=spw")
+    'redis+sentinel://u:***@s1,s2/main/0?sentinel_password=***'
     """
     parts = urlsplit(url)
     netloc = parts.netloc
@@ -266,7 +273,7 @@ def mask_url(url: str) -> str:
         user, colon, _ = userinfo.partition(":")
         netloc = f"{user}:{_MASK}@{host}" if colon else f"{_MASK}@{host}"
     query = "&".join(
-        f"{k}={_MASK}" if k.lower() == "password" else f"{k}{eq}{v}"
+        f"{k}={_MASK}" if k.lower().endswith("password") else f"{k}{eq}{v}"
         for k, eq, v in (p.partition("=") for p in parts.query.split("&") if p)
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -148,7 +148,12 @@ class Transaction(Protocol):
     def save_learning(self, batch: SaveSet) -> bool:
         """Write the model and this instance's contribution at once, if the stored model
         is still the one loaded; False if it is not (another instance wrote a version),
-        and nothing was written. Raises StateStoreError."""
+        and nothing was written. Raises StateStoreError. Ends the transaction."""
+        ...
+
+    def abort(self) -> None:
+        """End the transaction without writing more (the batch failed): what the load
+        holds (Redis: WATCHed connections) is released."""
         ...
 
 
@@ -408,6 +413,9 @@ class _MemoryTransaction:
             s.timers.setdefault(tp, {}).update(write.timers_set)
         for user in write.timers_clear:
             s.timers.get(tp, {}).pop(user, None)
+
+    def abort(self) -> None:
+        return None
 
     def save_learning(self, batch: SaveSet) -> bool:
         s = self._store

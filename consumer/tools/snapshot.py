@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import orjson
-from redis.exceptions import RedisError
 
 from consumer.service.errors import StateStoreUnavailable, UserError
+from consumer.service.redis_connection import REDIS_FAILURES
 from consumer.service.redis_store import RedisStateStore
-from consumer.service.settings import mask_url
 from consumer.service.state_store import MemoryStateStore
 from online_models.engine import TierEngine
 from online_models.timefmt import iso_utc_ms
@@ -137,7 +136,7 @@ class RedisStates:
                 rank = (topic != prefer, topic, key)
                 if user not in found or rank < found[user]:
                     found[user] = rank
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise self._unavailable(exc) from None
         return {user: found[user][2] for user in sorted(found)}
 
@@ -151,7 +150,7 @@ class RedisStates:
             chunk = homes[i : i + SCAN_COUNT]
             try:
                 values = self.store.get_many([key for _, key in chunk])
-            except RedisError as exc:
+            except REDIS_FAILURES as exc:
                 raise self._unavailable(exc) from None
             for (user_id, _), raw in zip(chunk, values, strict=True):
                 if raw is None:
@@ -159,12 +158,8 @@ class RedisStates:
                 else:
                     yield user_id, raw
 
-    def _unavailable(self, exc: RedisError) -> StateStoreUnavailable:
-        url = self.store.url
-        return StateStoreUnavailable(
-            f"cannot reach Redis at {mask_url(url)} ({exc}); start it (make stack-up) "
-            "or set TIERSTREAM_REDIS_URL"
-        )
+    def _unavailable(self, exc: Exception) -> StateStoreUnavailable:
+        return self.store.unreachable(exc)
 
 
 def write_lines(path: str | Path, lines: Iterable[bytes], progress: Progress | None = None) -> int:
