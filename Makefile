@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 export TIERSTREAM_TEST_KAFKA ?= 127.0.0.1:$(or $(TIERSTREAM_STACK_KAFKA_PORT),9092)
 export TIERSTREAM_TEST_REDIS ?= redis://127.0.0.1:$(or $(TIERSTREAM_STACK_REDIS_PORT),6379)/0
 
-.PHONY: help venv lint format test test-unit test-integration stack-up stack-down stack-status demo bench-models clean
+.PHONY: help venv lint format test test-unit test-integration test-redis-cluster test-cluster stack-up stack-down stack-status demo bench-models clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -45,10 +45,16 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 test-unit: $(STAMP)  ## the pure core and everything that needs no server
-	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
+	$(BIN)/pytest -m 'not integration and not redis_cluster' $(PYTEST_ARGS)
 
 test-integration: $(STAMP)  ## integration tests against a running stack (make stack-up)
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+# Six redis-server processes (a Redis Cluster) and a Sentinel deployment that the tests
+# start on free ports (30000-39000) and stop; Kafka is the stack's. About 70 s on 2 cores,
+# so `make test` runs them too.
+test-redis-cluster: $(STAMP)  ## the state store on a real Redis Cluster and Sentinel (Kafka: make stack-up)
+	$(BIN)/pytest -m redis_cluster tests/cluster $(PYTEST_ARGS)
 
 # The whole suite against a fresh stack, which is stopped afterwards whatever happens.
 test: $(STAMP) lint  ## lint, start a fresh Kafka + Redis, run every test, stop the stack
@@ -89,12 +95,12 @@ cluster-stack-up:  ## fresh 3-broker SASL_SSL Kafka + 6-node Redis Cluster (.sta
 cluster-stack-down:  ## stop the multi-node stack (data kept under .stack-cluster/)
 	bash ops/cluster-stack.sh down
 
-# The cluster suite (tests/cluster): the service through SASL_SSL into Redis Cluster, a broker
-# and a Redis primary killed mid-run. Its own fresh stack, stopped afterwards whatever happens.
-.PHONY: test-cluster
-test-cluster: $(STAMP)  ## the cluster suite on a fresh multi-node stack (minutes)
+# The multi-node suite (tests/multinode): the service through SASL_SSL into Redis Cluster, a
+# broker and a Redis primary killed mid-run. Its own fresh stack, stopped afterwards whatever
+# happens.
+test-cluster: $(STAMP)  ## the multi-node suite on a fresh multi-node stack (minutes)
 	bash ops/cluster-stack.sh up
-	status=0; $(BIN)/pytest -m cluster tests/cluster $(PYTEST_ARGS) || status=$$?; \
+	status=0; $(BIN)/pytest -m multinode tests/multinode $(PYTEST_ARGS) || status=$$?; \
 	bash ops/cluster-stack.sh down; exit $$status
 
 clean:  ## remove caches (keeps .venv and .stack)

@@ -3,9 +3,10 @@
 ``run`` (the service), ``generate`` (a synthetic stream), ``replay`` (a file through the
 service's code path, no Kafka), ``snapshot`` (everyone's tier from Redis), ``inspect``
 (one user's tier and why), ``follow`` (the reference subscriber), ``config`` (the settings
-in force), ``model`` (export or import the global model), ``forget`` (erase users), ``dlq
-purge`` (a user's dead letters) and ``demo`` (all of it in one process, no server). Each
-lives in its own module of :mod:`consumer.commands`, with its arguments.
+in force), ``model`` (export or import the global model), ``state repartition`` (after the
+input topic grew), ``forget`` (erase users), ``dlq purge`` (a user's dead letters) and
+``demo`` (all of it in one process, no server). Each lives in its own module of
+:mod:`consumer.commands`, with its arguments.
 
 Errors a user can cause (a bad setting, an unreachable server, a missing file) print one
 line starting with ``tierstream: error:`` and exit with status 2; anything else is a bug
@@ -36,6 +37,7 @@ from consumer.commands import (
     replay,
     run,
     snapshot,
+    state,
 )
 from consumer.commands.common import HelpFormatter
 from consumer.service import logs
@@ -43,7 +45,20 @@ from consumer.service.errors import UserError
 from consumer.service.settings_file import resolve_environ
 
 #: The sub-commands, in the order ``tierstream --help`` lists them.
-COMMANDS = (run, generate, replay, snapshot, inspect, follow, config, model, forget, dlq, demo)
+COMMANDS = (
+    run,
+    generate,
+    replay,
+    snapshot,
+    inspect,
+    follow,
+    config,
+    model,
+    state,
+    forget,
+    dlq,
+    demo,
+)
 #: Exit status after the reader of our output went away (128 + SIGPIPE, as a shell says).
 BROKEN_PIPE_STATUS = 141
 

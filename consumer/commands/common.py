@@ -21,7 +21,7 @@ from consumer.service.errors import StateStoreUnavailable, UserError
 from consumer.service.settings import Settings, mask_url
 
 if TYPE_CHECKING:
-    from consumer.service.state_store import RedisStateStore
+    from consumer.service.redis_store import RedisStateStore
 
 __all__ = ["HelpFormatter", "add_command", "redis_store", "settings_from"]
 
@@ -68,16 +68,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if not prefix:
             raise UserError("--key-prefix must not be empty")
         settings = dataclasses.replace(settings, key_prefix=prefix)
+        settings.check()
     return settings
 
 
 def redis_store(url: str, settings: Settings) -> RedisStateStore:
     """The deployment's state in Redis at ``url``, checked reachable; the error names the
     URL with its password masked."""
-    from consumer.service.state_store import RedisStateStore
+    from consumer.service.redis_store import RedisStateStore
 
     store = RedisStateStore(
-        url, prefix=settings.key_prefix, ttl_seconds=round(settings.state_ttl_days * 86400)
+        url,
+        prefix=settings.key_prefix,
+        ttl_seconds=round(settings.state_ttl_days * 86400),
+        topic=settings.input_topic,
     )
     try:
         store.ping()

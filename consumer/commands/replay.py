@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 from consumer.commands.common import add_command, redis_store, settings_from
 from consumer.service.errors import StateStoreError, UserError
 from consumer.service.records import OutputRecord
+from consumer.service.redis_connection import parse_redis_url
 from consumer.service.settings import Settings, mask_url
 from consumer.tools.progress import Progress
 
@@ -100,6 +101,7 @@ def replay(args: argparse.Namespace) -> int:
         )
         store: StateStore = redis_store(url, settings) if url else MemoryStateStore()
         stack.callback(store.close)
+        _one_partition(store, source.name)
         outputs = _OutputFiles(args, settings.output_topic, settings.dlq_topic)
         stack.callback(outputs.close)
         replayer = Replay.from_settings(
@@ -124,9 +126,20 @@ def replay(args: argparse.Namespace) -> int:
         if isinstance(replayer.on_batch, _BatchProgress):
             replayer.on_batch.progress.clear()
         if args.snapshot_out:
-            _write_snapshot(args.snapshot_out, replayer, url, settings, stack)
+            _write_snapshot(args.snapshot_out, replayer)
     _print_summary(summary, elapsed, source.name)
     return 0
+
+
+def _one_partition(store: StateStore, name: str) -> None:
+    """A file is one partition of a topic named after it: record it so, so that the tools
+    find its users (:mod:`consumer.service.partitioning`)."""
+    recorded = store.record_partition_count(name, 1)
+    if recorded != 1:
+        raise UserError(
+            f"the state already holds a topic {name!r} of {recorded} partitions; a file "
+            "stands for one partition: replay it with another --source-name"
+        )
 
 
 def _state_url(state: str, settings: Settings) -> str | None:
@@ -135,9 +148,13 @@ def _state_url(state: str, settings: Settings) -> str | None:
         return None
     if state == "redis":
         return settings.redis_url
-    if state.split("://", 1)[0] in ("redis", "rediss", "unix"):
-        return state
-    raise UserError(f"--state {mask_url(state)!r}: expected memory, redis or a redis:// URL")
+    try:
+        parse_redis_url(state)
+    except ValueError as exc:
+        raise UserError(
+            f"--state {mask_url(state)!r}: expected memory, redis or a redis:// URL; {exc}"
+        ) from None
+    return state
 
 
 class _OutputFiles:
@@ -191,19 +208,18 @@ class _BatchProgress:
         self.progress(self.replayer.summary.records + len(batch))
 
 
-def _write_snapshot(
-    path: str, replayer: Replay, url: str | None, settings: Settings, stack: contextlib.ExitStack
-) -> None:
+def _write_snapshot(path: str, replayer: Replay) -> None:
+    from consumer.service.redis_store import RedisStateStore
     from consumer.service.state_store import MemoryStateStore
     from consumer.tools.snapshot import RedisStates, memory_states, snapshot_lines, write_lines
 
     states: Iterable[tuple[str, bytes]]
-    if isinstance(replayer.store, MemoryStateStore):
-        states = memory_states(replayer.store)
+    store = replayer.store
+    if isinstance(store, MemoryStateStore):
+        states = memory_states(store)
     else:
-        redis_states = RedisStates(url or settings.redis_url, settings.key_prefix)
-        stack.callback(redis_states.close)
-        states = redis_states
+        assert isinstance(store, RedisStateStore)
+        states = RedisStates(store)
     write_lines(path, snapshot_lines(states, replayer.engine, replayer.now_ms()))
 
 

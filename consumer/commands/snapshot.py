@@ -19,7 +19,8 @@ def register(sub: Any) -> None:
         "snapshot",
         help="write every user's tier and scores from Redis (one JSON line per user)",
         description="Reads the user states of a deployment (TIERSTREAM_REDIS_URL, "
-        "TIERSTREAM_KEY_PREFIX) with SCAN and MGET, a thousand at a time.",
+        "TIERSTREAM_KEY_PREFIX): one SCAN over the user keys of every partition, then their "
+        "states a thousand at a time.",
     )
     p.add_argument("--out", required=True, metavar="FILE", help="JSONL to write ('-': stdout)")
     p.add_argument(
@@ -40,7 +41,7 @@ def snapshot(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     as_of = parse_instant(args.as_of, "--as-of") if args.as_of else None
     store = redis_store(settings.redis_url, settings)
-    states = RedisStates(settings.redis_url, settings.key_prefix)
+    states = RedisStates(store)
     try:
         engine = build_engine(settings, store)
         if as_of is None:
@@ -50,7 +51,6 @@ def snapshot(args: argparse.Namespace) -> int:
         progress = None if args.quiet else Progress(len(ids), unit="users")
         n = write_lines(args.out, snapshot_lines(states, engine, as_of), progress)
     finally:
-        states.close()
         store.close()
     print(
         f"tierstream: wrote {n:,} users under key prefix {settings.key_prefix!r} to "

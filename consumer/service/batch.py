@@ -42,6 +42,8 @@ from online_models.user_state import UserState
 from schemas.decode import EventDecoder, Rejection, key_rejection
 
 Partition = tuple[str, int]
+#: Where a user's state lives: (home partition, user id).
+Home = tuple[Partition, str]
 
 
 @dataclass
@@ -49,7 +51,8 @@ class Decoded:
     """A batch after decoding: each record with its event or rejection."""
 
     items: list[tuple[InputRecord, Event | ForgetRequest | Rejection]]
-    users: list[str]
+    #: Per partition, the users its records are about (their home is that partition).
+    users: dict[Partition, list[str]]
     partitions: list[Partition]
     #: Per partition, the newest event time in the batch (timers due by then may fire).
     newest: dict[Partition, int]
@@ -59,7 +62,7 @@ class Decoded:
 class BatchOutcome:
     """What a batch changed: what to save, what to publish, what to count."""
 
-    save: SaveSet = field(default_factory=lambda: SaveSet({}, {}, {}))
+    save: SaveSet = field(default_factory=SaveSet)
     outputs: dict[Partition, list[OutputRecord]] = field(default_factory=dict)
     results: Counter[str] = field(default_factory=Counter)
     dlq_reasons: Counter[str] = field(default_factory=Counter)
@@ -121,7 +124,7 @@ class BatchStep:
         decode = self.decoder.decode
         check_keys = self.check_keys
         items: list[tuple[InputRecord, Event | ForgetRequest | Rejection]] = []
-        users: dict[str, None] = {}
+        users: dict[Partition, dict[str, None]] = {}
         partitions: dict[Partition, None] = {}
         newest: dict[Partition, int] = {}
         for rec in records:
@@ -132,12 +135,12 @@ class BatchStep:
             tp = (rec.topic, rec.partition)
             partitions[tp] = None
             if isinstance(result, Event):
-                users[result.user_id] = None
+                users.setdefault(tp, {})[result.user_id] = None
                 if result.timestamp_ms > newest.get(tp, -1):
                     newest[tp] = result.timestamp_ms
             elif isinstance(result, ForgetRequest):
-                users[result.user_id] = None
-        return Decoded(items, list(users), list(partitions), newest)
+                users.setdefault(tp, {})[result.user_id] = None
+        return Decoded(items, {tp: list(u) for tp, u in users.items()}, list(partitions), newest)
 
     def apply(self, decoded: Decoded, loaded: Loaded, *, emitted_at_ms: int | None) -> BatchOutcome:
         """Apply the batch to the ``loaded`` state. ``emitted_at_ms`` stamps every tier
@@ -227,37 +230,36 @@ class _Run:
         self.emitted_at_ms = emitted_at_ms
         self.out = BatchOutcome()
         self.applied: dict[Partition, int] = {}
-        self.states: dict[str, UserState] = {}
+        #: Users are kept by (home partition, user id): the partition is where their
+        #: state is stored (:mod:`consumer.service.keys`).
+        self.states: dict[Home, UserState] = {}
         #: Users an event of which was read in this batch (their state's TTL restarts).
-        self.active: set[str] = set()
+        self.active: set[Home] = set()
         #: Users whose stored state cannot be read, and why.
-        self.unusable: dict[str, str] = {}
+        self.unusable: dict[Home, str] = {}
         #: Users forgotten in this batch (their key is deleted, unless they come back).
-        self.erased: set[str] = set()
-        self.home: dict[str, Partition] = {}
+        self.erased: set[Home] = set()
         self.watermarks = dict(loaded.watermarks)
         self.heaps: dict[Partition, list[tuple[int, str]]] = {
             tp: list(entries) for tp, entries in loaded.timers.items()
         }
         for heap in self.heaps.values():
             heapq.heapify(heap)
-        for tp, entries in loaded.timers.items():
-            for _, user in entries:
-                self.home.setdefault(user, tp)
 
-    def state(self, user: str) -> UserState | None:
+    def state(self, tp: Partition, user: str) -> UserState | None:
         """The user's state (new if none is stored); None if the stored one is unusable."""
-        state = self.states.get(user)
+        state = self.states.get((tp, user))
         if state is None:
-            if user in self.unusable:
+            if (tp, user) in self.unusable:
                 return None
-            raw = self.loaded.states.get(user)
+            raw = self.loaded.states.get(tp, {}).get(user)
             try:
                 state = UserState.from_json(orjson.loads(raw)) if raw else UserState.new()
             except (ValueError, TypeError, KeyError) as exc:
-                self.unusable[user] = f"stored state of user {user[:64]!r} is unusable: {exc}"[:300]
+                why = f"stored state of user {user[:64]!r} is unusable: {exc}"[:300]
+                self.unusable[(tp, user)] = why
                 return None
-            self.states[user] = state
+            self.states[(tp, user)] = state
         return state
 
     def dead_letter(self, tp: Partition, rec: InputRecord, rejection: Rejection) -> None:
@@ -272,12 +274,11 @@ class _Run:
     def event(self, tp: Partition, rec: InputRecord, event: Event, bound: int) -> None:
         self.advance(tp, event.timestamp_ms, bound)
         user = event.user_id
-        state = self.state(user)
+        state = self.state(tp, user)
         if state is None:
-            self.dead_letter(tp, rec, Rejection("unusable_state", self.unusable[user]))
+            self.dead_letter(tp, rec, Rejection("unusable_state", self.unusable[(tp, user)]))
             return
-        self.home[user] = tp
-        self.active.add(user)
+        self.active.add((tp, user))
         change = self.engine.apply(state, event, emitted_at_ms=self._stamp(event.timestamp_ms))
         if change is DUPLICATE:
             self.out.results["duplicate"] += 1
@@ -302,7 +303,7 @@ class _Run:
 
     def fire(self, tp: Partition, due: int, user: str, bound: int) -> None:
         """One timer entry popped from the partition's heap."""
-        state = self.state(user)
+        state = self.state(tp, user)
         if state is None or state.due_ms != due:
             return  # re-armed since (a newer entry stands for it), or set aside
         self.out.timers_fired += 1
@@ -317,18 +318,17 @@ class _Run:
         of theirs after this one starts a new lifetime."""
         user = request.user_id
         self.out.results["forgotten"] += 1
-        state = self.state(user)
+        state = self.state(tp, user)
         if state is not None and state.features.events:
             stamp = self.emitted_at_ms if self.emitted_at_ms is not None else request.requested_ms
             self.publish(tp, erased_change(self.engine, state, request, emitted_at_ms=stamp))
         self.out.outputs.setdefault(tp, []).append(
             OutputRecord(self.step.tiers_topic, user.encode(), None)
         )
-        self.states[user] = UserState.new()
-        self.unusable.pop(user, None)
-        self.active.discard(user)
-        self.home.setdefault(user, tp)
-        self.erased.add(user)
+        self.states[(tp, user)] = UserState.new()
+        self.unusable.pop((tp, user), None)
+        self.active.discard((tp, user))
+        self.erased.add((tp, user))
 
     def must_cut(self, tp: Partition, t: int) -> bool:
         """Whether moving the watermark to ``t`` needs timers the store did not load (its
@@ -365,46 +365,34 @@ class _Run:
 
     def finish(self) -> BatchOutcome:
         out, models = self.out, self.engine.models
-        timers_set: dict[Partition, dict[str, int]] = {}
-        timers_clear: dict[Partition, list[str]] = {}
-        active: dict[str, bytes] = {}
-        quiet: dict[str, bytes] = {}
-        for user, state in self.states.items():
-            tp = self.home[user]
+        save = SaveSet()
+        for (tp, user), state in self.states.items():
+            write = save.at(tp)
             if state.due_ms >= 0 and state.features.events:
-                timers_set.setdefault(tp, {})[user] = state.due_ms
+                write.timers_set[user] = state.due_ms
             else:
-                timers_clear.setdefault(tp, []).append(user)
-            if user in self.active:
-                active[user] = orjson.dumps(state.to_json())
+                write.timers_clear.append(user)
+            if (tp, user) in self.active:
+                write.states[user] = orjson.dumps(state.to_json())
             elif state.features.events:  # a timer of a user whose state still exists
-                quiet[user] = orjson.dumps(state.to_json())
-        deleted = sorted(u for u in self.erased if u not in active)
-        for user in self.unusable:  # its timers would only fire into nothing again
-            if user in self.home:
-                timers_clear.setdefault(self.home[user], []).append(user)
+                write.quiet_states[user] = orjson.dumps(state.to_json())
+            elif (tp, user) in self.erased:
+                write.deleted_users.append(user)
+        for tp, user in self.unusable:  # its timers would only fire into nothing again
+            save.at(tp).timers_clear.append(user)
+        for tp, offset in self.applied.items():
+            save.at(tp).applied = offset
+        for tp, outs in out.outputs.items():
+            save.at(tp).outbox = [o.to_frame() for o in outs]
+        for tp, wm in self.watermarks.items():
+            if wm > self.loaded.watermarks.get(tp, -1):
+                save.at(tp).watermark = wm
         out.resolved = models.take_resolved()
         out.model_advanced = models.take_advanced()
-        out.save = SaveSet(
-            states=active,
-            quiet_states=quiet,
-            deleted_users=deleted,
-            applied=self.applied,
-            outbox={tp: [o.to_frame() for o in outs] for tp, outs in out.outputs.items()},
-            watermarks={
-                tp: wm
-                for tp, wm in self.watermarks.items()
-                if wm > self.loaded.watermarks.get(tp, -1)
-            },
-            timers_set=timers_set,
-            timers_clear=timers_clear,
-            model=(orjson.dumps(models.model.to_json()) if out.model_advanced else None),
-            contribution=(
-                None
-                if models.frozen
-                else (self.step.instance_id, orjson.dumps(models.contribution()))
-            ),
-        )
+        save.model = orjson.dumps(models.model.to_json()) if out.model_advanced else None
+        if not models.frozen:
+            save.contribution = (self.step.instance_id, orjson.dumps(models.contribution()))
+        out.save = save
         if out.model_advanced:
             self.step._model_raw = out.save.model
             out.folded = list(self.step._learning_from)

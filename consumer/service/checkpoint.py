@@ -11,18 +11,24 @@ When the group gives this instance a partition (:meth:`Checkpoint.recover`):
 
 For one batch (:meth:`Checkpoint.run_batch`):
 
-1. **load** — WATCH the partitions' epochs and applied offsets, the model and the batch's
-   users; read their states, offsets, due timers and the model in two round trips. An
-   epoch that is not the one held fences the batch (:class:`~consumer.service.errors.Fenced`);
-   an applied offset below the one this instance last saved means the store lost writes
+1. **load** — WATCH, per partition, its epoch, applied offset and the batch's users of
+   it, and WATCH the model; read their states, offsets, due timers and the model in two
+   round trips. An epoch that is not the one held fences the batch
+   (:class:`~consumer.service.errors.Fenced`); an applied offset below the one this
+   instance last saved means the store lost writes
    (:class:`~consumer.service.errors.StateRolledBack`).
 2. **apply** — records at or below their partition's applied offset were applied by a
    run that crashed before step 6; they are skipped. The rest go through the core in
    offset order.
-3. **save** — in one MULTI/EXEC: user states, the new applied offsets, and the batch's
-   outputs (tier changes, DLQ records) appended to each partition's outbox. All or
-   nothing: if anything watched in step 1 changed, nothing is written and the batch is
-   dropped (Fenced).
+3. **save** — a. *the partitions*, in partition order, one MULTI/EXEC each, in the
+   partition's own Redis Cluster slot: its users' states, timers and watermark, its new
+   applied offset, and its outputs (tier changes, DLQ records) appended to its outbox.
+   Each is all or nothing: if anything watched of it changed, it is not written, nor any
+   partition after it, nor b, and the batch is dropped (Fenced).
+   b. *the learning*, once every partition is written, one MULTI/EXEC in the models' slot:
+   the model version (if the batch advanced it) and this instance's contribution. If the
+   stored model changed since step 1 (another instance wrote a version), nothing is
+   written and the batch's learning is forgotten; its states stand and the batch goes on.
 4. **check** — the partitions' epochs are still ours: an instance that stalled between 3
    and 4 while its partitions moved on stops here instead of publishing old outputs after
    the new owner's.
@@ -34,9 +40,15 @@ For one batch (:meth:`Checkpoint.run_batch`):
 A batch whose partition ran out of loaded timers (the store loads them in bounded slices)
 stops at that point; the rest of its records go through steps 1-7 again at once.
 
-Guarantees: state is exactly-once (step 3 moves state and applied offset together;
+Guarantees: state is exactly-once (step 3a moves a partition's state and applied offset
+together;
 step 2 skips what was applied; step 0 starts after the last applied offset, so records
-are never skipped either, even when the store lags Kafka's offsets). Outputs are
+are never skipped either, even when the store lags Kafka's offsets). A crash (or a fenced
+partition) in the middle of 3a leaves some partitions written, whole, and the others not:
+the next owner publishes the written ones' outboxes (step 0) and reads the others again.
+Learning is at-most-once, never twice: 3b comes after every 3a, so a crash between them,
+or a model written meanwhile by another instance, loses the batch's learning (what its
+events taught the models), while its events are never applied, nor learned, again. Outputs are
 at-least-once and a duplicate is byte-identical: a crash after 3 leaves them in the outbox,
 and the next owner of the partition publishes the outbox (step 0) before it applies
 anything new there, which also keeps each user's changes in order. What remains: an
@@ -172,7 +184,7 @@ class Checkpoint:
     def _advance(self, bounds: Mapping[Partition, int]) -> CheckpointStats:
         return self._run(
             list(bounds),
-            [],
+            {},
             bounds,
             lambda loaded: self.step.advance(loaded, bounds, emitted_at_ms=self.clock_ms()),
             lambda _: {},
@@ -197,26 +209,31 @@ class Checkpoint:
     def _run(
         self,
         partitions: Sequence[Partition],
-        users: Sequence[str],
+        users: Mapping[Partition, Sequence[str]],
         timer_bounds: Mapping[Partition, int],
         apply: Callable[[Loaded], BatchOutcome],
         next_offsets: Callable[[BatchOutcome], Mapping[Partition, int]],
     ) -> CheckpointStats:
         t0 = self.timer()
         point = self.step.rollback_point()
+        txn = self.store.begin(partitions)
         try:
-            txn = self.store.begin(partitions)
             loaded = txn.load(users, timer_bounds)  # 1. load
             self._check_not_rolled_back(loaded)
             t1 = self.timer()
             self.on_step("load")
             outcome = apply(loaded)  # 2. apply
             self.on_step("apply")
-            txn.save(outcome.save)  # 3. save
+            txn.save_partitions(outcome.save)  # 3a. save the partitions
+            self.saved.update(outcome.save.applied)
+            self.on_step("save-partitions")
+            learned = txn.save_learning(outcome.save)  # 3b. save the learning
         except BaseException:
-            self.step.rollback(point)  # the batch will be read again: unlearn it
+            txn.abort()
+            self.step.rollback(point)  # the batch's learning is not saved: unlearn it
             raise
-        self.saved.update(outcome.save.applied)
+        if not learned:
+            self._forget_learning(point, outcome)
         t2 = self.timer()
         self.on_step("save")
         outputs = [o for outs in outcome.outputs.values() for o in outs]
@@ -235,6 +252,17 @@ class Checkpoint:
                 self.store.clear_outbox(tp, len(entries))
         self.on_step("clear")
         return CheckpointStats(outcome, t1 - t0, t2 - t1, t3 - t2)
+
+    def _forget_learning(self, point: tuple[object, bytes | None], outcome: BatchOutcome) -> None:
+        """Another instance wrote a model version since the load: this batch's learning
+        is dropped (its states are saved); the next batch starts from that version."""
+        self.step.rollback(point)
+        log.info(
+            "the global model changed while this batch ran: its learning is dropped, the "
+            "next batch continues from the new version"
+        )
+        outcome.model_advanced = False
+        outcome.folded = []
 
     def _check_not_rolled_back(self, loaded: Loaded) -> None:
         behind = {

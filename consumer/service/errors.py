@@ -48,3 +48,9 @@ class BrokerError(Exception):
 
 class PublishError(Exception):
     """A record could not be published; it stays in the outbox and is retried."""
+
+
+class PartitionCountChanged(UserError):
+    """The input topic has another partition count than the one the state was written
+    for: users would be looked for in the wrong partition. ``tierstream state
+    repartition`` moves them (with the service stopped)."""

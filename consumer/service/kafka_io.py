@@ -253,6 +253,15 @@ class EventSource:
             raise BrokerError(f"reading offsets of {sorted(partitions)}: {exc}") from exc
         return {(tp.topic, tp.partition): KafkaOffsets(committed[tp], first[tp]) for tp in tps}
 
+    def partition_count(self) -> int | None:
+        """How many partitions the input topic has now, asked of the brokers (the
+        member's metadata may be minutes old); None if it does not exist yet."""
+        try:
+            return topic_partition_count(self._offsets(), self.topic)
+        except KafkaError as exc:
+            self._drop_admin()
+            raise BrokerError(f"reading the partition count of {self.topic}: {exc}") from exc
+
     def seek(self, partition: Partition, offset: int) -> None:
         """Read ``partition`` from ``offset`` on."""
         self._consumer.seek(TopicPartition(*partition), offset)
@@ -389,6 +398,14 @@ class Publisher:
             self._producer.close(timeout=timeout_s)
 
 
+def _admin(kafka: KafkaConnection) -> KafkaAdminClient:
+    with _connecting() as why:
+        try:
+            return KafkaAdminClient(**kafka.config(KafkaAdminClient, client_id="tierstream-admin"))
+        except KafkaError as exc:
+            raise _unreachable(kafka, exc, why) from None
+
+
 def ensure_topics(
     kafka: KafkaConnection | str,
     topics: Sequence[str],
@@ -402,11 +419,7 @@ def ensure_topics(
     ``replication`` 0 means the brokers' default; ``configs`` gives topic configs by topic
     (e.g. ``cleanup.policy=compact``)."""
     kafka = KafkaConnection.of(kafka)
-    with _connecting() as why:
-        try:
-            admin = KafkaAdminClient(**kafka.config(KafkaAdminClient, client_id="tierstream-admin"))
-        except KafkaError as exc:
-            raise _unreachable(kafka, exc, why) from None
+    admin = _admin(kafka)
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
@@ -414,7 +427,7 @@ def ensure_topics(
             return
         count = partitions
         if count <= 0:
-            count = _partition_count(admin, like) if like in existing else 1
+            count = (topic_partition_count(admin, like) if like and like in existing else None) or 1
         spec: dict[str, dict[str, Any]] = {
             t: {
                 "num_partitions": count,
@@ -432,11 +445,30 @@ def ensure_topics(
         admin.close()
 
 
-def _partition_count(admin: KafkaAdminClient, topic: str | None) -> int:
+def topic_partition_count(admin: KafkaAdminClient, topic: str) -> int | None:
+    """How many partitions ``topic`` has, asked of the brokers (None: no such topic)."""
     for info in admin.describe_topics([topic]):
-        if info.get("name") == topic or info.get("topic") == topic:
+        if (info.get("name") or info.get("topic")) == topic and info["partitions"]:
             return len(info["partitions"])
-    return 1
+    return None
+
+
+def topic_and_group(kafka: KafkaConnection | str, topic: str, group: str) -> tuple[int | None, int]:
+    """How many partitions ``topic`` has now (None: no such topic), and how many members
+    consumer group ``group`` has (0: no instance is up)."""
+    admin = _admin(KafkaConnection.of(kafka))
+    try:
+        listed = {g["group_id"]: g for g in admin.list_groups()}
+        members = 0
+        if group in listed:
+            members = len(admin.describe_groups([group])[group]["members"])
+        return topic_partition_count(admin, topic), members
+    except KafkaError as exc:
+        raise BrokerUnavailable(
+            f"asking the brokers about {topic} and group {group}: {exc}"
+        ) from exc
+    finally:
+        admin.close()
 
 
 def produce_records(

@@ -46,8 +46,9 @@ from consumer.service.metrics import HealthServer, Metrics
 from consumer.service.model_files import read_model
 from consumer.service.ownership import Ownership
 from consumer.service.records import InputRecord
+from consumer.service.redis_store import RedisStateStore
 from consumer.service.settings import Settings
-from consumer.service.state_store import RedisStateStore, StateStore
+from consumer.service.state_store import StateStore
 from consumer.service.tier_config import load_engine
 from online_models.engine import TierEngine
 from online_models.global_model import GlobalModel
@@ -106,6 +107,7 @@ class Service:
             prefix=settings.key_prefix,
             ttl_seconds=round(settings.state_ttl_days * 86400),
             max_timers=settings.max_timers_per_batch,
+            topic=settings.input_topic,
         )
         self.store.ping()
         engine = build_engine(settings, self.store)
@@ -167,6 +169,7 @@ class Service:
             self.store,
             on_state_loss=settings.on_state_loss,
             input_topic=settings.input_topic,
+            key_prefix=settings.key_prefix,
             on_republished=self._republished,
         )
         self.health: HealthServer | None = None

@@ -17,6 +17,11 @@ offset says:
   from its first retained record) or ``continue`` (from the committed offset, starting
   every user afresh).
 
+When the group gives a partition, the input topic's partition count is checked against
+the one recorded with the state (:mod:`consumer.service.partitioning`), after the outboxes
+are published and before anything is read: a topic that has grown since is refused with
+one line until ``tierstream state repartition`` has moved the users.
+
 After a failure (the store or the brokers unreachable, a fenced batch) nothing is
 assumed: every partition still assigned is acquired and positioned again, which
 republishes what the failed batch saved and re-reads what it did not.
@@ -31,6 +36,7 @@ from typing import Final, Protocol
 
 from consumer.service.checkpoint import Checkpoint
 from consumer.service.errors import Fenced, StateLost, StateRolledBack
+from consumer.service.partitioning import check_partition_count
 from consumer.service.records import InputRecord, KafkaOffsets
 from consumer.service.state_store import StateStore
 
@@ -58,6 +64,8 @@ class PartitionSource(Protocol):
 
     def commit(self, next_offsets: Mapping[Partition, int]) -> None: ...
 
+    def partition_count(self) -> int | None: ...
+
 
 class Ownership:
     """Follows the group's assignment and keeps the store's ownership and the consumer's
@@ -71,6 +79,7 @@ class Ownership:
         *,
         on_state_loss: str = "refuse",
         input_topic: str | None = None,
+        key_prefix: str = "",
         clock: Callable[[], float] = time.monotonic,
         on_republished: Callable[[int], None] = lambda _: None,
     ) -> None:
@@ -83,6 +92,8 @@ class Ownership:
         #: Only this topic's partitions have state; others (the forget requests) are read
         #: from Kafka's committed offsets (None: every topic read has state).
         self.input_topic = input_topic
+        #: Named in the refusal of a changed partition count.
+        self.key_prefix = key_prefix
         self.clock = clock
         self.on_republished = on_republished
         #: Set after a failure: every assigned partition is acquired again first.
@@ -130,6 +141,7 @@ class Ownership:
         n = self.checkpoint.recover(parts)
         if n:
             self.on_republished(n)
+        self._check_partition_count()
         applied = self.store.applied_offsets(parts)
         kafka = self.source.positions(parts)
         ahead = {}
@@ -147,6 +159,17 @@ class Ownership:
             _names(parts),
             extra={"event": "assignment", "partitions": [_name(tp) for tp in sorted(parts)]},
         )
+
+    def _check_partition_count(self) -> None:
+        """The input topic still has the partition count the state was written for (else
+        users would be looked for in the wrong partition): checked after the outboxes are
+        published (what they hold was computed before the change, and is right), before
+        anything is read."""
+        if self.input_topic is None:
+            return
+        count = self.source.partition_count()
+        if count is not None:
+            check_partition_count(self.store, self.input_topic, count, prefix=self.key_prefix)
 
     def _start(self, tp: Partition, applied: int | None, kafka: KafkaOffsets) -> int:
         committed, first = kafka.committed, kafka.first

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from consumer.service.errors import SettingsError
 from consumer.service.kafka_connection import KafkaConnection, parse_client_options
+from consumer.service.redis_connection import parse_redis_url
 from schemas.decode import Limits, parse_rfc3339_ms
 
 PREFIX = "TIERSTREAM_"
@@ -158,16 +159,19 @@ class Settings:
     def check(self) -> None:
         """Raise SettingsError on a value the service cannot use."""
         self.kafka.check()
-        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+        try:
+            parse_redis_url(self.redis_url)
+        except ValueError as exc:
             raise SettingsError(
-                f"TIERSTREAM_REDIS_URL={self.redis_url!r}: expected redis://host:port/db"
-            )
+                f"TIERSTREAM_REDIS_URL={mask_url(self.redis_url)!r}: {exc}"
+            ) from None
         topics = ("input_topic", "output_topic", "dlq_topic", "forget_topic", "tiers_topic")
         for name in ("group_id", *topics, "key_prefix"):
             if not getattr(self, name):
                 raise SettingsError(f"{PREFIX}{name.upper()} must not be empty")
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"{PREFIX}LOG_FORMAT={self.log_format!r}: expected text or json")
+        _check_key_prefix(self.key_prefix)
         if self.on_state_loss not in ("refuse", "rebuild", "continue"):
             raise SettingsError(
                 f"{PREFIX}ON_STATE_LOSS={self.on_state_loss!r}: "
@@ -287,6 +291,22 @@ def _value(env: Mapping[str, str], name: str) -> str | None:
         raise SettingsError(f"{name}_FILE={path!r}: cannot read it ({exc.strerror})") from None
 
 
+def _check_key_prefix(prefix: str) -> None:
+    """A prefix with ``{`` or ``}`` would change the Redis Cluster hash tag of the keys
+    (:mod:`consumer.service.keys`).
+
+    >>> _check_key_prefix("ts:{x}")
+    Traceback (most recent call last):
+    ...
+    consumer.service.errors.SettingsError: TIERSTREAM_KEY_PREFIX='ts:{x}': must not contain ...
+    """
+    if "{" in prefix or "}" in prefix:
+        raise SettingsError(
+            f"{PREFIX}KEY_PREFIX={prefix!r}: must not contain {{ or }} (they mark the Redis "
+            "Cluster hash tags of the keys)"
+        )
+
+
 def _yes_no(name: str, raw: str) -> bool:
     """A yes/no setting; anything else is refused, never read as "no".
 
@@ -324,6 +344,10 @@ def mask_url(url: str) -> str:
     ('redis://:***@host:6379/0', 'rediss://app:***@h/1')
     >>> mask_url("redis://127.0.0.1:6379/0"), mask_url("redis://h/0?password=pw")
     ('redis://127.0.0.1:6379/0', 'redis://h/0?password=***')
+    >>> mask_url("redis+cluster://:pw@h1:7000,h2:7001")
+    'redis+cluster://:***@h1:7000,h2:7001'
+    >>> mask_url("redis+sentinel://u:pw@s1,s2/main/0?sentinel_password=spw")
+    'redis+sentinel://u:***@s1,s2/main/0?sentinel_password=***'
     """
     parts = urlsplit(url)
     netloc = parts.netloc
@@ -332,7 +356,7 @@ def mask_url(url: str) -> str:
         user, colon, _ = userinfo.partition(":")
         netloc = f"{user}:{_MASK}@{host}" if colon else f"{_MASK}@{host}"
     query = "&".join(
-        f"{k}={_MASK}" if k.lower() == "password" else f"{k}{eq}{v}"
+        f"{k}={_MASK}" if k.lower().endswith("password") else f"{k}{eq}{v}"
         for k, eq, v in (p.partition("=") for p in parts.query.split("&") if p)
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

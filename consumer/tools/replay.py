@@ -91,7 +91,7 @@ class ReplaySummary:
 class Replay:
     """The live service's :class:`BatchStep` and :class:`Checkpoint` over an iterable.
 
-    ``store`` is memory by default; a :class:`~consumer.service.state_store.RedisStateStore`
+    ``store`` is memory by default; a :class:`~consumer.service.redis_store.RedisStateStore`
     continues a deployment's state (records at or below the source's applied offset are
     skipped, as in the service). ``emitted_at_ms`` fixes every change's ``emitted_at``;
     by default it is the change's event time.

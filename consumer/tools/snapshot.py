@@ -27,15 +27,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Final, cast
+from typing import IO, Any, Final
 
 import orjson
-import redis
-from redis.exceptions import RedisError
 
 from consumer.service.errors import StateStoreUnavailable, UserError
-from consumer.service.keys import KeySpace
-from consumer.service.settings import mask_url
+from consumer.service.redis_connection import REDIS_FAILURES
+from consumer.service.redis_store import RedisStateStore
 from consumer.service.state_store import MemoryStateStore
 from online_models.engine import TierEngine
 from online_models.timefmt import iso_utc_ms
@@ -106,71 +104,62 @@ def memory_states(store: MemoryStateStore) -> Iterator[tuple[str, bytes]]:
 
 
 class RedisStates:
-    """The users stored under one key prefix of a Redis database, in ``user_id`` order.
+    """The users stored under one key prefix of a deployment's Redis, in ``user_id``
+    order.
 
-    The user keys are collected with ``SCAN`` (``COUNT 1000``; Redis is never blocked the
-    way ``KEYS`` would block it), sorted, and read back with one ``MGET`` per thousand.
-    A user whose key expired in between is left out.
+    The user keys of every partition (:mod:`consumer.service.keys`) are collected in one
+    ``SCAN`` pass (``COUNT 1000``; Redis is never blocked the way ``KEYS`` would block it;
+    on Redis Cluster, one pass per primary), sorted, and read back a thousand at a time,
+    each thousand in one round trip. One pass over every key, not one per partition: a
+    ``SCAN`` whose pattern names one slot still visits every key of a single server (and
+    of a cluster node before Redis 7.4). A user whose key expired in between is left out;
+    a user stored under two topics (a file replayed into the deployment's Redis) is read
+    from the store's input topic, else from the first topic by name.
     """
 
-    def __init__(self, url: str, prefix: str) -> None:
-        self.url = url
-        self.keys = KeySpace(prefix)
-        self._redis = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5)
+    def __init__(self, store: RedisStateStore) -> None:
+        self.store = store
         self.skipped = 0
+
+    def homes(self) -> dict[str, str]:
+        """Every user id under the prefix, sorted, with the key of their state."""
+        keys = self.store.keys
+        prefer = self.store.topic
+        found: dict[str, tuple[bool, str, str]] = {}
+        try:
+            for raw in self.store.client.scan_iter(match=keys.all_users, count=SCAN_COUNT):
+                key = raw.decode() if isinstance(raw, bytes) else str(raw)
+                home = keys.parse_user(key)
+                if home is None:
+                    continue
+                topic, _, user = home
+                rank = (topic != prefer, topic, key)
+                if user not in found or rank < found[user]:
+                    found[user] = rank
+        except REDIS_FAILURES as exc:
+            raise self._unavailable(exc) from None
+        return {user: found[user][2] for user in sorted(found)}
 
     def user_ids(self) -> list[str]:
         """Every user id under the prefix, sorted."""
-        head = self.keys.user("")[:-1]  # "{prefix}:{u:"
-        pattern = _glob_escape(head) + "*}"
-        try:
-            keys = cast(Iterable[bytes], self._redis.scan_iter(match=pattern, count=SCAN_COUNT))
-            ids = {k.decode()[len(head) : -1] for k in keys}
-        except RedisError as exc:
-            raise self._unavailable(exc) from None
-        return sorted(ids)
+        return list(self.homes())
 
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
-        ids = self.user_ids()
-        for i in range(0, len(ids), SCAN_COUNT):
-            chunk = ids[i : i + SCAN_COUNT]
+        homes = list(self.homes().items())
+        for i in range(0, len(homes), SCAN_COUNT):
+            chunk = homes[i : i + SCAN_COUNT]
             try:
-                values = cast(
-                    list[bytes | None], self._redis.mget([self.keys.user(u) for u in chunk])
-                )
-            except RedisError as exc:
+                values = self.store.get_many([key for _, key in chunk])
+            except REDIS_FAILURES as exc:
                 raise self._unavailable(exc) from None
-            for user_id, raw in zip(chunk, values, strict=True):
+            for (user_id, _), raw in zip(chunk, values, strict=True):
                 if raw is None:
                     self.skipped += 1
                 else:
                     yield user_id, raw
 
-    def get(self, user_id: str) -> bytes | None:
-        """One user's stored state."""
-        try:
-            return cast(bytes | None, self._redis.get(self.keys.user(user_id)))
-        except RedisError as exc:
-            raise self._unavailable(exc) from None
-
-    def close(self) -> None:
-        """Release the connection."""
-        self._redis.close()
-
-    def _unavailable(self, exc: RedisError) -> StateStoreUnavailable:
-        return StateStoreUnavailable(
-            f"cannot reach Redis at {mask_url(self.url)} ({exc}); start it (make stack-up) "
-            "or set TIERSTREAM_REDIS_URL"
-        )
-
-
-def _glob_escape(text: str) -> str:
-    r"""``text`` matched literally by a Redis glob pattern.
-
-    >>> _glob_escape("ts:{u:"), _glob_escape("a*b[1]?")
-    ('ts:{u:', 'a\\*b\\[1\\]\\?')
-    """
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+    def _unavailable(self, exc: Exception) -> StateStoreUnavailable:
+        return self.store.unreachable(exc)
 
 
 def write_lines(path: str | Path, lines: Iterable[bytes], progress: Progress | None = None) -> int:

@@ -495,16 +495,17 @@ class RedisView:
 
     def user_states(self) -> dict[str, bytes]:
         """Every user's stored state, by user id."""
-        pattern = self.keys.user("*")
-        head = len(self.keys.user(""))  # "prefix:{u:}"
         out: dict[str, bytes] = {}
         with self.client() as r:
-            keys = [_text(k) for k in r.scan_iter(match=pattern, count=2000)]
+            keys = [_text(k) for k in r.scan_iter(match=self.keys.all_users, count=2000)]
+            keys = [k for k in keys if self.keys.parse_user(k)]
             for i in range(0, len(keys), 2000):
                 chunk = keys[i : i + 2000]
                 for k, v in zip(chunk, r.mget(chunk), strict=True):
-                    if v is not None:
-                        out[k[head - 1 : -1]] = v if isinstance(v, bytes) else v.encode()
+                    home = self.keys.parse_user(k)
+                    if v is not None and home is not None:
+                        assert home[2] not in out, f"user {home[2]} is stored twice"
+                        out[home[2]] = v if isinstance(v, bytes) else v.encode()
         return out
 
     def mentions(self, user_id: str) -> list[str]:

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from consumer.demo.synthetic import GeneratorConfig, generate
+from consumer.service.partitioning import partition_of
 from consumer.service.records import InputRecord
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from tests.chaos import invariants as inv
@@ -40,10 +41,14 @@ class Live:
 
 
 def _inputs() -> list[InputRecord]:
-    return [
-        InputRecord("in", i % 2, i // 2, None, r.key, r.value)
-        for i, r in enumerate(generate(CONFIG))
-    ]
+    """The stream on two partitions, each record where Kafka would route its key."""
+    offsets = [0, 0]
+    out = []
+    for r in generate(CONFIG):
+        p = partition_of(r.key.decode(), 2) if r.key else 0
+        out.append(InputRecord("in", p, offsets[p], None, r.key, r.value))
+        offsets[p] += 1
+    return out
 
 
 def _clean(records: list[InputRecord]) -> inv.Reference:

@@ -15,6 +15,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from consumer.service.records import InputRecord
+from consumer.service.redis_store import RedisStateStore
 from online_models.event import PURCHASE_INDEX, REFUND_INDEX, Event
 from online_models.features import RATES_PER_MS
 from schemas.decode import EventDecoder, key_rejection
@@ -84,6 +85,25 @@ class Names:
         }
         env.update(extra)
         return env
+
+
+def stored_users(prefix: str, users: Iterable[str], *, url: str = REDIS) -> dict[str, bytes | None]:
+    """Each user's stored state, read where the deployment's recorded partition count
+    routes them (``consumer/service/keys.py``)."""
+    store = RedisStateStore(url, prefix=prefix, ttl_seconds=1)
+    try:
+        return store.get_users(list(users))
+    finally:
+        store.close()
+
+
+def stored_watermark(prefix: str, *, url: str = REDIS) -> int | None:
+    """The newest watermark over the deployment's partitions."""
+    store = RedisStateStore(url, prefix=prefix, ttl_seconds=1)
+    try:
+        return store.watermark()
+    finally:
+        store.close()
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -159,6 +179,15 @@ admin.create_topics([NewTopic(sys.argv[2], int(sys.argv[3]), 1)])
 admin.close()
 """
 
+_GROW_TOPIC = """
+import sys
+from kafka import KafkaAdminClient
+from kafka.admin import NewPartitions
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1])
+admin.create_partitions({sys.argv[2]: NewPartitions(int(sys.argv[3]))})
+admin.close()
+"""
+
 _WAIT_FOR_GROUP = """
 import sys, time
 from kafka import KafkaAdminClient
@@ -181,15 +210,21 @@ sys.exit(f"group {group} is not stable with {members} members: {info}")
 """
 
 
-def create_topic(topic: str, partitions: int) -> None:
-    """Create ``topic`` with ``partitions`` partitions (replication 1, the local stack)."""
+def _admin_script(script: str, *args: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", _CREATE_TOPIC, KAFKA, topic, str(partitions)],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [sys.executable, "-c", script, KAFKA, *args], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+def create_topic(topic: str, partitions: int) -> None:
+    """Create ``topic`` with ``partitions`` partitions (replication 1, the local stack)."""
+    _admin_script(_CREATE_TOPIC, topic, str(partitions))
+
+
+def grow_topic(topic: str, partitions: int) -> None:
+    """Give ``topic`` more partitions, ``partitions`` in all (Kafka cannot take any away)."""
+    _admin_script(_GROW_TOPIC, topic, str(partitions))
 
 
 def wait_for_group(group: str, members: int, *, timeout_s: float = 60.0) -> None:

@@ -28,6 +28,7 @@ from tests.integration.support import (
     end_offsets,
     read_topic,
     recompute_features,
+    stored_users,
     wait_for_group,
 )
 
@@ -167,11 +168,8 @@ def _check_complete(names: Names) -> None:
             seqs.setdefault(body["user_id"], []).append(body["seq"])
         copies.setdefault(body["event_id"], set()).add(rec.value or b"")
     assert all(len(v) == 1 for v in copies.values()), "a copy differs from its original"
-    keys = KeySpace(names.prefix)
-    r = redis.Redis.from_url(REDIS)
     users = sorted(seqs)
-    stored = [orjson.loads(v or b"{}") for v in r.mget([keys.user(u) for u in users])]
-    r.close()
+    stored = [orjson.loads(v or b"{}") for v in stored_users(names.prefix, users).values()]
     for user, state in zip(users, stored, strict=True):
         assert seqs[user] == list(range(1, state["seq"] + 1)), user
 
@@ -224,10 +222,7 @@ def test_an_instance_takes_over_a_dead_ones_partitions(names: Names, quick_model
     _check_complete(names)
     # every event applied exactly once: the stored features are the closed-form ones
     expected = recompute_features(read_topic(names.input))
-    keys = KeySpace(names.prefix)
-    r = redis.Redis.from_url(REDIS)
-    stored = dict(zip(expected, r.mget([keys.user(u) for u in expected]), strict=True))
-    r.close()
+    stored = stored_users(names.prefix, expected)
     for user, want in expected.items():
         f = orjson.loads(stored[user] or b"{}")["features"]
         assert (f["events"], f["purchases"], f["last_ms"]) == (

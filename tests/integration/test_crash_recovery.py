@@ -26,6 +26,7 @@ from tests.integration.support import (
     committed_offsets,
     end_offsets,
     read_topic,
+    stored_users,
 )
 
 pytestmark = pytest.mark.integration
@@ -33,11 +34,7 @@ pytestmark = pytest.mark.integration
 STEPS = ["load", "apply", "save", "publish", "commit", "clear"]
 
 
-@pytest.mark.parametrize("step", STEPS)
-def test_kill_after_each_step_loses_and_doubles_nothing(
-    names: Names, step: str, quick_models: Path
-) -> None:
-    env = names.env(TIERSTREAM_MAX_POLL_RECORDS="150", TIERSTREAM_TIERS_FILE=str(quick_models))
+def _generate(env: dict[str, str], names: Names) -> None:
     gen = cli(
         "generate",
         "--users",
@@ -58,6 +55,8 @@ def test_kill_after_each_step_loses_and_doubles_nothing(
     )
     assert gen.returncode == 0, gen.stderr
 
+
+def _crash_and_rerun(env: dict[str, str], step: str) -> subprocess.CompletedProcess[str]:
     crashed = subprocess.run(
         [sys.executable, "-m", "tests.integration.crashing_service", step, "3"],
         env=env,
@@ -69,6 +68,16 @@ def test_kill_after_each_step_loses_and_doubles_nothing(
     assert crashed.returncode == -9, crashed.stderr
     rerun = cli("run", "--stop-when-idle", "4", env=env)
     assert rerun.returncode == 0, rerun.stderr
+    return rerun
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_kill_after_each_step_loses_and_doubles_nothing(
+    names: Names, step: str, quick_models: Path
+) -> None:
+    env = names.env(TIERSTREAM_MAX_POLL_RECORDS="150", TIERSTREAM_TIERS_FILE=str(quick_models))
+    _generate(env, names)
+    rerun = _crash_and_rerun(env, step)
     # A crash after save and before commit leaves the batch saved but uncommitted: the
     # rerun must not apply it again. It resumes after the offset the state store applied,
     # ahead of the group's committed offset (and skips nothing it reads).
@@ -87,10 +96,8 @@ def test_kill_after_each_step_loses_and_doubles_nothing(
 
     # exactly-once state: Redis holds byte for byte what one clean pass computes
     keys = KeySpace(names.prefix)
-    r = redis.Redis.from_url(REDIS)
     users = sorted(store.users)
-    stored = dict(zip(users, r.mget([keys.user(u) for u in users]), strict=True))
-    r.close()
+    stored = stored_users(names.prefix, users)
     assert stored == {u: store.users[u] for u in users}
     r = redis.Redis.from_url(REDIS)
     assert store.model is not None, "the test stream should advance the model at least once"
@@ -129,3 +136,34 @@ def test_kill_after_each_step_loses_and_doubles_nothing(
         if o.topic == names.dlq
     }
     assert dead == want and want
+
+
+def test_kill_between_the_states_and_the_learning_loses_that_batchs_learning_only(
+    names: Names, quick_models: Path
+) -> None:
+    """Step 3a saved the batch's partitions, 3b never ran: its events are applied once
+    (features exact), never again; what they taught the models is lost, nothing is
+    learned twice (at-most-once learning)."""
+    env = names.env(TIERSTREAM_MAX_POLL_RECORDS="150", TIERSTREAM_TIERS_FILE=str(quick_models))
+    _generate(env, names)
+    _crash_and_rerun(env, "save-partitions")
+    inputs = sorted(read_topic(names.input), key=lambda r: (r.partition, r.offset))
+    _, store = replay(inputs, load_engine(quick_models))
+
+    stored = stored_users(names.prefix, sorted(store.users))
+    for user, raw in store.users.items():
+        mine = orjson.loads(stored[user] or b"{}")["features"]
+        assert mine == orjson.loads(raw)["features"], user
+
+    def learned(model: bytes | None, contribution: bytes | None) -> int:
+        m, c = orjson.loads(model or b"{}"), orjson.loads(contribution or b"{}")
+        return int(m.get("samples_seen", 0) + m.get("labels_seen", 0) + c.get("samples", 0)) + int(
+            c.get("labels", 0)
+        )
+
+    keys = KeySpace(names.prefix)
+    r = redis.Redis.from_url(REDIS)
+    live = learned(r.get(keys.model), r.get(keys.contribution(names.instance)))
+    r.close()
+    clean = learned(store.model, store.contributions["local"])
+    assert clean / 2 < live < clean, (live, clean)

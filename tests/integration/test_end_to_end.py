@@ -11,22 +11,20 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis
 
 from consumer.demo.synthetic import BAD_REASONS, GeneratorConfig, generate
-from consumer.service.keys import KeySpace
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import replay
 from online_models.global_model import GlobalModel
 from schemas import validator
 from tests.integration.support import (
-    REDIS,
     Names,
     cli,
     committed_offsets,
     end_offsets,
     read_topic,
     recompute_features,
+    stored_users,
 )
 
 pytestmark = pytest.mark.integration
@@ -124,10 +122,7 @@ def test_generate_run_publishes_valid_changes_dlq_and_exact_state(
 
     # Redis: every user's features equal a recomputation from the input file
     recomputed = recompute_features(inputs)
-    r = redis.Redis.from_url(REDIS)
-    keys = KeySpace(names.prefix)
-    stored = r.mget([keys.user(u) for u in recomputed])
-    r.close()
+    stored = list(stored_users(names.prefix, recomputed).values())
     assert all(stored), "a user with valid events has no state in Redis"
     for (user, exp), raw in zip(recomputed.items(), stored, strict=True):
         f = orjson.loads(raw)["features"]

@@ -23,11 +23,18 @@ import redis
 
 from consumer.demo.synthetic import GeneratorConfig, generate
 from consumer.service.kafka_io import produce_records
-from consumer.service.keys import KeySpace
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import replay
 from online_models.global_model import GlobalModel
-from tests.integration.support import KAFKA, REPO, Names, committed_offsets, end_offsets, read_topic
+from tests.integration.support import (
+    KAFKA,
+    REPO,
+    Names,
+    committed_offsets,
+    end_offsets,
+    read_topic,
+    stored_users,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -123,11 +130,8 @@ def check_exact(names: Names, url: str, model: GlobalModel) -> None:
         output_topic=names.output,
         dlq_topic=names.dlq,
     )
-    keys = KeySpace(names.prefix)
-    r = redis.Redis.from_url(url)
     users = sorted(store.users)
-    stored = dict(zip(users, r.mget([keys.user(u) for u in users]), strict=True))
-    r.close()
+    stored = stored_users(names.prefix, users, url=url)
     assert stored == store.users
     copies: dict[str, set[bytes]] = defaultdict(set)
     order: dict[str, list[int]] = defaultdict(list)

@@ -12,6 +12,7 @@ import redis
 from consumer.demo.synthetic import GeneratorConfig, generate
 from consumer.service.kafka_io import produce_records
 from consumer.service.keys import KeySpace
+from consumer.service.partitioning import partition_of
 from tests.integration.support import KAFKA, REDIS, Names, cli, read_topic
 
 pytestmark = pytest.mark.integration
@@ -91,9 +92,10 @@ def test_forget_erases_a_user_and_a_later_event_starts_afresh(names: Names) -> N
     assert fresh[0]["lifetime_start"] == "2026-02-20T12:00:00.000Z"
     assert not {c["event_id"] for c in fresh} & {c["event_id"] for c in mine}
     keys = KeySpace(names.prefix)
+    home = partition_of(user, 2)
     left = set(_keys_mentioning(names.prefix, user))
-    assert keys.user(user) in left  # the new lifetime's state, and its timer
-    assert left - {keys.user(user)} <= {keys.timers(names.input, p) for p in (0, 1)}
+    assert keys.user(names.input, home, user) in left  # the new lifetime's state, its timer
+    assert left - {keys.user(names.input, home, user)} <= {keys.timers(names.input, home)}
 
 
 def test_dlq_purge_removes_a_users_dead_letters_and_keeps_the_others(names: Names) -> None:

@@ -12,7 +12,7 @@ import redis
 
 from consumer.service.keys import KeySpace
 from online_models.timefmt import iso_utc_ms
-from tests.integration.support import REDIS, Names, cli, read_topic
+from tests.integration.support import REDIS, Names, cli, read_topic, stored_watermark
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +47,9 @@ def test_export_import_frozen_run_and_inspect(
         model = orjson.loads(model_file.read_bytes())
         assert model["version"] >= 1 and model["name"].startswith(f"v{model['version']}-")
 
+        wm = stored_watermark(first.prefix)
+        assert wm is not None
         r = redis.Redis.from_url(REDIS)
-        wm = max(int(v) for v in r.mget(list(r.scan_iter(match=f"{first.prefix}:wm:*"))))
         view = cli("inspect", "u000001", "--json", env=first.env(**tiers))
         assert view.returncode == 0, view.stderr
         body = orjson.loads(view.stdout)

@@ -23,7 +23,7 @@ from consumer.service.errors import Fenced
 from consumer.service.kafka_io import produce_records
 from consumer.service.keys import KeySpace
 from consumer.service.records import InputRecord, OutputRecord
-from consumer.service.state_store import RedisStateStore
+from consumer.service.redis_store import RedisStateStore
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import LocalOffsets, ReplaySink, replay
 from online_models.global_model import GlobalModel
@@ -37,6 +37,7 @@ from tests.integration.support import (
     committed_offsets,
     end_offsets,
     read_topic,
+    stored_users,
     wait_for_group,
 )
 
@@ -141,12 +142,7 @@ def _produce(topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
 
 
 def _stored_users(prefix: str, users: list[str]) -> dict[str, bytes | None]:
-    keys = KeySpace(prefix)
-    r = redis.Redis.from_url(REDIS)
-    try:
-        return dict(zip(users, r.mget([keys.user(u) for u in users]), strict=True))
-    finally:
-        r.close()
+    return stored_users(prefix, users)
 
 
 def _reference(names: Names, model: GlobalModel) -> dict[str, bytes]:

@@ -120,3 +120,39 @@ def test_no_secret_in_any_failing_connection_path(args: list[str]) -> None:
     if args[0] != "config":
         assert result.returncode == 2, result.stderr
         assert "cannot reach Redis at redis://" in result.stderr and "***" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis+cluster://:{SECRET}@127.0.0.1:1,127.0.0.1:2",
+        f"redis+sentinel://user:{SECRET}@127.0.0.1:1/main/0?sentinel_password={SECRET}",
+    ],
+)
+@pytest.mark.parametrize(
+    "args", [["run"], ["snapshot", "--out", "-"], ["inspect", "u1"], ["state", "repartition"]]
+)
+def test_no_secret_when_a_cluster_or_sentinel_is_unreachable(args: list[str], url: str) -> None:
+    result = run(*args, env={"TIERSTREAM_REDIS_URL": url})
+    assert SECRET not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach Redis at redis+" in lines[0], result.stderr
+    assert "***" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (f"redis+cluster://:{SECRET}@h1:7000/3", "Redis Cluster has database 0 only"),
+        (f"redis+sentinel://:{SECRET}@s1:26379", "a Sentinel URL names the primary"),
+        (f"redis+sentinel://:{SECRET}@s1:x/main", "expected host:port"),
+        (f"mongodb://:{SECRET}@h", "expected redis://host:port/db"),
+    ],
+)
+def test_a_bad_redis_url_is_one_line_without_its_password(url: str, message: str) -> None:
+    result = run("run", env={"TIERSTREAM_REDIS_URL": url})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert SECRET not in result.stderr

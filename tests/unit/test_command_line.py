@@ -33,6 +33,7 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
         "inspect",
         "config",
         "model",
+        "state",
         "forget",
         "dlq",
         "demo",

@@ -1,0 +1,101 @@
+"""``tierstream state repartition``: after the input topic got more partitions, move the
+users' states and timers to the partitions the new count routes them to
+(:mod:`consumer.tools.repartition`), with the service stopped."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from consumer.commands.common import add_command, redis_store, settings_from
+from consumer.service.errors import UserError
+
+
+def register(sub: Any) -> None:
+    """Add ``state`` to the sub-commands."""
+    p = add_command(
+        sub,
+        "state",
+        help="maintain the state in Redis: repartition after the input topic grew",
+        description="repartition: with every instance stopped, move each user's state and "
+        "timer to the partition the input topic's new partition count routes them to, set "
+        "the new partitions' watermarks, and record the count, so that the service starts "
+        "again. Safe to run again after a crash. Settings: TIERSTREAM_REDIS_URL, "
+        "TIERSTREAM_KEY_PREFIX, TIERSTREAM_INPUT_TOPIC, TIERSTREAM_KAFKA_BOOTSTRAP, "
+        "TIERSTREAM_GROUP_ID.",
+    )
+    p.add_argument("action", choices=["repartition"], help="what to do")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        metavar="N",
+        help="the new partition count (default: the input topic's, asked of Kafka); "
+        "another count than Kafka's only with --dry-run (planning a change)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="count what would move, change nothing")
+    p.set_defaults(func=state)
+
+
+def _check_stopped(
+    args: argparse.Namespace, group: str, topic: str, kafka: int | None, members: int
+) -> None:
+    """A real move: to Kafka's count, with no instance up."""
+    if args.partitions is not None and args.partitions != kafka:
+        raise UserError(
+            f"--partitions {args.partitions}: the input topic {topic} has {kafka}; another "
+            "count is for --dry-run only"
+        )
+    if members:
+        raise UserError(
+            f"the consumer group {group} has {members} members: stop every instance first"
+        )
+
+
+def state(args: argparse.Namespace) -> int:
+    """Repartition, and say what moved."""
+    from consumer.service.kafka_io import topic_and_group
+    from consumer.service.redis_connection import REDIS_FAILURES
+    from consumer.tools.repartition import Repartition
+
+    settings = settings_from(args)
+    topic = settings.input_topic
+    store = redis_store(settings.redis_url, settings)
+    try:
+        kafka, members = topic_and_group(settings.kafka, topic, settings.group_id)
+        new = args.partitions if args.partitions is not None else kafka
+        if new is None:
+            raise UserError(f"the input topic {topic} does not exist (TIERSTREAM_INPUT_TOPIC)")
+        if not args.dry_run:
+            _check_stopped(args, settings.group_id, topic, kafka, members)
+        mover = Repartition(
+            store,
+            topic,
+            new,
+            dry_run=args.dry_run,
+            say=lambda line: print(f"tierstream: {line}", file=sys.stderr),
+        )
+        try:
+            report = mover.run()
+        except REDIS_FAILURES as exc:
+            raise UserError(
+                f"Redis failed during the repartition ({exc}); run it again: what moved "
+                "stays moved, the rest moves then"
+            ) from None
+    finally:
+        store.close()
+    if report.old == report.new:
+        print(
+            f"tierstream: the state of {topic} is already laid out for {new} partitions",
+            file=sys.stderr,
+        )
+        return 0
+    verb = "would move" if args.dry_run else "moved"
+    print(
+        f"tierstream: {verb} {report.moved:,} of {report.users:,} users and "
+        f"{report.timers_moved:,} timers of {topic} from {report.old} to {report.new} "
+        f"partitions; new partitions start at watermark {report.watermark}"
+        + ("" if args.dry_run else "; the service may start"),
+        file=sys.stderr,
+    )
+    return 0

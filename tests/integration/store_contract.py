@@ -1,0 +1,180 @@
+"""The state store's protocol, as every Redis deployment form must keep it (a single
+server, Redis Cluster, Sentinel): epochs and fencing, the guarded outbox trim, the load
+and the per-partition save, the learning's compare-and-set, users found by the recorded
+partition count. A test module imports these and provides ``make_store``: a factory of
+store handles on one fresh key prefix, each handle an instance of its own.
+
+(The memory store is one process's: two handles cannot share it. Its semantics are
+checked by the unit tests through the batch step and replays.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from consumer.service.errors import Fenced
+from consumer.service.partitioning import partition_of
+from consumer.service.redis_store import RedisStateStore
+from consumer.service.state_store import PartitionWrite, SaveSet
+
+MakeStore = Callable[[], RedisStateStore]
+A, B = ("events", 0), ("events", 1)
+
+
+def test_each_acquire_raises_the_epoch_and_fences_the_one_before(
+    make_store: MakeStore,
+) -> None:
+    first, second = make_store(), make_store()
+    assert first.acquire([A, B]) == {A: 1, B: 1}
+    first.check_owner([A, B])
+    assert second.acquire([B]) == {B: 2}
+    first.check_owner([A])
+    with pytest.raises(Fenced):
+        first.check_owner([B])
+    assert first.epochs([A, B]) == {A: 1, B: 2}
+    first.release([B])
+    assert first.held() == {A: 1}
+
+
+def test_a_batch_saves_what_it_loaded_per_partition(make_store: MakeStore) -> None:
+    store = make_store()
+    store.acquire([A, B])
+    txn = store.begin([A, B])
+    loaded = txn.load({A: ["u1"], B: ["u2"]}, {A: 100})
+    assert loaded.states == {A: {"u1": None}, B: {"u2": None}}
+    assert loaded.applied == {A: -1, B: -1} and loaded.watermarks == {A: -1, B: -1}
+    batch = SaveSet(
+        {
+            A: PartitionWrite(
+                {"u1": b"one"},
+                applied=7,
+                watermark=50,
+                outbox=[b"o1", b"o2"],
+                timers_set={"u1": 60},
+            ),
+            B: PartitionWrite({"u2": b"two"}, applied=3, quiet_states={"ghost": b"x"}),
+        },
+        model=b"model",
+        contribution=("me", b"learned"),
+    )
+    txn.save_partitions(batch)
+    assert txn.save_learning(batch) is True
+
+    again = store.begin([A, B]).load({A: ["u1"], B: ["u2", "ghost"]}, {A: 60, B: 60})
+    assert again.states == {A: {"u1": b"one"}, B: {"u2": b"two", "ghost": None}}
+    assert again.applied == {A: 7, B: 3} and again.watermarks == {A: 50, B: -1}
+    assert again.timers == {A: [(60, "u1")], B: []}
+    assert again.model == b"model" and again.contributions == {"me": b"learned"}
+    assert store.outbox(A) == [b"o1", b"o2"] and store.outbox(B) == []
+    store.clear_outbox(A, 1)
+    assert store.outbox(A) == [b"o2"]
+
+
+def test_a_timer_alone_never_recreates_an_expired_state_and_forget_deletes(
+    make_store: MakeStore,
+) -> None:
+    store = make_store()
+    store.acquire([A])
+    txn = store.begin([A])
+    txn.load({A: ["u1", "u2"]}, {})
+    txn.save_partitions(SaveSet({A: PartitionWrite({"u1": b"1", "u2": b"2"}, applied=1)}))
+    txn = store.begin([A])
+    txn.load({A: ["u1", "u2"]}, {})
+    write = PartitionWrite(quiet_states={"u1": b"1'", "u3": b"3"}, deleted_users=["u2"])
+    txn.save_partitions(SaveSet({A: write}))
+    got = store.begin([A]).load({A: ["u1", "u2", "u3"]}, {}).states[A]
+    assert got == {"u1": b"1'", "u2": None, "u3": None}
+
+
+def test_a_zombie_writes_nothing_and_cannot_trim(make_store: MakeStore) -> None:
+    zombie, owner = make_store(), make_store()
+    zombie.acquire([A])
+    txn = zombie.begin([A])
+    txn.load({A: ["u1"]}, {})
+    owner.acquire([A])  # the group gave the partition to another instance
+    owner_txn = owner.begin([A])
+    owner_txn.load({A: []}, {})
+    owner_txn.save_partitions(SaveSet({A: PartitionWrite(applied=5, outbox=[b"new"])}))
+    with pytest.raises(Fenced):
+        txn.save_partitions(SaveSet({A: PartitionWrite({"u1": b"old"}, applied=9)}))
+    with pytest.raises(Fenced):
+        zombie.clear_outbox(A, 1)
+    with pytest.raises(Fenced):
+        zombie.begin([A]).load({A: ["u1"]}, {})
+    assert owner.outbox(A) == [b"new"]
+    assert owner.applied_offsets([A]) == {A: 5}
+    assert owner.begin([A]).load({A: ["u1"]}, {}).states[A] == {"u1": None}
+
+
+def test_partitions_before_a_fenced_one_are_saved_the_learning_is_not(
+    make_store: MakeStore,
+) -> None:
+    mine, other = make_store(), make_store()
+    mine.acquire([A, B])
+    txn = mine.begin([A, B])
+    txn.load({A: ["u1"], B: ["u2"]}, {})
+    other.acquire([B])
+    batch = SaveSet(
+        {A: PartitionWrite({"u1": b"1"}, applied=1), B: PartitionWrite({"u2": b"2"}, applied=1)},
+        contribution=("me", b"learned"),
+    )
+    with pytest.raises(Fenced):
+        txn.save_partitions(batch)
+    assert mine.applied_offsets([A, B]) == {A: 1, B: None}
+    assert mine.get_contribution("me") is None
+
+
+def test_learning_is_a_compare_and_set_on_the_model(make_store: MakeStore) -> None:
+    one, two = make_store(), make_store()
+    one.acquire([A])
+    two.acquire([B])
+    t1, t2 = one.begin([A]), two.begin([B])
+    t1.load({A: []}, {})
+    t2.load({B: []}, {})
+    assert t2.save_learning(SaveSet(model=b"v2 by two", contribution=("two", b"c2")))
+    assert t1.save_learning(SaveSet(model=b"v2 by one", contribution=("one", b"c1"))) is False
+    assert one.get_model() == b"v2 by two"
+    assert one.get_contribution("one") is None and one.get_contribution("two") == b"c2"
+
+
+def test_a_user_written_meanwhile_fences_the_partition(make_store: MakeStore) -> None:
+    store = make_store()
+    store.acquire([A])
+    txn = store.begin([A])
+    txn.load({A: ["u1"]}, {})
+    store.client.set(store.keys.user(*A, "u1"), b"written by someone else")
+    with pytest.raises(Fenced):
+        txn.save_partitions(SaveSet({A: PartitionWrite({"u1": b"mine"}, applied=1)}))
+    assert store.applied_offsets([A]) == {A: None}
+
+
+def test_timers_load_in_slices_with_their_users(make_store: MakeStore) -> None:
+    store = make_store()
+    store.max_timers = 3
+    store.acquire([A])
+    txn = store.begin([A])
+    txn.load({}, {})
+    due = {f"u{i}": 10 * (i // 2) for i in range(8)}  # two users per time
+    states = {u: u.encode() for u in due}
+    txn.save_partitions(SaveSet({A: PartitionWrite(states, applied=1, timers_set=due)}))
+    loaded = store.begin([A]).load({A: ["u0"]}, {A: 100})
+    assert loaded.timers[A] == [(0, "u0"), (0, "u1"), (10, "u2"), (10, "u3")]
+    assert loaded.capped == {A: 10}
+    assert loaded.states[A] == {u: u.encode() for u in ("u0", "u1", "u2", "u3")}
+
+
+def test_tools_find_a_user_by_the_recorded_partition_count(make_store: MakeStore) -> None:
+    store = make_store()
+    assert store.record_partition_count("events", 4) == 4
+    assert store.record_partition_count("events", 8) == 4
+    assert store.partition_counts() == {"events": 4}
+    home = ("events", partition_of("alice", 4))
+    store.acquire([home])
+    txn = store.begin([home])
+    txn.load({home: ["alice"]}, {})
+    txn.save_partitions(SaveSet({home: PartitionWrite({"alice": b"a"}, applied=0, watermark=9)}))
+    assert store.get_user("alice") == b"a" and store.get_user("bob") is None
+    assert store.get_users(["alice", "bob"]) == {"alice": b"a", "bob": None}
+    assert store.watermark() == 9

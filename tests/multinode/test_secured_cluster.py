@@ -1,0 +1,294 @@
+"""The service on a secured, multi-node cluster (issue 9): two instances read a generated
+stream through the SASL_SSL listeners of a 3-broker Kafka and keep their state in a
+6-node Redis Cluster; one broker is SIGKILLed and one Redis primary is SIGKILLed (its
+replica promoted) while they work. Nobody intervenes. The final state in the cluster
+equals a clean single-process replay of the input (frozen model), every change of it is
+on the topic, and no seq has a gap. A wrong password and an untrusted certificate fail
+at start with one line and no secret.
+
+The figures (pause after each fault, lag peak) are printed and kept in
+``.stack-cluster/figures.json``; ``docs/runbook.md`` quotes them with this command.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from consumer.demo.synthetic import GeneratorConfig, generate
+from consumer.service.kafka_io import ensure_topics
+from consumer.service.model_files import read_model
+from consumer.service.records import InputRecord
+from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
+from tests.chaos import invariants as inv
+from tests.multinode.conftest import REPO, ClusterNames, stack
+
+pytestmark = pytest.mark.multinode
+
+STREAM = GeneratorConfig(users=1_500, events=30_000, seed=91, days=90, bad_fraction=0.005)
+RATE = 600.0  # records per second: the stream lasts 50 s, the faults fall inside it
+SECRET_MARK = "tierstream-never-print-"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Progress:
+    """Records produced (acknowledged) and processed (the instances' event counters),
+    sampled every 0.25 s."""
+
+    produced: int = 0
+    samples: list[tuple[float, int, int]] = field(default_factory=list)  # t, produced, done
+    ports: list[int] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def done(self) -> int:
+        total = 0
+        for port in self.ports:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    body = r.read().decode()
+            except OSError:
+                continue
+            total += int(
+                sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in body.splitlines()
+                    if line.startswith("tierstream_events_total{")
+                )
+            )
+        return total
+
+    def watch(self) -> None:
+        best = 0
+        while not self.stop.is_set():
+            best = max(best, self.done())  # a restarted counter never goes backwards here
+            self.samples.append((time.monotonic(), self.produced, best))
+            time.sleep(0.25)
+
+    def pause_after(self, t0: float, window: float = 90.0) -> float:
+        """The longest time after ``t0`` without progress while records waited."""
+        longest, last = 0.0, None
+        for t, produced, done in self.samples:
+            if t < t0 or t > t0 + window:
+                continue
+            if last is None or done > last[1] or done >= produced:
+                last = (t, done)
+            else:
+                longest = max(longest, t - last[0])
+        return round(longest, 1)
+
+    def lag_peak(self) -> int:
+        return max((p - d for _, p, d in self.samples), default=0)
+
+
+def _produce(names: ClusterNames, records: list[tuple[bytes | None, bytes]], p: Progress) -> None:
+    producer = KafkaProducer(**names.kafka.config(KafkaProducer, acks="all", linger_ms=10))
+    try:
+        start = time.monotonic()
+        for i, (key, value) in enumerate(records):
+            ahead = start + i / RATE - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+            producer.send(names.input, key=key, value=value).add_callback(
+                lambda _: setattr(p, "produced", p.produced + 1)
+            )
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def _read(names: ClusterNames, topic: str) -> list[InputRecord]:
+    consumer = KafkaConsumer(**names.kafka.config(KafkaConsumer, enable_auto_commit=False))
+    try:
+        tps = [TopicPartition(topic, q) for q in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out: list[InputRecord] = []
+        deadline = time.monotonic() + 120
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"reading {topic} did not end"
+            for tp, recs in consumer.poll(timeout_ms=500).items():
+                out.extend(
+                    InputRecord(tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value)
+                    for r in recs
+                    if r.offset < end[tp]
+                )
+        return out
+    finally:
+        consumer.close()
+
+
+def _at(when: float, action: Callable[[], None]) -> threading.Thread:
+    def run() -> None:
+        time.sleep(max(0.0, when - time.monotonic()))
+        action()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.timeout(900)
+def test_two_instances_through_sasl_ssl_into_redis_cluster_survive_a_broker_and_a_primary(
+    names: ClusterNames, trained_model_file: Path
+) -> None:
+    ensure_topics(names.kafka, [names.input], partitions=4)
+    records = [(r.key, r.value) for r in generate(STREAM)]
+    progress = Progress()
+    env = names.env(TIERSTREAM_MODEL_FILE=str(trained_model_file), TIERSTREAM_FREEZE_MODEL="1")
+    procs = []
+    for i in range(2):
+        port = free_port()
+        progress.ports.append(port)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "consumer.cli", "run"],
+                env={
+                    **env,
+                    "TIERSTREAM_METRICS_PORT": str(port),
+                    "TIERSTREAM_METRICS_HOST": "127.0.0.1",
+                    "TIERSTREAM_INSTANCE_ID": f"cl-{i}",
+                },
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    watcher = threading.Thread(target=progress.watch, daemon=True)
+    watcher.start()
+    faults: dict[str, object] = {}
+    duration = len(records) / RATE
+    t0 = time.monotonic()
+
+    def kill_broker() -> None:
+        faults["broker killed at"] = time.monotonic()
+        stack("kill-broker", "2")
+
+    def kill_primary() -> None:
+        faults["primary killed at"] = time.monotonic()
+        out = stack("kill-redis-primary")
+        faults["redis failover"] = out.strip().splitlines()[-1] if out.strip() else ""
+
+    def heal() -> None:
+        stack("start-broker", "2")
+        old = str(faults.get("redis failover", ""))
+        port = old.split("old_primary=")[1].split()[0] if "old_primary=" in old else ""
+        if port:
+            stack("start-redis", port.rsplit(":", 1)[-1])
+
+    try:
+        timers = [
+            _at(t0 + 0.25 * duration, kill_broker),
+            _at(t0 + 0.50 * duration, kill_primary),
+        ]
+        _produce(names, records, progress)
+        for t in timers:
+            t.join(120)
+        heal()
+        total = len(records)
+        deadline = time.monotonic() + 240
+        while progress.done() < total and time.monotonic() < deadline:
+            time.sleep(0.5)
+        caught_up = progress.done() >= total
+    finally:
+        progress.stop.set()
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        errs = [proc.communicate(timeout=90)[1] for proc in procs]
+    assert caught_up, f"not caught up: {progress.done()} of {total}\n" + errs[0][-3000:]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-3000:] for e in errs)
+
+    figures = {
+        "events": total,
+        "broker SIGKILL: longest pause, s": progress.pause_after(float(faults["broker killed at"])),  # type: ignore[arg-type]
+        "Redis primary SIGKILL: longest pause, s": progress.pause_after(
+            float(faults["primary killed at"])  # type: ignore[arg-type]
+        ),
+        "redis failover": faults.get("redis failover", ""),
+        "lag peak, records": progress.lag_peak(),
+        "runtime, s": round(time.monotonic() - t0, 1),
+    }
+    print(json.dumps(figures, indent=1))
+    out = REPO / ".stack-cluster" / "figures.json"
+    out.write_text(
+        json.dumps(
+            {**figures, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, indent=1
+        )
+    )
+
+    inputs = _read(names, names.input)
+    engine = load_engine(DEFAULT_TIERS_FILE, model=read_model(trained_model_file), frozen=True)
+    ref = inv.reference(inputs, engine, output_topic=names.output, dlq_topic="dlq")
+    v = inv.Verdict()
+    inv.states_equal(v, _states(names), ref.store.users)
+    changes = _read(names, names.output)
+    inv.changes_complete(v, changes, ref.changes)
+    inv.copies_identical(v, changes, key="event_id", what="tier changes")
+    inv.seq_gap_free(v, changes, _states(names))
+    assert not v.violations, v.render()
+
+
+def _states(names: ClusterNames) -> dict[str, bytes]:
+    """Every user's stored state in the Redis Cluster."""
+    from consumer.service.redis_store import RedisStateStore
+    from consumer.tools.snapshot import RedisStates
+
+    s = names.settings
+    store = RedisStateStore(
+        s.redis_url, prefix=s.key_prefix, ttl_seconds=86400, topic=s.input_topic
+    )
+    try:
+        return dict(RedisStates(store))
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("fault", ["wrong password", "untrusted CA"])
+def test_a_refused_login_or_an_untrusted_certificate_is_one_line_without_secrets(
+    names: ClusterNames, tmp_path: Path, fault: str
+) -> None:
+    password = tmp_path / "password"
+    password.write_text(SECRET_MARK + "x9")
+    extra = {"TIERSTREAM_KAFKA_CONNECT_TIMEOUT_S": "5"}
+    if fault == "wrong password":
+        extra["TIERSTREAM_KAFKA_SASL_PASSWORD_FILE"] = str(password)
+        want = "the brokers refused the SCRAM-SHA-512 login of user 'tierstream'"
+    else:
+        extra["TIERSTREAM_KAFKA_SSL_CAFILE"] = str(REPO / ".stack-cluster/secrets/untrusted-ca.pem")
+        want = "the brokers' TLS certificate is not trusted"
+    real = Path(names.base["TIERSTREAM_KAFKA_SASL_PASSWORD_FILE"]).read_text().strip()
+    for command in (["run"], ["generate", "--events", "10", "--topic", names.input]):
+        done = subprocess.run(
+            [sys.executable, "-m", "consumer.cli", *command],
+            env=names.env(**extra),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert lines[-1].startswith("tierstream: error: cannot use Kafka at "), done.stderr
+        assert want in lines[-1], done.stderr
+        assert not any(line.startswith(("ERROR", "Traceback")) for line in lines), done.stderr
+        output = done.stderr + done.stdout
+        assert SECRET_MARK not in output and real not in output

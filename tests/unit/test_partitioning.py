@@ -1,0 +1,152 @@
+"""Users live in the partition Kafka routes their key to; the state is written per
+partition (one Redis Cluster slot each), then the learning; a batch whose learning cannot
+be saved keeps its states and outputs and forgets what it learned."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kafka.partitioner.default import DefaultPartitioner
+from redis.crc import key_slot
+
+from consumer.service.errors import Fenced, PartitionCountChanged
+from consumer.service.keys import KeySpace
+from consumer.service.partitioning import check_partition_count, partition_of
+from consumer.service.records import InputRecord
+from consumer.service.state_store import (
+    MemoryStateStore,
+    PartitionWrite,
+    SaveSet,
+    _MemoryTransaction,
+)
+from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.tools.replay import Replay
+
+
+class _Cluster:
+    """The metadata DefaultPartitioner asks for: one topic of ``n`` partitions."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def topics(self) -> set[str]:
+        return {"t"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.n))
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.n))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=40), st.integers(1, 64))
+def test_a_user_is_where_kafkas_producer_sends_their_key(user: str, n: int) -> None:
+    key = user.encode()
+    sent = DefaultPartitioner().partition("t", user, key, None, None, _Cluster(n))
+    assert partition_of(user, n) == sent
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=30), st.integers(0, 63), st.text(min_size=1, max_size=30))
+def test_every_key_of_a_partition_is_in_one_slot(user: str, partition: int, topic: str) -> None:
+    topic = topic.replace("{", "").replace("}", "") or "t"
+    keys = KeySpace("ts")
+    same = [
+        keys.user(topic, partition, user),
+        keys.applied(topic, partition),
+        keys.watermark(topic, partition),
+        keys.outbox(topic, partition),
+        keys.timers(topic, partition),
+        keys.epoch(topic, partition),
+    ]
+    assert len({key_slot(k.encode()) for k in same}) == 1
+    assert keys.parse_user(same[0]) == (topic, partition, user)
+    models = [keys.model, keys.contribution(user), keys.contributors, keys.partitions]
+    assert len({key_slot(k.encode()) for k in models}) == 1
+
+
+def test_a_grown_topic_is_refused_with_one_line() -> None:
+    store = MemoryStateStore()
+    check_partition_count(store, "events", 2, prefix="ts")
+    check_partition_count(store, "events", 2, prefix="ts")
+    with pytest.raises(PartitionCountChanged) as err:
+        check_partition_count(store, "events", 4, prefix="ts")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "has 4 partitions" in message and "written for 2" in message
+    assert "tierstream state repartition" in message
+
+
+def test_partitions_are_written_in_order_until_one_is_fenced() -> None:
+    store = MemoryStateStore()
+    parts = [("t", 0), ("t", 1), ("t", 2)]
+    store.acquire(parts)
+    txn = store.begin(parts)
+    txn.load({}, {})
+    store.epoch[("t", 1)] += 1  # another owner took partition 1
+    batch = SaveSet({tp: PartitionWrite({f"u{tp[1]}": b"{}"}, applied=5) for tp in parts})
+    with pytest.raises(Fenced):
+        txn.save_partitions(batch)
+    assert store.users == {"u0": b"{}"}
+    assert store.applied == {("t", 0): 5}
+
+
+def test_learning_is_not_written_over_another_model_version() -> None:
+    store = MemoryStateStore()
+    store.acquire([("t", 0)])
+    txn = store.begin([("t", 0)])
+    txn.load({}, {})
+    store.model = b"another version"
+    learned = SaveSet(model=b"mine", contribution=("me", b"{}"))
+    assert txn.save_learning(learned) is False
+    assert store.model == b"another version" and store.contributions == {}
+
+
+class _Racing(MemoryStateStore):
+    """A store in which another instance writes a model version during the first batch."""
+
+    def __init__(self, version: bytes) -> None:
+        super().__init__()
+        self.version = version
+        self.raced = False
+
+    def begin(self, partitions: Any) -> _MemoryTransaction:
+        store = self
+
+        class Txn(_MemoryTransaction):
+            def save_learning(self, batch: SaveSet) -> bool:
+                if not store.raced:
+                    store.raced = True
+                    store.model = store.version
+                return super().save_learning(batch)
+
+        return Txn(self, partitions)
+
+
+def test_a_batch_whose_learning_loses_the_race_keeps_its_states_and_forgets_its_learning() -> None:
+    from consumer.demo.synthetic import GeneratorConfig, generate
+
+    config = GeneratorConfig(users=30, events=600, seed=9, days=20)
+    records = [InputRecord("t", 0, i, None, r.key, r.value) for i, r in enumerate(generate(config))]
+
+    def learned(store: MemoryStateStore) -> int:
+        return int(orjson.loads(store.contributions["local"])["samples"])
+
+    def run(store: MemoryStateStore, recs: list[InputRecord]) -> list[Any]:
+        out: list[Any] = []
+        Replay(load_engine(DEFAULT_TIERS_FILE), store, emit=out.append, batch_size=200).run(recs)
+        return out
+
+    initial = orjson.dumps(load_engine(DEFAULT_TIERS_FILE).models.model.to_json())
+    raced, clean, first = _Racing(initial), MemoryStateStore(), MemoryStateStore()
+    outputs, clean_outputs = run(raced, records), run(clean, records)
+    run(first, records[:200])
+    assert raced.raced and raced.applied == clean.applied
+    assert outputs == clean_outputs and raced.users == clean.users  # scores: the same model
+    # the first batch's learning is gone, from the store and from memory; the rest is kept
+    assert learned(raced) == learned(clean) - learned(first) > 0
