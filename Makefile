@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 export TIERSTREAM_TEST_KAFKA ?= 127.0.0.1:$(or $(TIERSTREAM_STACK_KAFKA_PORT),9092)
 export TIERSTREAM_TEST_REDIS ?= redis://127.0.0.1:$(or $(TIERSTREAM_STACK_REDIS_PORT),6379)/0
 
-.PHONY: help venv lint format test test-unit test-integration test-redis-cluster test-cluster stack-up stack-down stack-status demo bench-models clean
+.PHONY: help venv lint format test test-unit test-integration test-redis-cluster test-cluster stack-up stack-down stack-status demo bench-models dashboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -33,6 +33,11 @@ demo: $(STAMP)  ## the whole pipeline in one process, no server; writes out/demo
 bench-models: $(STAMP)  ## model quality vs offline KMeans / LogisticRegression (docs/models.md)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m tests.bench.bench_models $(BENCH_ARGS)
+
+# Standard library only, so no venv needed; tests/unit/test_dashboard.py fails until the
+# committed JSON is what the generator writes.
+dashboard:  ## regenerate ops/grafana/dashboards/tierstream.json from ops/grafana/dashboard.py
+	$(PYTHON) ops/grafana/dashboard.py
 
 lint: $(STAMP)  ## ruff (lint + format check), mypy --strict, the import contracts (lint-imports)
 	$(BIN)/ruff check .

@@ -101,9 +101,13 @@ ensure_apt_packages() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
   command -v kcat >/dev/null 2>&1 || missing+=(kcat)
-  # Not servers, but the test suite checks ops files with them (promtool test rules,
-  # docker-compose config -q), and CI starts from a machine without them.
-  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  # Not servers of the stack, but the test suite needs them and CI starts from a machine
+  # without them: promtool checks the ops files (check config/rules, test rules), and
+  # tests/integration/test_prometheus.py runs a real prometheus against the service.
+  # Debian's prometheus package ships both binaries.
+  if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    missing+=(prometheus)
+  fi
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   ((${#missing[@]})) || return 0
 
@@ -123,15 +127,22 @@ ensure_apt_packages() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 9>&-
 
   local tool
-  for tool in redis-server redis-cli kcat; do
+  for tool in redis-server redis-cli kcat promtool prometheus docker-compose; do
     command -v "$tool" >/dev/null 2>&1 || die "apt-get installed ${missing[*]} but $tool is still not on PATH ($PATH)"
   done
 
   # On a machine booted with systemd the package starts its own redis on 6379,
   # which would collide with ours. Only undone when we just installed it, so
   # an administrator's own redis is never touched.
-  if [[ " ${missing[*]} " == *" redis-server "* && -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
-    "${sudo[@]}" systemctl disable --now redis-server >&2 9>&- || true
+  # Likewise the prometheus package starts a system Prometheus on 9090 (the port
+  # docker-compose.yml publishes its own on); the tests start theirs on a free port.
+  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+    local pkg
+    for pkg in redis-server prometheus; do
+      if [[ " ${missing[*]} " == *" $pkg "* ]]; then
+        "${sudo[@]}" systemctl disable --now "$pkg" >&2 9>&- || true
+      fi
+    done
   fi
 }
 

@@ -3,7 +3,8 @@
 # combined broker+controller node, jars from Maven Central) and Debian's
 # redis-server, both on loopback, all state under one folder.
 #
-#   bash ops/stack.sh install   fetch Kafka jars, apt-install redis-server/kcat
+#   bash ops/stack.sh install   fetch Kafka jars, apt-install redis-server/kcat and
+#                               the test tools (prometheus, docker-compose)
 #   bash ops/stack.sh up        install if needed, start, wait until really ready
 #   bash ops/stack.sh status    one line per component; exit 0 only if both run
 #   bash ops/stack.sh down      stop both (graceful first)

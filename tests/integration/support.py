@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from consumer.service.records import InputRecord
@@ -104,6 +107,26 @@ def stored_watermark(prefix: str, *, url: str = REDIS) -> int | None:
         return store.watermark()
     finally:
         store.close()
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now (for a server the test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_tool(binary: str) -> str:
+    """Path of ``binary``: a developer machine without it skips the test, CI fails it
+    (``make test`` installs the tools: ``ensure_apt_packages`` in ops/stack-lib.sh), so
+    CI cannot go green without having run it."""
+    path = shutil.which(binary)
+    if path is None:
+        msg = f"`{binary}` is not installed (PATH={os.environ.get('PATH', '')})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{msg}; CI is set, so the test cannot be skipped")
+        pytest.skip(msg)
+    return path
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:

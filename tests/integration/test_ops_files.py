@@ -5,22 +5,24 @@ No server is needed: these run the validators that ship with the tools
 
 A missing `docker-compose` or `promtool` binary skips the test on a developer
 machine, but fails it when the CI environment variable is set, so CI cannot
-go green without having validated anything.
+go green without having validated anything (`make test` installs both:
+`ensure_apt_packages` in ops/stack-lib.sh).
 
-PyYAML is not a project dependency, so the compose and rules files are read
-with a small indentation-based helper that only understands the block-style
-YAML these files are written in.
+The first checks read the compose and rules files with a small indentation-based
+helper that only understands the block-style YAML these files are written in (they
+predate PyYAML among the dev dependencies); the alert checks parse them with PyYAML.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
-import pytest
+import yaml
+
+from tests.integration.support import require_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -29,28 +31,27 @@ PROM_CONFIG = REPO_ROOT / "ops" / "prometheus" / "prometheus.yml"
 PROM_RULES_DIR = REPO_ROOT / "ops" / "prometheus" / "rules"
 PROM_TESTS = REPO_ROOT / "ops" / "prometheus" / "tests" / "tierstream_test.yml"
 
+RUNBOOK = REPO_ROOT / "docs" / "runbook.md"
+
 EXPECTED_ALERTS = {
     "TierstreamTargetDown",
     "TierstreamAbsent",
     "TierstreamNoProgress",
     "TierstreamDLQActivity",
+    "TierstreamEventTimeLagHigh",
+    "TierstreamLagGrowing",
+    "TierstreamBatchErrorRatioHigh",
+    "TierstreamDLQRatioHigh",
+    "TierstreamModelAUCDrop",
+    "TierstreamModelDrift",
+    "TierstreamModelNotAdvancing",
+    "TierstreamTierFlapping",
 }
 
 
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-
-
-def _require(binary: str) -> str:
-    """Path of `binary`; skip if absent locally, fail if absent under CI."""
-    path = shutil.which(binary)
-    if path is None:
-        msg = f"`{binary}` is not installed (PATH={os.environ.get('PATH', '')})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{msg}; CI is set, so the ops files cannot go unvalidated")
-        pytest.skip(msg)
-    return path
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -162,24 +163,24 @@ def _image_is_pinned(image: str) -> bool:
 
 
 def test_compose_config_is_valid() -> None:
-    docker_compose = _require("docker-compose")
+    docker_compose = require_tool("docker-compose")
     _assert_ok(_run(docker_compose, "-f", str(COMPOSE_FILE), "config", "-q"))
 
 
 def test_prometheus_config_is_valid() -> None:
-    promtool = _require("promtool")
+    promtool = require_tool("promtool")
     _assert_ok(_run(promtool, "check", "config", str(PROM_CONFIG)))
 
 
 def test_prometheus_rules_are_valid() -> None:
-    promtool = _require("promtool")
+    promtool = require_tool("promtool")
     rule_files = sorted(str(p) for p in PROM_RULES_DIR.glob("*.yml"))
     assert rule_files, f"no rule files in {PROM_RULES_DIR}"
     _assert_ok(_run(promtool, "check", "rules", *rule_files))
 
 
 def test_prometheus_rule_unit_tests_pass() -> None:
-    promtool = _require("promtool")
+    promtool = require_tool("promtool")
     _assert_ok(_run(promtool, "test", "rules", str(PROM_TESTS)))
 
 
@@ -271,3 +272,31 @@ def test_alert_rules_have_labels_and_annotations() -> None:
             runbook = _scalar(annotations, "runbook_url")
             assert runbook == f"docs/runbook.md#{name.lower()}", f"{name}: runbook_url {runbook!r}"
     assert found >= EXPECTED_ALERTS, f"missing alerts: {EXPECTED_ALERTS - found}"
+
+
+def _alert_rules() -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = []
+    for path in sorted(PROM_RULES_DIR.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            rules.extend(r for r in group["rules"] if "alert" in r)
+    return rules
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    headings = set(re.findall(r"^## (\S+)\s*$", RUNBOOK.read_text(), re.M))
+    missing = [r["alert"] for r in _alert_rules() if r["alert"] not in headings]
+    assert not missing, f"alerts without a `## <name>` section in docs/runbook.md: {missing}"
+
+
+def test_every_alert_is_unit_tested_firing_and_silent() -> None:
+    """promtool passes a test file that never mentions an alert: each alert needs a case
+    where it fires and one where it must not."""
+    fires: set[str] = set()
+    silent: set[str] = set()
+    for case in yaml.safe_load(PROM_TESTS.read_text())["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (fires if check.get("exp_alerts") else silent).add(check["alertname"])
+    alerts = {r["alert"] for r in _alert_rules()}
+    assert alerts >= EXPECTED_ALERTS
+    assert not alerts - fires, f"never tested firing: {sorted(alerts - fires)}"
+    assert not alerts - silent, f"never tested silent: {sorted(alerts - silent)}"
