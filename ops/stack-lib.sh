@@ -109,6 +109,8 @@ ensure_apt_packages() {
     missing+=(prometheus)
   fi
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  # The multi-node stack makes its TLS certificates with openssl (ops/cluster-stack.sh).
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   ((${#missing[@]})) || return 0
 
   local sudo=()
@@ -127,7 +129,7 @@ ensure_apt_packages() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 9>&-
 
   local tool
-  for tool in redis-server redis-cli kcat promtool prometheus docker-compose; do
+  for tool in redis-server redis-cli kcat promtool prometheus docker-compose openssl; do
     command -v "$tool" >/dev/null 2>&1 || die "apt-get installed ${missing[*]} but $tool is still not on PATH ($PATH)"
   done
 

@@ -147,6 +147,12 @@ def _at(when: float, action: Callable[[], None]) -> threading.Thread:
 
 
 @pytest.mark.timeout(900)
+# kafka-python leaves the socket of a connection to a killed broker open (as the chaos
+# suite notes): expected here, not a defect of the test.
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <(socket.socket|ssl.SSLSocket):"
+    "pytest.PytestUnraisableExceptionWarning"
+)
 def test_two_instances_through_sasl_ssl_into_redis_cluster_survive_a_broker_and_a_primary(
     names: ClusterNames, trained_model_file: Path
 ) -> None:
@@ -200,10 +206,12 @@ def test_two_instances_through_sasl_ssl_into_redis_cluster_survive_a_broker_and_
             _at(t0 + 0.25 * duration, kill_broker),
             _at(t0 + 0.50 * duration, kill_primary),
         ]
-        _produce(names, records, progress)
-        for t in timers:
-            t.join(120)
-        heal()
+        try:
+            _produce(names, records, progress)
+            for t in timers:
+                t.join(120)
+        finally:
+            heal()  # the stack as it was found, whatever happened
         total = len(records)
         deadline = time.monotonic() + 240
         while progress.done() < total and time.monotonic() < deadline:
