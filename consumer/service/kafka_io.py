@@ -35,6 +35,12 @@ from consumer.service.records import InputRecord, KafkaOffsets, OutputRecord
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]
 
+#: How long one offset commit may wait. kafka-python's default is the request timeout
+#: (305 s): with the group's coordinator broker killed, the loop sat that long in one
+#: commit. Failing sooner lets the loop retry the batch (it is saved: nothing is applied
+#: twice), and the retry asks the brokers for the coordinator that took over.
+COMMIT_TIMEOUT_MS = 15_000
+
 
 class _WhyNot(logging.Handler):
     """What kafka-python logs while a client connects. Its exception says only "Unable to
@@ -205,7 +211,8 @@ class EventSource:
                 {
                     TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
                     for (t, p), o in next_offsets.items()
-                }
+                },
+                timeout_ms=COMMIT_TIMEOUT_MS,
             )
         except _FENCING_ERRORS as exc:
             raise Fenced(f"the group rebalanced before the commit: {exc}") from exc

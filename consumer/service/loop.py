@@ -60,6 +60,11 @@ log = logging.getLogger(__name__)
 #: number of failures in a row; each pause is drawn within +-50% (jitter), so instances
 #: that failed together do not retry together.
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+#: A batch dead-lettering this many records, or this share of its records, is logged (a
+#: burst); every dead letter is counted in ``tierstream_dlq_records_total`` anyway.
+DLQ_BURST_RECORDS = 10
+DLQ_BURST_SHARE = 0.05
+
 #: Exit status when a stop outlasts ``TIERSTREAM_SHUTDOWN_TIMEOUT_S``.
 SHUTDOWN_OVERDUE_STATUS = 4
 
@@ -376,12 +381,12 @@ class Service:
             self.summary.results[result] = self.summary.results.get(result, 0) + count
         for reason, count in out.dlq_reasons.items():
             m.dlq.labels(reason).inc(count)
-        if out.dlq_reasons:
-            dead = sum(out.dlq_reasons.values())
+        dead = sum(out.dlq_reasons.values())
+        if dead >= DLQ_BURST_RECORDS or (dead and dead >= DLQ_BURST_SHARE * n):
             log.info(
                 "dead-lettered %d records (%s)",
                 dead,
-                ", ".join(f"{r}: {n}" for r, n in sorted(out.dlq_reasons.items())),
+                ", ".join(f"{r}: {k}" for r, k in sorted(out.dlq_reasons.items())),
                 extra={"event": "dead_letters", "count": dead, "reasons": dict(out.dlq_reasons)},
             )
         for change in out.changes:
