@@ -56,7 +56,7 @@ test-integration: $(STAMP)  ## integration tests against a running stack (make s
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
 
 # Six redis-server processes (a Redis Cluster) and a Sentinel deployment that the tests
-# start on free ports (30000-39000) and stop; Kafka is the stack's. About 70 s on 2 cores,
+# start on free ports (30000-39000) and stop; Kafka is the stack's. About 80 s on 2 cores,
 # so `make test` runs them too.
 test-redis-cluster: $(STAMP)  ## the state store on a real Redis Cluster and Sentinel (Kafka: make stack-up)
 	$(BIN)/pytest -m redis_cluster tests/cluster $(PYTEST_ARGS)

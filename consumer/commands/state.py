@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consumer.commands.common import add_command, redis_store, settings_from
 from consumer.service.errors import UserError
+
+if TYPE_CHECKING:
+    from consumer.tools.legacy_layout import LegacyMigration
 
 
 def register(sub: Any) -> None:
@@ -34,7 +37,27 @@ def register(sub: Any) -> None:
         "another count than Kafka's only with --dry-run (planning a change)",
     )
     p.add_argument("--dry-run", action="store_true", help="count what would move, change nothing")
+    p.add_argument(
+        "--from-legacy",
+        action="store_true",
+        help="move a state written before the partitioned key layout (tierstream before "
+        "issue 9) into it, for the input topic's partition count",
+    )
     p.set_defaults(func=state)
+
+
+def _say(line: str) -> None:
+    print(f"tierstream: {line}", file=sys.stderr)
+
+
+def _from_legacy(migration: LegacyMigration) -> int:
+    report = migration.run()
+    verb = "would move" if migration.dry_run else "moved"
+    _say(
+        f"{verb} the old layout's state into {report.partitions} partitions of "
+        f"{report.topic}" + ("" if migration.dry_run else "; the service may start")
+    )
+    return 0
 
 
 def _check_stopped(
@@ -56,6 +79,7 @@ def state(args: argparse.Namespace) -> int:
     """Repartition, and say what moved."""
     from consumer.service.kafka_io import topic_and_group
     from consumer.service.redis_connection import REDIS_FAILURES
+    from consumer.tools.legacy_layout import LegacyMigration
     from consumer.tools.repartition import Repartition
 
     settings = settings_from(args)
@@ -68,15 +92,13 @@ def state(args: argparse.Namespace) -> int:
             raise UserError(f"the input topic {topic} does not exist (TIERSTREAM_INPUT_TOPIC)")
         if not args.dry_run:
             _check_stopped(args, settings.group_id, topic, kafka, members)
-        mover = Repartition(
-            store,
-            topic,
-            new,
-            dry_run=args.dry_run,
-            say=lambda line: print(f"tierstream: {line}", file=sys.stderr),
-        )
+        say = _say
         try:
-            report = mover.run()
+            if args.from_legacy:
+                return _from_legacy(
+                    LegacyMigration(store, topic, new, dry_run=args.dry_run, say=say)
+                )
+            report = Repartition(store, topic, new, dry_run=args.dry_run, say=say).run()
         except REDIS_FAILURES as exc:
             raise UserError(
                 f"Redis failed during the repartition ({exc}); run it again: what moved "

@@ -6,8 +6,10 @@ When the group gives this instance a partition (:meth:`Checkpoint.recover`):
 
 0. **acquire** — raise the partition's owner epoch in the store and hold the new value;
    publish what earlier owners saved and did not clear (the outbox), then trim it, if the
-   epoch is still ours. The service then reads the partition from the store's applied
-   offset + 1, not from Kafka's committed offset: the store is where the work is.
+   epoch is still ours. The service then checks the input topic's partition count
+   against the one the state was written for, and reads the partition from the store's
+   applied offset + 1, not from Kafka's committed offset: the store is where the work is
+   (:mod:`consumer.service.ownership`).
 
 For one batch (:meth:`Checkpoint.run_batch`):
 
@@ -41,20 +43,19 @@ A batch whose partition ran out of loaded timers (the store loads them in bounde
 stops at that point; the rest of its records go through steps 1-7 again at once.
 
 Guarantees: state is exactly-once (step 3a moves a partition's state and applied offset
-together;
-step 2 skips what was applied; step 0 starts after the last applied offset, so records
-are never skipped either, even when the store lags Kafka's offsets). A crash (or a fenced
-partition) in the middle of 3a leaves some partitions written, whole, and the others not:
-the next owner publishes the written ones' outboxes (step 0) and reads the others again.
-Learning is at-most-once, never twice: 3b comes after every 3a, so a crash between them,
-or a model written meanwhile by another instance, loses the batch's learning (what its
-events taught the models), while its events are never applied, nor learned, again. Outputs are
-at-least-once and a duplicate is byte-identical: a crash after 3 leaves them in the outbox,
-and the next owner of the partition publishes the outbox (step 0) before it applies
-anything new there, which also keeps each user's changes in order. What remains: an
-instance that stalls *during* step 5 may, when it wakes, send a copy of outputs the new
-owner already published (identical bytes, after newer ones); subscribers drop it by
-``event_id``.
+together; step 2 skips what was applied; step 0 starts after the last applied offset, so
+records are never skipped either, even when the store lags Kafka's offsets). A crash (or
+a fenced partition) in the middle of 3a leaves some partitions written, whole, and the
+others not: the next owner publishes the written ones' outboxes (step 0) and reads the
+others again. Learning is at-most-once, never twice: 3b comes after every 3a, so a crash
+between them, or a model written meanwhile by another instance, loses the batch's
+learning (what its events taught the models), while its events are never applied, nor
+learned, again. Outputs are at-least-once and a duplicate is byte-identical: a crash
+after 3 leaves them in the outbox, and the next owner of the partition publishes the
+outbox (step 0) before it applies anything new there, which also keeps each user's
+changes in order. What remains: an instance that stalls *during* step 5 may, when it
+wakes, send a copy of outputs the new owner already published (identical bytes, after
+newer ones); subscribers drop it by ``event_id``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ from consumer.service.state_store import Loaded, StateStore
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]
-#: A test hook called with the name of each step as it completes.
+#: A test hook called with the name of each step as it completes (``save-partitions``
+#: after 3a, ``save`` after 3b).
 StepHook = Callable[[str], None]
 
 

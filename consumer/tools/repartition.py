@@ -45,7 +45,7 @@ from consumer.service.errors import UserError
 from consumer.service.partitioning import partition_of
 from consumer.service.redis_store import RedisStateStore
 
-__all__ = ["CHUNK", "Repartition", "Report"]
+__all__ = ["CHUNK", "EXAMPLES", "Repartition", "Report", "chunks", "text"]
 
 #: Users (or timers) per SCAN step and per round trip of reads and writes.
 CHUNK: Final = 1000
@@ -150,7 +150,7 @@ class Repartition:
         keys, topic = self.keys, self.topic
         pattern = keys.users_pattern(topic, p)
         seen = moved = 0
-        for chunk in _chunks(_text(k) for k in self.redis.scan_iter(match=pattern, count=CHUNK)):
+        for chunk in chunks(text(k) for k in self.redis.scan_iter(match=pattern, count=CHUNK)):
             homes = [keys.parse_user(k) for k in chunk]
             users = [home[2] for home in homes if home is not None]
             seen += len(users)
@@ -196,9 +196,9 @@ class Repartition:
         """Move partition ``p``'s timers of users routed elsewhere: how many."""
         keys, topic = self.keys, self.topic
         source = keys.timers(topic, p)
-        rows = ((_text(m), int(s)) for m, s in self.redis.zscan_iter(source, count=CHUNK))
+        rows = ((text(m), int(s)) for m, s in self.redis.zscan_iter(source, count=CHUNK))
         moved = 0
-        for chunk in _chunks(rows):
+        for chunk in chunks(rows):
             going = [(u, partition_of(u, self.new), due) for u, due in chunk]
             going = [(u, q, due) for u, q, due in going if q != p]
             moved += len(going)
@@ -228,11 +228,13 @@ class Repartition:
         return top
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A key or member as text."""
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _chunks(items: Iterable[Any]) -> Iterator[list[Any]]:
+def chunks(items: Iterable[Any]) -> Iterator[list[Any]]:
+    """``items`` in lists of :data:`CHUNK`."""
     it = iter(items)
     while chunk := list(islice(it, CHUNK)):
         yield chunk

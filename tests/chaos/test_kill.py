@@ -123,6 +123,9 @@ class Killer:
             if sum((self.cluster.redis.progress()[1] or {}).values()):
                 break
             self.restart(first)
+        else:
+            self.misses.append("republish: three after-save kills left no outbox to re-publish")
+            return [first]  # restarted already
         self.cluster.line_callbacks.append(trigger)
         try:
             self.restart(first)

@@ -35,3 +35,11 @@ def sentinel_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentine
     setup = SentinelSetup(tmp_path_factory.mktemp("sentinel"))
     yield setup
     setup.stop()
+
+
+@pytest.fixture
+def fresh_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    """A Sentinel deployment of the test's own, quick to fail over (it kills the primary)."""
+    setup = SentinelSetup(tmp_path_factory.mktemp("sentinel"), down_after_ms=1000)
+    yield setup
+    setup.stop()

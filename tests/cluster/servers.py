@@ -151,10 +151,10 @@ class Cluster:
 
 
 class SentinelSetup:
-    """A primary, a replica and one Sentinel watching them as ``main`` (quorum 1, down
-    after 1 s)."""
+    """A primary, a replica and one Sentinel watching them as ``main`` (quorum 1: it
+    fails over alone, once the primary has not answered for ``down_after_ms``)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, down_after_ms: int = 5000) -> None:
         primary, replica, sentinel = free_ports(3)
         self.primary = Server(primary, folder / "primary")
         self.replica = Server(replica, folder / "replica", "--replicaof", "127.0.0.1", str(primary))
@@ -162,8 +162,8 @@ class SentinelSetup:
         conf.write_text(
             f"port {sentinel}\nbind 127.0.0.1\nprotected-mode no\ndir {folder}\n"
             f"sentinel monitor main 127.0.0.1 {primary} 1\n"
-            "sentinel down-after-milliseconds main 1000\n"
-            "sentinel failover-timeout main 5000\n"
+            f"sentinel down-after-milliseconds main {down_after_ms}\n"
+            "sentinel failover-timeout main 10000\n"
         )
         self.sentinel = subprocess.Popen(
             ["redis-server", str(conf), "--sentinel"],
@@ -174,6 +174,7 @@ class SentinelSetup:
         try:
             for s in (self.primary, self.replica):
                 wait_until(f"redis-server on {s.port}", s.ping, 20)
+            wait_until("the replica to be in sync", self._in_sync, 30)
             wait_until("the sentinel to see the replica", self._watching, 30)
         except BaseException:
             self.stop()
@@ -182,6 +183,22 @@ class SentinelSetup:
     @property
     def url(self) -> str:
         return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/main/0"
+
+    def primary_port(self) -> int:
+        """The port of the server Sentinel calls the primary now."""
+        r = redis.Redis(host="127.0.0.1", port=self.sentinel_port, socket_timeout=5)
+        try:
+            _, port = r.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "main")
+            return int(port)
+        finally:
+            r.close()
+
+    def _in_sync(self) -> bool:
+        r = self.replica.client()
+        try:
+            return r.info("replication").get("master_link_status") == "up"
+        finally:
+            r.close()
 
     def _watching(self) -> bool:
         r = redis.Redis(host="127.0.0.1", port=self.sentinel_port, socket_timeout=5)

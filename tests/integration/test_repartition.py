@@ -29,6 +29,7 @@ from consumer.service.records import InputRecord
 from consumer.service.redis_store import RedisStateStore
 from consumer.service.state_store import MemoryStateStore, SaveSet
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.tools.legacy_layout import LegacyMigration
 from consumer.tools.repartition import Repartition
 from consumer.tools.replay import Replay
 from online_models.global_model import GlobalModel
@@ -231,4 +232,49 @@ def test_a_repartition_refuses_pending_outputs_and_users_stored_twice(names: Nam
         Repartition(store, "events", 4).run()
     assert store.partition_counts() == {"events": 2}
     assert store.client.get(store.keys.user("events", partition_of(mover, 2), mover))
+    store.close()
+
+
+def test_a_state_in_the_old_layout_is_moved_into_the_new_one(names: Names) -> None:
+    """Keys as tierstream wrote them before the partitioned layout, moved in place; run
+    again, nothing changes."""
+    store = RedisStateStore(REDIS, prefix=names.prefix, ttl_seconds=3600)
+    r, p = store.client, names.prefix
+    users = [f"user-{i}" for i in range(40)]
+    for i, u in enumerate(users):
+        r.set(f"{p}:{{u:{u}}}", f"state of {u}", ex=3000)
+        r.zadd(f"{p}:timers:events:{partition_of(u, 2)}", {u: 1000 + i})
+    for n in (0, 1):
+        r.mset(
+            {
+                f"{p}:applied:events:{n}": 10 + n,
+                f"{p}:epoch:events:{n}": 5,
+                f"{p}:wm:events:{n}": 90 + n,
+            }
+        )
+    r.rpush(f"{p}:outbox:events:1", b"unpublished")
+    r.set(f"{p}:model", b"the model")
+    r.set(f"{p}:contrib:pod-0", b"learned")
+    r.sadd(f"{p}:contributors", "pod-0")
+
+    report = LegacyMigration(store, "events", 2).run()
+    assert (report.users, report.timers, report.outputs, report.models) == (40, 40, 1, 2)
+    again = LegacyMigration(store, "events", 2).run()
+    assert (again.users, again.timers, again.outputs, again.models) == (0, 0, 0, 0)
+
+    parts = [("events", 0), ("events", 1)]
+    assert store.partition_counts() == {"events": 2}
+    assert store.get_users(users) == {u: f"state of {u}".encode() for u in users}
+    assert all(
+        2900 < r.ttl(store.keys.user("events", partition_of(u, 2), u)) <= 3000 for u in users
+    )
+    assert store.applied_offsets(parts) == {parts[0]: 10, parts[1]: 11}
+    assert store.epochs(parts) == {parts[0]: 5, parts[1]: 5}
+    assert store.watermark() == 91 and store.outbox(parts[1]) == [b"unpublished"]
+    store.acquire(parts)
+    loaded = store.begin(parts).load({}, {parts[0]: 10_000, parts[1]: 10_000})
+    assert sorted(u for entries in loaded.timers.values() for _, u in entries) == sorted(users)
+    assert loaded.model == b"the model" and loaded.contributions == {"pod-0": b"learned"}
+    left = sorted(k.decode() for k in r.scan_iter(match=f"{p}:*") if b"{" + p.encode() not in k)
+    assert left == [], left  # no old key is left
     store.close()
