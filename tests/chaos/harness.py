@@ -39,6 +39,7 @@ from typing import Any
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from consumer.service.kafka_connection import KafkaConnection
 from consumer.service.keys import KeySpace
 from consumer.service.records import InputRecord
 
@@ -328,13 +329,18 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         raise HarnessError(f"creating {topic}: {done.stderr}")
 
 
-def read_topic(bootstrap: str, topic: str, *, settle_s: float = 60.0) -> list[InputRecord]:
-    """Every record of ``topic`` from the beginning to the end offsets seen now."""
+def read_topic(
+    kafka: KafkaConnection | str, topic: str, *, settle_s: float = 60.0
+) -> list[InputRecord]:
+    """Every record of ``topic`` from the beginning to the end offsets seen now (``kafka``:
+    a bootstrap list, or a connection with its TLS and SASL settings)."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
+        **KafkaConnection.of(kafka).config(
+            KafkaConsumer,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
     )
     try:
         deadline = time.monotonic() + settle_s

@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 
 from consumer.demo.synthetic import GeneratorConfig, generate
 from consumer.service.kafka_io import ensure_topics
 from consumer.service.model_files import read_model
-from consumer.service.records import InputRecord
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from tests.chaos import invariants as inv
+from tests.chaos.harness import read_topic
 from tests.multinode.conftest import REPO, ClusterNames, stack
 
 pytestmark = pytest.mark.multinode
@@ -112,28 +112,6 @@ def _produce(names: ClusterNames, records: list[tuple[bytes | None, bytes]], p: 
         producer.flush()
     finally:
         producer.close()
-
-
-def _read(names: ClusterNames, topic: str) -> list[InputRecord]:
-    consumer = KafkaConsumer(**names.kafka.config(KafkaConsumer, enable_auto_commit=False))
-    try:
-        tps = [TopicPartition(topic, q) for q in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out: list[InputRecord] = []
-        deadline = time.monotonic() + 120
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"reading {topic} did not end"
-            for tp, recs in consumer.poll(timeout_ms=500).items():
-                out.extend(
-                    InputRecord(tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value)
-                    for r in recs
-                    if r.offset < end[tp]
-                )
-        return out
-    finally:
-        consumer.close()
 
 
 def _coordinator(names: ClusterNames) -> int:
@@ -282,12 +260,12 @@ def test_two_instances_through_sasl_ssl_into_redis_cluster_survive_a_fault(
         )
     )
 
-    inputs = _read(names, names.input)
+    inputs = read_topic(names.kafka, names.input)
     engine = load_engine(DEFAULT_TIERS_FILE, model=read_model(trained_model_file), frozen=True)
     ref = inv.reference(inputs, engine, output_topic=names.output, dlq_topic="dlq")
     v = inv.Verdict()
     inv.states_equal(v, _states(names), ref.store.users)
-    changes = _read(names, names.output)
+    changes = read_topic(names.kafka, names.output)
     inv.changes_complete(v, changes, ref.changes)
     inv.copies_identical(v, changes, key="event_id", what="tier changes")
     inv.seq_gap_free(v, changes, _states(names))
