@@ -21,7 +21,9 @@
 # Ports: Kafka nodes 1, 2, 3 take clients (SASL_SSL) on 29092, 29192, 29292,
 # their controller listener on the next port (29093...) and their replication
 # listener (PLAINTEXT) on the one after (29094...); Redis 17000-17005 (cluster
-# bus 27000-27005).
+# bus 27000-27005). TIERSTREAM_CLUSTER_STACK_KAFKA_PORT moves the Kafka block
+# (node 1's client port; the others follow by +100), e.g. when another stack
+# already listens on 29092.
 # See ops/README.md ("Multi-node stack").
 set -euo pipefail
 
@@ -43,6 +45,9 @@ STOP_TIMEOUT=30
 KAFKA_HEAP_OPTS=(-Xms256m -Xmx512m)
 
 BROKERS=(1 2 3)
+KAFKA_BASE_PORT=${TIERSTREAM_CLUSTER_STACK_KAFKA_PORT:-29092}
+[[ $KAFKA_BASE_PORT =~ ^[0-9]+$ ]] && ((KAFKA_BASE_PORT >= 1024 && KAFKA_BASE_PORT <= 65000)) ||
+  { echo "$PROG: invalid TIERSTREAM_CLUSTER_STACK_KAFKA_PORT '$KAFKA_BASE_PORT' (1024-65000)" >&2; exit 2; }
 REDIS_PORTS=(17000 17001 17002 17003 17004 17005)
 REDIS_NODE_TIMEOUT_MS=2000
 
@@ -69,9 +74,9 @@ REDIS_DATA_ROOT=$STACK_DIR/redis
 
 # -------------------------------------------------------------- layout ---
 
-client_port() { echo $((29092 + ($1 - 1) * 100)); }
-controller_port() { echo $((29093 + ($1 - 1) * 100)); }
-internal_port() { echo $((29094 + ($1 - 1) * 100)); }
+client_port() { echo $((KAFKA_BASE_PORT + ($1 - 1) * 100)); }
+controller_port() { echo $((KAFKA_BASE_PORT + 1 + ($1 - 1) * 100)); }
+internal_port() { echo $((KAFKA_BASE_PORT + 2 + ($1 - 1) * 100)); }
 bootstrap() {
   local n out=()
   for n in "${BROKERS[@]}"; do out+=("127.0.0.1:$(client_port "$n")"); done

@@ -54,3 +54,8 @@ class PartitionCountChanged(UserError):
     """The input topic has another partition count than the one the state was written
     for: users would be looked for in the wrong partition. ``tierstream state
     repartition`` moves them (with the service stopped)."""
+
+
+class ClientWedged(BrokerError):
+    """A Kafka client call did not come back within its deadline
+    (:mod:`consumer.service.bounded_call`); the client is replaced and the batch retried."""

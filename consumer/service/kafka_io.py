@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import OffsetSpec
@@ -28,18 +28,31 @@ from kafka.errors import (
 from kafka.protocol.consumer.offsets import IsolationLevel
 from kafka.structs import OffsetAndMetadata
 
-from consumer.service.errors import BrokerError, BrokerUnavailable, Fenced, PublishError
+from consumer.service.bounded_call import BoundedCall
+from consumer.service.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    ClientWedged,
+    Fenced,
+    PublishError,
+)
 from consumer.service.kafka_connection import KafkaConnection
 from consumer.service.records import InputRecord, KafkaOffsets, OutputRecord
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]
+T = TypeVar("T")
 
 #: How long one offset commit may wait. kafka-python's default is the request timeout
 #: (305 s): with the group's coordinator broker killed, the loop sat that long in one
 #: commit. Failing sooner lets the loop retry the batch (it is saved: nothing is applied
 #: twice), and the retry asks the brokers for the coordinator that took over.
 COMMIT_TIMEOUT_MS = 15_000
+#: What a client call may take beyond its own timeout before the client counts as wedged
+#: (:mod:`consumer.service.bounded_call`): ``TIERSTREAM_KAFKA_CALL_TIMEOUT_S``.
+CALL_TIMEOUT_S = 30.0
+#: Each request of the admin client that reads offsets and partition counts.
+ADMIN_TIMEOUT_S = 10.0
 
 
 class _WhyNot(logging.Handler):
@@ -138,7 +151,16 @@ _FENCING_ERRORS = (
 
 
 class EventSource:
-    """A consumer-group member on the input topic; offsets are committed explicitly."""
+    """A consumer-group member on the input topic; offsets are committed explicitly.
+
+    Every call that waits on the brokers is bounded (:mod:`consumer.service.bounded_call`):
+    a poll or a commit that does not come back within its own timeout plus
+    ``call_timeout_s`` raises :class:`~consumer.service.errors.ClientWedged`, and the
+    consumer is replaced: the old one is closed in the background (with static
+    membership the new one takes its place in the group at once; without, the group
+    moves its partitions when it leaves or its session times out) and the loop acquires
+    what the group gives the new one, as after any failure.
+    """
 
     def __init__(
         self,
@@ -150,6 +172,7 @@ class EventSource:
         also: Sequence[str] = (),
         instance_id: str = "",
         session_timeout_s: float = 10.0,
+        call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
         self.topic = topic
         #: Topics read beside the input topic (the forget requests).
@@ -158,33 +181,83 @@ class EventSource:
         self._kafka = kafka = KafkaConnection.of(kafka)
         self._admin: KafkaAdminClient | None = None
         self._rebalances = _Rebalances()
-        try:
-            with _connecting() as why:
-                self._consumer = KafkaConsumer(
-                    **kafka.config(
-                        KafkaConsumer,
-                        group_id=group_id,
-                        group_instance_id=instance_id or None,
-                        enable_auto_commit=False,
-                        auto_offset_reset="earliest",
-                        max_poll_records=max_poll_records,
-                        # Larger than the biggest batch we may need to process between polls.
-                        max_poll_interval_ms=300_000,
-                        session_timeout_ms=round(session_timeout_s * 1000),
-                        # The broker expects a heartbeat several times per session timeout.
-                        heartbeat_interval_ms=max(1000, round(session_timeout_s * 1000 / 3)),
-                        isolation_level="read_committed",
-                        client_id=f"tierstream-{group_id}",
-                    )
-                )
-            self._consumer.subscribe(self.topics, listener=self._rebalances)
-        except KafkaError as exc:
-            raise _unreachable(kafka, exc, why) from None
+        self._call_timeout_s = call_timeout_s
+        self._calls = BoundedCall(f"the Kafka consumer of group {group_id}", limit_s=call_timeout_s)
+        self._admin_calls = BoundedCall(
+            f"the Kafka admin client of group {group_id}", limit_s=ADMIN_TIMEOUT_S + call_timeout_s
+        )
+        #: Consumers replaced because a call of theirs overran.
+        self.replaced = 0
+        #: The next offset to read per partition, as far as this object saw (seeks and
+        #: polls): the consumer's own ``position()`` may wait on the brokers unbounded.
+        self._next: dict[Partition, int] = {}
+        self._config = kafka.config(
+            KafkaConsumer,
+            group_id=group_id,
+            group_instance_id=instance_id or None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=max_poll_records,
+            # Larger than the biggest batch we may need to process between polls.
+            max_poll_interval_ms=300_000,
+            session_timeout_ms=round(session_timeout_s * 1000),
+            # The broker expects a heartbeat several times per session timeout.
+            heartbeat_interval_ms=max(1000, round(session_timeout_s * 1000 / 3)),
+            isolation_level="read_committed",
+            client_id=f"tierstream-{group_id}",
+        )
+        with _connecting() as why:
+            try:
+                self._consumer: KafkaConsumer | None = self._new_consumer()
+            except KafkaError as exc:
+                raise _unreachable(kafka, exc, why) from None
+
+    def _new_consumer(self) -> KafkaConsumer:
+        consumer = KafkaConsumer(**self._config)
+        consumer.subscribe(self.topics, listener=self._rebalances)
+        return consumer
+
+    def _member(self) -> KafkaConsumer:
+        """The consumer; a new one if the last was replaced (BrokerError if the brokers
+        cannot be reached now)."""
+        if self._consumer is None:
+            try:
+                self._consumer = self._new_consumer()
+            except KafkaError as exc:
+                raise BrokerError(f"joining group {self.group_id} again: {exc}") from exc
+        return self._consumer
+
+    def _replace(self, exc: ClientWedged) -> None:
+        """Leave the wedged consumer behind: closed on a thread of its own (a close may
+        wedge too), a new one made at the next call."""
+        old, self._consumer = self._consumer, None
+        self.replaced += 1
+        self._next.clear()
+        log.warning(
+            "%s; replacing the consumer (the group gives its partitions again)",
+            exc,
+            extra={"event": "consumer_replaced", "group": self.group_id},
+        )
+        if old is not None:
+            threading.Thread(
+                target=_close_quietly,
+                args=(old,),
+                name=f"closing a wedged consumer of {self.group_id}",
+                daemon=True,
+            ).start()
 
     def poll(self, timeout_ms: int) -> list[InputRecord]:
         """The next batch, in offset order within each partition."""
+        consumer = self._member()
         try:
-            batches = self._consumer.poll(timeout_ms=timeout_ms)
+            batches = self._calls(
+                consumer.poll,
+                timeout_ms=timeout_ms,
+                limit_s=timeout_ms / 1000 + self._call_timeout_s,
+            )
+        except ClientWedged as exc:
+            self._replace(exc)
+            raise
         except KafkaError as exc:
             raise BrokerError(f"polling {self.topic}: {exc}") from exc
         out: list[InputRecord] = []
@@ -193,6 +266,8 @@ class EventSource:
                 InputRecord(tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value)
                 for r in records
             )
+            if records:
+                self._next[(tp.topic, tp.partition)] = records[-1].offset + 1
         return out
 
     def take_rebalance(self) -> tuple[set[Partition], set[Partition]]:
@@ -200,20 +275,28 @@ class EventSource:
         return self._rebalances.take()
 
     def assignment(self) -> set[Partition]:
-        """Partitions this member currently owns."""
+        """Partitions this member currently owns (none while a new consumer joins)."""
+        if self._consumer is None:
+            return set()
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
     def commit(self, next_offsets: Mapping[Partition, int]) -> None:
         """Commit, for each partition, the offset of the next record to read. Fenced if
         the group has moved on without this member (its offsets were not committed)."""
+        consumer = self._member()
         try:
-            self._consumer.commit(
+            self._calls(
+                consumer.commit,
                 {
                     TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
                     for (t, p), o in next_offsets.items()
                 },
                 timeout_ms=COMMIT_TIMEOUT_MS,
+                limit_s=COMMIT_TIMEOUT_MS / 1000 + self._call_timeout_s,
             )
+        except ClientWedged as exc:
+            self._replace(exc)
+            raise
         except _FENCING_ERRORS as exc:
             raise Fenced(f"the group rebalanced before the commit: {exc}") from exc
         except KafkaError as exc:
@@ -225,17 +308,28 @@ class EventSource:
 
     def _offsets(self) -> KafkaAdminClient:
         if self._admin is None:
-            self._admin = KafkaAdminClient(
+            self._admin = self._admin_calls(
+                KafkaAdminClient,
                 **self._kafka.config(
                     KafkaAdminClient,
                     client_id=f"tierstream-{self.group_id}-offsets",
-                    request_timeout_ms=10_000,
-                )
+                    request_timeout_ms=round(ADMIN_TIMEOUT_S * 1000),
+                ),
             )
         return self._admin
 
+    def _ask(self, call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """An admin call, bounded; a wedged admin client is dropped (a new one is made
+        at the next call)."""
+        try:
+            return self._admin_calls(call, *args, **kwargs)
+        except ClientWedged:
+            self._drop_admin(wait=False)
+            raise
+
     def _committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
-        found = self._offsets().list_group_offsets({self.group_id: list(tps)})
+        admin = self._offsets()
+        found = self._ask(admin.list_group_offsets, {self.group_id: list(tps)})
         offsets = found.get(self.group_id, {})
         out: dict[TopicPartition, int | None] = {}
         for tp in tps:
@@ -244,8 +338,11 @@ class EventSource:
         return out
 
     def _listed(self, tps: Sequence[TopicPartition], spec: OffsetSpec) -> dict[TopicPartition, int]:
-        found = self._offsets().list_partition_offsets(
-            {tp: spec for tp in tps}, isolation_level=IsolationLevel.READ_COMMITTED
+        admin = self._offsets()
+        found = self._ask(
+            admin.list_partition_offsets,
+            {tp: spec for tp in tps},
+            isolation_level=IsolationLevel.READ_COMMITTED,
         )
         return {tp: found[tp].offset for tp in tps}
 
@@ -264,14 +361,15 @@ class EventSource:
         """How many partitions the input topic has now, asked of the brokers (the
         member's metadata may be minutes old); None if it does not exist yet."""
         try:
-            return topic_partition_count(self._offsets(), self.topic)
+            return self._ask(topic_partition_count, self._offsets(), self.topic)
         except KafkaError as exc:
             self._drop_admin()
             raise BrokerError(f"reading the partition count of {self.topic}: {exc}") from exc
 
     def seek(self, partition: Partition, offset: int) -> None:
         """Read ``partition`` from ``offset`` on."""
-        self._consumer.seek(TopicPartition(*partition), offset)
+        self._member().seek(TopicPartition(*partition), offset)
+        self._next[partition] = offset
 
     def rewind(self, partitions: Iterable[Partition]) -> None:
         """Read ``partitions`` again from the group's committed offsets (or their start)."""
@@ -285,10 +383,11 @@ class EventSource:
         """Records of the topics read that the group has not committed, per partition (all
         partitions, whoever owns them); a partition never committed counts from its start."""
         try:
+            admin = self._offsets()
             tps = [
                 TopicPartition(t, p)
                 for t in self.topics
-                for p in sorted(self._consumer.partitions_for_topic(t) or ())
+                for p in range(self._ask(topic_partition_count, admin, t) or 0)
             ]
             ends = self._listed(tps, OffsetSpec.LATEST)
             firsts = self._listed(tps, OffsetSpec.EARLIEST)
@@ -307,36 +406,58 @@ class EventSource:
     def reachable(self) -> bool:
         """Whether a broker answers now (readiness); never raises."""
         try:
-            self._offsets().list_topics()
-        except (KafkaError, OSError):
+            self._ask(self._offsets().list_topics)
+        except (KafkaError, OSError, BrokerError):
             self._drop_admin()
             return False
         return True
 
-    def _drop_admin(self) -> None:
+    def _drop_admin(self, *, wait: bool = True) -> None:
         admin, self._admin = self._admin, None
-        if admin is not None:
-            try:
-                admin.close()
-            except Exception:  # a broken client may fail to close; it is dropped anyway
-                log.debug("closing an admin client", exc_info=True)
+        if admin is None:
+            return
+        if wait:
+            _close_quietly(admin)
+        else:  # a wedged client's close may wedge too
+            threading.Thread(target=_close_quietly, args=(admin,), daemon=True).start()
 
     def lags(self) -> dict[Partition, int]:
         """Records not yet read per owned partition of the input topic, from the last
-        fetch (a partition whose end is not known yet is left out)."""
+        fetch (a partition whose end or position is not known yet is left out). Local:
+        no call to the brokers."""
         out: dict[Partition, int] = {}
+        if self._consumer is None:
+            return out
         for tp in self._consumer.assignment():
-            if tp.topic != self.topic:
+            where = self._next.get((tp.topic, tp.partition))
+            if tp.topic != self.topic or where is None:
                 continue
             high = self._consumer.highwater(tp)
             if high is not None:
-                out[(tp.topic, tp.partition)] = max(0, high - self._consumer.position(tp))
+                out[(tp.topic, tp.partition)] = max(0, high - where)
         return out
 
     def close(self) -> None:
         """Leave the group (offsets are committed per batch, not here)."""
         self._drop_admin()
-        self._consumer.close(autocommit=False)
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                self._calls(consumer.close, autocommit=False)
+            finally:
+                self._calls.close()
+                self._admin_calls.close()
+
+
+def _close_quietly(client: KafkaConsumer | KafkaAdminClient) -> None:
+    """Close a client that failed; it is dropped whatever happens."""
+    try:
+        if isinstance(client, KafkaConsumer):
+            client.close(autocommit=False)
+        else:
+            client.close()
+    except Exception:  # a broken client may fail to close; it is dropped anyway
+        log.debug("closing a failed Kafka client", exc_info=True)
 
 
 class Publisher:

@@ -148,6 +148,7 @@ class Service:
             also=[settings.forget_topic],
             instance_id=settings.instance if settings.static_membership else "",
             session_timeout_s=settings.kafka_session_timeout_s,
+            call_timeout_s=settings.kafka_call_timeout_s,
         )
         step = BatchStep(
             engine,

@@ -103,6 +103,10 @@ class Settings:
     #: longest a killed instance's partitions wait. With static membership, make it longer
     #: than a restart (stop + start), so a restart moves nothing.
     kafka_session_timeout_s: float = 10.0
+    #: How long a Kafka client call (a poll, a commit, an offsets lookup) may outlast
+    #: its own timeout before the client counts as wedged and is replaced (kafka-python
+    #: can wait forever for an answer lost after a broker died).
+    kafka_call_timeout_s: float = 30.0
     #: This instance's name in the group's model contributions; keep it stable across
     #: restarts (a StatefulSet pod name) so learning resumes where it stopped.
     instance_id: str = ""
@@ -199,13 +203,14 @@ class Settings:
             self.state_ttl_days <= 0
             or self.kafka_connect_timeout_s <= 0
             or self.kafka_session_timeout_s <= 0
+            or self.kafka_call_timeout_s <= 0
             or self.topic_partitions < 0
             or self.topic_replication < 0
             or self.shutdown_timeout_s <= 0
         ):
             raise SettingsError(
-                "TIERSTREAM_STATE_TTL_DAYS, KAFKA_CONNECT_TIMEOUT_S, KAFKA_SESSION_TIMEOUT_S and "
-                "SHUTDOWN_TIMEOUT_S "
+                "TIERSTREAM_STATE_TTL_DAYS, KAFKA_CONNECT_TIMEOUT_S, KAFKA_SESSION_TIMEOUT_S, "
+                "KAFKA_CALL_TIMEOUT_S and SHUTDOWN_TIMEOUT_S "
                 "must be > 0, TOPIC_PARTITIONS and TOPIC_REPLICATION >= 0"
             )
         if self.model_file and not Path(self.model_file).is_file():

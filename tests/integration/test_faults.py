@@ -28,6 +28,7 @@ from consumer.tools.replay import replay
 from online_models.global_model import GlobalModel
 from tests.integration.support import (
     KAFKA,
+    REDIS,
     REPO,
     Names,
     committed_offsets,
@@ -109,9 +110,12 @@ def wait_for(what: str, predicate, timeout: float = 90.0) -> None:  # type: igno
     raise TimeoutError(what)
 
 
-def start_service(env: dict[str, str]) -> subprocess.Popen[str]:
+def start_service(
+    env: dict[str, str], module: str = "consumer.cli", *args: str
+) -> subprocess.Popen[str]:
+    """``python -m MODULE ARGS`` (default: ``tierstream run --stop-when-idle 3``)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "consumer.cli", "run", "--stop-when-idle", "3"],
+        [sys.executable, "-m", module, *(args or ("run", "--stop-when-idle", "3"))],
         env=env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,
@@ -281,3 +285,33 @@ def test_outputs_the_broker_refuses_wait_in_the_outbox_until_it_accepts_them(
     assert service.returncode == 0, err
     assert "PublishError" in err, err
     check_exact(names, env["TIERSTREAM_REDIS_URL"], trained_model)
+
+
+def test_a_poll_whose_answer_never_comes_costs_its_deadline_and_loses_nothing(
+    names: Names, trained_model: GlobalModel, trained_model_file: Path
+) -> None:
+    """kafka-python can wait forever for the answer of a poll (issue 9: after a broker
+    that led input partitions or coordinated the group died). The service gives the
+    call TIERSTREAM_KAFKA_CALL_TIMEOUT_S beyond its own timeout, replaces the consumer,
+    and carries on: every record applied exactly once, every change published."""
+    env = names.env(
+        TIERSTREAM_MODEL_FILE=str(trained_model_file),
+        TIERSTREAM_MAX_POLL_RECORDS="200",
+        TIERSTREAM_KAFKA_CALL_TIMEOUT_S="3",
+    )
+    produce_records(KAFKA, names.input, [(r.key, r.value) for r in generate(CONFIG)], partitions=2)
+    started = time.monotonic()
+    service = start_service(env, "tests.integration.wedging_service", "8")
+    try:
+        _, err = service.communicate(timeout=240)
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.communicate()
+    took = time.monotonic() - started
+    assert service.returncode == 0, err
+    assert "poll 8 wedged" in err, err
+    assert "did not return within 3.5 s; replacing the consumer" in err, err
+    assert took < 120, f"the run took {took:.0f} s"
+    assert committed_offsets(names.group, names.input) == end_offsets(names.input)
+    check_exact(names, REDIS, trained_model)

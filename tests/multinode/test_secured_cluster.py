@@ -1,7 +1,8 @@
 """The service on a secured, multi-node cluster (issue 9): two instances read a generated
 stream through the SASL_SSL listeners of a 3-broker Kafka and keep their state in a
 6-node Redis Cluster; one broker is SIGKILLed and one Redis primary is SIGKILLed (its
-replica promoted) while they work. Nobody intervenes. The final state in the cluster
+replica promoted) while they work: a broker that leads partitions, the group's
+coordinator, or a Redis primary. Nobody intervenes. The final state in the cluster
 equals a clean single-process replay of the input (frozen model), every change of it is
 on the topic, and no seq has a gap. A wrong password and an untrusted certificate fail
 at start with one line and no secret.
@@ -59,6 +60,10 @@ class Progress:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def done(self) -> int:
+        return self.counted("tierstream_events_total{")
+
+    def counted(self, prefix: str) -> int:
+        """The sum over the instances of the series whose line starts with ``prefix``."""
         total = 0
         for port in self.ports:
             try:
@@ -70,7 +75,7 @@ class Progress:
                 sum(
                     float(line.rsplit(" ", 1)[1])
                     for line in body.splitlines()
-                    if line.startswith("tierstream_events_total{")
+                    if line.startswith(prefix)
                 )
             )
         return total
@@ -142,27 +147,7 @@ def _at(when: float, action: Callable[[], None]) -> threading.Thread:
 
 
 @pytest.mark.timeout(900)
-# kafka-python leaves the socket of a connection to a killed broker open (as the chaos
-# suite notes): expected here, not a defect of the test.
-@pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <(socket.socket|ssl.SSLSocket):"
-    "pytest.PytestUnraisableExceptionWarning"
-)
-@pytest.mark.parametrize(
-    "fault",
-    [
-        "redis-primary",
-        pytest.param(
-            "broker",
-            marks=pytest.mark.xfail(
-                reason="a broker that leads input partitions SIGKILLed can wedge "
-                "kafka-python 3.0.12's poll for minutes (it waits on a fetch to the dead "
-                "broker with no deadline: docs/runbook.md, known limits); issue 9 is open",
-                strict=False,
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("fault", ["redis-primary", "broker", "coordinator"])
 def test_two_instances_through_sasl_ssl_into_redis_cluster_survive_a_fault(
     names: ClusterNames, trained_model_file: Path, fault: str
 ) -> None:
@@ -198,13 +183,14 @@ def test_two_instances_through_sasl_ssl_into_redis_cluster_survive_a_fault(
     victim: list[int] = []
 
     def kill_broker() -> None:
-        # A broker that leads partitions of the input and output topics but does not
-        # coordinate the group (asked once the group exists: the offsets topic is made
-        # by the first group that asks for it). Losing the coordinator itself wedges
-        # kafka-python 3.0.12's poll for minutes (docs/runbook.md, known limits): not
-        # yet survived, so not claimed here.
+        # "coordinator": the broker that coordinates the group; "broker": one that
+        # does not (both lead partitions of the input and output topics). Asked once
+        # the group exists: the offsets topic is made by the first group that asks.
         coordinator = _coordinator(names)
-        victim.append(next(b for b in (1, 2, 3) if b != coordinator))
+        if fault == "coordinator":
+            victim.append(coordinator)
+        else:
+            victim.append(next(b for b in (1, 2, 3) if b != coordinator))
         faults["broker killed at"] = time.monotonic()
         stack("kill-broker", str(victim[0]))
 
@@ -222,7 +208,9 @@ def test_two_instances_through_sasl_ssl_into_redis_cluster_survive_a_fault(
             stack("start-redis", port.rsplit(":", 1)[-1])
 
     try:
-        timers = [_at(t0 + 0.4 * duration, kill_broker if fault == "broker" else kill_primary)]
+        timers = [
+            _at(t0 + 0.4 * duration, kill_primary if fault == "redis-primary" else kill_broker)
+        ]
         try:
             _produce(names, records, progress)
             for t in timers:
@@ -235,6 +223,10 @@ def test_two_instances_through_sasl_ssl_into_redis_cluster_survive_a_fault(
             time.sleep(0.5)
         done_at_end = progress.done()
         caught_up = done_at_end >= total
+        retried = {
+            kind: progress.counted(f'tierstream_batch_errors_total{{kind="{kind}"}}')
+            for kind in ("ClientWedged", "BrokerError", "PublishError", "StateStoreError", "Fenced")
+        }
     finally:
         progress.stop.set()
         for proc in procs:
@@ -243,13 +235,14 @@ def test_two_instances_through_sasl_ssl_into_redis_cluster_survive_a_fault(
     assert caught_up, f"not caught up: {done_at_end} of {total}\n" + errs[0][-3000:]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-3000:] for e in errs)
 
-    when = faults["broker killed at" if fault == "broker" else "primary killed at"]
+    when = faults["primary killed at" if fault == "redis-primary" else "broker killed at"]
     figures = {
         "events": total,
         "fault": fault,
         "longest pause after the SIGKILL, s": progress.pause_after(float(str(when))),
         "redis failover": faults.get("redis failover", ""),
         "lag peak, records": progress.lag_peak(),
+        "batches retried, by kind": {k: n for k, n in retried.items() if n},
         "runtime, s": round(time.monotonic() - t0, 1),
     }
     print(json.dumps(figures, indent=1))
