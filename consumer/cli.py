@@ -70,8 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.environ, args.file_keys = resolve_environ(args.config)
         logs.configure(args.log_level, args.environ.get("TIERSTREAM_LOG_FORMAT", "text").strip())
         code: int = args.func(args)
+        logs.flush()
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except UserError as exc:
+        logs.flush()  # the log lines before it, so that the error is the last line
         print(f"tierstream: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -156,24 +156,28 @@ def test_two_instances_through_sasl_ssl_into_redis_cluster_survive_a_fault(
     progress = Progress()
     env = names.env(TIERSTREAM_MODEL_FILE=str(trained_model_file), TIERSTREAM_FREEZE_MODEL="1")
     procs = []
-    for i in range(2):
+    # Files, not pipes: an instance's stderr must never fill up unread (a full pipe blocks
+    # the writer). Kept for a post-mortem next to the stack's own logs.
+    logs = [REPO / ".stack-cluster" / "logs" / f"instance-{fault}-{i}.log" for i in range(2)]
+    for i, log_path in enumerate(logs):
         port = free_port()
         progress.ports.append(port)
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "consumer.cli", "run"],
-                env={
-                    **env,
-                    "TIERSTREAM_METRICS_PORT": str(port),
-                    "TIERSTREAM_METRICS_HOST": "127.0.0.1",
-                    "TIERSTREAM_INSTANCE_ID": f"cl-{i}",
-                },
-                cwd=REPO,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("w") as stderr:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "consumer.cli", "run"],
+                    env={
+                        **env,
+                        "TIERSTREAM_METRICS_PORT": str(port),
+                        "TIERSTREAM_METRICS_HOST": "127.0.0.1",
+                        "TIERSTREAM_INSTANCE_ID": f"cl-{i}",
+                    },
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                )
             )
-        )
     watcher = threading.Thread(target=progress.watch, daemon=True)
     watcher.start()
     faults: dict[str, object] = {}
@@ -231,7 +235,9 @@ def test_two_instances_through_sasl_ssl_into_redis_cluster_survive_a_fault(
         progress.stop.set()
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
-        errs = [proc.communicate(timeout=90)[1] for proc in procs]
+        for proc in procs:
+            proc.wait(timeout=90)
+        errs = [log_path.read_text(errors="replace") for log_path in logs]
     assert caught_up, f"not caught up: {done_at_end} of {total}\n" + errs[0][-3000:]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-3000:] for e in errs)
 
