@@ -54,3 +54,9 @@ class PartitionCountChanged(UserError):
     """The input topic has another partition count than the one the state was written
     for: users would be looked for in the wrong partition. ``tierstream state
     repartition`` moves them (with the service stopped)."""
+
+
+class PopulationsNotCounted(UserError):
+    """The state was written by a version that did not count users by tier: the tier
+    populations would be wrong. ``tierstream state recount`` counts them (with the
+    service stopped)."""
