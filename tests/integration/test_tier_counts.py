@@ -1,7 +1,7 @@
 """Tier populations and conversion per tier in a running deployment (issue 10): what
-`/metrics` exports equals what Redis counted, and Redis counted exactly its users; a
-state written before users were counted is refused in one line until `tierstream state
-recount` has counted it."""
+`/metrics` exports and what `tierstream snapshot` reports equal what Redis counted, and
+Redis counted exactly its users; a state written before users were counted is refused
+in one line until `tierstream state recount` has counted it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -77,7 +78,7 @@ def scrape(port: int) -> dict[str, dict[tuple[str, ...], float]]:
     return out
 
 
-def test_metrics_report_what_redis_counted(names: Names, tmp_path: Path) -> None:
+def test_metrics_and_snapshot_report_what_redis_counted(names: Names, tmp_path: Path) -> None:
     generate(names, seed=41)
     port = free_port()
     env = names.env(
@@ -129,6 +130,30 @@ def test_metrics_report_what_redis_counted(names: Names, tmp_path: Path) -> None
     assert conversions == redis_conversions(names.prefix, names.input)
     groups = Counter(g for (_, g, o), n in conversions.items() if o == "converted" and n)
     assert groups["treated"] >= 2 and groups["control"] >= 2, conversions
+
+    snapshot, summary_file = tmp_path / "snapshot.jsonl", tmp_path / "summary.json"
+    snap = cli("snapshot", "--out", str(snapshot), "--summary-out", str(summary_file), env=env)
+    assert snap.returncode == 0, snap.stderr
+    assert "treated: conversion (labels)" in snap.stderr
+    lines = [orjson.loads(x) for x in snapshot.read_bytes().splitlines()]
+    summary = orjson.loads(summary_file.read_bytes())
+    assert summary["users"] == len(lines)
+    assert {t["tier"]: t["users"] for t in summary["tiers"] if t["users"]} == Counter(
+        x["tier"] for x in lines
+    )
+    reported = {}
+    for row in summary["tiers"]:
+        for group in ("treated", "control"):
+            counts = row[group]
+            if counts["resolved"]:
+                assert counts["conversion"] == counts["converted"] / counts["resolved"]
+                reported[row["tier"], group] = (counts["resolved"], counts["converted"])
+    want: dict[tuple[str, str], list[int]] = {}
+    for (tier, group, outcome), n in conversions.items():
+        both = want.setdefault((tier, group), [0, 0])
+        both[0] += n
+        both[1] += n if outcome == "converted" else 0
+    assert reported == {k: tuple(v) for k, v in want.items()}
 
 
 def test_each_partition_is_reported_by_its_owner_only(names: Names) -> None:
