@@ -11,6 +11,12 @@ re-sorted by event time inside a batch: the features do not care about order (th
 exact for late events), and decisions then depend only on the event sequence, not on how
 the stream was cut into poll batches. A replay and the live service give the same tiers.
 
+A user's lifetime ends in event time too: silent for ``expire_after`` (the state
+time-to-live, 400 days by default), their last timer says so (:meth:`TierEngine.expires`)
+and the caller deletes the state. Ending a user is a decision of the engine, not of a
+clock in the store, so it happens at the same point of the stream in a replay and in the
+live service, and whatever counts users by tier sees it happen.
+
 >>> from online_models.event import Event
 >>> tiers = [{"name": "casual"}, {"name": "vip", "min_score": 4}]
 >>> engine = TierEngine(ValueScorer({"spend_30d": 1.0}), TierPolicy.from_config({"tiers": tiers}))
@@ -26,6 +32,8 @@ True
 >>> change = engine.fire(state, "u1", 60 * DAY_MS, emitted_at_ms=8)   # silent for 60 days
 >>> change.tier, change.reason["kind"], change.scores["propensity"]
 ('casual', 'inactivity', 0.5)
+>>> engine.expires(state, "u1", 60 * DAY_MS), engine.expires(state, "u1", 401 * DAY_MS)
+(False, True)
 """
 
 from __future__ import annotations
@@ -84,6 +92,37 @@ class Horizons:
     rescore_every_ms: int = 7 * DAY_MS
     #: ...until silent this long, when every recency feature has saturated.
     max_silence_ms: int = 365 * DAY_MS
+    #: A user silent this long ends: their state is deleted, a later event starts a new
+    #: lifetime (``TIERSTREAM_STATE_TTL_DAYS``). The default leaves the last re-score's
+    #: snapshot (at most ``max_silence`` after the last event) its label horizon first.
+    expire_after_ms: int = 400 * DAY_MS
+
+    def __post_init__(self) -> None:
+        if self.expire_after_ms <= 0:
+            raise ValueError("the state time-to-live must be positive")
+
+    def next_due(self, state: UserState) -> int:
+        """When ``state``'s timer fires next: the pending snapshot's label deadline, the
+        next periodic re-score while the user has not been silent for ``max_silence``,
+        and at the latest the end of the user's lifetime (``expire_after``).
+
+        >>> from online_models.event import Event
+        >>> s = UserState.new()
+        >>> s.features.apply(Event("e1", "u1", "login", 0))
+        >>> h = Horizons()
+        >>> h.next_due(s) == h.rescore_every_ms
+        True
+        >>> s.rescored_ms = 365 * DAY_MS          # the last re-score before max_silence
+        >>> h.next_due(s) == h.expire_after_ms
+        True
+        """
+        due = [state.features.last_ms + self.expire_after_ms]
+        if state.pending is not None:
+            due.append(state.pending[0] + self.label_ms + 1)
+        periodic = max(state.features.last_ms, state.rescored_ms) + self.rescore_every_ms
+        if periodic <= state.features.last_ms + self.max_silence_ms:
+            due.append(periodic)
+        return min(due)
 
 
 class TierEngine:
@@ -168,9 +207,10 @@ class TierEngine:
         state.rescored_ms = now_ms
         x = vector(state.features, now_ms)
         ms = self.models.score(x)
-        # Past ``max_silence`` the user is gone: no new snapshot, no sample, so the timers
-        # end (a snapshot would arm a deadline, whose firing would take the next one, for
-        # ever: one event dated in the year 9999 once fired 1.9 M of them for 20 users).
+        # Past ``max_silence`` the user is gone: no new snapshot, no sample, so the only
+        # timer left is the end of their lifetime (a snapshot would arm a deadline, whose
+        # firing would take the next one, for ever: one event dated in the year 9999 once
+        # fired 1.9 M of them for 20 users).
         present = now_ms - state.features.last_ms < self.horizons.max_silence_ms
         snapshot = state.pending is None and present
         if snapshot:
@@ -186,6 +226,22 @@ class TierEngine:
             state.pending.append(state.tier)
         self._arm(state)
         return change
+
+    def expires(self, state: UserState, user_id: str, now_ms: int) -> bool:
+        """Whether the user's timer at event time ``now_ms`` ends their lifetime: silent
+        for ``expire_after``. If so, a propensity snapshot whose horizon has passed
+        resolves as a negative label first, as its own timer would have done; one whose
+        horizon has not (a time-to-live shorter than the horizon) is dropped, unknown.
+        The caller deletes the state."""
+        if now_ms - state.features.last_ms < self.horizons.expire_after_ms:
+            return False
+        if state.pending is not None:
+            t0, x0, p0 = state.pending[:3]
+            if now_ms > t0 + self.horizons.label_ms:
+                self._resolve(state, user_id, x0, False, p0)
+            state.pending = None
+        state.due_ms = -1
+        return True
 
     def explain(self, state: UserState, now_ms: int | None = None) -> dict[str, Any]:
         """Where the user stands as of event time ``now_ms`` (default: their last event):
@@ -328,17 +384,8 @@ class TierEngine:
         return [{"feature": n, "contribution": c} for n, c in terms[:top] if c]
 
     def _arm(self, state: UserState) -> None:
-        """Set when this user's timer fires next: the snapshot's deadline, or the next
-        periodic re-score while the user has not been silent for too long. A user silent
-        for ``max_silence`` has no timer left once their last snapshot resolved."""
-        h = self.horizons
-        due = []
-        if state.pending is not None:
-            due.append(state.pending[0] + h.label_ms + 1)
-        periodic = max(state.features.last_ms, state.rescored_ms) + h.rescore_every_ms
-        if periodic <= state.features.last_ms + h.max_silence_ms:
-            due.append(periodic)
-        state.due_ms = min(due) if due else -1
+        """Set when this user's timer fires next (:meth:`Horizons.next_due`)."""
+        state.due_ms = self.horizons.next_due(state)
 
 
 def _contribution(feature: str, value: float, contribution: float) -> dict[str, Any]:

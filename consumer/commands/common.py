@@ -80,7 +80,6 @@ def redis_store(url: str, settings: Settings) -> RedisStateStore:
     store = RedisStateStore(
         url,
         prefix=settings.key_prefix,
-        ttl_seconds=round(settings.state_ttl_days * 86400),
         topic=settings.input_topic,
     )
     try:

@@ -11,9 +11,15 @@ deployment's limits (:class:`~schemas.decode.Limits`), is keyed by something els
 its ``user_id`` (the partition would not own the user), or belongs to a user whose stored
 state cannot be read (``unusable_state``: that user is set aside, the partition goes on).
 
-A user's state is written back with a fresh time-to-live only when an event of theirs was
-read; a timer alone rewrites it keeping its expiry, and never recreates a state that
-expired meanwhile: silence is what makes a state expire.
+A user's lifetime ends when they are forgotten, or when their last timer finds them
+silent for the state's time-to-live (event time, :meth:`TierEngine.expires`): their
+state and timer are deleted, and their key gets a tombstone on the current-tier topic.
+A timer alone never recreates a state that is gone.
+
+Every write of a partition carries what it changes in the partition's tier populations
+(a user's stored tier before the batch against the one written, or none when the state
+is deleted) and its conversion counts (the labels its users' events and timers
+resolved): :mod:`consumer.service.tier_counts`.
 
 The caller loads state before :meth:`BatchStep.apply` and saves the result after it;
 see :mod:`consumer.service.checkpoint` for the order of those steps.
@@ -31,7 +37,8 @@ import orjson
 
 from consumer.service.dead_letters import dead_letter
 from consumer.service.records import InputRecord, OutputRecord
-from consumer.service.state_store import Loaded, SaveSet
+from consumer.service.state_store import Loaded, PartitionWrite, SaveSet
+from consumer.service.tier_counts import conversion_key
 from online_models.engine import DUPLICATE, TierEngine
 from online_models.erasure import ForgetRequest, erased_change
 from online_models.event import Event
@@ -70,6 +77,10 @@ class BatchOutcome:
     #: The propensity labels resolved in this batch.
     resolved: list[Resolved] = field(default_factory=list)
     timers_fired: int = 0
+    #: Users whose state was deleted after the state's time-to-live of silence.
+    expired: int = 0
+    #: Per partition of the batch, its users per tier once the batch is saved.
+    populations: dict[Partition, dict[str, int]] = field(default_factory=dict)
     model_advanced: bool = False
     #: When the model advanced: the instances whose learning the new version folds in.
     folded: list[str] = field(default_factory=list)
@@ -237,8 +248,14 @@ class _Run:
         self.active: set[Home] = set()
         #: Users whose stored state cannot be read, and why.
         self.unusable: dict[Home, str] = {}
-        #: Users forgotten in this batch (their key is deleted, unless they come back).
-        self.erased: set[Home] = set()
+        #: The tier of each user's stored state as loaded (None: no state): what the
+        #: partition's population counted them in before the batch.
+        self.stored_tiers: dict[Home, str | None] = {}
+        #: Users whose lifetime ended in this batch, forgotten or expired (their key is
+        #: deleted, unless they come back).
+        self.ended: set[Home] = set()
+        #: Per partition, the propensity labels resolved, by conversion key.
+        self.conversions: dict[Partition, dict[str, int]] = {}
         self.watermarks = dict(loaded.watermarks)
         self.heaps: dict[Partition, list[tuple[int, str]]] = {
             tp: list(entries) for tp, entries in loaded.timers.items()
@@ -260,6 +277,7 @@ class _Run:
                 self.unusable[(tp, user)] = why
                 return None
             self.states[(tp, user)] = state
+            self.stored_tiers[(tp, user)] = state.tier if raw else None
         return state
 
     def dead_letter(self, tp: Partition, rec: InputRecord, rejection: Rejection) -> None:
@@ -279,7 +297,9 @@ class _Run:
             self.dead_letter(tp, rec, Rejection("unusable_state", self.unusable[(tp, user)]))
             return
         self.active.add((tp, user))
+        mark = len(self.engine.models.resolved)
         change = self.engine.apply(state, event, emitted_at_ms=self._stamp(event.timestamp_ms))
+        self.count_resolved(tp, mark)
         if change is DUPLICATE:
             self.out.results["duplicate"] += 1
             return
@@ -307,10 +327,27 @@ class _Run:
         if state is None or state.due_ms != due:
             return  # re-armed since (a newer entry stands for it), or set aside
         self.out.timers_fired += 1
-        change = self.engine.fire(state, user, due, emitted_at_ms=self._stamp(due))
-        if change is not None:
-            self.publish(tp, change)
-        self.rearm(tp, user, state, bound)
+        mark = len(self.engine.models.resolved)
+        if self.engine.expires(state, user, due):
+            self.out.expired += 1
+            self.end(tp, user)
+        else:
+            change = self.engine.fire(state, user, due, emitted_at_ms=self._stamp(due))
+            if change is not None:
+                self.publish(tp, change)
+            self.rearm(tp, user, state, bound)
+        self.count_resolved(tp, mark)
+
+    def count_resolved(self, tp: Partition, mark: int) -> None:
+        """Count the labels the engine resolved since ``mark`` (its count of resolved
+        labels before the event or timer) in the partition's conversions."""
+        resolved = self.engine.models.resolved
+        if len(resolved) <= mark:
+            return
+        counts = self.conversions.setdefault(tp, {})
+        for r in resolved[mark:]:
+            key = conversion_key(r.tier, control=r.control, converted=r.label)
+            counts[key] = counts.get(key, 0) + 1
 
     def forget(self, tp: Partition, request: ForgetRequest) -> None:
         """Erase the user: an ``erased`` change if they had a state, a tombstone on the
@@ -322,13 +359,18 @@ class _Run:
         if state is not None and state.features.events:
             stamp = self.emitted_at_ms if self.emitted_at_ms is not None else request.requested_ms
             self.publish(tp, erased_change(self.engine, state, request, emitted_at_ms=stamp))
+        self.unusable.pop((tp, user), None)
+        self.end(tp, user)
+
+    def end(self, tp: Partition, user: str) -> None:
+        """The user's lifetime ends: a tombstone on the current-tier topic; their state
+        and timer are deleted (unless an event of theirs follows in the batch)."""
         self.out.outputs.setdefault(tp, []).append(
             OutputRecord(self.step.tiers_topic, user.encode(), None)
         )
         self.states[(tp, user)] = UserState.new()
-        self.unusable.pop((tp, user), None)
         self.active.discard((tp, user))
-        self.erased.add((tp, user))
+        self.ended.add((tp, user))
 
     def must_cut(self, tp: Partition, t: int) -> bool:
         """Whether moving the watermark to ``t`` needs timers the store did not load (its
@@ -352,6 +394,43 @@ class _Run:
         if 0 <= state.due_ms <= bound:
             heapq.heappush(self.heaps.setdefault(tp, []), (state.due_ms, user))
 
+    def write_user(self, write: PartitionWrite, tp: Partition, user: str, state: UserState) -> None:
+        """What the partition writes of one user: their state (or its deletion), their
+        timer, and the move of their tier in the partition's population."""
+        if state.due_ms >= 0 and state.features.events:
+            write.timers_set[user] = state.due_ms
+        else:
+            write.timers_clear.append(user)
+        tier = None
+        if (tp, user) in self.active:
+            write.states[user] = orjson.dumps(state.to_json())
+            tier = state.tier
+        elif state.features.events:  # a timer of a user whose state still exists
+            write.quiet_states[user] = orjson.dumps(state.to_json())
+            tier = state.tier
+        elif (tp, user) in self.ended:
+            write.deleted_users.append(user)
+        before = self.stored_tiers.get((tp, user))
+        if before != tier:
+            population = write.counts.population
+            if before is not None:
+                population[before] = population.get(before, 0) - 1
+            if tier is not None:
+                population[tier] = population.get(tier, 0) + 1
+
+    def count_populations(self, save: SaveSet) -> None:
+        """Drop the tiers whose moves cancel out; the partitions' populations once
+        ``save`` is written go to the outcome."""
+        for tp, stored in self.loaded.populations.items():
+            totals = dict(stored)
+            write = save.partitions.get(tp)
+            if write is not None:
+                population = {t: n for t, n in write.counts.population.items() if n}
+                write.counts.population = population
+                for t, n in population.items():
+                    totals[t] = totals.get(t, 0) + n
+            self.out.populations[tp] = totals
+
     def publish(self, tp: Partition, change: TierChange) -> None:
         """The change, and (unless it erases the user, whose tombstone :meth:`forget`
         writes) the user's new current-tier record, in the same outbox: the current-tier
@@ -367,26 +446,19 @@ class _Run:
         out, models = self.out, self.engine.models
         save = SaveSet()
         for (tp, user), state in self.states.items():
-            write = save.at(tp)
-            if state.due_ms >= 0 and state.features.events:
-                write.timers_set[user] = state.due_ms
-            else:
-                write.timers_clear.append(user)
-            if (tp, user) in self.active:
-                write.states[user] = orjson.dumps(state.to_json())
-            elif state.features.events:  # a timer of a user whose state still exists
-                write.quiet_states[user] = orjson.dumps(state.to_json())
-            elif (tp, user) in self.erased:
-                write.deleted_users.append(user)
+            self.write_user(save.at(tp), tp, user, state)
         for tp, user in self.unusable:  # its timers would only fire into nothing again
             save.at(tp).timers_clear.append(user)
-        for tp, offset in self.applied.items():
-            save.at(tp).applied = offset
         for tp, outs in out.outputs.items():
             save.at(tp).outbox = [o.to_frame() for o in outs]
+        for tp, offset in self.applied.items():
+            save.at(tp).applied = offset
         for tp, wm in self.watermarks.items():
             if wm > self.loaded.watermarks.get(tp, -1):
                 save.at(tp).watermark = wm
+        for tp, counts in self.conversions.items():
+            save.at(tp).counts.conversions = counts
+        self.count_populations(save)
         out.resolved = models.take_resolved()
         out.model_advanced = models.take_advanced()
         save.model = orjson.dumps(models.model.to_json()) if out.model_advanced else None

@@ -7,15 +7,16 @@ When the group gives this instance a partition (:meth:`Checkpoint.recover`):
 0. **acquire** — raise the partition's owner epoch in the store and hold the new value;
    publish what earlier owners saved and did not clear (the outbox), then trim it, if the
    epoch is still ours. The service then checks the input topic's partition count
-   against the one the state was written for, and reads the partition from the store's
-   applied offset + 1, not from Kafka's committed offset: the store is where the work is
-   (:mod:`consumer.service.ownership`).
+   against the one the state was written for, and that the state's tier populations
+   count every user (:mod:`consumer.service.tier_counts`), and reads the partition from
+   the store's applied offset + 1, not from Kafka's committed offset: the store is where
+   the work is (:mod:`consumer.service.ownership`).
 
 For one batch (:meth:`Checkpoint.run_batch`):
 
 1. **load** — WATCH, per partition, its epoch, applied offset and the batch's users of
-   it, and WATCH the model; read their states, offsets, due timers and the model in two
-   round trips. An epoch that is not the one held fences the batch
+   it, and WATCH the model; read their states, offsets, due timers, tier populations
+   and the model in two round trips. An epoch that is not the one held fences the batch
    (:class:`~consumer.service.errors.Fenced`); an applied offset below the one this
    instance last saved means the store lost writes
    (:class:`~consumer.service.errors.StateRolledBack`).
@@ -23,8 +24,10 @@ For one batch (:meth:`Checkpoint.run_batch`):
    run that crashed before step 6; they are skipped. The rest go through the core in
    offset order.
 3. **save** — a. *the partitions*, in partition order, one MULTI/EXEC each, in the
-   partition's own Redis Cluster slot: its users' states, timers and watermark, its new
-   applied offset, and its outputs (tier changes, DLQ records) appended to its outbox.
+   partition's own Redis Cluster slot: its users' states (deleted for users whose
+   lifetime ended), timers and watermark, what the batch changes in its tier
+   populations and conversion counts, its new applied offset, and its outputs (tier
+   changes, current tiers, DLQ records) appended to its outbox.
    Each is all or nothing: if anything watched of it changed, it is not written, nor any
    partition after it, nor b, and the batch is dropped (Fenced).
    b. *the learning*, once every partition is written, one MULTI/EXEC in the models' slot:
@@ -42,20 +45,21 @@ For one batch (:meth:`Checkpoint.run_batch`):
 A batch whose partition ran out of loaded timers (the store loads them in bounded slices)
 stops at that point; the rest of its records go through steps 1-7 again at once.
 
-Guarantees: state is exactly-once (step 3a moves a partition's state and applied offset
-together; step 2 skips what was applied; step 0 starts after the last applied offset, so
-records are never skipped either, even when the store lags Kafka's offsets). A crash (or
-a fenced partition) in the middle of 3a leaves some partitions written, whole, and the
-others not: the next owner publishes the written ones' outboxes (step 0) and reads the
-others again. Learning is at-most-once, never twice: 3b comes after every 3a, so a crash
-between them, or a model written meanwhile by another instance, loses the batch's
-learning (what its events taught the models), while its events are never applied, nor
-learned, again. Outputs are at-least-once and a duplicate is byte-identical: a crash
-after 3 leaves them in the outbox, and the next owner of the partition publishes the
-outbox (step 0) before it applies anything new there, which also keeps each user's
-changes in order. What remains: an instance that stalls *during* step 5 may, when it
-wakes, send a copy of outputs the new owner already published (identical bytes, after
-newer ones); subscribers drop it by ``event_id``.
+Guarantees: state is exactly-once, and so are the tier counts that move with it (step 3a
+moves a partition's state, counts and applied offset together; step 2 skips what was
+applied; step 0 starts after the last applied offset, so records are never skipped
+either, even when the store lags Kafka's offsets). A crash (or a fenced partition) in
+the middle of 3a leaves some partitions written, whole, and the others not: the next
+owner publishes the written ones' outboxes (step 0) and reads the others again. Learning
+is at-most-once, never twice: 3b comes after every 3a, so a crash between them, or a
+model written meanwhile by another instance, loses the batch's learning (what its events
+taught the models), while its events are never applied, nor learned, again. Outputs are
+at-least-once and a duplicate is byte-identical: a crash after 3 leaves them in the
+outbox, and the next owner of the partition publishes the outbox (step 0) before it
+applies anything new there, which also keeps each user's changes in order. What remains:
+an instance that stalls *during* step 5 may, when it wakes, send a copy of outputs the
+new owner already published (identical bytes, after newer ones); subscribers drop it by
+``event_id``.
 """
 
 from __future__ import annotations
@@ -288,6 +292,8 @@ def _merged(a: CheckpointStats, b: CheckpointStats) -> CheckpointStats:
     out.changes.extend(more.changes)
     out.resolved.extend(more.resolved)
     out.timers_fired += more.timers_fired
+    out.expired += more.expired
+    out.populations.update(more.populations)
     out.model_advanced = out.model_advanced or more.model_advanced
     out.folded = more.folded or out.folded
     if more.max_event_ms is not None and (

@@ -59,3 +59,9 @@ class PartitionCountChanged(UserError):
 class ClientWedged(BrokerError):
     """A Kafka client call did not come back within its deadline
     (:mod:`consumer.service.bounded_call`); the client is replaced and the batch retried."""
+
+
+class PopulationsNotCounted(UserError):
+    """The state was written by a version that did not count users by tier: the tier
+    populations would be wrong. ``tierstream state recount`` counts them (with the
+    service stopped)."""

@@ -13,8 +13,15 @@ a slot of their own.
 =========================== ============================================ ===============
 key                         value                                        lifetime
 =========================== ============================================ ===============
-``<p>:T:u:<user_id>``       user state, JSON (features, tier, seq)       state TTL, reset
-                                                                         on every event
+``<p>:T:u:<user_id>``       user state, JSON (features, tier, seq)       until the engine
+                                                                         ends the user
+                                                                         (silent for the
+                                                                         state TTL, event
+                                                                         time) or forget
+``<p>:T:pop``               hash: tier -> users of the partition in it   forever
+                            (moves in the transaction of the states)
+``<p>:T:conv``              hash: ``group:outcome:tier`` -> propensity   forever
+                            labels resolved (conversion per tier)
 ``<p>:T:applied``           last input offset applied to state           forever
 ``<p>:T:outbox``            list of outputs saved, not yet published     until published
 ``<p>:T:wm``                event-time watermark of the partition        forever
@@ -30,6 +37,9 @@ key                         value                                        lifetim
 ``<p>:M:partitions``        hash: topic -> its partition count when the  forever
                             state was first written (users are found by
                             it; a change is refused until repartitioned)
+``<p>:M:counted``           set of topics whose ``pop`` hashes count     forever
+                            every user (all but states written before
+                            tierstream counted them; ``state recount``)
 =========================== ============================================ ===============
 
 A key prefix or topic must not contain ``{`` or ``}`` (the settings refuse such a prefix;
@@ -45,7 +55,8 @@ Every key of a partition is in one slot, and the models in another:
 
 >>> from redis.crc import key_slot
 >>> part = [keys.user("user-events", 3, "u42"), keys.timers("user-events", 3),
-...         keys.epoch("user-events", 3), keys.outbox("user-events", 3)]
+...         keys.epoch("user-events", 3), keys.outbox("user-events", 3),
+...         keys.populations("user-events", 3), keys.conversions("user-events", 3)]
 >>> len({key_slot(k.encode()) for k in part})
 1
 >>> key_slot(keys.model.encode()) == key_slot(keys.contributors.encode())
@@ -117,6 +128,14 @@ class KeySpace:
         """Key of a partition's timer set."""
         return f"{self.tag(topic, partition)}:timers"
 
+    def populations(self, topic: str, partition: int) -> str:
+        """Key of a partition's tier populations (hash: tier -> users)."""
+        return f"{self.tag(topic, partition)}:pop"
+
+    def conversions(self, topic: str, partition: int) -> str:
+        """Key of a partition's resolved propensity labels by tier, group and outcome."""
+        return f"{self.tag(topic, partition)}:conv"
+
     @property
     def model(self) -> str:
         """Key of the global model (and the tag of the models' slot)."""
@@ -135,6 +154,11 @@ class KeySpace:
     def partitions(self) -> str:
         """Key of the hash: topic -> partition count the state was written for."""
         return f"{self.model}:partitions"
+
+    @property
+    def counted(self) -> str:
+        """Key of the set of topics whose tier populations count every user."""
+        return f"{self.model}:counted"
 
 
 def glob_escape(text: str) -> str:

@@ -106,11 +106,11 @@ class Service:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self._stop = threading.Event()
-        load_engine(settings.tiers_path)  # a bad tier config is named before any server
+        # A bad tier config is named before any server is asked anything.
+        load_engine(settings.tiers_path, state_ttl_days=settings.state_ttl_days)
         self.store = store or RedisStateStore(
             settings.redis_url,
             prefix=settings.key_prefix,
-            ttl_seconds=round(settings.state_ttl_days * 86400),
             max_timers=settings.max_timers_per_batch,
             topic=settings.input_topic,
         )
@@ -184,6 +184,8 @@ class Service:
         self._group_lag: tuple[int, float] | None = None
         #: Per owned partition, the newest event time applied (its watermark).
         self._newest_ms: dict[tuple[str, int], int] = {}
+        #: The partitions whose series this instance reports (the ones it holds).
+        self._reported: set[tuple[str, int]] = set()
         self._drifts = 0
         self._model_name, self._model_since = "", time.monotonic()
         self.forget_decoder = EventDecoder()
@@ -255,20 +257,38 @@ class Service:
         if requests:
             self._forward(requests)
             records = [r for r in records if r.topic != forget]
-        before = set(self.ownership.held)
+        resync = self.ownership.resync_pending
         records = self.ownership.follow(records)
-        gone = before - set(self.ownership.held)
-        if gone:
-            self.metrics.forget_partitions(gone)
-            for tp in gone:
-                self._newest_ms.pop(tp, None)
-        self.metrics.assigned_partitions.set(len(self.ownership.held))
+        self._report_partitions(resync)
         if not records:
             self._probe()
             return False
         self._record(self.checkpoint.run_batch(records), len(records))
         self._ready = True
         return True
+
+    def _report_partitions(self, resync: bool) -> None:
+        """Series of the partitions held, and only those: a partition revoked (or taken
+        by another owner after a fenced batch) stops being reported here, and a new one
+        (every one after a failure) is reported from the store's tier counts."""
+        held = set(self.ownership.held)
+        gone = self._reported - held
+        if gone:
+            self.metrics.forget_partitions(gone)
+            for tp in gone:
+                self._newest_ms.pop(tp, None)
+            self._reported -= gone
+        self.metrics.assigned_partitions.set(len(held))
+        fresh = held if resync else held - self._reported
+        if fresh:
+            counts = self.store.tier_counts(sorted(fresh))
+            for tp, c in counts.items():
+                self.metrics.set_population(tp, self._every_tier(c.population))
+            self._reported |= fresh
+
+    def _every_tier(self, population: dict[str, int]) -> dict[str, int]:
+        """``population`` with every tier of the policy (0 if nobody is in it yet)."""
+        return {**dict.fromkeys(self.checkpoint.step.engine.policy.names, 0), **population}
 
     def _forward(self, requests: list[InputRecord]) -> None:
         """Forget requests into the input topic (:mod:`consumer.service.forget_forwarder`),
@@ -396,6 +416,7 @@ class Service:
             m.last_event_time.set(out.max_event_ms / 1000)
         m.last_batch_time.set(time.time())
         m.timers_fired.inc(out.timers_fired)
+        m.users_expired.inc(out.expired)
         self.health_model.observe(out.resolved, out.changes)
         for r in out.resolved:
             m.conversions.labels(
@@ -419,6 +440,9 @@ class Service:
         self._newest_ms.update(out.save.watermarks)
         now = time.time()
         held = set(self.ownership.held)
+        for tp, population in out.populations.items():
+            if tp in held:
+                m.set_population(tp, self._every_tier(population))
         for (topic, p), behind in self.source.lags().items():
             m.lag.labels(topic, str(p)).set(behind)
         for (topic, p), wm in self._newest_ms.items():
@@ -477,4 +501,5 @@ def build_engine(settings: Settings, store: StateStore) -> TierEngine:
         model=model,
         contribution=contribution,
         frozen=settings.freeze_model or bool(settings.model_file),
+        state_ttl_days=settings.state_ttl_days,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -107,7 +107,21 @@ class Metrics:
         )
         self.timers_fired = Counter(
             "tierstream_timers_fired",
-            "User timers fired (label deadlines, inactivity re-scores).",
+            "User timers fired (label deadlines, inactivity re-scores, expiries).",
+            registry=r,
+        )
+        self.population = Gauge(
+            "tierstream_tier_population",
+            "Users with a state in an owned input partition, by tier (removed when the "
+            "partition is revoked): counted in the transaction that writes the states, "
+            "so exact; the deployment's is the sum over partitions.",
+            ["topic", "partition", "tier"],
+            registry=r,
+        )
+        self.users_expired = Counter(
+            "tierstream_users_expired",
+            "Users whose state was deleted after TIERSTREAM_STATE_TTL_DAYS of silence "
+            "(event time).",
             registry=r,
         )
         self.model_version = Gauge(
@@ -164,18 +178,31 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(**_versions()).set(1)
+        #: The tiers reported per partition (their series are removed with it).
+        self._tiers: dict[Partition, set[str]] = {}
         if registry is None:  # the process's own: CPU, memory, file descriptors, GC
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
             GCCollector(registry=r)
 
+    def set_population(self, partition: Partition, population: Mapping[str, int]) -> None:
+        """Report ``partition``'s users per tier."""
+        topic, p = partition[0], str(partition[1])
+        for tier, users in population.items():
+            self.population.labels(topic, p, tier).set(users)
+        self._tiers.setdefault(partition, set()).update(population)
+
     def forget_partitions(self, partitions: Iterable[Partition]) -> None:
         """Drop the per-partition series of ``partitions`` (revoked: another instance
         reports them now, and a stale series would add up twice or fire alerts)."""
-        for topic, partition in partitions:
+        for tp in partitions:
+            topic, partition = tp[0], str(tp[1])
             for gauge in (self.lag, self.event_lag):
                 with contextlib.suppress(KeyError):  # never reported here
-                    gauge.remove(topic, str(partition))
+                    gauge.remove(topic, partition)
+            for tier in self._tiers.pop(tp, ()):
+                with contextlib.suppress(KeyError):
+                    self.population.remove(topic, partition, tier)
 
 
 def _versions() -> dict[str, str]:

@@ -20,7 +20,9 @@ offset says:
 When the group gives a partition, the input topic's partition count is checked against
 the one recorded with the state (:mod:`consumer.service.partitioning`), after the outboxes
 are published and before anything is read: a topic that has grown since is refused with
-one line until ``tierstream state repartition`` has moved the users.
+one line until ``tierstream state repartition`` has moved the users; so is a state
+written by a version that did not count users by tier, until ``tierstream state
+recount`` has counted them (:mod:`consumer.service.tier_counts`).
 
 After a failure (the store or the brokers unreachable, a fenced batch) nothing is
 assumed: every partition still assigned is acquired and positioned again, which
@@ -39,6 +41,7 @@ from consumer.service.errors import Fenced, StateLost, StateRolledBack
 from consumer.service.partitioning import check_partition_count
 from consumer.service.records import InputRecord, KafkaOffsets
 from consumer.service.state_store import StateStore
+from consumer.service.tier_counts import check_counted
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]
@@ -162,14 +165,15 @@ class Ownership:
 
     def _check_partition_count(self) -> None:
         """The input topic still has the partition count the state was written for (else
-        users would be looked for in the wrong partition): checked after the outboxes are
-        published (what they hold was computed before the change, and is right), before
-        anything is read."""
+        users would be looked for in the wrong partition), and its tier populations count
+        every user: checked after the outboxes are published (what they hold was computed
+        before the change, and is right), before anything is read."""
         if self.input_topic is None:
             return
         count = self.source.partition_count()
         if count is not None:
             check_partition_count(self.store, self.input_topic, count, prefix=self.key_prefix)
+            check_counted(self.store, self.input_topic, prefix=self.key_prefix)
 
     def _start(self, tp: Partition, applied: int | None, kafka: KafkaOffsets) -> int:
         committed, first = kafka.committed, kafka.first

@@ -25,6 +25,7 @@ from consumer.service.state_store import (
     SaveSet,
     fenced,
 )
+from consumer.service.tier_counts import TierCounts
 
 #: Trim the first ARGV[2] entries of an outbox (KEYS[2]) only if the partition's epoch
 #: (KEYS[1]) is still ARGV[1]; 1 if trimmed, 0 if the partition has another owner.
@@ -34,6 +35,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+"""
+#: Record a topic's partition count (KEYS[1] hash, ARGV[1] topic, ARGV[2] count) unless
+#: one is recorded; the first record marks the topic's populations counted (KEYS[2] set):
+#: its state starts empty. The recorded count.
+_RECORD_COUNT: Final = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('SADD', KEYS[2], ARGV[1])
+end
+return redis.call('HGET', KEYS[1], ARGV[1])
 """
 
 
@@ -48,14 +58,12 @@ class RedisStateStore(Holdings):
         url: str,
         *,
         prefix: str,
-        ttl_seconds: int,
         max_timers: int = MAX_TIMERS,
         topic: str | None = None,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.keys = KeySpace(prefix)
-        self.ttl_seconds = ttl_seconds
         self.max_timers = max_timers
         self.topic = topic
         super().__init__()
@@ -65,6 +73,7 @@ class RedisStateStore(Holdings):
             raise SettingsError(f"{mask_url(url)}: {exc}") from None
         self._client: Any = None
         self._trim: Any = None
+        self._record_count: Any = None
         #: Transactions whose WATCHes hold connections: released on close.
         self._open: set[_RedisTransaction] = set()
 
@@ -78,6 +87,7 @@ class RedisStateStore(Holdings):
             except REDIS_FAILURES as exc:
                 raise self.unreachable(exc) from None
             self._trim = self._client.register_script(_GUARDED_TRIM)
+            self._record_count = self._client.register_script(_RECORD_COUNT)
         return self._client
 
     def unreachable(self, exc: Exception) -> StateStoreUnavailable:
@@ -162,11 +172,10 @@ class RedisStateStore(Holdings):
             raise fenced([partition], self._held, "another epoch")
 
     def record_partition_count(self, topic: str, partitions: int) -> int:
+        keys = [self.keys.partitions, self.keys.counted]
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hsetnx(self.keys.partitions, topic, partitions)
-            pipe.hget(self.keys.partitions, topic)
-            _, recorded = pipe.execute()
+            self._redis  # noqa: B018  (opens the client and its script)
+            recorded = self._record_count(keys=keys, args=[topic, partitions])
         except REDIS_FAILURES as exc:
             raise StateStoreError(f"recording the partition count of {topic}: {exc}") from exc
         return int(recorded)
@@ -174,6 +183,28 @@ class RedisStateStore(Holdings):
     def partition_counts(self) -> dict[str, int]:
         raw = cast(dict[bytes, bytes], self._redis.hgetall(self.keys.partitions))
         return {k.decode(): int(v) for k, v in raw.items()}
+
+    def populations_counted(self, topic: str) -> bool:
+        try:
+            return bool(self._redis.sismember(self.keys.counted, topic))
+        except REDIS_FAILURES as exc:
+            raise StateStoreError(f"reading whether {topic} is counted: {exc}") from exc
+
+    def tier_counts(self, partitions: Sequence[Partition]) -> dict[Partition, TierCounts]:
+        if not partitions:
+            return {}
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for tp in partitions:
+                pipe.hgetall(self.keys.populations(*tp))
+                pipe.hgetall(self.keys.conversions(*tp))
+            values = pipe.execute()
+        except REDIS_FAILURES as exc:
+            raise StateStoreError(f"reading tier counts: {exc}") from exc
+        return {
+            tp: TierCounts(_counts(values[2 * i]), _counts(values[2 * i + 1]))
+            for i, tp in enumerate(partitions)
+        }
 
     def get_user(self, user_id: str) -> bytes | None:
         return self.get_users([user_id])[user_id]
@@ -260,6 +291,8 @@ class _RedisTransaction:
         for tp in parts:
             mine = [keys.user(*tp, u) for u in users.get(tp, ())]
             _mget(reads, [*mine, keys.applied(*tp), keys.watermark(*tp), keys.epoch(*tp)])
+        for tp in parts:
+            reads.hgetall(keys.populations(*tp))
         bounded = [tp for tp in parts if tp in timer_bounds]
         for tp in bounded:
             reads.zrangebyscore(
@@ -284,7 +317,9 @@ class _RedisTransaction:
             stored_epochs.append(_int(epoch, 0))
         if any(e != store._held[tp] for tp, e in zip(parts, stored_epochs, strict=True)):
             raise fenced(parts, store._held, stored_epochs)
-        timer_rows = first[len(parts) : len(parts) + len(bounded)]
+        n = len(parts)
+        loaded.populations = {tp: _counts(v) for tp, v in zip(parts, first[n : 2 * n], strict=True)}
+        timer_rows = first[2 * n : 2 * n + len(bounded)]
         loaded.timers, loaded.capped = self._slices(bounded, timer_rows)
         instances = sorted(m.decode() for m in cast(set[bytes], first[-1]))
         self._load_rest(loaded, instances)
@@ -369,11 +404,11 @@ class _RedisTransaction:
         self._pipes.clear()
 
     def _queue(self, pipe: Any, tp: Partition, write: PartitionWrite) -> None:
-        keys, ttl = self._store.keys, self._store.ttl_seconds
+        keys = self._store.keys
         for user, value in write.states.items():
-            pipe.set(keys.user(*tp, user), value, ex=ttl)
+            pipe.set(keys.user(*tp, user), value)
         for user, value in write.quiet_states.items():
-            pipe.set(keys.user(*tp, user), value, xx=True, keepttl=True)
+            pipe.set(keys.user(*tp, user), value, xx=True)
         if write.deleted_users:
             pipe.delete(*[keys.user(*tp, u) for u in write.deleted_users])
         if write.applied is not None:
@@ -386,6 +421,12 @@ class _RedisTransaction:
             pipe.zadd(keys.timers(*tp), dict(write.timers_set))
         if write.timers_clear:
             pipe.zrem(keys.timers(*tp), *write.timers_clear)
+        for tier, n in write.counts.population.items():
+            if n:
+                pipe.hincrby(keys.populations(*tp), tier, n)
+        for field, n in write.counts.conversions.items():
+            if n:
+                pipe.hincrby(keys.conversions(*tp), field, n)
 
     def save_learning(self, batch: SaveSet) -> bool:
         keys, pipe = self._store.keys, self._models
@@ -433,3 +474,8 @@ def _mget(pipe: Any, keys: Sequence[str]) -> None:
 
 def _int(value: bytes | None, default: int) -> int:
     return int(value) if value is not None else default
+
+
+def _counts(raw: Mapping[bytes, bytes]) -> dict[str, int]:
+    """A counts hash as read (bytes) as counts by name."""
+    return {k.decode(): int(v) for k, v in raw.items()}

@@ -90,7 +90,8 @@ class Settings:
     metrics_host: str = "0.0.0.0"
     #: Prefix of every Redis key this deployment writes.
     key_prefix: str = "ts"
-    #: A user's state expires after this many days without an event (wall clock).
+    #: A user silent this many days of event time ends: the engine's last timer deletes
+    #: their state (a later event starts a new lifetime).
     state_ttl_days: float = 400.0
     #: Partitions given to output topics the service creates (0: as many as the input).
     topic_partitions: int = 0

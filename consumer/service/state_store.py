@@ -9,17 +9,19 @@ epoch and is fenced (:class:`~consumer.service.errors.Fenced`) instead of writin
 new owner's work. A lower epoch than the one held means the store went back in time (a
 restore, a failover to a lagging replica): also fenced, and the owner acquires again.
 
-**A batch** is one :class:`Transaction`: ``load`` reads everything the batch needs (users'
-states, applied offsets, watermarks, the timers due within the batch and their users, the
-global model and the other instances' contributions); ``save_partitions`` writes the
-batch's :class:`SaveSet` one input partition at a time, each partition's part atomically
-(all its keys share one Redis Cluster slot, :mod:`consumer.service.keys`); then
-``save_learning`` writes the model and this instance's contribution, atomically, in the
-models' slot. Redis fences with ``WATCH``: per partition on its epoch, its applied offset
-and every user of it the batch reads, and on the model for the learning. A partition of
-which anything was written by someone else in between is not written (Fenced), nor any
-after it, nor the learning; learning that finds another model version stored is not
-written (``save_learning`` says False). :mod:`consumer.service.checkpoint` says what each
+**A batch** is one :class:`Transaction`: ``load`` reads everything the batch needs
+(users' states, applied offsets, watermarks, the timers due within the batch and their
+users, the global model and the other instances' contributions); ``save_partitions``
+writes the batch's :class:`SaveSet` one input partition at a time, each partition's part
+atomically (all its keys share one Redis Cluster slot, :mod:`consumer.service.keys`);
+then ``save_learning`` writes the model and this instance's contribution, atomically, in
+the models' slot. A partition's tier populations and conversion counts
+(:mod:`consumer.service.tier_counts`) are written with its states, as changes. Redis
+fences with ``WATCH``: per partition on its epoch, its applied offset and every user of
+it the batch reads, and on the model for the learning. A partition of which anything was
+written by someone else in between is not written (Fenced), nor any after it, nor the
+learning; learning that finds another model version stored is not written
+(``save_learning`` says False). :mod:`consumer.service.checkpoint` says what each
 outcome means.
 
 **Timers are loaded in bounded slices**: at most ``max_timers`` per partition and batch
@@ -31,11 +33,13 @@ partition.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from consumer.service.errors import Fenced
+from consumer.service.tier_counts import TierCounts
 
 Partition = tuple[str, int]
 #: Timers loaded per partition and batch, by default.
@@ -58,6 +62,9 @@ class Loaded:
     model: bytes | None = None
     #: Contributions by instance id (this instance's included).
     contributions: dict[str, bytes] = field(default_factory=dict)
+    #: Per partition, its users per tier as stored (the partition is this instance's:
+    #: nobody else changes them until the batch is written).
+    populations: dict[Partition, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,10 +74,11 @@ class PartitionWrite:
 
     #: States of users with an event in the batch: written with a fresh time-to-live.
     states: dict[str, bytes] = field(default_factory=dict)
-    #: States changed by a timer alone: written only if the state still exists, keeping
-    #: its time-to-live, so a silent user expires on time and is never recreated.
+    #: States changed by a timer alone: written only if the state still exists, so a
+    #: timer never recreates a state deleted meanwhile.
     quiet_states: dict[str, bytes] = field(default_factory=dict)
-    #: Users forgotten (``tierstream forget``): their state is deleted.
+    #: Users whose lifetime ended (forgotten, or silent past the state's time-to-live):
+    #: their state is deleted.
     deleted_users: list[str] = field(default_factory=list)
     #: The new applied offset (None: unchanged).
     applied: int | None = None
@@ -79,6 +87,9 @@ class PartitionWrite:
     outbox: list[bytes] = field(default_factory=list)
     timers_set: dict[str, int] = field(default_factory=dict)
     timers_clear: list[str] = field(default_factory=list)
+    #: What the batch changes in the partition's tier populations (users per tier, + in,
+    #: - out) and its conversion counts (labels resolved).
+    counts: TierCounts = field(default_factory=TierCounts)
 
     @property
     def empty(self) -> bool:
@@ -92,6 +103,8 @@ class PartitionWrite:
             or self.outbox
             or self.timers_set
             or self.timers_clear
+            or self.counts.population
+            or self.counts.conversions
         )
 
 
@@ -207,12 +220,23 @@ class StateStore(Protocol):
         ...
 
     def record_partition_count(self, topic: str, partitions: int) -> int:
-        """Record ``topic``'s partition count unless one is recorded; return the recorded
-        one (:mod:`consumer.service.partitioning`)."""
+        """Record ``topic``'s partition count unless one is recorded (then, as the state
+        starts empty, its tier populations are counted from the start); return the
+        recorded one (:mod:`consumer.service.partitioning`)."""
         ...
 
     def partition_counts(self) -> dict[str, int]:
         """The recorded partition count of every topic with state."""
+        ...
+
+    def populations_counted(self, topic: str) -> bool:
+        """Whether ``topic``'s tier populations count every user
+        (:mod:`consumer.service.tier_counts`)."""
+        ...
+
+    def tier_counts(self, partitions: Sequence[Partition]) -> dict[Partition, TierCounts]:
+        """The tier populations and conversion counts of ``partitions``, in one round
+        trip."""
         ...
 
     def get_user(self, user_id: str) -> bytes | None:
@@ -266,9 +290,10 @@ class Holdings:
 
 
 class MemoryStateStore(Holdings):
-    """State in this process's memory: the embedded mode and replays. Not shared, not
-    durable; the same interface and semantics as Redis otherwise (a user's state is kept
-    by user id: a replay has no slots to keep apart).
+    """State in this process's memory: the embedded mode and replays. Not shared between
+    processes, not durable; the same interface and semantics as Redis otherwise (a user's
+    state is kept by user id: a replay has no slots to keep apart). :meth:`handle` gives
+    another instance's view of the same memory, as two processes share a Redis.
 
     >>> store = MemoryStateStore()
     >>> store.acquire([("t", 0)])
@@ -283,6 +308,9 @@ class MemoryStateStore(Holdings):
     >>> loaded = store.begin([("t", 0)]).load({("t", 0): ["u1"]}, {("t", 0): 60})
     >>> loaded.states, loaded.applied, loaded.timers, store.outbox(("t", 0))
     ({('t', 0): {'u1': b'{}'}}, {('t', 0): 9}, {('t', 0): [(50, 'u1')]}, [b'x'])
+    >>> other = store.handle()
+    >>> other.get_user("u1"), other.held()
+    (b'{}', {})
     """
 
     def __init__(self, *, max_timers: int = MAX_TIMERS) -> None:
@@ -293,10 +321,34 @@ class MemoryStateStore(Holdings):
         self.outboxes: dict[Partition, list[bytes]] = {}
         self.timers: dict[Partition, dict[str, int]] = {}
         self.epoch: dict[Partition, int] = {}
-        self.model: bytes | None = None
+        #: The global model, under ``"model"`` (a dict, so that handles share it).
+        self.models: dict[str, bytes] = {}
         self.contributions: dict[str, bytes] = {}
         self.partitions: dict[str, int] = {}
+        #: Per partition, its tier populations and conversion counts.
+        self.counts: dict[Partition, TierCounts] = {}
+        #: Topics whose populations count every user.
+        self.counted: set[str] = set()
         self.max_timers = max_timers
+
+    @property
+    def model(self) -> bytes | None:
+        """The stored global model."""
+        return self.models.get("model")
+
+    @model.setter
+    def model(self, value: bytes | None) -> None:
+        if value is None:
+            self.models.pop("model", None)
+        else:
+            self.models["model"] = value
+
+    def handle(self) -> MemoryStateStore:
+        """Another instance's handle on the same memory: it shares everything stored and
+        holds no partition yet."""
+        other = copy.copy(self)
+        Holdings.__init__(other)
+        return other
 
     def ping(self) -> None:
         return None
@@ -329,13 +381,29 @@ class MemoryStateStore(Holdings):
         del self.outboxes.get(partition, [])[:count]
 
     def record_partition_count(self, topic: str, partitions: int) -> int:
+        if topic not in self.partitions:
+            self.counted.add(topic)
         return self.partitions.setdefault(topic, partitions)
 
     def partition_counts(self) -> dict[str, int]:
         return dict(self.partitions)
 
+    def populations_counted(self, topic: str) -> bool:
+        return topic in self.counted
+
+    def tier_counts(self, partitions: Sequence[Partition]) -> dict[Partition, TierCounts]:
+        found = {}
+        for tp in partitions:
+            counts = self.counts.get(tp, TierCounts())
+            found[tp] = TierCounts(dict(counts.population), dict(counts.conversions))
+        return found
+
     def get_user(self, user_id: str) -> bytes | None:
         return self.users.get(user_id)
+
+    def get_users(self, user_ids: Sequence[str]) -> dict[str, bytes | None]:
+        """The stored states of ``user_ids``."""
+        return {u: self.users.get(u) for u in user_ids}
 
     def get_model(self) -> bytes | None:
         return self.model
@@ -358,6 +426,8 @@ class _MemoryTransaction:
         self._store = store
         self._partitions = list(partitions)
         self._seen: dict[Partition, int] = {}
+        #: The states the load read, per partition: what Redis WATCHes.
+        self._read: dict[Partition, dict[str, bytes | None]] = {}
         self._model: bytes | None = None
 
     def load(
@@ -380,6 +450,7 @@ class _MemoryTransaction:
         for tp in self._partitions:
             wanted = [*users.get(tp, ()), *(u for _, u in timers.get(tp, ()))]
             states[tp] = {u: s.users.get(u) for u in wanted}
+        self._read = {tp: dict(found) for tp, found in states.items()}
         return Loaded(
             states=states,
             applied=dict(self._seen),
@@ -388,6 +459,9 @@ class _MemoryTransaction:
             capped=capped,
             model=s.model,
             contributions=dict(s.contributions),
+            populations={
+                tp: dict(s.counts.get(tp, TierCounts()).population) for tp in self._partitions
+            },
         )
 
     def save_partitions(self, batch: SaveSet) -> None:
@@ -396,7 +470,10 @@ class _MemoryTransaction:
             if write.empty:
                 continue
             s.check_owner([tp])
-            if s.applied.get(tp, -1) != self._seen.get(tp, -1):
+            read = self._read.get(tp, {})
+            if s.applied.get(tp, -1) != self._seen.get(tp, -1) or any(
+                s.users.get(u) != value for u, value in read.items()
+            ):
                 raise Fenced(f"partition {tp} was written concurrently")
             self._write(tp, write)
 
@@ -418,6 +495,7 @@ class _MemoryTransaction:
             s.timers.setdefault(tp, {}).update(write.timers_set)
         for user in write.timers_clear:
             s.timers.get(tp, {}).pop(user, None)
+        s.counts.setdefault(tp, TierCounts()).add(write.counts)
 
     def abort(self) -> None:
         return None

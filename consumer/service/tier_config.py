@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,12 @@ def load_engine(
     model: GlobalModel | None = None,
     contribution: dict[str, Any] | None = None,
     frozen: bool = False,
+    state_ttl_days: float | None = None,
 ) -> TierEngine:
     """The engine the config at ``path`` defines, scoring with ``model`` (version 0 if
-    None) and resuming the learning in ``contribution``; SettingsError on a bad config."""
+    None) and resuming the learning in ``contribution``, ending users silent for
+    ``state_ttl_days`` of event time (``TIERSTREAM_STATE_TTL_DAYS``; None: the default);
+    SettingsError on a bad config."""
     config = read_config(path)
     try:
         weights = config["score"]["weights"]
@@ -68,6 +72,8 @@ def load_engine(
         ) from None
     try:
         horizons, merge_policy = _models(config.get("models", {}))
+        if state_ttl_days is not None:
+            horizons = replace(horizons, expire_after_ms=round(state_ttl_days * DAY_MS))
         return TierEngine(
             ValueScorer(weights),
             TierPolicy.from_config(policy),

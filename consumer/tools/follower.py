@@ -2,7 +2,10 @@
 topics, written once so teams can copy it (``tierstream follow`` runs it on Kafka).
 
 1. **Bootstrap** from the compacted current-tier topic (``user-tiers``): the last record
-   per user is their tier now; a tombstone means forgotten.
+   per user is their tier now; a tombstone means forgotten, or expired (silent for the
+   state's time-to-live). An expiry has a tombstone but no change on the change topic
+   (tier-change v3 allows no tier only for an erasure): a follower counts an expired
+   user in their last tier until it bootstraps again.
 2. **Follow** the change topic: drop a change already seen (same ``event_id``: outboxes
    re-publish after a crash, byte-identical) or already covered by the bootstrap (same
    lifetime, ``seq`` not above the known one); report a **gap** when a user's ``seq``
@@ -59,7 +62,8 @@ class Follower:
     applied: int = 0
 
     def bootstrap(self, user_id: str, record: dict[str, Any] | None) -> None:
-        """A record of the current-tier topic (None: a tombstone, the user was forgotten)."""
+        """A record of the current-tier topic (None: a tombstone, the user was forgotten
+        or expired)."""
         if record is None:
             self.users.pop(user_id, None)
             return

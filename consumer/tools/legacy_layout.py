@@ -7,7 +7,9 @@ at ``<p>:model``, ``<p>:contrib:<instance>``, ``<p>:contributors``. Records were
 the same partitioner then, so each user goes to the partition the input topic's count
 routes them to; each of the input topic's partitions keeps its applied offset, epoch,
 watermark, timers and unpublished outputs (the service publishes them at its next start);
-the models keep their version and the instances' learning. Then the count is recorded.
+the models keep their version and the instances' learning. Then each partition's users
+are counted by tier (:mod:`consumer.tools.recount`, which also ends Redis's time-to-live
+of the moved states: the engine ends silent users now), and the count is recorded.
 
 Run with every instance stopped. Every key is written in the new layout before its old
 one is deleted, and the count is recorded last: a run that stopped halfway is run again.
@@ -25,7 +27,10 @@ from consumer.service.errors import UserError
 from consumer.service.keys import glob_escape
 from consumer.service.partitioning import partition_of
 from consumer.service.redis_store import RedisStateStore
-from consumer.tools.repartition import CHUNK, EXAMPLES, chunks, text
+from consumer.tools.key_scan import CHUNK, chunks, text
+from consumer.tools.recount import Recount
+from consumer.tools.repartition import EXAMPLES
+from online_models.engine import Horizons
 
 __all__ = ["LegacyMigration", "LegacyReport"]
 
@@ -47,7 +52,8 @@ class LegacyReport:
 
 class LegacyMigration:
     """Moves ``store``'s old-layout keys into the current layout for ``topic`` of
-    ``partitions`` partitions (see the module docstring)."""
+    ``partitions`` partitions (see the module docstring); ``horizons``: the deployment's
+    (the recount arms the expiry of states with no timer)."""
 
     def __init__(
         self,
@@ -57,8 +63,10 @@ class LegacyMigration:
         *,
         dry_run: bool = False,
         say: Callable[[str], None] = lambda _: None,
+        horizons: Horizons | None = None,
     ) -> None:
         self.store = store
+        self.horizons = horizons or Horizons()
         self.keys = store.keys
         self.redis: Any = store.client
         self.prefix = store.prefix
@@ -102,6 +110,7 @@ class LegacyMigration:
             f"outputs and {report.models} model keys {verb}"
         )
         if not self.dry_run:
+            Recount(self.store, self.topic, self.partitions, self.horizons, say=self.say).run()
             self.redis.hset(self.keys.partitions, self.topic, self.partitions)
         return report
 

@@ -11,15 +11,19 @@ with every instance stopped:
 1. refuses while any instance of the group is up, or any old partition's outbox holds
    unpublished outputs (the next start publishes them: starting an instance publishes
    the outboxes of its partitions before it refuses the new count);
-2. for each old partition, moves each user the new count routes elsewhere: the state,
-   with the time-to-live it has left, and the timer, each written to the new partition
-   *before* it is deleted from the old one;
+2. for each old partition, moves each user the new count routes elsewhere: the state
+   (with the time-to-live it has left, if a version that let Redis expire states wrote
+   it) and the timer, each written to the new partition *before* it is deleted from the
+   old one;
 3. sets each new partition's event-time watermark to the largest old one (the stream's
    event time goes on there; a moved user's timer fires when it passes its time, not
    earlier); the old partitions keep their watermarks and applied offsets (their records
    were all applied: the service stopped caught up), the new partitions have none (they
    are read from their first record);
-4. records the new count: the service starts again.
+4. counts every partition's users by tier again (:mod:`consumer.tools.recount`): a moved
+   user now counts where they live; the conversion counts stay where their labels were
+   resolved (summed over partitions, they are the same);
+5. records the new count: the service starts again.
 
 **Idempotent.** A run that stops halfway (a crash, Redis going away) has recorded
 nothing: run it again. A user already moved is found in their new partition and left
@@ -36,19 +40,19 @@ move is the boundary.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any, Final
 
 from consumer.service.errors import UserError
 from consumer.service.partitioning import partition_of
 from consumer.service.redis_store import RedisStateStore
+from consumer.tools.key_scan import CHUNK, chunks, text
+from consumer.tools.recount import Recount, RecountReport
+from online_models.engine import Horizons
 
-__all__ = ["CHUNK", "EXAMPLES", "Repartition", "Report", "chunks", "text"]
+__all__ = ["EXAMPLES", "Repartition", "Report"]
 
-#: Users (or timers) per SCAN step and per round trip of reads and writes.
-CHUNK: Final = 1000
 #: Users a refusal names at most.
 EXAMPLES: Final = 5
 
@@ -66,11 +70,15 @@ class Report:
     watermark: int | None = None
     #: Users with different states in their old and their new partition.
     conflicts: list[str] = field(default_factory=list)
+    #: The tier populations counted after the move (None: dry, or nothing to move).
+    counted: RecountReport | None = None
 
 
 class Repartition:
     """Moves ``topic``'s users in ``store`` to the partitions ``new`` routes them to
-    (see the module docstring); ``say`` gets one progress line per old partition."""
+    (see the module docstring); ``say`` gets one progress line per old partition, and
+    one per new partition counted. ``horizons``: the deployment's (a recount arms the
+    expiry of a state of an older version that has no timer)."""
 
     def __init__(
         self,
@@ -80,6 +88,7 @@ class Repartition:
         *,
         dry_run: bool = False,
         say: Callable[[str], None] = lambda _: None,
+        horizons: Horizons | None = None,
     ) -> None:
         if new <= 0:
             raise UserError(f"the new partition count must be > 0, not {new}")
@@ -90,6 +99,7 @@ class Repartition:
         self.new = new
         self.dry_run = dry_run
         self.say = say
+        self.horizons = horizons or Horizons()
 
     def old_count(self) -> int:
         """The count the state was written for."""
@@ -142,6 +152,8 @@ class Repartition:
                 "docs/runbook.md"
             )
         if not self.dry_run:
+            recount = Recount(self.store, self.topic, self.new, self.horizons, say=self.say)
+            report.counted = recount.run()
             self.redis.hset(self.keys.partitions, self.topic, self.new)
         return report
 
@@ -226,15 +238,3 @@ class Repartition:
                     writes.set(keys.watermark(topic, q), top)
             writes.execute()
         return top
-
-
-def text(value: bytes | str) -> str:
-    """A key or member as text."""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def chunks(items: Iterable[Any]) -> Iterator[list[Any]]:
-    """``items`` in lists of :data:`CHUNK`."""
-    it = iter(items)
-    while chunk := list(islice(it, CHUNK)):
-        yield chunk

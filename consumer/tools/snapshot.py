@@ -25,16 +25,18 @@ Users are listed in ``user_id`` order, so two snapshots of the same state are id
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
 import orjson
 
-from consumer.service.errors import StateStoreUnavailable, UserError
+from consumer.service.errors import StateStoreError, StateStoreUnavailable, UserError
 from consumer.service.redis_connection import REDIS_FAILURES
 from consumer.service.redis_store import RedisStateStore
 from consumer.service.state_store import MemoryStateStore
+from consumer.service.tier_counts import TierCounts
 from online_models.engine import TierEngine
 from online_models.timefmt import iso_utc_ms
 from online_models.user_state import UserState
@@ -89,12 +91,20 @@ def line_from_view(user_id: str, view: dict[str, Any]) -> dict[str, Any]:
 
 
 def snapshot_lines(
-    states: Iterable[tuple[str, bytes]], engine: TierEngine, as_of_ms: int | None = None
+    states: Iterable[tuple[str, bytes]],
+    engine: TierEngine,
+    as_of_ms: int | None = None,
+    *,
+    tiers: Counter[str] | None = None,
 ) -> Iterator[bytes]:
-    """Encoded snapshot lines for stored ``(user_id, state JSON)`` pairs."""
+    """Encoded snapshot lines for stored ``(user_id, state JSON)`` pairs; ``tiers``, if
+    given, counts the lines per tier."""
     for user_id, raw in states:
         state = UserState.from_json(orjson.loads(raw))
-        yield orjson.dumps(snapshot_line(user_id, state, engine, as_of_ms))
+        line = snapshot_line(user_id, state, engine, as_of_ms)
+        if tiers is not None:
+            tiers[line["tier"]] += 1
+        yield orjson.dumps(line)
 
 
 def memory_states(store: MemoryStateStore) -> Iterator[tuple[str, bytes]]:
@@ -112,9 +122,9 @@ class RedisStates:
     on Redis Cluster, one pass per primary), sorted, and read back a thousand at a time,
     each thousand in one round trip. One pass over every key, not one per partition: a
     ``SCAN`` whose pattern names one slot still visits every key of a single server (and
-    of a cluster node before Redis 7.4). A user whose key expired in between is left out;
-    a user stored under two topics (a file replayed into the deployment's Redis) is read
-    from the store's input topic, else from the first topic by name.
+    of a cluster node before Redis 7.4). A user whose state was deleted in between is left
+    out; a user stored under two topics (a file replayed into the deployment's Redis) is
+    read from the store's input topic, else from the first topic by name.
     """
 
     def __init__(self, store: RedisStateStore) -> None:
@@ -157,6 +167,19 @@ class RedisStates:
                     self.skipped += 1
                 else:
                     yield user_id, raw
+
+    def conversions(self) -> dict[str, int]:
+        """The propensity labels resolved, by conversion key, summed over every partition
+        of every topic with state (:mod:`consumer.service.tier_counts`)."""
+        counts = self.store.partition_counts()
+        parts = [(t, p) for t, n in sorted(counts.items()) for p in range(n)]
+        total = TierCounts()
+        try:
+            for counted in self.store.tier_counts(parts).values():
+                total.add(counted)
+        except StateStoreError as exc:  # what the store makes of a Redis failure
+            raise self._unavailable(exc) from None
+        return total.conversions
 
     def _unavailable(self, exc: Exception) -> StateStoreUnavailable:
         return self.store.unreachable(exc)

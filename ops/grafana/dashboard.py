@@ -362,13 +362,46 @@ def throughput_row(layout: Layout) -> None:
         layout.add(panel, 12)
 
 
-def tiers_row(layout: Layout) -> None:
-    """Where users move between tiers.
+def population(*by: str) -> str:
+    """Users per ``by`` labels, each partition counted once: its owner reports it, and
+    while a partition changes hands two instances may for a scrape or two (docs/metrics.md).
 
-    No population panel yet: the service exports no tier population metric. When one is
-    added to ``Metrics``, the coverage test fails until it has a panel here.
+    >>> print(population("tier"))
+    sum by (tier) (max by (topic, partition, tier) (tierstream_tier_population{...}))
     """
+    once = f"max by (topic, partition, tier) ({series('tierstream_tier_population')})"
+    return f"sum by ({', '.join(by)}) ({once})" if by else f"sum({once})"
+
+
+def tiers_row(layout: Layout) -> None:
+    """How many users each tier holds, where they move, and what treating a tier does."""
     layout.row("Tiers")
+    layout.add(
+        timeseries(
+            "Users per tier",
+            "Users with a state, by tier: counted by each partition's owner in the "
+            "transaction that writes the states, so exact (forgotten and expired users "
+            "leave their tier when their state is deleted).",
+            target(population("tier"), "{{tier}}"),
+        ),
+        12,
+    )
+    layout.add(
+        bargauge("Users per tier now", "Tier populations.", population("tier"), "{{tier}}"),
+        6,
+    )
+    forgotten = rate("tierstream_events_total", 'result="forgotten"')
+    layout.add(
+        timeseries(
+            "Users ended/s",
+            "Users whose state was deleted: silent past TIERSTREAM_STATE_TTL_DAYS (event "
+            "time), or forgotten (tierstream forget).",
+            target(f"sum({rate('tierstream_users_expired_total')})", "expired"),
+            target(f"sum({forgotten})", "forgotten"),
+            unit="ops",
+        ),
+        6,
+    )
     changes = "tierstream_tier_changes_total"
     layout.add(
         timeseries(

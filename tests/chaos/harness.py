@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -513,6 +514,25 @@ class RedisView:
                         assert home[2] not in out, f"user {home[2]} is stored twice"
                         out[home[2]] = v if isinstance(v, bytes) else v.encode()
         return out
+
+    def populations(self) -> tuple[dict[int, dict[str, int]], dict[int, dict[str, int]]]:
+        """Per partition, the tier population Redis counted (tiers with nobody left out)
+        and the one its stored users' tiers make."""
+        counted: dict[int, dict[str, int]] = {}
+        found: dict[int, dict[str, int]] = {p: {} for p in range(self.partitions)}
+        with self.client() as r:
+            for p in range(self.partitions):
+                raw = r.hgetall(self.keys.populations(self.topic, p))
+                counted[p] = {_text(t): int(n) for t, n in raw.items() if int(n)}
+            keys = [_text(k) for k in r.scan_iter(match=self.keys.all_users, count=2000)]
+            for i in range(0, len(keys), 2000):
+                chunk = keys[i : i + 2000]
+                for k, v in zip(chunk, r.mget(chunk), strict=True):
+                    home = self.keys.parse_user(k)
+                    if v is not None and home is not None and home[0] == self.topic:
+                        tier = orjson.loads(v)["tier"]
+                        found[home[1]][tier] = found[home[1]].get(tier, 0) + 1
+        return counted, found
 
     def mentions(self, user_id: str) -> list[str]:
         """Every key under the prefix that names ``user_id``, or holds it as a member,

@@ -136,6 +136,22 @@ def states_equal(verdict: Verdict, live: Mapping[str, bytes], ref: Mapping[str, 
     verdict.check("final Redis user states byte-equal to the clean run", bad)
 
 
+def populations_exact(
+    verdict: Verdict,
+    counted: Mapping[int, Mapping[str, int]],
+    found: Mapping[int, Mapping[str, int]],
+) -> None:
+    """Per partition, the tier population Redis counted (in the transactions that wrote
+    the states) is exactly its stored users' tiers: nobody counted twice or left behind,
+    whatever was killed, restarted or rolled back."""
+    bad = [
+        f"partition {p}: counted {dict(counted.get(p, {}))}, stored users {dict(found[p])}"
+        for p in sorted(found)
+        if dict(counted.get(p, {})) != dict(found[p])
+    ]
+    verdict.check("per partition, the tier population counted is its users' tiers", bad)
+
+
 def features_equal(verdict: Verdict, live: Mapping[str, bytes], ref: Mapping[str, bytes]) -> None:
     """With learning on, tiers may differ (the models learn from another interleaving), but
     features and event counts depend on the user's own events only: equal."""

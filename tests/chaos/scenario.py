@@ -189,6 +189,7 @@ class Run:
         )
         inv.seq_gap_free(v, out.changes, out.states)
         inv.first_occurrences_in_order(v, out.changes)
+        inv.populations_exact(v, *self.cluster.redis.populations())
         if ref is not None:
             if frozen:
                 inv.states_equal(v, out.states, ref.store.users)

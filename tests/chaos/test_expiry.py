@@ -1,20 +1,20 @@
-"""Expiry: with a state time-to-live of a few seconds (``TIERSTREAM_STATE_TTL_DAYS`` is a
-float of days), some users fall silent while the rest of the stream goes on for months of
-event time (so the silent users' inactivity timers fire again and again), then the
+"""Expiry: with a state time-to-live of a few weeks (``TIERSTREAM_STATE_TTL_DAYS``, event
+time), some users fall silent while the rest of the stream goes on for months of event
+time (so the silent users' inactivity timers fire, then the one that ends them), then the
 silent users come back.
 
 What it proves: a user silent past the TTL has nothing left in Redis: no key names them
-and no shared key (a partition's timers, outbox, a set) holds them as a member or value,
-also after event time passed the timers they had (timers of a silent user must neither
-keep their state alive nor recreate it); users with events keep theirs; and a user who
-comes back starts a new lifetime whose tier changes' ``event_id``s never repeat one of
-their earlier lifetime (a subscriber de-duplicating by ``event_id`` would drop them).
-Non-vacuous: each silent user had tier changes before and gets some after returning.
+and no shared key (a partition's timers, outbox, a set) holds them as a member or value
+(their last timer deleted their state, and timers never recreate it); their tier's
+population let them go in the same transaction (the tier populations equal the stored
+users' tiers); users with events keep theirs; and a user who comes back starts a new
+lifetime whose tier changes' ``event_id``s never repeat one of their earlier lifetime (a
+subscriber de-duplicating by ``event_id`` would drop them). Non-vacuous: each silent user
+had tier changes before and gets some after returning.
 
 The stream: all users active for 4 event days; then only the busy users, in chunks of 10
-event days half a second apart (the silent users' timers fire in between); then a lull
-with no event at all, longer than the TTL; one more chunk (timers left behind fire); the
-check of what is left; the silent users' return.
+event days half a second apart (the silent users' timers fire in between, the last one
+past the TTL); the check of what is left; the silent users' return.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ START_MS = 1_767_571_200_000  # 2026-01-05T00:00:00Z
 class Plan:
     silent: int
     background: int
-    ttl_s: float
+    ttl_days: float  # event time
     chunks: int  # chunks of 10 event days of background events
     timeout: float
 
 
-SMALL = Plan(silent=4, background=40, ttl_s=3.0, chunks=6, timeout=60)
-FULL = Plan(silent=20, background=300, ttl_s=4.0, chunks=9, timeout=180)
+SMALL = Plan(silent=4, background=40, ttl_days=20, chunks=4, timeout=60)
+FULL = Plan(silent=20, background=300, ttl_days=30, chunks=6, timeout=180)
 
 
 def _event(user: str, n: int, t_ms: int, kind: str = "page_view") -> tuple[bytes, bytes]:
@@ -77,7 +77,7 @@ def _days(users: list[str], first: int, last: int) -> list[tuple[bytes, bytes]]:
 def expiry_scenario(
     endpoints: Endpoints, workdir: Path, model: Path, plan: Plan
 ) -> tuple[Run, dict[str, object]]:
-    env = {"TIERSTREAM_STATE_TTL_DAYS": repr(plan.ttl_s / 86400)}
+    env = {"TIERSTREAM_STATE_TTL_DAYS": repr(plan.ttl_days)}
     run = Run(endpoints, workdir, model_file=model, env=env)
     try:
         cluster, v = run.cluster, run.verdict
@@ -93,15 +93,8 @@ def expiry_scenario(
             fed &= run.feed(_days(background, last_day, last_day + 10), plan.timeout)
             last_day += 10
             time.sleep(0.5)
-        # A lull with no event at all, longer than the TTL: whatever a timer rewrote has
-        # expired by its end too (so a returning user starts a new lifetime whatever the
-        # timers did), and the next events fire the timers left behind.
-        time.sleep(plan.ttl_s + 1.0)
+        assert last_day - 4 > plan.ttl_days + 7, "the silent users' end must be fed past"
         run.timeline.note(f"{time.monotonic() - t_quiet:.1f}s since the silent users' last events")
-        fed &= run.feed(
-            _days(background, last_day, last_day + 10), plan.timeout
-        )  # their timers fire
-        last_day += 10
         left = {u: cluster.redis.mentions(u) for u in silent}
         v.check(
             "a user silent past the TTL has nothing left in Redis",
@@ -112,6 +105,7 @@ def expiry_scenario(
             "users with events keep their state",
             [f"{u}: no state" for u in background if u not in kept],
         )
+        inv.populations_exact(v, *cluster.redis.populations())
         back_ms = START_MS + (last_day + 5) * DAY_MS
         t_back = run.timeline.note("the silent users come back")
         returning = [
@@ -160,7 +154,7 @@ def expiry_scenario(
         rows: dict[str, object] = {
             "silent users": plan.silent,
             "users with events": plan.background,
-            "TTL, s": plan.ttl_s,
+            "TTL, event days": plan.ttl_days,
             "event days": last_day,
             "silent users with something left": sum(1 for found in left.values() if found),
             "returning users whose event ids repeat": sum(

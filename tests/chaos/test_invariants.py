@@ -346,3 +346,27 @@ def test_seq_lifetimes_an_erasure_ends_one_and_anything_else_is_a_lost_state(
     v = inv.Verdict()
     inv.seq_gap_free(v, live.changes, live.states, expiry=True)
     assert v.failed == ["per user and lifetime, seq gap-free: published seqs are 1..n"]
+
+
+def test_populations_exact_catches_a_user_counted_twice_or_left_behind(
+    reference: inv.Reference,
+) -> None:
+    """The clean run's counts are its users' tiers; one user more in a tier, or a
+    partition's count gone, fails."""
+    store = reference.store
+    parts = sorted(store.counts)
+    counted = {tp[1]: {t: n for t, n in store.counts[tp].population.items() if n} for tp in parts}
+    found: dict[int, dict[str, int]] = {tp[1]: {} for tp in parts}
+    for user, raw in store.users.items():
+        tiers = found[partition_of(user, 2)]
+        tier = orjson.loads(raw)["tier"]
+        tiers[tier] = tiers.get(tier, 0) + 1
+    v = inv.Verdict()
+    inv.populations_exact(v, counted, found)
+    assert not v.violations and sum(map(len, found.values())) >= 2, v.render()
+    tier = next(iter(counted[0]))
+    twice = {**counted, 0: {**counted[0], tier: counted[0][tier] + 1}}
+    for broken in (twice, {1: counted[1]}):
+        v = inv.Verdict()
+        inv.populations_exact(v, broken, found)
+        assert v.failed == ["per partition, the tier population counted is its users' tiers"]

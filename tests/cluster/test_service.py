@@ -42,7 +42,7 @@ def test_the_service_on_a_redis_cluster_equals_a_clean_run(
     run = cli("run", "--stop-when-idle", "3", env=env)
     assert run.returncode == 0, run.stderr
     check_exact(names, redis_cluster.url, trained_model)
-    store = RedisStateStore(redis_cluster.url, prefix=names.prefix, ttl_seconds=1)
+    store = RedisStateStore(redis_cluster.url, prefix=names.prefix)
     assert store.partition_counts() == {names.input: PARTITIONS}
     store.close()
     snap = cli("snapshot", "--out", "-", env=env)
@@ -60,7 +60,7 @@ def _kill_mid_run(names: Names, url: str, model_file: Path, kill: Callable[[], N
         TIERSTREAM_MAX_POLL_RECORDS="100",  # many batches: the kill lands mid-run
     )
     proc = start_service(env)
-    store = RedisStateStore(url, prefix=names.prefix, ttl_seconds=1)
+    store = RedisStateStore(url, prefix=names.prefix)
     parts = [(names.input, p) for p in range(PARTITIONS)]
     try:
         wait_until(

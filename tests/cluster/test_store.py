@@ -26,7 +26,7 @@ def make_store(
     stores: list[RedisStateStore] = []
 
     def make() -> RedisStateStore:
-        store = RedisStateStore(url, prefix=prefix, ttl_seconds=3600)
+        store = RedisStateStore(url, prefix=prefix)
         stores.append(store)
         return store
 

@@ -1,11 +1,9 @@
-"""The state store's protocol, as every Redis deployment form must keep it (a single
-server, Redis Cluster, Sentinel): epochs and fencing, the guarded outbox trim, the load
-and the per-partition save, the learning's compare-and-set, users found by the recorded
-partition count. A test module imports these and provides ``make_store``: a factory of
-store handles on one fresh key prefix, each handle an instance of its own.
-
-(The memory store is one process's: two handles cannot share it. Its semantics are
-checked by the unit tests through the batch step and replays.)
+"""The state store's protocol, as every store must keep it (memory, and each Redis
+deployment form: a single server, Redis Cluster, Sentinel): epochs and fencing, the
+guarded outbox trim, the load and the per-partition save, the tier counts written with
+the states, the learning's compare-and-set, users found by the recorded partition count.
+A test module imports these and provides ``make_store``: a factory of store handles on
+one fresh store (a Redis key prefix, or one memory), each handle an instance of its own.
 """
 
 from __future__ import annotations
@@ -17,10 +15,29 @@ import pytest
 from consumer.service.errors import Fenced
 from consumer.service.partitioning import partition_of
 from consumer.service.redis_store import RedisStateStore
-from consumer.service.state_store import PartitionWrite, SaveSet
+from consumer.service.state_store import MemoryStateStore, PartitionWrite, SaveSet
+from consumer.service.tier_counts import TierCounts
 
-MakeStore = Callable[[], RedisStateStore]
+Store = RedisStateStore | MemoryStateStore
+MakeStore = Callable[[], Store]
 A, B = ("events", 0), ("events", 1)
+
+
+def write_behind(store: Store, tp: tuple[str, int], user: str, value: bytes) -> None:
+    """Write a user's state bypassing the store's transactions (another writer)."""
+    if isinstance(store, MemoryStateStore):
+        store.users[user] = value
+    else:
+        store.client.set(store.keys.user(*tp, user), value)
+
+
+def forget_counted(store: Store, topic: str, partitions: int) -> None:
+    """Make ``topic``'s state look written by a version that did not count populations:
+    its partition count recorded, the topic not marked counted."""
+    if isinstance(store, MemoryStateStore):
+        store.partitions[topic] = partitions
+    else:
+        store.client.hset(store.keys.partitions, topic, partitions)
 
 
 def test_each_acquire_raises_the_epoch_and_fences_the_one_before(
@@ -72,7 +89,7 @@ def test_a_batch_saves_what_it_loaded_per_partition(make_store: MakeStore) -> No
     assert store.outbox(A) == [b"o2"]
 
 
-def test_a_timer_alone_never_recreates_an_expired_state_and_forget_deletes(
+def test_a_timer_alone_never_recreates_a_deleted_state_and_forget_deletes(
     make_store: MakeStore,
 ) -> None:
     store = make_store()
@@ -144,7 +161,7 @@ def test_a_user_written_meanwhile_fences_the_partition(make_store: MakeStore) ->
     store.acquire([A])
     txn = store.begin([A])
     txn.load({A: ["u1"]}, {})
-    store.client.set(store.keys.user(*A, "u1"), b"written by someone else")
+    write_behind(store, A, "u1", b"written by someone else")
     with pytest.raises(Fenced):
         txn.save_partitions(SaveSet({A: PartitionWrite({"u1": b"mine"}, applied=1)}))
     assert store.applied_offsets([A]) == {A: None}
@@ -178,3 +195,59 @@ def test_tools_find_a_user_by_the_recorded_partition_count(make_store: MakeStore
     assert store.get_user("alice") == b"a" and store.get_user("bob") is None
     assert store.get_users(["alice", "bob"]) == {"alice": b"a", "bob": None}
     assert store.watermark() == 9
+
+
+def test_tier_counts_move_with_the_states(make_store: MakeStore) -> None:
+    store = make_store()
+    store.acquire([A, B])
+    txn = store.begin([A, B])
+    assert txn.load({A: ["u1"]}, {}).populations == {A: {}, B: {}}
+    first = SaveSet(
+        {
+            A: PartitionWrite(
+                {"u1": b"1", "u2": b"2"},
+                applied=1,
+                counts=TierCounts({"vip": 2}, {"treated:converted:vip": 1}),
+            ),
+            B: PartitionWrite({"u3": b"3"}, applied=1, counts=TierCounts({"casual": 1})),
+        }
+    )
+    txn.save_partitions(first)
+    txn = store.begin([A, B])
+    assert txn.load({A: ["u1"]}, {}).populations == {A: {"vip": 2}, B: {"casual": 1}}
+    moved = PartitionWrite(
+        {"u1": b"1'"},
+        deleted_users=["u2"],
+        applied=2,
+        counts=TierCounts({"vip": -2, "casual": 1}, {"treated:converted:vip": 2}),
+    )
+    txn.save_partitions(SaveSet({A: moved}))
+    got = store.tier_counts([A, B])
+    assert got[A] == TierCounts({"vip": 0, "casual": 1}, {"treated:converted:vip": 3}) and got[
+        B
+    ] == TierCounts({"casual": 1}, {})
+
+
+def test_a_fenced_partition_changes_no_count(make_store: MakeStore) -> None:
+    zombie, owner = make_store(), make_store()
+    zombie.acquire([A])
+    txn = zombie.begin([A])
+    txn.load({A: ["u1"]}, {})
+    owner.acquire([A])
+    with pytest.raises(Fenced):
+        txn.save_partitions(
+            SaveSet({A: PartitionWrite({"u1": b"1"}, applied=1, counts=TierCounts({"vip": 1}))})
+        )
+    assert owner.tier_counts([A]) == {A: TierCounts()}
+
+
+def test_a_fresh_state_is_counted_from_the_start_an_old_one_is_not(
+    make_store: MakeStore,
+) -> None:
+    store = make_store()
+    assert store.record_partition_count("events", 2) == 2
+    assert store.populations_counted("events")
+    assert store.record_partition_count("events", 4) == 2 and store.populations_counted("events")
+    forget_counted(store, "older", 3)
+    assert store.record_partition_count("older", 3) == 3
+    assert not store.populations_counted("older")

@@ -14,11 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from consumer.service.records import InputRecord
 from consumer.service.redis_store import RedisStateStore
+from online_models.control_group import ControlGroup
 from online_models.event import PURCHASE_INDEX, REFUND_INDEX, Event
 from online_models.features import RATES_PER_MS
 from schemas.decode import EventDecoder, key_rejection
@@ -93,16 +95,47 @@ class Names:
 def stored_users(prefix: str, users: Iterable[str], *, url: str = REDIS) -> dict[str, bytes | None]:
     """Each user's stored state, read where the deployment's recorded partition count
     routes them (``consumer/service/keys.py``)."""
-    store = RedisStateStore(url, prefix=prefix, ttl_seconds=1)
+    store = RedisStateStore(url, prefix=prefix)
     try:
         return store.get_users(list(users))
     finally:
         store.close()
 
 
+def populations(
+    prefix: str, topic: str, *, url: str = REDIS
+) -> tuple[dict[int, dict[str, int]], dict[int, dict[str, int]]]:
+    """Per partition of ``topic`` (by the recorded count), its tier population as counted
+    (the ``pop`` hash, tiers with nobody left out) and as its stored users' tiers say."""
+    store = RedisStateStore(url, prefix=prefix)
+    try:
+        n = store.partition_counts()[topic]
+        counted = store.tier_counts([(topic, p) for p in range(n)])
+        found: dict[int, dict[str, int]] = {p: {} for p in range(n)}
+        keys = list(store.client.scan_iter(match=store.keys.all_users, count=1000))
+        for key, raw in zip(keys, store.get_many(keys), strict=True):
+            home = store.keys.parse_user(key.decode())
+            if raw is not None and home is not None and home[0] == topic:
+                tier = orjson.loads(raw)["tier"]
+                found[home[1]][tier] = found[home[1]].get(tier, 0) + 1
+        return {
+            tp[1]: {t: k for t, k in c.population.items() if k} for tp, c in counted.items()
+        }, found
+    finally:
+        store.close()
+
+
+def control_flags(topic: str, group: ControlGroup) -> tuple[int, list[str]]:
+    """The tier changes on ``topic`` checked against ``group``, drawn in this process:
+    (how many, those whose ``control`` flag is not the group's)."""
+    changes = [orjson.loads(r.value or b"") for r in read_topic(topic)]
+    wrong = [c["event_id"] for c in changes if c["control"] != group.holds(c["user_id"])]
+    return len(changes), wrong
+
+
 def stored_watermark(prefix: str, *, url: str = REDIS) -> int | None:
     """The newest watermark over the deployment's partitions."""
-    store = RedisStateStore(url, prefix=prefix, ttl_seconds=1)
+    store = RedisStateStore(url, prefix=prefix)
     try:
         return store.watermark()
     finally:

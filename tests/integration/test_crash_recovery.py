@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from consumer.service.keys import KeySpace
+from consumer.service.redis_store import RedisStateStore
 from consumer.service.tier_config import load_engine
 from consumer.tools.replay import replay
 from tests.integration.support import (
@@ -104,6 +105,16 @@ def test_kill_after_each_step_loses_and_doubles_nothing(
     assert r.get(keys.model) == store.model
     assert r.get(keys.contribution(names.instance)) == store.contributions["local"]
     r.close()
+    # ...and so do the tier counts written with the states: nothing counted twice
+    redis_store = RedisStateStore(REDIS, prefix=names.prefix)
+    counted = redis_store.tier_counts([(names.input, 0)])[(names.input, 0)]
+    redis_store.close()
+    clean = store.counts[(names.input, 0)]
+    assert {t: n for t, n in counted.population.items() if n} == {
+        t: n for t, n in clean.population.items() if n
+    }  # (a tier whose count went back to 0 may be stored as 0, or not at all)
+    assert sum(clean.population.values()) == len(users)
+    assert counted.conversions == clean.conversions and sum(clean.conversions.values()) > 0
 
     # at-least-once outputs, duplicates identical, per-user order = the reference
     def strip(value: bytes) -> dict[str, object]:

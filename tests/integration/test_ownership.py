@@ -60,7 +60,7 @@ class Instance:
 
     def __init__(self, prefix: str, name: str, published: list[tuple[str, OutputRecord]]):
         self.name = name
-        self.store = RedisStateStore(REDIS, prefix=prefix, ttl_seconds=3600)
+        self.store = RedisStateStore(REDIS, prefix=prefix)
         self.hook: list[object] = []
 
         def emit(rec: OutputRecord) -> None:

@@ -3,11 +3,13 @@ ops/prometheus/prometheus.yml (same rules, targets rewritten), scrapes two ``tie
 run`` instances working through a generated stream; every query of the dashboard and of
 the alert rules runs against it.
 
-Issue 10's done-when: both targets are up, the lag and tier-transition series exist and
-move, and every PromQL expression of ops/grafana/dashboards/tierstream.json (its
-variables substituted) and of ops/prometheus/rules/ evaluates without error. Each
-dashboard query also returns data, except the ones listed in ``MAY_BE_EMPTY``: a
-misspelt metric or label is no error to Prometheus, only an empty panel.
+Issue 10's done-when: both targets are up, the tier population summed over tiers (the
+aggregation of docs/metrics.md, over both instances) equals the number of users in
+Redis, the lag and tier-transition series exist and move, and every PromQL expression of
+ops/grafana/dashboards/tierstream.json (its variables substituted) and of
+ops/prometheus/rules/ evaluates without error. Each dashboard query also returns data,
+except the ones listed in ``MAY_BE_EMPTY``: a misspelt metric or label is no error to
+Prometheus, only an empty panel.
 """
 
 from __future__ import annotations
@@ -29,10 +31,14 @@ from typing import Any
 import pytest
 import yaml
 
+from consumer.service.redis_store import RedisStateStore
+from online_models.control_group import ControlGroup
 from tests.integration.support import (
+    REDIS,
     REPO,
     Names,
     cli,
+    control_flags,
     create_topic,
     free_port,
     require_tool,
@@ -52,9 +58,10 @@ PARTITIONS = 4
 #: What Grafana would put for the dashboard's variables. The rate window must hold two
 #: scrapes at the 1 s interval used here; the range spans the whole test.
 VARIABLES = {"instance": ".*", "__rate_interval": "10s", "__range": "5m"}
-#: Panels whose queries may come back empty here: a batch fails only if a rebalance
-#: fences it, which this test neither causes nor rules out.
-MAY_BE_EMPTY = {"Batch errors/s by kind"}
+#: Queries (panel title, legend) that may come back empty here: a batch fails only if a
+#: rebalance fences it, which this test neither causes nor rules out; a user is forgotten
+#: only on request, and this test sends none.
+MAY_BE_EMPTY = {("Batch errors/s by kind", "{{kind}}"), ("Users ended/s", "forgotten")}
 
 
 class PromAPI:
@@ -119,8 +126,8 @@ def prometheus_config(path: Path, metrics_ports: list[int], web_port: int) -> No
     path.write_text(yaml.safe_dump(config))
 
 
-def dashboard_queries() -> Iterator[tuple[str, str]]:
-    """(panel title, PromQL) of every panel query, the variables substituted."""
+def dashboard_queries() -> Iterator[tuple[str, str, str]]:
+    """(panel title, legend, PromQL) of every panel query, the variables substituted."""
     board = json.loads(DASHBOARD.read_text())
 
     def substitute(expr: str) -> str:
@@ -128,7 +135,7 @@ def dashboard_queries() -> Iterator[tuple[str, str]]:
 
     for panel in board["panels"]:
         for target in panel.get("targets", []):
-            yield panel["title"], substitute(target["expr"])
+            yield panel["title"], target.get("legendFormat", ""), substitute(target["expr"])
 
 
 def rule_expressions() -> list[tuple[str, str]]:
@@ -138,6 +145,15 @@ def rule_expressions() -> list[tuple[str, str]]:
         for group in yaml.safe_load(path.read_text())["groups"]:
             out.extend((r.get("alert") or r["record"], r["expr"]) for r in group["rules"])
     return out
+
+
+def stored_user_count(prefix: str) -> int:
+    """How many user states Redis holds under ``prefix``."""
+    store = RedisStateStore(REDIS, prefix=prefix)
+    try:
+        return sum(1 for _ in store.client.scan_iter(match=store.keys.all_users, count=1000))
+    finally:
+        store.close()
 
 
 def values(series: dict[str, Any]) -> list[float]:
@@ -234,6 +250,24 @@ def _check(api: PromAPI, names: Names) -> None:
 
     wait_for(f"all {EVENTS} records read, as Prometheus sees it", all_read, timeout=60)
 
+    # The tier populations: each instance reports the partitions it owns; summed over
+    # tiers and partitions (each counted once), they are the users stored in Redis.
+    users = stored_user_count(names.prefix)
+    population = f"max by (topic, partition, tier) (tierstream_tier_population{{{job}}})"
+    assert users > 200
+    wait_for(
+        f"the tier populations summed through Prometheus to equal the {users} users in Redis",
+        lambda: scalar(f"sum({population})") == users,
+        timeout=15,
+    )
+    by_instance = api.query(f"count by (instance) (tierstream_tier_population{{{job}}})")
+    assert len(by_instance) == 2, by_instance  # both instances own some of it
+    # Whichever instance wrote a change, its control flag is the group this process draws.
+    n, wrong = control_flags(names.output, ControlGroup(0.05, "tierstream-control-1"))
+    assert n > 100 and not wrong, wrong[:5]
+    tiers = api.query(f"sum by (tier) ({population})")
+    assert len([t for t in tiers if float(t["value"][1]) > 0]) >= 2, tiers
+
     # The lag: one series per partition, which went up and came down to nothing.
     per_partition = f"max by (topic, partition) (tierstream_consumer_lag_records{{{job}}})"
     lag = api.query_range(per_partition, since)
@@ -256,8 +290,8 @@ def _check(api: PromAPI, names: Names) -> None:
 
     empty = [
         (title, expr)
-        for title, expr in dashboard_queries()
-        if not api.query(expr) and title not in MAY_BE_EMPTY
+        for title, legend, expr in dashboard_queries()
+        if not api.query(expr) and (title, legend) not in MAY_BE_EMPTY
     ]
     assert not empty, f"dashboard queries with no data: {empty}"
     for _, expr in rule_expressions():

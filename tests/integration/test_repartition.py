@@ -1,7 +1,8 @@
 """The input topic grows from 2 to 4 partitions (issue 9): the service refuses the new
 count with one line, `tierstream state repartition` moves the users routed elsewhere,
 and after more events (keyed: some users now land on the new partitions) the state is
-what a clean in-memory run gives when it makes the same move at the same point.
+what a clean in-memory run gives when it makes the same move at the same point, and each
+partition's tier population counts the users living there (issue 10).
 
 The clean run: the records of before the move (by partition and offset), then, in memory,
 each timer moved to its user's new partition and the new partitions' watermarks set to
@@ -32,7 +33,11 @@ from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.legacy_layout import LegacyMigration
 from consumer.tools.repartition import Repartition
 from consumer.tools.replay import Replay
+from online_models.engine import Horizons
+from online_models.event import Event
+from online_models.features import DAY_MS
 from online_models.global_model import GlobalModel
+from online_models.user_state import UserState
 from tests.integration.support import (
     KAFKA,
     REDIS,
@@ -40,6 +45,7 @@ from tests.integration.support import (
     cli,
     end_offsets,
     grow_topic,
+    populations,
     read_topic,
     stored_users,
 )
@@ -110,6 +116,8 @@ def test_a_grown_topic_is_refused_then_repartitioned(
 
     outputs, store = _clean_run(names, trained_model, old, new)
     assert stored_users(names.prefix, sorted(store.users)) == store.users
+    counted, found = populations(names.prefix, names.input)
+    assert counted == found and len(found) == 4 and all(found.values())
     published: dict[str, list[dict[str, object]]] = defaultdict(list)
     seen: set[str] = set()
     for rec in read_topic(names.output):
@@ -153,10 +161,26 @@ class _Crash(Exception):
     """The repartition stops here, as if killed."""
 
 
+TIERS = ("casual", "engaged", "vip")
+
+
+def _state(user: str, i: int, *, due_ms: int | None = None) -> bytes:
+    """A user's stored state: one event, in one of three tiers, its timer due at 1000 + i
+    (``due_ms``: another time; -1 none, as a version that let Redis expire states left
+    a user silent for a year)."""
+    state = UserState.new()
+    state.features.apply(Event(f"{user}-e", user, "login", 1000 + i))
+    state.tier, state.seq = TIERS[i % 3], 1
+    state.due_ms = 1000 + i if due_ms is None else due_ms
+    if due_ms == -1:  # its timers stopped: the last re-score was before max_silence
+        state.rescored_ms = 1000 + i + 364 * DAY_MS
+    return orjson.dumps(state.to_json())
+
+
 def _seeded(prefix: str, users: list[str]) -> RedisStateStore:
-    """A state of ``users`` on 2 partitions of topic "events", each with a timer and a
-    time-to-live, the watermarks at 100 and 200."""
-    store = RedisStateStore(REDIS, prefix=prefix, ttl_seconds=3600)
+    """A state of ``users`` on 2 partitions of topic "events", each with a timer, counted
+    by tier, the watermarks at 100 and 200."""
+    store = RedisStateStore(REDIS, prefix=prefix)
     store.record_partition_count("events", 2)
     parts = [("events", 0), ("events", 1)]
     store.acquire(parts)
@@ -165,8 +189,10 @@ def _seeded(prefix: str, users: list[str]) -> RedisStateStore:
     batch = SaveSet()
     for i, u in enumerate(users):
         write = batch.at(("events", partition_of(u, 2)))
-        write.states[u] = f"state of {u}".encode()
+        write.states[u] = _state(u, i)
         write.timers_set[u] = 1000 + i
+        population = write.counts.population
+        population[TIERS[i % 3]] = population.get(TIERS[i % 3], 0) + 1
     batch.at(parts[0]).watermark, batch.at(parts[1]).watermark = 100, 200
     txn.save_partitions(batch)
     return store
@@ -178,9 +204,17 @@ def _layout(store: RedisStateStore, users: list[str], n: int) -> dict[str, objec
     for u in users:
         homes = [p for p in range(n) if r.exists(keys.user("events", p, u))]
         timers = [p for p in range(n) if r.zscore(keys.timers("events", p), u) is not None]
-        ttl = r.ttl(keys.user("events", homes[0], u)) if homes else None
-        where[u] = (homes, timers, ttl is not None and 3500 < ttl <= 3600)
+        where[u] = (homes, timers)
     return where
+
+
+def _by_tier(users: list[str], n: int) -> dict[int, dict[str, int]]:
+    """Per partition of ``n``, its users by tier (user i is in ``TIERS[i % 3]``)."""
+    found: dict[int, dict[str, int]] = {p: {} for p in range(n)}
+    for i, u in enumerate(users):
+        tiers = found[partition_of(u, n)]
+        tiers[TIERS[i % 3]] = tiers.get(TIERS[i % 3], 0) + 1
+    return found
 
 
 def test_a_repartition_stopped_halfway_is_run_again(
@@ -198,7 +232,9 @@ def test_a_repartition_stopped_halfway_is_run_again(
         if calls == 2:  # the second old partition: its new keys written, the old ones not
             writes = self.redis.pipeline(transaction=False)
             for u, q, value, ttl_ms in rows:
-                writes.set(self.keys.user(self.topic, q, u), value, px=ttl_ms)
+                writes.set(
+                    self.keys.user(self.topic, q, u), value, px=ttl_ms if ttl_ms > 0 else None
+                )
             writes.execute()
             raise _Crash
         copy(self, p, rows)
@@ -210,9 +246,15 @@ def test_a_repartition_stopped_halfway_is_run_again(
     monkeypatch.setattr(Repartition, "_copy_then_delete", copy)
     report = Repartition(store, "events", 5).run()
     assert store.partition_counts() == {"events": 5}
-    want = {u: ([partition_of(u, 5)], [partition_of(u, 5)], True) for u in users}
+    want = {u: ([partition_of(u, 5)], [partition_of(u, 5)]) for u in users}
     assert _layout(store, users, 5) == want
-    assert store.get_users(users) == {u: f"state of {u}".encode() for u in users}
+    assert store.get_users(users) == {u: _state(u, i) for i, u in enumerate(users)}
+    # the tier populations follow the users: each partition counts the ones living there
+    counted = store.tier_counts([("events", p) for p in range(5)])
+    assert {tp[1]: {t: k for t, k in c.population.items() if k} for tp, c in counted.items()} == (
+        _by_tier(users, 5)
+    )
+    assert report.counted is not None and report.counted.users == len(users)
     marks = store.get_many([store.keys.watermark("events", p) for p in range(5)])
     assert marks == [b"100", b"200", b"200", b"200", b"200"] and report.watermark == 200
     assert Repartition(store, "events", 5).run().moved == 0
@@ -237,13 +279,21 @@ def test_a_repartition_refuses_pending_outputs_and_users_stored_twice(names: Nam
 
 def test_a_state_in_the_old_layout_is_moved_into_the_new_one(names: Names) -> None:
     """Keys as tierstream wrote them before the partitioned layout, moved in place; run
-    again, nothing changes."""
-    store = RedisStateStore(REDIS, prefix=names.prefix, ttl_seconds=3600)
+    again, nothing changes. The users are counted by tier; their states lose the Redis
+    time-to-live that version gave them (the engine ends silent users now), and one whose
+    timers had stopped gets the timer that ends it; a state that cannot be read is not
+    counted, and keeps its time-to-live."""
+    store = RedisStateStore(REDIS, prefix=names.prefix)
     r, p = store.client, names.prefix
     users = [f"user-{i}" for i in range(40)]
+    states = {u: _state(u, i, due_ms=-1 if i < 10 else None) for i, u in enumerate(users)}
+    broken = users[30:]
+    for u in broken:
+        states[u] = f"state of {u}".encode()
     for i, u in enumerate(users):
-        r.set(f"{p}:{{u:{u}}}", f"state of {u}", ex=3000)
-        r.zadd(f"{p}:timers:events:{partition_of(u, 2)}", {u: 1000 + i})
+        r.set(f"{p}:{{u:{u}}}", states[u], ex=3000)
+        if i >= 10:
+            r.zadd(f"{p}:timers:events:{partition_of(u, 2)}", {u: 1000 + i})
     for n in (0, 1):
         r.mset(
             {
@@ -257,22 +307,31 @@ def test_a_state_in_the_old_layout_is_moved_into_the_new_one(names: Names) -> No
     r.set(f"{p}:contrib:pod-0", b"learned")
     r.sadd(f"{p}:contributors", "pod-0")
 
-    report = LegacyMigration(store, "events", 2).run()
-    assert (report.users, report.timers, report.outputs, report.models) == (40, 40, 1, 2)
+    report = LegacyMigration(store, "events", 2, horizons=Horizons()).run()
+    assert (report.users, report.timers, report.outputs, report.models) == (40, 30, 1, 2)
     again = LegacyMigration(store, "events", 2).run()
     assert (again.users, again.timers, again.outputs, again.models) == (0, 0, 0, 0)
 
     parts = [("events", 0), ("events", 1)]
     assert store.partition_counts() == {"events": 2}
-    assert store.get_users(users) == {u: f"state of {u}".encode() for u in users}
-    assert all(
-        2900 < r.ttl(store.keys.user("events", partition_of(u, 2), u)) <= 3000 for u in users
+    assert store.populations_counted("events")
+    counted = store.tier_counts(parts)
+    assert {tp[1]: {t: k for t, k in c.population.items() if k} for tp, c in counted.items()} == (
+        _by_tier(users[:30], 2)
     )
+    armed = {u: orjson.loads(v or b"{}")["due_ms"] for u, v in store.get_users(users[:10]).items()}
+    assert armed == {u: 1000 + i + Horizons().expire_after_ms for i, u in enumerate(users[:10])}
+    assert store.get_users(users[10:]) == {u: states[u] for u in users[10:]}
+
+    def ttl(u: str) -> int:
+        return int(r.ttl(store.keys.user("events", partition_of(u, 2), u)))
+
+    assert all(ttl(u) == -1 for u in users[:30]) and all(2900 < ttl(u) <= 3000 for u in broken)
     assert store.applied_offsets(parts) == {parts[0]: 10, parts[1]: 11}
     assert store.epochs(parts) == {parts[0]: 5, parts[1]: 5}
     assert store.watermark() == 91 and store.outbox(parts[1]) == [b"unpublished"]
     store.acquire(parts)
-    loaded = store.begin(parts).load({}, {parts[0]: 10_000, parts[1]: 10_000})
+    loaded = store.begin(parts).load({}, {parts[0]: 10**15, parts[1]: 10**15})
     assert sorted(u for entries in loaded.timers.values() for _, u in entries) == sorted(users)
     assert loaded.model == b"the model" and loaded.contributions == {"pod-0": b"learned"}
     left = sorted(k.decode() for k in r.scan_iter(match=f"{p}:*") if b"{" + p.encode() not in k)

@@ -20,7 +20,7 @@ def make_store(names: Names) -> Iterator[MakeStore]:
     stores: list[RedisStateStore] = []
 
     def make() -> RedisStateStore:
-        store = RedisStateStore(REDIS, prefix=names.prefix, ttl_seconds=3600)
+        store = RedisStateStore(REDIS, prefix=names.prefix)
         stores.append(store)
         return store
 

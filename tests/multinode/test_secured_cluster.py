@@ -277,9 +277,7 @@ def _states(names: ClusterNames) -> dict[str, bytes]:
     from consumer.tools.snapshot import RedisStates
 
     s = names.settings
-    store = RedisStateStore(
-        s.redis_url, prefix=s.key_prefix, ttl_seconds=86400, topic=s.input_topic
-    )
+    store = RedisStateStore(s.redis_url, prefix=s.key_prefix, topic=s.input_topic)
     try:
         return dict(RedisStates(store))
     finally:

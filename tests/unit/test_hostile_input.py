@@ -79,12 +79,18 @@ def test_an_event_at_epoch_zero_is_dead_lettered() -> None:
     assert orjson.loads(store.users["u1"])["features"]["events"] == 1
 
 
-def test_a_silent_user_stops_being_rescored_after_max_silence() -> None:
-    """Timers end once the user has been silent for ``max_silence`` (365 days) and their
-    last snapshot resolved: before, each label deadline armed the next one, for ever."""
+def test_a_silent_user_ends_after_the_state_time_to_live() -> None:
+    """Re-scores stop once the user has been silent for ``max_silence`` (365 days) and
+    their last snapshot resolved (before, each label deadline armed the next one, for
+    ever); the one timer left ends the user at the state's time-to-live (400 days): state,
+    timer and tier population gone, a tombstone on the current-tier topic."""
     engine = load_engine(ENGINE_FILE)
-    rep = Replay(engine, emit=lambda _: None)
+    published: list[OutputRecord] = []
+    rep = Replay(engine, emit=published.append)
     rep.run(records([(b"u1", body("u1", 1, T0, "purchase", 50.0))]))
+    store = rep.store
+    assert isinstance(store, MemoryStateStore)
+    assert sum(store.counts[("in", 0)].population.values()) == 1
     fired = 0
 
     def count(stats: object, _batch: object) -> None:
@@ -92,11 +98,18 @@ def test_a_silent_user_stops_being_rescored_after_max_silence() -> None:
         fired += stats.outcome.timers_fired  # type: ignore[attr-defined]
 
     rep.on_batch = count
-    rep.advance_watermark(T0 + 20 * 365 * DAY_MS)  # twenty years later
-    state = orjson.loads(rep.store.get_user("u1") or b"{}")
-    assert state["due_ms"] == -1, "the silent user still has a timer"
+    rep.advance_watermark(T0 + 399 * DAY_MS)
+    state = orjson.loads(store.get_user("u1") or b"{}")
+    assert state["due_ms"] == T0 + 400 * DAY_MS, "the last timer is not the expiry"
+    assert state["pending"] is None
     # 52 weekly re-scores and a label deadline a month, for one year and a month at most
     assert 0 < fired <= 52 + 14, fired
+    rep.advance_watermark(T0 + 20 * 365 * DAY_MS)  # twenty years later
+    assert store.get_user("u1") is None and store.timers[("in", 0)] == {}
+    assert set(store.counts[("in", 0)].population.values()) == {0}
+    assert fired <= 52 + 14 + 1, fired
+    assert published[-1].topic == "user-tiers" and published[-1].key == b"u1"
+    assert published[-1].value is None
 
 
 def test_purchases_of_1e308_are_dead_lettered_and_the_user_goes_on() -> None:
@@ -147,15 +160,16 @@ def test_a_dead_letter_of_a_huge_record_fits_the_brokers_limit() -> None:
     validator("dlq-record.v2").validate(orjson.loads(out.value))
 
 
-def test_a_timer_never_recreates_a_state_that_expired() -> None:
-    """Redis expired the user's state; the timer still in the partition's set fires into
-    nothing and is cleared, instead of writing an empty user back."""
+def test_a_timer_never_recreates_a_state_that_is_gone() -> None:
+    """The user's state is gone (deleted by hand, or a key of a version that let Redis
+    expire states); the timer still in the partition's set fires into nothing and is
+    cleared, instead of writing an empty user back."""
     engine = load_engine(ENGINE_FILE)
     rep = Replay(engine, emit=lambda _: None)
     rep.run(records([(b"u1", body("u1", 1, T0, "purchase", 50.0))]))
     store = rep.store
     assert isinstance(store, MemoryStateStore)
-    del store.users["u1"]  # what the time-to-live did
+    del store.users["u1"]
     rep.advance_watermark(T0 + 40 * DAY_MS)
     assert "u1" not in store.users
     assert all("u1" not in timers for timers in store.timers.values())

@@ -11,6 +11,7 @@ from consumer.service.records import InputRecord, OutputRecord
 from consumer.service.state_store import MemoryStateStore
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import replay
+from online_models.engine import TierEngine
 from online_models.features import DAY_MS
 from schemas import validator
 
@@ -33,13 +34,23 @@ def changes(outputs: list[OutputRecord]) -> list[dict[str, object]]:
 
 
 def test_a_user_who_comes_back_after_expiry_gets_new_event_ids() -> None:
-    engine = load_engine(DEFAULT_TIERS_FILE, frozen=True)
+    def engine() -> TierEngine:
+        return load_engine(DEFAULT_TIERS_FILE, frozen=True, state_ttl_days=200)
+
     store = MemoryStateStore()
-    first, store = replay([purchase(i, i * 0.1, 80.0) for i in range(6)], engine, store=store)
-    del store.users["u1"]  # silent past the time-to-live: Redis let the state expire
+    first, store = replay([purchase(i, i * 0.1, 80.0) for i in range(6)], engine(), store=store)
+    # Silent past the state's time-to-live (200 days here): the first event back fires
+    # the timer that ends the old lifetime (a tombstone on the current-tier topic), then
+    # starts a new one.
     back = [purchase(10 + i, 300 + i * 0.1, 80.0) for i in range(6)]
-    second, store = replay(back, load_engine(DEFAULT_TIERS_FILE, frozen=True), store=store)
-    before, after = changes(first), changes(second)
+    second, store = replay(back, engine(), store=store)
+    life = changes(first)[0]["lifetime_start"]
+    before = changes(first) + [c for c in changes(second) if c["lifetime_start"] == life]
+    after = [c for c in changes(second) if c["lifetime_start"] != life]
+    tiers = [o.value for o in second if o.topic == "user-tiers"]
+    end = tiers.index(None)  # after the old lifetime's inactivity re-scores
+    assert orjson.loads(tiers[end - 1] or b"")["lifetime_start"] == before[0]["lifetime_start"]
+    assert orjson.loads(tiers[end + 1] or b"")["seq"] == 1 and tiers.count(None) == 1
     assert before and after
     assert after[0]["seq"] == 1 and after[0]["previous_tier"] is None
     assert {c["event_id"] for c in before}.isdisjoint({c["event_id"] for c in after})

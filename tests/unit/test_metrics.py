@@ -20,11 +20,14 @@ def test_per_partition_series_leave_with_their_partition() -> None:
     for p in (0, 1):
         m.lag.labels("events", str(p)).set(10 + p)
         m.event_lag.labels("events", str(p)).set(2.5)
+        m.set_population(("events", p), {"vip": 3 + p, "casual": 0})
+    m.set_population(("events", 1), {"engaged": 1})  # a tier seen later leaves too
     m.forget_partitions([("events", 1), ("events", 7)])  # 7 was never reported: no error
     text = _text(m)
     assert 'tierstream_consumer_lag_records{partition="0",topic="events"} 10.0' in text
     assert 'partition="1"' not in text
     assert 'tierstream_event_time_lag_seconds{partition="0",topic="events"} 2.5' in text
+    assert 'tierstream_tier_population{partition="0",tier="vip",topic="events"} 3.0' in text
 
 
 def test_build_process_and_python_metrics_are_exported() -> None:
