@@ -7,10 +7,10 @@
   and ids stay stable across versions. The first centroids are seeded with k-means++ and
   refined by Lloyd iterations on the pooled reservoir, with a fixed seed, and numbered
   along the value axis (:data:`VALUE_AXIS`), so a higher segment means a more valuable one.
-- Propensity: the count-weighted mean of the instances' weight moves (federated
-  averaging); with one instance it is that instance's weights.
-- Centroids and weights live in the scaler's standardised space, so both are re-expressed
-  when the scaler changes: the same raw vector keeps the same logit and distances.
+- Heads (propensities, churn, expected purchases): every instance's labels since the
+  version, pooled, update each head by a Bayesian step (:meth:`Head.update`).
+- Centroids and heads live in the scaler's standardised space, so both are re-expressed
+  when the scaler changes: the same raw vector keeps the same prediction and distances.
 
 >>> from online_models.global_model import GlobalModel
 >>> from online_models.learners import LocalLearner
@@ -40,10 +40,13 @@ import numpy as np
 
 from online_models.global_model import MIN_VAR, GlobalModel
 
-#: Weights of the (raw) centroid features whose sum orders segments by value.
+#: Weights of the (raw) centroid features whose sum orders segments by value: what a
+#: user buys this month and this year.
 VALUE_AXIS: Final[Mapping[str, float]] = {
-    "spend_30d_log": 1.0,
-    "purchases_30d_log": 1.0,
+    "spend_30d_log": 0.5,
+    "purchases_30d_log": 0.5,
+    "spend_365d_log": 1.0,
+    "purchases_365d_log": 1.0,
     "activity_30d_log": 0.25,
 }
 
@@ -60,8 +63,6 @@ class MergePolicy:
     min_init_samples: int = 1000
     seed: int = 7
     lloyd_iterations: int = 25
-    #: SGD step of the local propensity learners (features are standardised).
-    learning_rate: float = 0.002
 
 
 def merge_due(base: GlobalModel, *, learned: int, reservoir: int, p: MergePolicy) -> bool:
@@ -98,14 +99,14 @@ def merge(
     else:
         pooled = [x for c in mine for x in c["reservoir"]]
         centroids, counts = _seed_segments(np.array(pooled), new_mean, new_scale, base, p)
-    weights, intercept = _averaged_weights(base, mine)
-    # Same logit for the same raw x: w'/s' = w/s and b' = b - sum(w m / s) + sum(w' m' / s').
-    new_weights = weights * new_scale / old_scale
-    intercept = float(
-        intercept
-        - (weights * old_mean / old_scale).sum()
-        + (new_weights * new_mean / new_scale).sum()
-    )
+    rows = [r for c in mine for r in c["labelled"]]
+    labelled = np.array(rows, dtype=float).reshape(len(rows), len(base.feature_names) + 2)
+    z = (labelled[:, 2:] - new_mean) / new_scale
+    heads = []
+    for i, head in enumerate(base.heads):
+        moved = head.restandardized(old_mean, old_scale, new_mean, new_scale)
+        mask = labelled[:, 0] == i
+        heads.append(moved.update(z[mask], labelled[mask, 1]))
     return base.replace(
         version=base.version + 1,
         n=n,
@@ -113,8 +114,9 @@ def merge(
         var=tuple(var),
         centroids=tuple(tuple(float(v) for v in c) for c in centroids),
         centroid_counts=tuple(float(c) for c in counts),
-        weights=tuple(float(w) for w in new_weights),
-        intercept=intercept,
+        heads=tuple(heads),
+        order_value_sum=base.order_value_sum + sum(c["order_value"][0] for c in mine),
+        order_value_n=base.order_value_n + sum(c["order_value"][1] for c in mine),
         labels_seen=base.labels_seen + sum(c["labels"] for c in mine),
         samples_seen=base.samples_seen + sum(c["samples"] for c in mine),
     )
@@ -176,15 +178,3 @@ def _seed_segments(
     c = c[order]
     labels = ((z[:, None, :] - c[None]) ** 2).sum(axis=2).argmin(axis=1)
     return c, np.bincount(labels, minlength=k).astype(float)
-
-
-def _averaged_weights(
-    base: GlobalModel, mine: Sequence[dict[str, Any]]
-) -> tuple[np.ndarray, float]:
-    w0, b0 = np.array(base.weights), base.intercept
-    total = sum(c["labels"] for c in mine)
-    if not total:
-        return w0, b0
-    dw = sum(c["labels"] * (np.array(c["weights"]) - w0) for c in mine) / total
-    db = sum(c["labels"] * (c["intercept"] - b0) for c in mine) / total
-    return w0 + dw, float(b0 + db)

@@ -125,8 +125,9 @@ def test_tier_change_v3_only_adds_to_v2() -> None:
 
 
 def test_resolved_labels_carry_the_snapshot_tier_and_the_control_flag() -> None:
-    """A purchase that resolves a label positive may also lift the user's tier: the
-    conversion counts for the tier the user was in at the snapshot, not the new one."""
+    """A purchase that makes a label positive may also lift the user's tier: the
+    conversion counts for the tier the user was in at the snapshot, not the new one (the
+    label resolves when its horizon has passed)."""
     from online_models.event import Event
     from online_models.user_state import UserState
 
@@ -138,7 +139,9 @@ def test_resolved_labels_carry_the_snapshot_tier_and_the_control_flag() -> None:
     tier_then = state.tier
     later = t0 + 20 * day  # past the dwell time, within the label horizon
     engine.apply(state, Event("e2", "u1", "purchase", later, amount=900.0), emitted_at_ms=t0)
+    assert state.tier != tier_then  # the purchase moved the user up; the label counts below
+    assert engine.models.take_resolved() == []
+    engine.fire(state, "u1", t0 + 31 * day, emitted_at_ms=t0)
     (resolved,) = engine.models.take_resolved()
     assert resolved.label is True and resolved.tier == tier_then
     assert resolved.control == engine.control.holds("u1")
-    assert state.tier != tier_then  # the purchase moved the user up; the label counts below
