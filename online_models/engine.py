@@ -50,11 +50,12 @@ from online_models.user_state import UserState
 
 #: How many contributions (value score and propensity logit) a tier change reports.
 TOP_CONTRIBUTIONS: Final = 3
-#: The expected order value of a customer with ``n`` orders averaging ``a`` is
-#: ``(k m + n a) / (k + n)``, ``m`` the population's mean order value: a first order
-#: says little about the next one (the Gamma-Gamma model's shrinkage, with a fixed weight).
-ORDER_VALUE_PRIOR_ORDERS: Final = 1.0
-
+#: Up to this many snapshots per horizon are pending at once, a third of the horizon
+#: apart. One at a time, every snapshot of a customer who buys twice a year was taken at
+#: a purchase, six months apart: the heads learned from "just bought" and scored
+#: everyone else by extrapolation (on the order stream, 0.77 AUC for a purchase within
+#: 180 days against 0.83 for a regression fitted on the snapshot itself).
+SNAPSHOTS_PER_HORIZON: Final = 3
 #: The heads' outputs a tier change and a snapshot carry besides the propensity.
 EXTRA_SCORES: Final = ("propensity_long", "churn_risk", "expected_purchases", "expected_value")
 
@@ -77,8 +78,8 @@ class HeadSpec:
     name: str
     #: ``logistic`` (a probability) or ``poisson`` (an expected count).
     kind: str
-    #: ``purchase`` (any purchase within the horizon), ``churn`` (no event within it) or
-    #: ``count`` (how many purchases within it).
+    #: ``purchase`` (any purchase within the horizon), ``churn`` (no event within it),
+    #: ``count`` (how many purchases within it) or ``spend`` (how much is spent in it).
     target: str
     horizon_ms: int
     #: What version 0 predicts for everyone.
@@ -97,7 +98,7 @@ class Horizons:
 
     #: "Purchases within H days": the (first) propensity's horizon.
     label_ms: int = 30 * DAY_MS
-    #: The long horizon: a second propensity and the expected purchases (and value).
+    #: The long horizon: a second propensity, the expected purchases and expected spend.
     long_ms: int = 180 * DAY_MS
     #: Churn risk: "no event within this span".
     churn_ms: int = 30 * DAY_MS
@@ -114,13 +115,18 @@ class Horizons:
         """The heads, the 30-day propensity (``label_ms``) first.
 
         >>> [h.name for h in Horizons().heads()]
-        ['purchase_30d', 'purchase_180d', 'churn_30d', 'purchases_180d']
+        ['purchase_30d', 'purchase_180d', 'churn_30d', 'purchases_180d', 'spend_180d']
         """
         out = [
-            HeadSpec(f"purchase_{_days(self.label_ms)}", "logistic", "purchase", self.label_ms, 0.15),
+            HeadSpec(
+                f"purchase_{_days(self.label_ms)}", "logistic", "purchase", self.label_ms, 0.15
+            ),
             HeadSpec(f"purchase_{_days(self.long_ms)}", "logistic", "purchase", self.long_ms, 0.4),
             HeadSpec(f"churn_{_days(self.churn_ms)}", "logistic", "churn", self.churn_ms, 0.5),
             HeadSpec(f"purchases_{_days(self.long_ms)}", "poisson", "count", self.long_ms, 0.5),
+            # Spend regressed directly (log link): with heavy-tailed baskets it ranked next
+            # period's revenue better than expected purchases x a shrunk mean order value.
+            HeadSpec(f"spend_{_days(self.long_ms)}", "poisson", "spend", self.long_ms, 20.0),
         ]
         unique = {h.name: h for h in reversed(out)}  # the first of a name wins
         return tuple(h for h in out if unique[h.name] is h)
@@ -165,9 +171,10 @@ class TierEngine:
                 f"the model's heads {names} are not the configured horizons' "
                 f"{[h.name for h in self.head_specs]}: fit or learn a model for them"
             )
+        self._spans = self.horizons.spans()
         self._by_span = {
             span: [(i, h.target) for i, h in enumerate(self.head_specs) if h.horizon_ms == span]
-            for span in self.horizons.spans()
+            for span in self._spans
         }
         self.policy_digest = _digest(
             {
@@ -280,13 +287,17 @@ class TierEngine:
         }
 
     def _snapshot(self, state: UserState, now: int, x: list[float], ms: ModelScore) -> bool:
-        """Take a snapshot for every horizon that has none pending; True if one was."""
+        """Take a snapshot for every horizon whose newest pending one is at least
+        :data:`SNAPSHOTS_PER_HORIZON` times younger than the horizon (or that has none);
+        True if one was taken."""
         pending = state.pending or []
-        have = {p[0] for p in pending}
+        newest: dict[int, int] = {}
+        for p in pending:
+            newest[p[0]] = max(newest.get(p[0], p[1]), p[1])
         taken = False
-        for span in self.horizons.spans():
-            if span not in have:
-                pending.append([span, now, x, ms.propensity, 0, 0, None])
+        for span in self._spans:
+            if span not in newest or now - newest[span] >= span // SNAPSHOTS_PER_HORIZON:
+                pending.append([span, now, x, ms.propensity, 0, 0, None, 0.0])
                 taken = True
         state.pending = pending
         return taken
@@ -305,6 +316,7 @@ class TierEngine:
                 p[5] += 1
                 if event.type_index == PURCHASE_INDEX:
                     p[4] += 1
+                    p[7] += event.amount
 
     def _resolve_due(self, state: UserState, user_id: str, now: int) -> None:
         """Resolve the snapshots whose horizon passed by event time ``now``: each gives
@@ -313,7 +325,7 @@ class TierEngine:
             return
         keep = []
         for p in state.pending:
-            span, t0, x0, p0, purchases, events, tier = p
+            span, t0, x0, p0, purchases, events, tier, spend = p
             if now <= t0 + span:
                 keep.append(p)
                 continue
@@ -323,8 +335,10 @@ class TierEngine:
                     labels[i] = 1.0 if purchases else 0.0
                 elif target == "churn":
                     labels[i] = 0.0 if events else 1.0
-                else:
+                elif target == "count":
                     labels[i] = float(purchases)
+                else:
+                    labels[i] = float(spend)
             if labels:
                 self.models.learn_label(
                     x0,
@@ -341,20 +355,16 @@ class TierEngine:
         k = len(model.centroids)
         rank = ms.segment / (k - 1) if ms.segment is not None and k > 1 else 0.0
         terms = {"propensity": ms.propensity, "segment_rank": rank}
-        f = state.features
         for spec, value in zip(self.head_specs, ms.predictions, strict=False):
             if spec.target == "purchase" and spec.horizon_ms != self.horizons.label_ms:
                 terms["propensity_long"] = value
             elif spec.target == "churn":
                 terms["churn_risk"] = value
             elif spec.target == "count":
-                k_orders = ORDER_VALUE_PRIOR_ORDERS
-                order_value = (k_orders * model.order_value + f.total_spend) / (
-                    k_orders + f.purchases
-                )
                 terms["expected_purchases"] = value
-                terms["expected_value"] = value * order_value
-                terms["expected_value_log"] = math.log1p(value * order_value)
+            elif spec.target == "spend":
+                terms["expected_value"] = value
+                terms["expected_value_log"] = math.log1p(value)
         return terms
 
     def _value(self, state: UserState, now: int, ms: ModelScore) -> Score:

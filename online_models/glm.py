@@ -51,6 +51,21 @@ MAX_ETA: Final = 30.0
 KINDS: Final = ("logistic", "poisson")
 
 
+def _objective(
+    kind: str,
+    theta: np.ndarray,
+    prior_theta: np.ndarray,
+    prior: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+) -> float:
+    """The prior's quadratic plus the labels' negative log-likelihood."""
+    eta = np.clip(x @ theta, -MAX_ETA, MAX_ETA)
+    loss = np.logaddexp(0.0, eta) - y * eta if kind == "logistic" else np.exp(eta) - y * eta
+    d = theta - prior_theta
+    return float(0.5 * d @ prior @ d + loss.sum())
+
+
 def _mean(kind: str, eta: np.ndarray) -> np.ndarray:
     eta = np.clip(eta, -MAX_ETA, MAX_ETA)
     if kind == "logistic":
@@ -98,7 +113,11 @@ class Head:
         return np.array(self.precision).reshape(d, d)
 
     def restandardized(
-        self, old_mean: np.ndarray, old_scale: np.ndarray, new_mean: np.ndarray, new_scale: np.ndarray
+        self,
+        old_mean: np.ndarray,
+        old_scale: np.ndarray,
+        new_mean: np.ndarray,
+        new_scale: np.ndarray,
     ) -> Head:
         """The same head in another scaler's space: the same raw vector keeps the same
         linear predictor, and the precision follows the change of variables."""
@@ -121,16 +140,22 @@ class Head:
             return self._with(prior_theta, prior)
         x = np.hstack([z, np.ones((len(z), 1))])
         theta = prior_theta.copy()
-        hessian = prior
+        value = _objective(self.kind, theta, prior_theta, prior, x, y)
         for _ in range(NEWTON_STEPS):
             mu = _mean(self.kind, x @ theta)
             weight = mu * (1 - mu) if self.kind == "logistic" else mu
             grad = prior @ (theta - prior_theta) + x.T @ (mu - y)
             hessian = prior + (x * weight[:, None]).T @ x
             step = np.linalg.solve(hessian, grad)
-            if self.kind == "poisson":  # a damped step: exp overshoots from far away
-                step *= min(1.0, 2.0 / max(1e-12, float(np.abs(step).max())))
-            theta = theta - step
+            for _ in range(20):  # backtrack: a full Newton step can overshoot
+                candidate = theta - step
+                new_value = _objective(self.kind, candidate, prior_theta, prior, x, y)
+                if new_value <= value:
+                    break
+                step = step / 2
+            else:
+                break
+            theta, value = candidate, new_value
             if float(np.abs(step).max()) < 1e-6:
                 break
         mu = _mean(self.kind, x @ theta)

@@ -80,15 +80,6 @@ class GlobalModel:
     silhouette: float | None = None
     #: Per segment: its size share, generated label and centroid in raw units.
     profiles: tuple[dict[str, Any], ...] = ()
-    #: Sum and count of the order values (each sampled buyer's mean order value) seen:
-    #: the population's mean order value that expected values shrink toward.
-    order_value_sum: float = 0.0
-    order_value_n: float = 0.0
-
-    @property
-    def order_value(self) -> float:
-        """The population's mean order value (0 before any buyer was sampled)."""
-        return self.order_value_sum / self.order_value_n if self.order_value_n else 0.0
 
     @classmethod
     def initial(
@@ -165,6 +156,10 @@ class GlobalModel:
         logistic = np.array([h.kind == "logistic" for h in self.heads])
         return np.array(self.mean), 1.0 / np.array(self.scale), w, b, logistic, c
 
+    @functools.cached_property
+    def _logistic(self) -> tuple[bool, ...]:
+        return tuple(h.kind == "logistic" for h in self.heads)
+
     def predict_heads(self, z: np.ndarray) -> np.ndarray:
         """Every head's prediction for standardised rows ``z`` (one column per head)."""
         _, _, w, b, logistic, _ = self._arrays
@@ -174,9 +169,15 @@ class GlobalModel:
 
     def score(self, x: list[float]) -> ModelScore:
         """Segment, distance and the heads' predictions for one raw feature vector."""
-        mean, inv_scale, w, _, _, centroids = self._arrays
+        mean, inv_scale, w, b, logistic, centroids = self._arrays
         z = (np.asarray(x) - mean) * inv_scale
-        predictions = tuple(self.predict_heads(z[None, :])[0].tolist())
+        exp = math.exp
+        predictions = tuple(
+            (1.0 / (1.0 + exp(-e)) if is_logistic else exp(e))
+            for e, is_logistic in zip(
+                np.clip(w @ z + b, -30.0, 30.0).tolist(), self._logistic, strict=True
+            )
+        )
         logit_terms = tuple((w[0] * z).tolist())
         propensity = predictions[0]
         if not self.centroids:
@@ -214,7 +215,6 @@ class GlobalModel:
             "samples_seen": self.samples_seen,
             "silhouette": self.silhouette,
             "profiles": list(self.profiles),
-            "order_value": [self.order_value_sum, self.order_value_n],
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -241,8 +241,6 @@ class GlobalModel:
                 samples_seen=int(data.get("samples_seen", 0)),
                 silhouette=None if data.get("silhouette") is None else float(data["silhouette"]),
                 profiles=tuple(dict(p) for p in data.get("profiles", ())),
-                order_value_sum=float(data.get("order_value", (0.0, 0.0))[0]),
-                order_value_n=float(data.get("order_value", (0.0, 0.0))[1]),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed model: missing or bad {exc}") from None

@@ -83,17 +83,11 @@ class LocalLearner:
         self.reservoir: list[list[float]] = []
         #: Resolved labels since ``base``: ``[head index, label, *raw vector]``.
         self.labelled: list[list[float]] = []
-        #: Sum and count of the sampled buyers' mean order values.
-        self.order_value = [0.0, 0.0]
-        self._aov = names.index("aov_log") if "aov_log" in names else None
 
     def learn_sample(self, x: list[float]) -> None:
         """Learn feature statistics and segments from one raw feature vector."""
         self.scaler.learn_one(dict(zip(self._names, x, strict=True)))
         self.samples += 1
-        if self._aov is not None and x[self._aov] > 0:
-            self.order_value[0] += math.expm1(x[self._aov])
-            self.order_value[1] += 1.0
         if not self.counts:
             if len(self.reservoir) < RESERVOIR_SIZE:
                 self.reservoir.append(list(x))
@@ -129,7 +123,6 @@ class LocalLearner:
             ],
             "counts": list(self.counts),
             "labelled": [list(row) for row in self.labelled],  # copies: rollback keeps them
-            "order_value": list(self.order_value),
             "reservoir": list(self.reservoir),
         }
 
@@ -153,7 +146,6 @@ class LocalLearner:
             learner.kmeans.centers[i].update(zip(names, c, strict=True))
         learner.counts = list(data["counts"])
         learner.labelled = [list(row) for row in data["labelled"]]
-        learner.order_value = list(data["order_value"])
         learner.samples = data["samples"]
         learner.labels = data["labels"]
         learner.reservoir = [list(x) for x in data["reservoir"]]

@@ -115,8 +115,6 @@ def merge(
         centroids=tuple(tuple(float(v) for v in c) for c in centroids),
         centroid_counts=tuple(float(c) for c in counts),
         heads=tuple(heads),
-        order_value_sum=base.order_value_sum + sum(c["order_value"][0] for c in mine),
-        order_value_n=base.order_value_n + sum(c["order_value"][1] for c in mine),
         labels_seen=base.labels_seen + sum(c["labels"] for c in mine),
         samples_seen=base.samples_seen + sum(c["samples"] for c in mine),
     )

@@ -58,7 +58,7 @@ class UserState:
         self.recent_ids = recent_ids
         #: Snapshots awaiting their labels, one per horizon of the heads:
         #: ``[horizon ms, event time, raw vector, predicted p, purchases since, events
-        #: since, tier then]`` (:class:`~online_models.engine.TierEngine`).
+        #: since, tier then, spend since]`` (:class:`~online_models.engine.TierEngine`).
         self.pending = pending
         #: Event time of the last learning sample taken from this user.
         self.learned_ms = learned_ms
