@@ -1,9 +1,10 @@
 """Per-user features, updated in event time, O(1) per event.
 
 Counts per event type and spend are kept as exponentially decayed sums at a few
-half-lives, from a day to a year: ``v <- v * exp(-rate * dt) + x``. They need no windows and an out-of-order
-event is still exact: all sums are referenced to the newest event time seen
-(``last_ms``), and a late event at ``t < last_ms`` adds ``x * exp(-rate * (last_ms - t))``.
+half-lives, from a day to a year: ``v <- v * exp(-rate * dt) + x``. They need no
+windows and an out-of-order event is still exact: all sums are referenced to the newest
+event time seen (``last_ms``), and a late event at ``t < last_ms`` adds
+``x * exp(-rate * (last_ms - t))``.
 So the sums equal ``sum(x_i * exp(-rate * (last_ms - t_i)))`` whatever the arrival order.
 
 >>> f = UserFeatures.new()
@@ -188,12 +189,7 @@ class UserFeatures:
                 self.refunded[h] += amount * w
         self.events += 1
         if ti == PURCHASE_INDEX:
-            self.purchases += 1
-            self.total_spend += amount
-            if self.last_purchase_ms is None or t > self.last_purchase_ms:
-                self.last_purchase_ms = t
-            if self.first_purchase_ms is None or t < self.first_purchase_ms:
-                self.first_purchase_ms = t
+            self._purchase(t, amount)
         elif ti == REFUND_INDEX:
             self.refunds += 1
             self.total_refunded += amount
@@ -201,6 +197,14 @@ class UserFeatures:
             self.carts += 1
         if event.category is not None:
             self.categories[category_bucket(event.category)] += 1.0
+
+    def _purchase(self, t: int, amount: float) -> None:
+        self.purchases += 1
+        self.total_spend += amount
+        if self.last_purchase_ms is None or t > self.last_purchase_ms:
+            self.last_purchase_ms = t
+        if self.first_purchase_ms is None or t < self.first_purchase_ms:
+            self.first_purchase_ms = t
 
     def _new_session(self) -> None:
         for h in range(_N_HALF_LIVES):

@@ -169,7 +169,7 @@ class GlobalModel:
 
     def score(self, x: list[float]) -> ModelScore:
         """Segment, distance and the heads' predictions for one raw feature vector."""
-        mean, inv_scale, w, b, logistic, centroids = self._arrays
+        mean, inv_scale, w, b, _, centroids = self._arrays
         z = (np.asarray(x) - mean) * inv_scale
         exp = math.exp
         predictions = tuple(

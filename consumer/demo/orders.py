@@ -166,7 +166,7 @@ def _in_season(t_ms: int) -> bool:
 
 def _season_times(rng: random.Random, start: int, end: int, chance: float) -> list[int]:
     """One or two orders between mid-November and Christmas of each year, with ``chance``."""
-    out = []
+    out: list[int] = []
     year = datetime.fromtimestamp(start / 1000, UTC).year
     while True:
         season = int(datetime(year, 11, 15, tzinfo=UTC).timestamp() * 1000)
