@@ -25,7 +25,7 @@ True
 (2, 2, True)
 >>> change = engine.fire(state, "u1", 60 * DAY_MS, emitted_at_ms=8)   # silent for 60 days
 >>> change.tier, change.reason["kind"], change.scores["propensity"]
-('casual', 'inactivity', 0.5)
+('casual', 'inactivity', 0.15)
 """
 
 from __future__ import annotations

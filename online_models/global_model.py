@@ -80,6 +80,10 @@ class GlobalModel:
     silhouette: float | None = None
     #: Per segment: its size share, generated label and centroid in raw units.
     profiles: tuple[dict[str, Any], ...] = ()
+    #: A uniform sample of the users' snapshot vectors (raw), on which k is chosen and
+    #: the profiles are computed, and how many vectors it was drawn from.
+    reservoir: tuple[tuple[float, ...], ...] = ()
+    reservoir_seen: int = 0
 
     @classmethod
     def initial(
@@ -132,9 +136,10 @@ class GlobalModel:
         """Standard deviations, 1.0 where a feature has no variance yet."""
         return tuple(math.sqrt(v) if v > MIN_VAR else 1.0 for v in self.var)
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
-        """``v<version>-<digest>``: unique per content."""
+        """``v<version>-<digest>``: unique per content (computed once: a version is
+        frozen)."""
         return f"v{self.version}-{self.digest()}"
 
     def digest(self) -> str:
@@ -215,6 +220,10 @@ class GlobalModel:
             "samples_seen": self.samples_seen,
             "silhouette": self.silhouette,
             "profiles": list(self.profiles),
+            "reservoir": {
+                "seen": self.reservoir_seen,
+                "vectors": [list(v) for v in self.reservoir],
+            },
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -241,6 +250,10 @@ class GlobalModel:
                 samples_seen=int(data.get("samples_seen", 0)),
                 silhouette=None if data.get("silhouette") is None else float(data["silhouette"]),
                 profiles=tuple(dict(p) for p in data.get("profiles", ())),
+                reservoir=tuple(
+                    tuple(map(float, v)) for v in data.get("reservoir", {}).get("vectors", ())
+                ),
+                reservoir_seen=int(data.get("reservoir", {}).get("seen", 0)),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed model: missing or bad {exc}") from None

@@ -34,6 +34,9 @@ _MODEL_KEYS = {
     "learn_every_days": float,
     "rescore_days": float,
     "segments": int,
+    "segments_min": int,
+    "segments_max": int,
+    "choose_segments_every_versions": int,
     "merge_every_samples": int,
     "min_init_samples": int,
     "seed": int,
@@ -126,6 +129,11 @@ def _models(table: Mapping[str, Any]) -> tuple[Horizons, MergePolicy]:
     policy = MergePolicy(
         every_samples=values.get("merge_every_samples", defaults_m.every_samples),
         n_segments=values.get("segments", defaults_m.n_segments),
+        segments_min=values.get("segments_min", defaults_m.segments_min),
+        segments_max=values.get("segments_max", defaults_m.segments_max),
+        choose_every_versions=values.get(
+            "choose_segments_every_versions", defaults_m.choose_every_versions
+        ),
         min_init_samples=values.get("min_init_samples", defaults_m.min_init_samples),
         seed=values.get("seed", defaults_m.seed),
     )
