@@ -600,7 +600,7 @@ def clickstream(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]
         "starts from the fitted model instead of version 0. AUC of `propensity` for a "
         "purchase within 30 days of T."
     )
-    for before in (90, 30):
+    for before in (30,):
         t = end - before * DAY_MS
         snap = Snapshot.take(path, t, work, f"warm{before}", "--model", str(fitted), tiers=None)
         users_ = sorted(snap.lines)
