@@ -69,7 +69,7 @@ def test_two_replays_are_byte_identical_whatever_the_batch_size(
     assert first == second
     changes = lines(first["changes"])
     assert changes, "the stream should change some tiers"
-    check = validator("tier-change.v3")
+    check = validator("tier-change.v4")
     for change in changes:
         check.validate(change)
         assert change["emitted_at"] == change["event_time"]
