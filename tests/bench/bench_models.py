@@ -62,6 +62,8 @@ TARGET_GAP = 0.01  # clickstream: online AUC within this of the offline regressi
 TARGET_MARGIN = 0.02  # orders: above RFM and BG/NBD by this
 TARGET_ECE = 0.03
 TARGET_FLAP = 0.01
+#: --reuse: a snapshot an earlier run completed in --work is read, not replayed again.
+REUSE = False
 
 
 # ----------------------------------------------------------------------------- data
@@ -203,6 +205,9 @@ class Snapshot:
             env["TIERSTREAM_TIERS_FILE"] = str(tiers)
         snap, model, changes = work / f"{name}.snap", work / f"{name}.model", work / f"{name}.ch"
         t0 = time.perf_counter()
+        done = work / f"{name}.done"
+        if REUSE and done.exists():  # --reuse: judge what an earlier run left in --work
+            return cls.load(snap, model, changes, float(done.read_text()))
         tierstream(
             "replay",
             str(events),
@@ -219,6 +224,11 @@ class Snapshot:
             env=env,
         )
         seconds = time.perf_counter() - t0
+        done.write_text(f"{seconds:.1f}")
+        return cls.load(snap, model, changes, seconds)
+
+    @classmethod
+    def load(cls, snap: Path, model: Path, changes: Path, seconds: float) -> Snapshot:
         lines = {}
         with snap.open("rb") as fh:
             for raw in fh:
@@ -558,18 +568,15 @@ def judge(
 def clickstream(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]:
     users, events = (2000, 50_000) if quick else (20_000, 500_000)
     config = GeneratorConfig(users=users, events=events, seed=seed, days=180)
-    path = work / "clickstream.jsonl"
-    write_jsonl(path, (r.value for r in generate(config)))
+    path = clickstream_file(work, seed, quick)
     types = {t["user_id"]: t["type"] for t in truth(config)}
     p = Purchases.read(path)
     end = p.end_ms
     tiers = ("dormant", "casual", "engaged", "vip")
     out, ok = [], True
-    snaps = {}
     for before in (30, 90):
         t = end - before * DAY_MS
         snap = Snapshot.take(path, t, work, f"click{before}", tiers=None)
-        snaps[before] = snap
         j = judge(
             f"Generated clickstream, snapshot {before} days before the end",
             snap,
@@ -590,7 +597,26 @@ def clickstream(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]
             gap <= TARGET_GAP and j.figures["ece"] <= TARGET_ECE and j.figures["flap"] < TARGET_FLAP
         )
         out.append(j)
-    # the warm start: `model fit` on the first half, then the same replay from that model
+    return out, ok
+
+
+def clickstream_file(work: Path, seed: int, quick: bool) -> Path:
+    """The generated clickstream (20,000 users, 500,000 events, 180 days)."""
+    users, events = (2000, 50_000) if quick else (20_000, 500_000)
+    config = GeneratorConfig(users=users, events=events, seed=seed, days=180)
+    path = work / "clickstream.jsonl"
+    if not path.exists():
+        write_jsonl(path, (r.value for r in generate(config)))
+    return path
+
+
+def warm_start(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]:
+    """`model fit` on the first half of the clickstream, then the replay to T = 30 days
+    before the end from that model, against the same replay from version 0."""
+    path = clickstream_file(work, seed, quick)
+    p = Purchases.read(path)
+    end = p.end_ms
+    ok = True
     half = p.start_ms + (end - p.start_ms) // 2
     fitted = work / "fitted.json"
     tierstream("model", "fit", str(path), "--until", str(half), "--out", str(fitted))
@@ -602,18 +628,24 @@ def clickstream(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]
     )
     for before in (30,):
         t = end - before * DAY_MS
+        cold = work / f"click{before}.snap"
+        if not cold.exists():
+            Snapshot.take(path, t, work, f"click{before}", tiers=None)
         snap = Snapshot.take(path, t, work, f"warm{before}", "--model", str(fitted), tiers=None)
+        cold_lines = {}
+        with cold.open("rb") as fh:
+            for raw in fh:
+                line = orjson.loads(raw)
+                cold_lines[line["user_id"]] = line
         users_ = sorted(snap.lines)
         count, _ = p.window(t, t + 30 * DAY_MS)
         y = np.array([count.get(u, 0) > 0 for u in users_])
         a_warm = auc(y, np.array([snap.lines[u]["propensity"] for u in users_]))
-        cold = snaps[before]
-        a_cold = auc(y, np.array([cold.lines[u]["propensity"] for u in users_]))
+        a_cold = auc(y, np.array([cold_lines[u]["propensity"] for u in users_]))
         warm.add(f"learned online, T = end - {before} d", a_cold, None)
         warm.add(f"warm-started, T = end - {before} d", a_warm, None)
         ok &= a_warm >= a_cold - 0.002
-    out.append(warm)
-    return out, ok
+    return [warm], ok
 
 
 def orders(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]:
@@ -712,11 +744,19 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=PUBLISHED_SEED)
     ap.add_argument("--quick", action="store_true", help="small streams: a smoke test")
     ap.add_argument(
-        "--only", choices=["clickstream", "orders", "cdnow"], action="append", help="one stream"
+        "--only",
+        choices=["clickstream", "orders", "cdnow", "warm"],
+        action="append",
+        help="one part (repeat for more): a stream, or the warm start",
     )
     ap.add_argument("--work", type=Path, help="keep the files here (default: a temp dir)")
+    ap.add_argument(
+        "--reuse", action="store_true", help="judge the snapshots an earlier run left in --work"
+    )
     args = ap.parse_args()
-    only = set(args.only or ["clickstream", "orders", "cdnow"])
+    global REUSE
+    REUSE = args.reuse
+    only = set(args.only or ["clickstream", "orders", "cdnow", "warm"])
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
@@ -725,6 +765,11 @@ def main() -> int:
         print(f"`make bench-models` (seed {args.seed}{', quick' if args.quick else ''})")
         if "clickstream" in only:
             judged, good = clickstream(work, args.seed, args.quick)
+            ok &= good
+            for j in judged:
+                j.print()
+        if "warm" in only:
+            judged, good = warm_start(work, args.seed, args.quick)
             ok &= good
             for j in judged:
                 j.print()
