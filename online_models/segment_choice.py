@@ -12,8 +12,11 @@ value axis, like the first one, so ids keep their meaning ("higher is more valua
 a segment whose value rank does not change keeps its id.
 
 **Profiles.** Each segment is described in raw units (purchases and spend over a year,
-days since the last event, order value) and labelled from where its centre sits among
-the sample's users: ``frequent high spenders``, ``occasional low spenders, lapsed``...
+days since the last event, order value) and labelled: how often its centre buys
+(``frequent``: 6 purchases a year or more, ``regular`` 2, ``occasional`` 0.5, ``rare``,
+``non-buying``), how it spends against the other segments (``high``, ``mid``,
+``low spenders``) and whether it is ``lapsed`` (over 60 days silent) or ``active now``
+(under 3): ``frequent high spenders``...
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -127,7 +130,7 @@ def profiles(
     >>> sample = np.log1p(np.array([[1, 10, 200], [2, 30, 100], [12, 900, 3], [10, 700, 5.0]]))
     >>> centres = np.array([sample[:2].mean(axis=0), sample[2:].mean(axis=0)])
     >>> [p["label"] for p in profiles(centres, sample, names, np.array([0, 0, 1, 1]))]
-    ['rare low spenders, lapsed', 'frequent high spenders']
+    ['occasional low spenders, lapsed', 'frequent high spenders']
     """
     index = {n: i for i, n in enumerate(names)}
     out = []
@@ -140,29 +143,32 @@ def profiles(
             {
                 "segment": j,
                 "share": round(float((labels == j).mean()), 4) if len(labels) else 0.0,
-                "label": _label(c, sample_raw, index),
+                "label": _label(c, centers_raw, index),
                 "centre": raw,
             }
         )
     return out
 
 
-def _rank(value: float, column: np.ndarray) -> float:
-    """Where ``value`` sits among ``column`` (0..1)."""
-    return float((column < value).mean()) if len(column) else 0.5
-
-
-def _label(c: np.ndarray, sample: np.ndarray, index: Mapping[str, int]) -> str:
+def _label(c: np.ndarray, centres: np.ndarray, index: Mapping[str, int]) -> str:
+    """Frequency in plain units (purchases a year at the centre), value relative to the
+    other segments (the highest spend is ``high``, the lowest ``low``), recency."""
     words = []
     if "purchases_365d_log" in index:
-        i = index["purchases_365d_log"]
-        r = _rank(c[i], sample[:, i])
-        words.append("frequent" if r > 0.66 else "occasional" if r > 0.33 else "rare")
-    if "spend_365d_log" in index:
+        per_year = math.expm1(float(c[index["purchases_365d_log"]]))
+        for floor, word in ((6.0, "frequent"), (2.0, "regular"), (0.5, "occasional")):
+            if per_year >= floor:
+                words.append(word)
+                break
+        else:
+            words.append("rare" if per_year >= 0.1 else "non-buying")
+    if "spend_365d_log" in index and len(centres) > 1:
         i = index["spend_365d_log"]
-        r = _rank(c[i], sample[:, i])
+        order = np.argsort(np.argsort(centres[:, i], kind="stable"), kind="stable")
+        rank = order[int(np.flatnonzero((centres == c).all(axis=1))[0])]
+        top = len(centres) - 1
         words.append(
-            "high spenders" if r > 0.66 else "mid spenders" if r > 0.33 else "low spenders"
+            "high spenders" if rank == top else "low spenders" if rank == 0 else "mid spenders"
         )
     label = " ".join(words) or "users"
     if "days_since_event_log" in index:
