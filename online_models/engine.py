@@ -31,14 +31,15 @@ True
 (2, 2, True)
 >>> change = engine.fire(state, "u1", 60 * DAY_MS, emitted_at_ms=8)   # silent for 60 days
 >>> change.tier, change.reason["kind"], change.scores["propensity"]
-('casual', 'inactivity', 0.5)
->>> engine.expires(state, "u1", 60 * DAY_MS), engine.expires(state, "u1", 401 * DAY_MS)
+('casual', 'inactivity', 0.15)
+>>> engine.expires(state, "u1", 60 * DAY_MS), engine.expires(state, "u1", 551 * DAY_MS)
 (False, True)
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -57,12 +58,14 @@ from online_models.user_state import UserState
 
 #: How many contributions (value score and propensity logit) a tier change reports.
 TOP_CONTRIBUTIONS: Final = 3
-#: While the model has seen few labels, the value score trusts its propensity little:
-#: ``p' = (n p + k prior) / (n + k)`` with ``n`` labels seen. Without it, version 0's 0.5
-#: for everyone lifted every user a tier in the first weeks and dropped them again when
-#: the labels came (a wave of changes downstream systems would act on).
-PROPENSITY_PRIOR: Final = 0.15
-PROPENSITY_PRIOR_LABELS: Final = 2000
+#: Up to this many snapshots per horizon are pending at once, a third of the horizon
+#: apart. One at a time, every snapshot of a customer who buys twice a year was taken at
+#: a purchase, six months apart: the heads learned from "just bought" and scored
+#: everyone else by extrapolation (on the order stream, 0.77 AUC for a purchase within
+#: 180 days against 0.83 for a regression fitted on the snapshot itself).
+SNAPSHOTS_PER_HORIZON: Final = 3
+#: The heads' outputs a tier change and a snapshot carry besides the propensity.
+EXTRA_SCORES: Final = ("propensity_long", "churn_risk", "expected_purchases", "expected_value")
 
 
 class _Duplicate:
@@ -77,13 +80,36 @@ DUPLICATE: Final = _Duplicate()
 
 
 @dataclass(frozen=True)
-class Horizons:
-    """Event-time spans of the models."""
+class HeadSpec:
+    """One prediction head: what it predicts over which horizon, and its prior."""
 
-    #: "Purchases within H days": the propensity label's horizon. A snapshot is taken at an
-    #: event or a timer when none is pending; a purchase resolves it positive, the horizon
-    #: passing in event time negative.
+    name: str
+    #: ``logistic`` (a probability) or ``poisson`` (an expected count).
+    kind: str
+    #: ``purchase`` (any purchase within the horizon), ``churn`` (no event within it),
+    #: ``count`` (how many purchases within it) or ``spend`` (how much is spent in it).
+    target: str
+    horizon_ms: int
+    #: What version 0 predicts for everyone.
+    prior: float
+
+
+@dataclass(frozen=True)
+class Horizons:
+    """Event-time spans of the models.
+
+    A snapshot (the feature vector and what the heads predicted) is taken per horizon at
+    an event or a timer when none is pending for it; at its deadline, in event time, the
+    purchases and events since give every head of that horizon its label, also for users
+    who never came back.
+    """
+
+    #: "Purchases within H days": the (first) propensity's horizon.
     label_ms: int = 30 * DAY_MS
+    #: The long horizon: a second propensity, the expected purchases and expected spend.
+    long_ms: int = 180 * DAY_MS
+    #: Churn risk: "no event within this span".
+    churn_ms: int = 30 * DAY_MS
     #: A user gives one learning sample per this span of event time, active or silent:
     #: the segments learn users as they are at any moment (recency included), which is
     #: what they are asked about, and the very active do not outweigh everyone else.
@@ -94,8 +120,10 @@ class Horizons:
     max_silence_ms: int = 365 * DAY_MS
     #: A user silent this long ends: their state is deleted, a later event starts a new
     #: lifetime (``TIERSTREAM_STATE_TTL_DAYS``). The default leaves the last re-score's
-    #: snapshot (at most ``max_silence`` after the last event) its label horizon first.
-    expire_after_ms: int = 400 * DAY_MS
+    #: snapshots (at most ``max_silence`` after the last event) their longest horizon
+    #: first (365 + 180 days, and a few to spare): a shorter one drops the labels of the
+    #: most silent users, and the long-horizon heads would never learn that they stay away.
+    expire_after_ms: int = 550 * DAY_MS
 
     def __post_init__(self) -> None:
         if self.expire_after_ms <= 0:
@@ -117,12 +145,44 @@ class Horizons:
         True
         """
         due = [state.features.last_ms + self.expire_after_ms]
-        if state.pending is not None:
-            due.append(state.pending[0] + self.label_ms + 1)
+        due.extend(p[1] + p[0] + 1 for p in state.pending or ())  # each snapshot's deadline
         periodic = max(state.features.last_ms, state.rescored_ms) + self.rescore_every_ms
         if periodic <= state.features.last_ms + self.max_silence_ms:
             due.append(periodic)
         return min(due)
+
+    def heads(self) -> tuple[HeadSpec, ...]:
+        """The heads, the 30-day propensity (``label_ms``) first.
+
+        >>> [h.name for h in Horizons().heads()]
+        ['purchase_30d', 'purchase_180d', 'churn_30d', 'purchases_180d', 'spend_180d']
+        """
+        out = [
+            HeadSpec(
+                f"purchase_{_days(self.label_ms)}", "logistic", "purchase", self.label_ms, 0.15
+            ),
+            HeadSpec(f"purchase_{_days(self.long_ms)}", "logistic", "purchase", self.long_ms, 0.4),
+            HeadSpec(f"churn_{_days(self.churn_ms)}", "logistic", "churn", self.churn_ms, 0.5),
+            HeadSpec(f"purchases_{_days(self.long_ms)}", "poisson", "count", self.long_ms, 0.5),
+            # Spend regressed directly (log link): with heavy-tailed baskets it ranked next
+            # period's revenue better than expected purchases x a shrunk mean order value.
+            HeadSpec(f"spend_{_days(self.long_ms)}", "poisson", "spend", self.long_ms, 20.0),
+        ]
+        unique = {h.name: h for h in reversed(out)}  # the first of a name wins
+        return tuple(h for h in out if unique[h.name] is h)
+
+    def spans(self) -> tuple[int, ...]:
+        """The distinct horizons, shortest first: one pending snapshot each."""
+        return tuple(sorted({h.horizon_ms for h in self.heads()}))
+
+
+def _days(ms: int) -> str:
+    return f"{ms / DAY_MS:g}d"
+
+
+def model_heads(horizons: Horizons) -> tuple[tuple[str, str, float], ...]:
+    """``(name, kind, prior)`` of each head, for :meth:`GlobalModel.initial`."""
+    return tuple((h.name, h.kind, h.prior) for h in horizons.heads())
 
 
 class TierEngine:
@@ -140,15 +200,34 @@ class TierEngine:
         self.policy = policy
         #: Who is held out of campaigns (flagged on every change; scoring ignores it).
         self.control = control or ControlGroup()
-        self.models = models or OnlineModels(GlobalModel.initial(FEATURE_NAMES))
         self.horizons = horizons or Horizons()
+        self.head_specs = self.horizons.heads()
+        self.models = models or OnlineModels(
+            GlobalModel.initial(FEATURE_NAMES, model_heads(self.horizons))
+        )
+        names = [h.name for h in self.models.model.heads]
+        if names != [h.name for h in self.head_specs]:
+            raise ValueError(
+                f"the model's heads {names} are not the configured horizons' "
+                f"{[h.name for h in self.head_specs]}: fit or learn a model for them"
+            )
+        self._spans = self.horizons.spans()
+        self._by_span = {
+            span: [(i, h.target) for i, h in enumerate(self.head_specs) if h.horizon_ms == span]
+            for span in self._spans
+        }
         self.policy_digest = _digest(
             {
                 "weights": scorer.weights,
                 "tiers": [(t.name, t.min_score) for t in policy.tiers],
                 "hysteresis": policy.hysteresis,
                 "min_dwell_ms": policy.min_dwell_ms,
-                "horizons": [self.horizons.label_ms, self.horizons.rescore_every_ms],
+                "horizons": [
+                    self.horizons.label_ms,
+                    self.horizons.rescore_every_ms,
+                    self.horizons.long_ms,
+                    self.horizons.churn_ms,
+                ],
             }
         )[:6]
 
@@ -172,26 +251,19 @@ class TierEngine:
         now = features.last_ms
         x = vector(features, now)
         ms = self.models.score(x)
-        if state.pending is not None:
-            t0, x0, p0 = state.pending[:3]
-            purchase = event.type_index == PURCHASE_INDEX and t0 < event.timestamp_ms
-            if purchase and event.timestamp_ms <= t0 + self.horizons.label_ms:
-                self._resolve(state, event.user_id, x0, True, p0)
-            elif now > t0 + self.horizons.label_ms:
-                self._resolve(state, event.user_id, x0, False, p0)
+        self._resolve_due(state, event.user_id, event.timestamp_ms)
+        self._count(state, event)
         snapshot = False
         if not late:
-            if state.pending is None:
-                state.pending = [now, x, ms.propensity]
-                snapshot = True
+            snapshot = self._snapshot(state, now, x, ms)
             if state.learned_ms < 0 or now - state.learned_ms >= self.horizons.learn_every_ms:
                 state.learned_ms = now
                 self.models.learn_sample(x)
         change = self._decide(
             state, event.user_id, now, ms, event.timestamp_ms, emitted_at_ms, "threshold"
         )
-        if snapshot and state.pending is not None:
-            state.pending.append(state.tier)  # the tier a campaign saw: conversion per tier
+        if snapshot:
+            self._note_tier(state)
         self._arm(state)
         return change
 
@@ -200,10 +272,7 @@ class TierEngine:
     ) -> TierChange | None:
         """The user's timer at event time ``now_ms``: resolve an expired snapshot as a
         negative label and re-score the silent user."""
-        if state.pending is not None:
-            t0, x0, p0 = state.pending[:3]
-            if now_ms > t0 + self.horizons.label_ms:
-                self._resolve(state, user_id, x0, False, p0)
+        self._resolve_due(state, user_id, now_ms)
         state.rescored_ms = now_ms
         x = vector(state.features, now_ms)
         ms = self.models.score(x)
@@ -212,18 +281,16 @@ class TierEngine:
         # firing would take the next one, for ever: one event dated in the year 9999 once
         # fired 1.9 M of them for 20 users).
         present = now_ms - state.features.last_ms < self.horizons.max_silence_ms
-        snapshot = state.pending is None and present
-        if snapshot:
-            # Snapshots at events alone would all have "days since last event" = 0, and
-            # the model would extrapolate wildly for the silent; "will they buy within H
-            # days" is as much a question about the silent.
-            state.pending = [now_ms, x, ms.propensity]
+        # Snapshots at events alone would all have "days since last event" = 0, and the
+        # model would extrapolate wildly for the silent; "will they buy within H days" is
+        # as much a question about the silent.
+        snapshot = present and self._snapshot(state, now_ms, x, ms)
         if present and now_ms - state.learned_ms >= self.horizons.learn_every_ms:
             state.learned_ms = now_ms
             self.models.learn_sample(x)
         change = self._decide(state, user_id, now_ms, ms, now_ms, emitted_at_ms, "inactivity")
-        if snapshot and state.pending is not None:
-            state.pending.append(state.tier)
+        if snapshot:
+            self._note_tier(state)
         self._arm(state)
         return change
 
@@ -235,11 +302,8 @@ class TierEngine:
         The caller deletes the state."""
         if now_ms - state.features.last_ms < self.horizons.expire_after_ms:
             return False
-        if state.pending is not None:
-            t0, x0, p0 = state.pending[:3]
-            if now_ms > t0 + self.horizons.label_ms:
-                self._resolve(state, user_id, x0, False, p0)
-            state.pending = None
+        self._resolve_due(state, user_id, now_ms)
+        state.pending = None
         state.due_ms = -1
         return True
 
@@ -266,7 +330,7 @@ class TierEngine:
             "seq": state.seq,
             "tier_since_ms": state.tier_since_ms,
             "as_of_ms": now,
-            "scores": self._scores(score, ms),
+            "scores": self._scores(score, ms, state),
             "score_tier": self.policy.tiers[self.policy.raw_tier(score.value)].name,
             "contributions": [
                 _contribution(c.feature, c.value, c.contribution) for c in score.contributions
@@ -276,24 +340,89 @@ class TierEngine:
             "features": features.to_json(),
         }
 
-    def _resolve(
-        self, state: UserState, user_id: str, x0: list[float], label: bool, p0: float
-    ) -> None:
+    def _snapshot(self, state: UserState, now: int, x: list[float], ms: ModelScore) -> bool:
+        """Take a snapshot for every horizon whose newest pending one is at least
+        :data:`SNAPSHOTS_PER_HORIZON` times younger than the horizon (or that has none);
+        True if one was taken."""
         pending = state.pending or []
-        # The tier at the snapshot (states saved before it was kept: the tier now).
-        tier = pending[3] if len(pending) > 3 else state.tier
-        state.pending = None
-        self.models.learn_label(x0, label, p0, tier=tier, control=self.control.holds(user_id))
+        newest: dict[int, int] = {}
+        for p in pending:
+            newest[p[0]] = max(newest.get(p[0], p[1]), p[1])
+        taken = False
+        for span in self._spans:
+            if span not in newest or now - newest[span] >= span // SNAPSHOTS_PER_HORIZON:
+                pending.append([span, now, x, ms.propensity, 0, 0, None, 0.0])
+                taken = True
+        state.pending = pending
+        return taken
 
-    def _value(self, state: UserState, now: int, ms: ModelScore) -> Score:
+    def _note_tier(self, state: UserState) -> None:
+        """The tier a campaign saw at the first horizon's fresh snapshot: conversion per
+        tier is measured on it."""
+        for p in state.pending or ():
+            if p[0] == self.horizons.label_ms and p[6] is None:
+                p[6] = state.tier
+
+    def _count(self, state: UserState, event: Event) -> None:
+        """Count ``event`` into every snapshot it falls after."""
+        for p in state.pending or ():
+            if p[1] < event.timestamp_ms <= p[1] + p[0]:
+                p[5] += 1
+                if event.type_index == PURCHASE_INDEX:
+                    p[4] += 1
+                    p[7] += event.amount
+
+    def _resolve_due(self, state: UserState, user_id: str, now: int) -> None:
+        """Resolve the snapshots whose horizon passed by event time ``now``: each gives
+        the heads of its horizon their labels."""
+        if not state.pending:
+            return
+        keep = []
+        for p in state.pending:
+            span, t0, x0, p0, purchases, events, tier, spend = p
+            if now <= t0 + span:
+                keep.append(p)
+                continue
+            labels = {}
+            for i, target in self._by_span.get(span, ()):
+                if target == "purchase":
+                    labels[i] = 1.0 if purchases else 0.0
+                elif target == "churn":
+                    labels[i] = 0.0 if events else 1.0
+                elif target == "count":
+                    labels[i] = float(purchases)
+                else:
+                    labels[i] = float(spend)
+            if labels:
+                self.models.learn_label(
+                    x0,
+                    labels,
+                    p0,
+                    tier=tier if tier is not None else state.tier,
+                    control=self.control.holds(user_id),
+                )
+        state.pending = keep or None
+
+    def _model_terms(self, state: UserState, now: int, ms: ModelScore) -> dict[str, float]:
+        """What the heads say about the user, by the names scores and explanations use."""
         model = self.models.model
         k = len(model.centroids)
         rank = ms.segment / (k - 1) if ms.segment is not None and k > 1 else 0.0
-        n = model.labels_seen
-        p = (n * ms.propensity + PROPENSITY_PRIOR_LABELS * PROPENSITY_PRIOR) / (
-            n + PROPENSITY_PRIOR_LABELS
-        )
-        return self.scorer.score(state.features, now, {"propensity": p, "segment_rank": rank})
+        terms = {"propensity": ms.propensity, "segment_rank": rank}
+        for spec, value in zip(self.head_specs, ms.predictions, strict=False):
+            if spec.target == "purchase" and spec.horizon_ms != self.horizons.label_ms:
+                terms["propensity_long"] = value
+            elif spec.target == "churn":
+                terms["churn_risk"] = value
+            elif spec.target == "count":
+                terms["expected_purchases"] = value
+            elif spec.target == "spend":
+                terms["expected_value"] = value
+                terms["expected_value_log"] = math.log1p(value)
+        return terms
+
+    def _value(self, state: UserState, now: int, ms: ModelScore) -> Score:
+        return self.scorer.score(state.features, now, self._model_terms(state, now, ms))
 
     def _decide(
         self,
@@ -350,7 +479,7 @@ class TierEngine:
             seq=state.seq,
             event_time_ms=event_time_ms,
             emitted_at_ms=emitted_at_ms,
-            scores=self._scores(score, ms),
+            scores=self._scores(score, ms, state),
             reason={
                 "kind": "first_tier" if previous is None else kind,
                 "threshold": decision.threshold,
@@ -370,12 +499,14 @@ class TierEngine:
         except KeyError:
             return None
 
-    def _scores(self, score: Score, ms: ModelScore) -> dict[str, float | None]:
+    def _scores(self, score: Score, ms: ModelScore, state: UserState) -> dict[str, float | None]:
+        terms = self._model_terms(state, state.features.last_ms, ms)
         return {
             "value_score": score.value,
             "propensity": ms.propensity,
             "segment": ms.segment,
             "segment_distance": ms.distance,
+            **{name: terms[name] for name in EXTRA_SCORES if name in terms},
         }
 
     def _logit_terms(self, ms: ModelScore, top: int | None) -> list[dict[str, float | str]]:

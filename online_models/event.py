@@ -8,6 +8,8 @@ receives events that passed the input schema.
 True
 >>> Event("e2", "u1", "wishlist_add", 0, 0.0).event_type
 'other'
+>>> Event("e3", "u1", "product_view", 0, category="books").category
+'books'
 """
 
 from __future__ import annotations
@@ -39,13 +41,29 @@ class Event:
     """One user event with its event time in epoch milliseconds.
 
     ``event_type`` is normalised: unknown types become ``"other"``.
-    ``amount`` is 0.0 when the event carries none.
+    ``amount`` is 0.0 when the event carries none. ``category`` is the event's
+    ``properties.category`` (a product category) when it has a string one, else None.
     """
 
-    __slots__ = ("amount", "event_id", "event_type", "timestamp_ms", "type_index", "user_id")
+    __slots__ = (
+        "amount",
+        "category",
+        "event_id",
+        "event_type",
+        "timestamp_ms",
+        "type_index",
+        "user_id",
+    )
 
     def __init__(
-        self, event_id: str, user_id: str, event_type: str, timestamp_ms: int, amount: float = 0.0
+        self,
+        event_id: str,
+        user_id: str,
+        event_type: str,
+        timestamp_ms: int,
+        amount: float = 0.0,
+        *,
+        category: str | None = None,
     ) -> None:
         index = _TYPE_INDEX.get(event_type, OTHER_INDEX)
         self.event_id = event_id
@@ -54,6 +72,7 @@ class Event:
         self.type_index = index
         self.timestamp_ms = timestamp_ms
         self.amount = amount
+        self.category = category
 
     def __repr__(self) -> str:
         return (

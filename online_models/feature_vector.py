@@ -30,9 +30,11 @@ from online_models.features import DAY_MS, UserFeatures
 
 __all__ = ["FEATURE_NAMES", "vector"]
 
-#: Recency beyond a year says nothing more; never having bought counts as a year.
-MAX_RECENCY_DAYS: Final = 365.0
-_H1, _H7, _H30 = 0, 1, 2
+#: Recency beyond two years says nothing more; never having bought counts as two years
+#: (and ``never_purchased`` says so). Customers of an order export buy months apart, so a
+#: year's cap would make a year's and eighteen months' silence look alike.
+MAX_RECENCY_DAYS: Final = 730.0
+_H1, _H7, _H30, _H365 = 0, 1, 2, 3
 _VIEW = (EVENT_TYPES.index("page_view"), EVENT_TYPES.index("product_view"))
 _SEARCH = EVENT_TYPES.index("search")
 
@@ -52,6 +54,17 @@ FEATURE_NAMES: Final = (
     "aov_log",
     "cart_abandon",
     "refund_ratio",
+    "activity_365d_log",
+    "purchases_365d_log",
+    "spend_365d_log",
+    "purchases_log",
+    "first_purchase_days_log",
+    "purchase_span_days_log",
+    "interpurchase_days_log",
+    "purchase_overdue_log",
+    "never_purchased",
+    "category_top_share",
+    "categories_log",
 )
 
 
@@ -60,7 +73,8 @@ def vector(f: UserFeatures, now_ms: int) -> list[float]:
     k1 = f.decay_factor(now_ms, _H1)
     k7 = f.decay_factor(now_ms, _H7)
     k30 = f.decay_factor(now_ms, _H30)
-    c7, c30 = f.counts[_H7], f.counts[_H30]
+    k365 = f.decay_factor(now_ms, _H365)
+    c7, c30, c365 = f.counts[_H7], f.counts[_H30], f.counts[_H365]
     log1p = math.log1p
     since_event = min(max(0, now_ms - f.last_ms) / DAY_MS, MAX_RECENCY_DAYS)
     if f.last_purchase_ms is None:
@@ -71,6 +85,16 @@ def vector(f: UserFeatures, now_ms: int) -> list[float]:
     aov = f.total_spend / f.purchases if f.purchases else 0.0
     abandon = max(0.0, 1.0 - f.purchases / f.carts) if f.carts else 0.0
     refund_ratio = min(1.0, f.total_refunded / f.total_spend) if f.total_spend > 0 else 0.0
+    first_purchase = span = gap = overdue = 0.0
+    if f.first_purchase_ms is not None and f.last_purchase_ms is not None:
+        first_purchase = max(0, now_ms - f.first_purchase_ms) / DAY_MS
+        span = (f.last_purchase_ms - f.first_purchase_ms) / DAY_MS
+        if f.purchases > 1:
+            gap = span / (f.purchases - 1)
+            overdue = since_purchase / max(gap, 1.0)
+    categories = f.categories
+    touched = sum(categories)
+    top_share = max(categories) / touched if touched else 0.0
     return [
         log1p(sum(f.counts[_H1]) * k1),
         log1p(sum(c7) * k7),
@@ -87,4 +111,15 @@ def vector(f: UserFeatures, now_ms: int) -> list[float]:
         log1p(aov),
         abandon,
         refund_ratio,
+        log1p(sum(c365) * k365),
+        log1p(c365[PURCHASE_INDEX] * k365),
+        log1p(f.spend[_H365] * k365),
+        log1p(f.purchases),
+        log1p(first_purchase),
+        log1p(span),
+        log1p(gap),
+        log1p(overdue),
+        0.0 if f.purchases else 1.0,
+        top_share,
+        log1p(sum(1 for c in categories if c)),
     ]

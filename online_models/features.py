@@ -1,9 +1,10 @@
 """Per-user features, updated in event time, O(1) per event.
 
 Counts per event type and spend are kept as exponentially decayed sums at a few
-half-lives: ``v <- v * exp(-rate * dt) + x``. They need no windows and an out-of-order
-event is still exact: all sums are referenced to the newest event time seen
-(``last_ms``), and a late event at ``t < last_ms`` adds ``x * exp(-rate * (last_ms - t))``.
+half-lives, from a day to a year: ``v <- v * exp(-rate * dt) + x``. They need no
+windows and an out-of-order event is still exact: all sums are referenced to the newest
+event time seen (``last_ms``), and a late event at ``t < last_ms`` adds
+``x * exp(-rate * (last_ms - t))``.
 So the sums equal ``sum(x_i * exp(-rate * (last_ms - t_i)))`` whatever the arrival order.
 
 >>> f = UserFeatures.new()
@@ -19,11 +20,21 @@ So the sums equal ``sum(x_i * exp(-rate * (last_ms - t_i)))`` whatever the arriv
 1.5
 >>> f.last_ms == 7 * DAY, f.events, f.purchases
 (True, 3, 1)
+
+Besides the decayed sums, lifetime facts that sparse buyers are described by (what RFM
+and BG/NBD live on): the first and last purchase times, the number of purchases, the
+spend; and the product categories the user touched (``properties.category``), counted
+in :data:`CATEGORY_BUCKETS` buckets by a stable hash of the name:
+
+>>> f.apply(Event("e4", "u", "purchase", 9 * DAY, 20.0, category="books"))
+>>> f.first_purchase_ms == 0, f.last_purchase_ms == 9 * DAY, sum(f.categories)
+(True, True, 1.0)
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Any, Final
 
 from online_models.event import (
@@ -35,14 +46,29 @@ from online_models.event import (
 )
 
 DAY_MS: Final = 86_400_000
-#: Half-lives of the decayed sums: a day (what is happening now), a week, a month.
-HALF_LIVES_DAYS: Final = (1.0, 7.0, 30.0)
+#: Half-lives of the decayed sums: a day (what is happening now), a week, a month, and a
+#: year (the long horizon a customer who buys a few times a year is seen on).
+HALF_LIVES_DAYS: Final = (1.0, 7.0, 30.0, 365.0)
 #: Decay rate per millisecond for each half-life: ``ln 2 / half_life``.
 RATES_PER_MS: Final = tuple(math.log(2.0) / (h * DAY_MS) for h in HALF_LIVES_DAYS)
 #: A gap longer than this (event time) between two events starts a new session.
 SESSION_GAP_MS: Final = 30 * 60 * 1000
+#: Product categories are counted in this many buckets (a stable hash of the name): a
+#: user's state stays a fixed size whatever the catalogue, and the affinity features
+#: (how concentrated, how broad) need no list of names.
+CATEGORY_BUCKETS: Final = 16
 _N_TYPES: Final = len(EVENT_TYPES)
 _N_HALF_LIVES: Final = len(HALF_LIVES_DAYS)
+
+
+def category_bucket(category: str) -> int:
+    """The bucket of a category name: CRC-32 (the same in every process, unlike
+    ``hash``) modulo :data:`CATEGORY_BUCKETS`.
+
+    >>> category_bucket("books") == category_bucket("books"), 0 <= category_bucket("x") < 16
+    (True, True)
+    """
+    return zlib.crc32(category.encode()) % CATEGORY_BUCKETS
 
 
 class UserFeatures:
@@ -52,6 +78,7 @@ class UserFeatures:
         last_ms: newest event time seen; every decayed sum is referenced to it.
         first_ms: oldest event time seen (tenure starts there).
         last_purchase_ms: event time of the newest purchase, or None.
+        first_purchase_ms: event time of the oldest purchase, or None.
         counts: ``counts[h][t]`` decayed count of event type ``t`` at half-life ``h``.
         spend: ``spend[h]`` decayed purchase amount at half-life ``h``.
         sessions: ``sessions[h]`` decayed count of sessions (a 30-minute gap starts one; a
@@ -59,13 +86,16 @@ class UserFeatures:
         refunded: ``refunded[h]`` decayed refund amount at half-life ``h``.
         events, purchases, refunds, carts: lifetime counts.
         total_spend, total_refunded: lifetime amounts.
+        categories: lifetime count of events per category bucket.
     """
 
     __slots__ = (
         "carts",
+        "categories",
         "counts",
         "events",
         "first_ms",
+        "first_purchase_ms",
         "last_ms",
         "last_purchase_ms",
         "purchases",
@@ -93,6 +123,8 @@ class UserFeatures:
         carts: int,
         total_spend: float,
         total_refunded: float,
+        first_purchase_ms: int | None = None,
+        categories: list[float] | None = None,
     ) -> None:
         self.last_ms = last_ms
         self.first_ms = first_ms
@@ -107,6 +139,8 @@ class UserFeatures:
         self.carts = carts
         self.total_spend = total_spend
         self.total_refunded = total_refunded
+        self.first_purchase_ms = first_purchase_ms
+        self.categories = categories if categories is not None else [0.0] * CATEGORY_BUCKETS
 
     @classmethod
     def new(cls) -> UserFeatures:
@@ -155,15 +189,22 @@ class UserFeatures:
                 self.refunded[h] += amount * w
         self.events += 1
         if ti == PURCHASE_INDEX:
-            self.purchases += 1
-            self.total_spend += amount
-            if self.last_purchase_ms is None or t > self.last_purchase_ms:
-                self.last_purchase_ms = t
+            self._purchase(t, amount)
         elif ti == REFUND_INDEX:
             self.refunds += 1
             self.total_refunded += amount
         elif ti == ADD_TO_CART_INDEX:
             self.carts += 1
+        if event.category is not None:
+            self.categories[category_bucket(event.category)] += 1.0
+
+    def _purchase(self, t: int, amount: float) -> None:
+        self.purchases += 1
+        self.total_spend += amount
+        if self.last_purchase_ms is None or t > self.last_purchase_ms:
+            self.last_purchase_ms = t
+        if self.first_purchase_ms is None or t < self.first_purchase_ms:
+            self.first_purchase_ms = t
 
     def _new_session(self) -> None:
         for h in range(_N_HALF_LIVES):
@@ -207,9 +248,29 @@ class UserFeatures:
             "carts": self.carts,
             "total_spend": self.total_spend,
             "total_refunded": self.total_refunded,
+            "first_purchase_ms": self.first_purchase_ms,
+            "categories": self.categories,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UserFeatures:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of :meth:`to_json`. A state saved before the year-long half-life and
+        the lifetime purchase facts existed is completed: its one-year sums start from
+        its 30-day ones (they lack what decayed out of those), its first purchase is taken
+        as its first event, and its categories as none.
+
+        >>> old = UserFeatures.new().to_json()
+        >>> for key in ("counts", "spend", "refunded", "sessions"):
+        ...     old[key] = old[key][:3]
+        >>> del old["first_purchase_ms"], old["categories"]
+        >>> len(UserFeatures.from_json(old).counts)
+        4
+        """
+        data = dict(data)
+        if len(data["spend"]) < _N_HALF_LIVES:
+            data["counts"] = [*data["counts"], list(data["counts"][-1])]
+            for key in ("spend", "refunded", "sessions"):
+                data[key] = [*data[key], data[key][-1]]
+        if "first_purchase_ms" not in data:
+            data["first_purchase_ms"] = data["first_ms"] if data["purchases"] else None
         return cls(**data)

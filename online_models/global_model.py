@@ -1,5 +1,6 @@
 """The one model the whole consumer group scores with: scaler statistics, segment
-centroids and propensity weights, versioned, stored as plain JSON.
+centroids, segment profiles and the prediction heads (:mod:`online_models.glm`: the
+propensities, churn risk and expected purchases), versioned, stored as plain JSON.
 
 Scoring is our own code (nearest centroid, dot product), never River's ``predict_one``:
 River's ``KMeans.predict_one`` inserts random coordinates for unseen features, mutating the
@@ -10,14 +11,14 @@ The version name carries a digest of the content, so two instances that report t
 ``name`` scored with identical models.
 
 >>> m = GlobalModel.initial(("a", "b"))
->>> m.name, m.has_segments
-('v0-dfb6c53e', False)
+>>> m.has_segments, [h.name for h in m.heads], round(m.score([0.0, 0.0]).propensity, 2)
+(False, ['purchase_30d'], 0.15)
 >>> m = m.replace(version=1, n=10.0, mean=(1.0, 2.0), var=(4.0, 1.0),
 ...               centroids=((-1.0, 0.0), (1.0, 0.0)), centroid_counts=(5.0, 5.0),
-...               weights=(0.5, 0.0), intercept=0.0)
+...               heads=(Head("purchase_30d", "logistic", (0.5, 0.0), 0.0, (1.0,) * 9),))
 >>> s = m.score([3.0, 2.0])             # z = (1, 0): nearest centroid 1, distance 0
->>> s.segment, s.distance, round(s.propensity, 4)
-(1, 0.0, 0.6225)
+>>> s.segment, s.distance, round(s.propensity, 4), [round(p, 4) for p in s.predictions]
+(1, 0.0, 0.6225, [0.6225])
 >>> GlobalModel.from_json(m.to_json()) == m
 True
 """
@@ -34,17 +35,15 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
-SCHEMA: Final = "tierstream.model.v1"
+from online_models.glm import Head
+
+#: v2: prediction heads with their precision, segment profiles and silhouette; a v1
+#: model (one propensity's weights, 15 features) is refused: fit or learn a new one.
+SCHEMA: Final = "tierstream.model.v2"
+#: The heads of a model nobody configured: the 30-day purchase propensity.
+DEFAULT_HEADS: Final = (("purchase_30d", "logistic", 0.15),)
 #: Variance below this is treated as no variance: the feature is centred, not scaled.
 MIN_VAR: Final = 1e-12
-
-
-def sigmoid(x: float) -> float:
-    """Logistic function, stable for large ``|x|``."""
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +55,8 @@ class ModelScore:
     propensity: float
     #: Per-feature contributions to the propensity logit, ``w_j * z_j``.
     logit_terms: tuple[float, ...]
+    #: Every head's prediction, in the model's head order (the first is ``propensity``).
+    predictions: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,16 +72,55 @@ class GlobalModel:
     var: tuple[float, ...]
     centroids: tuple[tuple[float, ...], ...]
     centroid_counts: tuple[float, ...]
-    weights: tuple[float, ...]
-    intercept: float
+    heads: tuple[Head, ...]
     labels_seen: int = 0
     samples_seen: int = 0
+    #: The mean silhouette of the segments when their number was last chosen (None:
+    #: never evaluated).
+    silhouette: float | None = None
+    #: Per segment: its size share, generated label and centroid in raw units.
+    profiles: tuple[dict[str, Any], ...] = ()
+    #: A uniform sample of the users' snapshot vectors (raw), on which k is chosen and
+    #: the profiles are computed, and how many vectors it was drawn from.
+    reservoir: tuple[tuple[float, ...], ...] = ()
+    reservoir_seen: int = 0
 
     @classmethod
-    def initial(cls, feature_names: tuple[str, ...]) -> GlobalModel:
-        """Version 0: no statistics, no segments, propensity 0.5 for everyone."""
+    def initial(
+        cls,
+        feature_names: tuple[str, ...],
+        heads: tuple[tuple[str, str, float], ...] = DEFAULT_HEADS,
+    ) -> GlobalModel:
+        """Version 0: no statistics, no segments; each head ``(name, kind, prior)``
+        predicts its prior for everyone."""
         d = len(feature_names)
-        return cls(0, tuple(feature_names), 0.0, (0.0,) * d, (1.0,) * d, (), (), (0.0,) * d, 0.0)
+        return cls(
+            0,
+            tuple(feature_names),
+            0.0,
+            (0.0,) * d,
+            (1.0,) * d,
+            (),
+            (),
+            tuple(Head.initial(name, kind, d, prior=prior) for name, kind, prior in heads),
+        )
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """The first head's (the propensity's) weights."""
+        return self.heads[0].weights
+
+    @property
+    def intercept(self) -> float:
+        """The first head's intercept."""
+        return self.heads[0].intercept
+
+    def head_index(self, name: str) -> int | None:
+        """The position of head ``name``, or None."""
+        for i, head in enumerate(self.heads):
+            if head.name == name:
+                return i
+        return None
 
     def replace(self, **changes: Any) -> GlobalModel:
         """A copy with ``changes``."""
@@ -96,9 +136,10 @@ class GlobalModel:
         """Standard deviations, 1.0 where a feature has no variance yet."""
         return tuple(math.sqrt(v) if v > MIN_VAR else 1.0 for v in self.var)
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
-        """``v<version>-<digest>``: unique per content."""
+        """``v<version>-<digest>``: unique per content (computed once: a version is
+        frozen)."""
         return f"v{self.version}-{self.digest()}"
 
     def digest(self) -> str:
@@ -111,22 +152,44 @@ class GlobalModel:
         return [(xi - m) / s for xi, m, s in zip(x, self.mean, self.scale, strict=True)]
 
     @functools.cached_property
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _arrays(
+        self,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         c = np.array(self.centroids, dtype=float).reshape(len(self.centroids), len(self.mean))
-        return np.array(self.mean), 1.0 / np.array(self.scale), np.array(self.weights), c
+        w = np.array([h.weights for h in self.heads])
+        b = np.array([h.intercept for h in self.heads])
+        logistic = np.array([h.kind == "logistic" for h in self.heads])
+        return np.array(self.mean), 1.0 / np.array(self.scale), w, b, logistic, c
+
+    @functools.cached_property
+    def _logistic(self) -> tuple[bool, ...]:
+        return tuple(h.kind == "logistic" for h in self.heads)
+
+    def predict_heads(self, z: np.ndarray) -> np.ndarray:
+        """Every head's prediction for standardised rows ``z`` (one column per head)."""
+        _, _, w, b, logistic, _ = self._arrays
+        eta = np.clip(z @ w.T + b, -30.0, 30.0)
+        out: np.ndarray = np.where(logistic, 1.0 / (1.0 + np.exp(-eta)), np.exp(eta))
+        return out
 
     def score(self, x: list[float]) -> ModelScore:
-        """Segment, distance and propensity of one raw feature vector."""
-        mean, inv_scale, weights, centroids = self._arrays
+        """Segment, distance and the heads' predictions for one raw feature vector."""
+        mean, inv_scale, w, b, _, centroids = self._arrays
         z = (np.asarray(x) - mean) * inv_scale
-        terms = weights * z
-        propensity = sigmoid(self.intercept + float(terms.sum()))
-        logit_terms = tuple(terms.tolist())
+        exp = math.exp
+        predictions = tuple(
+            (1.0 / (1.0 + exp(-e)) if is_logistic else exp(e))
+            for e, is_logistic in zip(
+                np.clip(w @ z + b, -30.0, 30.0).tolist(), self._logistic, strict=True
+            )
+        )
+        logit_terms = tuple((w[0] * z).tolist())
+        propensity = predictions[0]
         if not self.centroids:
-            return ModelScore(None, None, propensity, logit_terms)
+            return ModelScore(None, None, propensity, logit_terms, predictions)
         d2 = ((centroids - z) ** 2).sum(axis=1)
         best = int(d2.argmin())
-        return ModelScore(best, math.sqrt(float(d2[best])), propensity, logit_terms)
+        return ModelScore(best, math.sqrt(float(d2[best])), propensity, logit_terms, predictions)
 
     def score_many(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Vectorised :meth:`score` over rows of ``x``: (segments, distances, propensities).
@@ -134,8 +197,7 @@ class GlobalModel:
         Segments and distances are -1 and NaN while there are no centroids.
         """
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
-        logits = self.intercept + z @ np.asarray(self.weights)
-        propensity = 1.0 / (1.0 + np.exp(-logits))
+        propensity = self.predict_heads(z)[:, 0]
         if not self.centroids:
             return np.full(len(x), -1), np.full(len(x), np.nan), propensity
         c = np.asarray(self.centroids)
@@ -153,9 +215,15 @@ class GlobalModel:
                 "centroids": [list(c) for c in self.centroids],
                 "counts": list(self.centroid_counts),
             },
-            "propensity": {"weights": list(self.weights), "intercept": self.intercept},
+            "heads": [h.to_json() for h in self.heads],
             "labels_seen": self.labels_seen,
             "samples_seen": self.samples_seen,
+            "silhouette": self.silhouette,
+            "profiles": list(self.profiles),
+            "reservoir": {
+                "seen": self.reservoir_seen,
+                "vectors": [list(v) for v in self.reservoir],
+            },
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -177,15 +245,21 @@ class GlobalModel:
                 var=tuple(map(float, data["scaler"]["var"])),
                 centroids=tuple(tuple(map(float, c)) for c in data["segments"]["centroids"]),
                 centroid_counts=tuple(map(float, data["segments"]["counts"])),
-                weights=tuple(map(float, data["propensity"]["weights"])),
-                intercept=float(data["propensity"]["intercept"]),
+                heads=tuple(Head.from_json(h) for h in data["heads"]),
                 labels_seen=int(data.get("labels_seen", 0)),
                 samples_seen=int(data.get("samples_seen", 0)),
+                silhouette=None if data.get("silhouette") is None else float(data["silhouette"]),
+                profiles=tuple(dict(p) for p in data.get("profiles", ())),
+                reservoir=tuple(
+                    tuple(map(float, v)) for v in data.get("reservoir", {}).get("vectors", ())
+                ),
+                reservoir_seen=int(data.get("reservoir", {}).get("seen", 0)),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed model: missing or bad {exc}") from None
         d = len(model.feature_names)
-        if any(len(v) != d for v in (model.mean, model.var, model.weights, *model.centroids)):
+        vectors = (model.mean, model.var, *(h.weights for h in model.heads), *model.centroids)
+        if not model.heads or any(len(v) != d for v in vectors):
             raise ValueError("malformed model: vector lengths differ from feature_names")
         if "name" in data and data["name"] != model.name:
             raise ValueError(f"model content does not match its name {data['name']!r}")

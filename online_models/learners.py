@@ -1,8 +1,10 @@
 """What one instance learns between two global model versions, with River.
 
 Each instance starts from the current :class:`~online_models.global_model.GlobalModel`
-and learns locally: River's ``StandardScaler`` (feature statistics), ``KMeans``
-(segments) and ``LogisticRegression`` (propensity). Its :meth:`LocalLearner.contribution`
+and learns locally: River's ``StandardScaler`` (feature statistics) and ``KMeans``
+(segments); the resolved labels of the prediction heads (propensities, churn, expected
+purchases) are kept, raw, until the next version fits them (:mod:`online_models.glm`:
+a Bayesian update needs the labels together). Its :meth:`LocalLearner.contribution`
 is plain JSON that the merge (:mod:`online_models.merge`) folds into the next version,
 and from which :meth:`LocalLearner.restore` rebuilds the learner exactly after a restart.
 
@@ -14,10 +16,10 @@ at :data:`MIN_STEP` so centres keep following a drifting population.
 >>> from online_models.global_model import GlobalModel
 >>> base = GlobalModel.initial(("a", "b"))
 >>> learner = LocalLearner(base)
->>> learner.learn_sample([1.0, 2.0]); learner.learn_label([1.0, 2.0], True)
+>>> learner.learn_sample([1.0, 2.0]); learner.learn_label([1.0, 2.0], {0: 1.0})
 >>> c = learner.contribution()
->>> c["samples"], c["labels"], c["reservoir"]
-(1, 1, [[1.0, 2.0]])
+>>> c["samples"], c["labels"], c["reservoir"], c["labelled"]
+(1, 1, [[1.0, 2.0]], [[0, 1.0, 1.0, 2.0]])
 >>> LocalLearner.restore(base, c).contribution() == c
 True
 """
@@ -29,7 +31,7 @@ import math
 from collections.abc import Hashable
 from typing import Any, Final
 
-from river import cluster, linear_model, optim, preprocessing
+from river import cluster, preprocessing
 
 from online_models.global_model import GlobalModel
 
@@ -37,8 +39,6 @@ from online_models.global_model import GlobalModel
 MIN_STEP: Final = 1e-3
 #: Vectors kept before the first segments exist, to seed them with k-means++.
 RESERVOIR_SIZE: Final = 2000
-#: SGD learning rate of the propensity model (features are standardised).
-LEARNING_RATE: Final = 0.002
 
 
 class _OrderedKMeans(cluster.KMeans):
@@ -68,9 +68,8 @@ class _OrderedKMeans(cluster.KMeans):
 class LocalLearner:
     """Local River learners on top of a frozen base model."""
 
-    def __init__(self, base: GlobalModel, *, learning_rate: float = LEARNING_RATE) -> None:
+    def __init__(self, base: GlobalModel) -> None:
         self.base = base
-        self.learning_rate = learning_rate
         names = base.feature_names
         self._names = names
         self.scaler = preprocessing.StandardScaler()
@@ -79,15 +78,11 @@ class LocalLearner:
         for i, c in enumerate(base.centroids):
             self.kmeans.centers[i].update(zip(names, c, strict=True))
         self.counts = [0.0] * k
-        self.logreg = linear_model.LogisticRegression(
-            optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate
-        )
-        for name, w in zip(names, base.weights, strict=True):
-            self.logreg._weights[name] = w
-        self.logreg.intercept = base.intercept
         self.samples = 0
         self.labels = 0
         self.reservoir: list[list[float]] = []
+        #: Resolved labels since ``base``: ``[head index, label, *raw vector]``.
+        self.labelled: list[list[float]] = []
 
     def learn_sample(self, x: list[float]) -> None:
         """Learn feature statistics and segments from one raw feature vector."""
@@ -104,10 +99,10 @@ class LocalLearner:
         self.kmeans.learn_one(z)
         self.counts[k] += 1.0
 
-    def learn_label(self, x: list[float], label: bool) -> None:
-        """Learn one resolved propensity label for the raw vector ``x`` of its snapshot."""
-        z = dict(zip(self._names, self.base.standardize(x), strict=True))
-        self.logreg.learn_one(z, label)
+    def learn_label(self, x: list[float], labels: dict[int, float]) -> None:
+        """Keep the resolved labels (head index -> label) of one snapshot's raw vector."""
+        for head, y in sorted(labels.items()):
+            self.labelled.append([head, float(y), *x])
         self.labels += 1
 
     def contribution(self) -> dict[str, Any]:
@@ -127,17 +122,14 @@ class LocalLearner:
                 [self.kmeans.centers[i][f] for f in names] for i in range(len(self.counts))
             ],
             "counts": list(self.counts),
-            "weights": [self.logreg._weights[f] for f in names],
-            "intercept": self.logreg.intercept,
-            "reservoir": list(self.reservoir),  # a copy: rollback points keep it
+            "labelled": [list(row) for row in self.labelled],  # copies: rollback keeps them
+            "reservoir": list(self.reservoir),
         }
 
     @classmethod
-    def restore(
-        cls, base: GlobalModel, data: dict[str, Any], *, learning_rate: float = LEARNING_RATE
-    ) -> LocalLearner:
+    def restore(cls, base: GlobalModel, data: dict[str, Any]) -> LocalLearner:
         """The learner that produced ``data``; a fresh one if ``data`` is for another base."""
-        learner = cls(base, learning_rate=learning_rate)
+        learner = cls(base)
         if data.get("base") != base.name:
             return learner
         names = base.feature_names
@@ -153,16 +145,8 @@ class LocalLearner:
         for i, c in enumerate(data["centers"]):
             learner.kmeans.centers[i].update(zip(names, c, strict=True))
         learner.counts = list(data["counts"])
-        for name, w in zip(names, data["weights"], strict=True):
-            learner.logreg._weights[name] = w
-        learner.logreg.intercept = data["intercept"]
+        learner.labelled = [list(row) for row in data["labelled"]]
         learner.samples = data["samples"]
         learner.labels = data["labels"]
         learner.reservoir = [list(x) for x in data["reservoir"]]
         return learner
-
-    def propensity(self, x: list[float]) -> float:
-        """The local (not yet merged) model's propensity for raw vector ``x``."""
-        z = dict(zip(self._names, self.base.standardize(x), strict=True))
-        p: float = self.logreg.predict_proba_one(z)[True]
-        return p if math.isfinite(p) else 0.5

@@ -7,10 +7,10 @@
   and ids stay stable across versions. The first centroids are seeded with k-means++ and
   refined by Lloyd iterations on the pooled reservoir, with a fixed seed, and numbered
   along the value axis (:data:`VALUE_AXIS`), so a higher segment means a more valuable one.
-- Propensity: the count-weighted mean of the instances' weight moves (federated
-  averaging); with one instance it is that instance's weights.
-- Centroids and weights live in the scaler's standardised space, so both are re-expressed
-  when the scaler changes: the same raw vector keeps the same logit and distances.
+- Heads (propensities, churn, expected purchases): every instance's labels since the
+  version, pooled, update each head by a Bayesian step (:meth:`Head.update`).
+- Centroids and heads live in the scaler's standardised space, so both are re-expressed
+  when the scaler changes: the same raw vector keeps the same prediction and distances.
 
 >>> from online_models.global_model import GlobalModel
 >>> from online_models.learners import LocalLearner
@@ -39,11 +39,22 @@ from typing import Any, Final
 import numpy as np
 
 from online_models.global_model import MIN_VAR, GlobalModel
+from online_models.segment_choice import (
+    SWITCH_MARGIN,
+    assign,
+    choose_k,
+    profiles,
+    value_order,
+)
+from online_models.segment_choice import silhouette as silhouette_of
 
-#: Weights of the (raw) centroid features whose sum orders segments by value.
+#: Weights of the (raw) centroid features whose sum orders segments by value: what a
+#: user buys this month and this year.
 VALUE_AXIS: Final[Mapping[str, float]] = {
-    "spend_30d_log": 1.0,
-    "purchases_30d_log": 1.0,
+    "spend_30d_log": 0.5,
+    "purchases_30d_log": 0.5,
+    "spend_365d_log": 1.0,
+    "purchases_365d_log": 1.0,
     "activity_30d_log": 0.25,
 }
 
@@ -60,8 +71,13 @@ class MergePolicy:
     min_init_samples: int = 1000
     seed: int = 7
     lloyd_iterations: int = 25
-    #: SGD step of the local propensity learners (features are standardised).
-    learning_rate: float = 0.002
+    #: The range k is chosen in by the silhouette (equal bounds: k stays ``n_segments``).
+    segments_min: int = 2
+    segments_max: int = 8
+    #: k is evaluated every this many versions.
+    choose_every_versions: int = 20
+    #: Snapshot vectors kept in the model to choose k on and to profile the segments.
+    reservoir_size: int = 500
 
 
 def merge_due(base: GlobalModel, *, learned: int, reservoir: int, p: MergePolicy) -> bool:
@@ -98,23 +114,26 @@ def merge(
     else:
         pooled = [x for c in mine for x in c["reservoir"]]
         centroids, counts = _seed_segments(np.array(pooled), new_mean, new_scale, base, p)
-    weights, intercept = _averaged_weights(base, mine)
-    # Same logit for the same raw x: w'/s' = w/s and b' = b - sum(w m / s) + sum(w' m' / s').
-    new_weights = weights * new_scale / old_scale
-    intercept = float(
-        intercept
-        - (weights * old_mean / old_scale).sum()
-        + (new_weights * new_mean / new_scale).sum()
-    )
+    rows = [r for c in mine for r in c["labelled"]]
+    labelled = np.array(rows, dtype=float).reshape(len(rows), len(base.feature_names) + 2)
+    reservoir, seen = _sampled(base, labelled[labelled[:, 0] == 0, 2:], p)
+    sample = np.array(reservoir).reshape(len(reservoir), len(base.feature_names))
+    segments = _segments(base, centroids, counts, sample, new_mean, new_scale, p)
+    z = (labelled[:, 2:] - new_mean) / new_scale
+    heads = []
+    for i, head in enumerate(base.heads):
+        moved = head.restandardized(old_mean, old_scale, new_mean, new_scale)
+        mask = labelled[:, 0] == i
+        heads.append(moved.update(z[mask], labelled[mask, 1]))
     return base.replace(
         version=base.version + 1,
         n=n,
-        mean=tuple(mean),
-        var=tuple(var),
-        centroids=tuple(tuple(float(v) for v in c) for c in centroids),
-        centroid_counts=tuple(float(c) for c in counts),
-        weights=tuple(float(w) for w in new_weights),
-        intercept=intercept,
+        mean=tuple(float(m) for m in mean),
+        var=tuple(float(v) for v in var),
+        heads=tuple(heads),
+        reservoir=reservoir,
+        reservoir_seen=seen,
+        **segments,
         labels_seen=base.labels_seen + sum(c["labels"] for c in mine),
         samples_seen=base.samples_seen + sum(c["samples"] for c in mine),
     )
@@ -178,13 +197,57 @@ def _seed_segments(
     return c, np.bincount(labels, minlength=k).astype(float)
 
 
-def _averaged_weights(
-    base: GlobalModel, mine: Sequence[dict[str, Any]]
-) -> tuple[np.ndarray, float]:
-    w0, b0 = np.array(base.weights), base.intercept
-    total = sum(c["labels"] for c in mine)
-    if not total:
-        return w0, b0
-    dw = sum(c["labels"] * (np.array(c["weights"]) - w0) for c in mine) / total
-    db = sum(c["labels"] * (c["intercept"] - b0) for c in mine) / total
-    return w0 + dw, float(b0 + db)
+def _sampled(
+    base: GlobalModel, vectors: np.ndarray, p: MergePolicy
+) -> tuple[tuple[tuple[float, ...], ...], int]:
+    """The reservoir after ``vectors`` (Algorithm R, a generator seeded by the version:
+    the same contributions give the same sample)."""
+    rng = np.random.default_rng([p.seed, base.version])
+    kept = list(base.reservoir)
+    seen = base.reservoir_seen
+    for v in vectors:
+        seen += 1
+        if len(kept) < p.reservoir_size:
+            kept.append(tuple(float(x) for x in v))
+        else:
+            j = int(rng.integers(seen))
+            if j < p.reservoir_size:
+                kept[j] = tuple(float(x) for x in v)
+    return tuple(kept), seen
+
+
+def _segments(
+    base: GlobalModel,
+    centroids: np.ndarray,
+    counts: np.ndarray,
+    sample: np.ndarray,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    p: MergePolicy,
+) -> dict[str, Any]:
+    """Centroids, counts, silhouette and profiles of the next version: k is evaluated
+    on the reservoir every ``choose_every_versions`` versions
+    (:mod:`online_models.segment_choice`)."""
+    silhouette = base.silhouette
+    z = (sample - mean) / scale
+    due = (base.version + 1) % p.choose_every_versions == 0
+    if len(centroids) and len(z) >= 100 and due and p.segments_min < p.segments_max:
+        k, best, found = choose_k(z, range(p.segments_min, p.segments_max + 1), p.seed)
+        current = silhouette_of(z, assign(z, centroids))
+        silhouette = current
+        if k != len(centroids) and best > current + SWITCH_MARGIN:
+            axis = np.array([VALUE_AXIS.get(f, 0.0) for f in base.feature_names])
+            centroids = found[value_order(found * scale + mean, axis)]
+            share = np.bincount(assign(z, centroids), minlength=k) / len(z)
+            counts = share * counts.sum()
+            silhouette = best
+    labels = assign(z, centroids) if len(centroids) and len(z) else np.zeros(0, dtype=int)
+    names = base.feature_names
+    return {
+        "centroids": tuple(tuple(float(v) for v in c) for c in centroids),
+        "centroid_counts": tuple(float(c) for c in counts),
+        "silhouette": silhouette,
+        "profiles": tuple(profiles(centroids * scale + mean, sample, names, labels))
+        if len(centroids)
+        else (),
+    }

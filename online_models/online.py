@@ -88,18 +88,22 @@ class OnlineModels:
     def learn_label(
         self,
         x: list[float],
-        label: bool,
-        predicted: float,
+        labels: dict[int, float],
+        predicted: float | None = None,
         *,
         tier: str | None = None,
         control: bool = False,
     ) -> None:
-        """Learn a resolved propensity label; ``predicted`` was the score at the snapshot,
-        ``tier`` the user's tier then, ``control`` whether the user is held out."""
-        self.resolved.append(Resolved(predicted, label, tier, control))
+        """Learn the resolved labels (head index -> label) of one snapshot of raw vector
+        ``x``. When the first head (the propensity) is among them, ``predicted`` was its
+        score at the snapshot, ``tier`` the user's tier then, ``control`` whether the
+        user is held out: one observation of the model's quality and the tier's
+        conversion."""
+        if 0 in labels and predicted is not None:
+            self.resolved.append(Resolved(predicted, bool(labels[0]), tier, control))
         if self.frozen:
             return
-        self.learner.learn_label(x, label)
+        self.learner.learn_label(x, labels)
         self._maybe_advance()
 
     def contribution(self) -> dict[str, Any]:
@@ -133,10 +137,9 @@ class OnlineModels:
     def _new_learner(
         self, model: GlobalModel, contribution: dict[str, Any] | None = None
     ) -> LocalLearner:
-        rate = self.policy.learning_rate
         if contribution:
-            return LocalLearner.restore(model, contribution, learning_rate=rate)
-        return LocalLearner(model, learning_rate=rate)
+            return LocalLearner.restore(model, contribution)
+        return LocalLearner(model)
 
     def _maybe_advance(self) -> None:
         mine = self.learner

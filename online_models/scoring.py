@@ -26,7 +26,7 @@ from online_models.features import DAY_MS, UserFeatures
 
 __all__ = ["FEATURES", "Contribution", "Score", "ValueScorer"]
 
-_H1, _H7, _H30 = 0, 1, 2
+_H1, _H7, _H30, _H365 = 0, 1, 2, 3
 
 
 def _decayed(f: UserFeatures, now_ms: int, h: int, value: float) -> float:
@@ -37,6 +37,8 @@ def _decayed(f: UserFeatures, now_ms: int, h: int, value: float) -> float:
 FEATURES: Final[Mapping[str, Callable[[UserFeatures, int], float]]] = {
     "spend_30d": lambda f, now: _decayed(f, now, _H30, f.spend[_H30]),
     "spend_7d": lambda f, now: _decayed(f, now, _H7, f.spend[_H7]),
+    "spend_365d": lambda f, now: _decayed(f, now, _H365, f.spend[_H365]),
+    "purchases_365d": lambda f, now: _decayed(f, now, _H365, f.counts[_H365][PURCHASE_INDEX]),
     "purchases_30d": lambda f, now: _decayed(f, now, _H30, f.counts[_H30][PURCHASE_INDEX]),
     "refunded_30d": lambda f, now: _decayed(f, now, _H30, f.refunded[_H30]),
     "refunds_30d": lambda f, now: _decayed(f, now, _H30, f.counts[_H30][REFUND_INDEX]),
@@ -49,9 +51,17 @@ FEATURES: Final[Mapping[str, Callable[[UserFeatures, int], float]]] = {
 }
 
 
-#: Model outputs a score can weigh directly (no log1p): the propensity (0..1) and the
-#: segment's rank on the value axis (0 for the lowest segment, 1 for the highest).
-MODEL_TERMS: Final = ("propensity", "segment_rank")
+#: Model outputs a score can weigh directly (no log1p): the propensity (0..1), the
+#: segment's rank on the value axis (0 for the lowest segment, 1 for the highest), the
+#: long-horizon propensity and the churn risk (0..1), and ``log1p`` of the expected value
+#: over the long horizon (expected purchases x expected order value).
+MODEL_TERMS: Final = (
+    "propensity",
+    "segment_rank",
+    "propensity_long",
+    "churn_risk",
+    "expected_value_log",
+)
 
 
 @dataclass(frozen=True, slots=True)

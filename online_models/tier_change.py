@@ -1,4 +1,4 @@
-"""The tier-change event (schema ``schemas/tier-change.v3.json``), and the current-tier
+"""The tier-change event (schema ``schemas/tier-change.v4.json``), and the current-tier
 record the compacted current-tier topic holds per user (``schemas/user-tier.v1.json``).
 
 Its ``event_id`` is a UUIDv5 of the user id, the user's lifetime and the per-lifetime
@@ -13,7 +13,7 @@ from 1 again) never repeats an earlier id.
 >>> c.event_id == change_event_id("u1", 1, 0) != change_event_id("u1", 1, 86_400_000)
 True
 >>> c.to_json()["event_time"], c.to_json()["lifetime_start"], c.to_json()["schema_version"]
-('1970-01-01T00:00:00.000Z', '1970-01-01T00:00:00.000Z', 3)
+('1970-01-01T00:00:00.000Z', '1970-01-01T00:00:00.000Z', 4)
 >>> c.current()["tier"], c.current()["since"], c.current()["seq"]
 ('casual', '1970-01-01T00:00:00.000Z', 1)
 """
@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from online_models.timefmt import iso_utc_ms
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 #: Of the current-tier record (``schemas/user-tier.v1.json``).
 CURRENT_SCHEMA_VERSION: Final = 1
 _NAMESPACE: Final = uuid.UUID("6b1c7d0e-5f0a-4d7e-9a52-2f4d8c1e9b37")

@@ -56,7 +56,9 @@ class UserState:
         self.seq = seq
         self.tier_since_ms = tier_since_ms
         self.recent_ids = recent_ids
-        #: Propensity snapshot awaiting its label: [event time, raw vector, predicted p].
+        #: Snapshots awaiting their labels, one per horizon of the heads:
+        #: ``[horizon ms, event time, raw vector, predicted p, purchases since, events
+        #: since, tier then, spend since]`` (:class:`~online_models.engine.TierEngine`).
         self.pending = pending
         #: Event time of the last learning sample taken from this user.
         self.learned_ms = learned_ms
@@ -119,7 +121,9 @@ class UserState:
             data["seq"],
             data["tier_since_ms"],
             deque(data["recent_ids"], maxlen=DEDUP_WINDOW),
-            pending=data.get("pending"),
+            # A state saved before the heads had horizons held one snapshot of the older,
+            # shorter feature vector, which no model can learn from now: dropped.
+            pending=_current_snapshots(data.get("pending")),
             learned_ms=data.get("learned_ms", -1),
             rescored_ms=data.get("rescored_ms", -1),
             due_ms=data.get("due_ms", -1),
@@ -127,11 +131,18 @@ class UserState:
         )
 
 
+def _current_snapshots(pending: Any) -> list[Any] | None:
+    """``pending`` when it is a list of snapshots, else None (an older state's)."""
+    if isinstance(pending, list) and pending and all(isinstance(p, list) for p in pending):
+        return pending
+    return None
+
+
 def _check_numbers(value: Any, where: str) -> None:
     """Every leaf of a feature block is a finite number (or ``last_purchase_ms`` null)."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if not (key == "last_purchase_ms" and item is None):
+            if not (key in ("last_purchase_ms", "first_purchase_ms") and item is None):
                 _check_numbers(item, f"{where}.{key}")
     elif isinstance(value, list):
         for i, item in enumerate(value):

@@ -5,8 +5,8 @@ any language; Python code validates against them through :func:`validator`.
 
 >>> sorted(SCHEMA_FILES)
 ['dlq-record.v1', 'dlq-record.v2', 'forget-request.v1', 'input-event.v1', 'tier-change.v1',
- 'tier-change.v2', 'tier-change.v3', 'user-tier.v1']
->>> validator("tier-change.v3").is_valid({"event_id": "x"})
+ 'tier-change.v2', 'tier-change.v3', 'tier-change.v4', 'user-tier.v1']
+>>> validator("tier-change.v4").is_valid({"event_id": "x"})
 False
 """
 
@@ -24,6 +24,7 @@ SCHEMA_FILES: Final = {
     "tier-change.v1": "tier-change.v1.json",
     "tier-change.v2": "tier-change.v2.json",
     "tier-change.v3": "tier-change.v3.json",
+    "tier-change.v4": "tier-change.v4.json",
     "user-tier.v1": "user-tier.v1.json",
     "dlq-record.v1": "dlq-record.v1.json",
     "dlq-record.v2": "dlq-record.v2.json",

@@ -152,7 +152,16 @@ class EventDecoder:
                 f"timestamp {iso_utc_ms(ts_ms)} is more than {limits.max_future_ms / 1000:g} s "
                 "ahead of the wall clock",
             )
-        return Event(obj["event_id"], obj["user_id"], obj["event_type"], ts_ms, amount)
+        props = obj.get("properties")
+        category = props.get("category") if props is not None else None
+        return Event(
+            obj["event_id"],
+            obj["user_id"],
+            obj["event_type"],
+            ts_ms,
+            amount,
+            category=category if isinstance(category, str) else None,
+        )
 
     def decode_forget(self, obj: dict[str, Any]) -> ForgetRequest | Rejection:
         """A control record: a forget request (``forget-request.v1``), or why it is not one.

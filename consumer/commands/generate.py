@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,19 @@ def register(sub: Any) -> None:
     p.add_argument("--users", type=int, default=1000, help="how many users")
     p.add_argument("--events", type=int, default=50_000, help="how many records in all")
     p.add_argument("--seed", type=int, default=42, help="the same seed gives the same bytes")
-    p.add_argument("--days", type=int, default=180, help="event-time horizon in days")
+    p.add_argument(
+        "--days",
+        type=int,
+        default=None,
+        help="event-time horizon in days (default 180; 730 with --purchases-only)",
+    )
+    p.add_argument(
+        "--purchases-only",
+        action="store_true",
+        help="an order export instead of a clickstream: purchases only, few per customer, "
+        "months apart, heavy-tailed amounts, a category per order (--events is not used: "
+        "the customers' buying patterns decide how many orders there are)",
+    )
     p.add_argument(
         "--bad-fraction", type=float, default=0.0, help="share of malformed records (0..1)"
     )
@@ -38,21 +51,34 @@ def register(sub: Any) -> None:
 
 def generate(args: argparse.Namespace) -> int:
     """Generate the stream where the arguments say."""
-    from consumer.demo import synthetic
+    from consumer.demo import orders, synthetic
     from consumer.tools.snapshot import write_lines
 
     if args.users <= 0 or args.events <= 0:
         raise UserError("--users and --events must be positive")
     if not 0.0 <= args.bad_fraction <= 1.0:
         raise UserError("--bad-fraction must be between 0 and 1")
-    config = synthetic.GeneratorConfig(
-        users=args.users,
-        events=args.events,
-        seed=args.seed,
-        days=args.days,
-        bad_fraction=args.bad_fraction,
-    )
-    records = synthetic.generate(config)
+    if args.days is not None and args.days <= 0:
+        raise UserError("--days must be positive")
+    truth: Iterator[dict[str, str]]
+    records: Iterable[synthetic.GeneratedRecord]
+    if args.purchases_only:
+        if args.bad_fraction:
+            raise UserError("--bad-fraction is for the clickstream, not --purchases-only")
+        order_config = orders.OrderConfig(users=args.users, seed=args.seed, days=args.days or 730)
+        records = list(orders.generate_orders(order_config))
+        args.events = len(records)
+        truth = orders.order_truth(order_config)
+    else:
+        config = synthetic.GeneratorConfig(
+            users=args.users,
+            events=args.events,
+            seed=args.seed,
+            days=args.days or 180,
+            bad_fraction=args.bad_fraction,
+        )
+        records = synthetic.generate(config)
+        truth = synthetic.truth(config)
     if args.topic:
         from consumer.service.kafka_io import produce_records
 
@@ -70,5 +96,5 @@ def generate(args: argparse.Namespace) -> int:
         progress.finish(n)
     print(f"tierstream: generated {n} records", file=sys.stderr)
     if args.truth_out:
-        write_lines(args.truth_out, (orjson.dumps(t) for t in synthetic.truth(config)))
+        write_lines(args.truth_out, (orjson.dumps(t) for t in truth))
     return 0

@@ -9,6 +9,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from consumer.commands.common import add_command, redis_store, settings_from
@@ -75,6 +76,13 @@ def register(sub: Any) -> None:
     p.add_argument("--changes-out", metavar="FILE", help="JSONL of the tier changes ('-': stdout)")
     p.add_argument("--dlq-out", metavar="FILE", help="JSONL of the dead letters ('-': stdout)")
     p.add_argument("--snapshot-out", metavar="FILE", help="JSONL, one line per user, by user id")
+    p.add_argument(
+        "--model",
+        metavar="FILE",
+        help="start from this model file (tierstream model fit/export), as `model import` "
+        "would; learning goes on from it",
+    )
+    p.add_argument("--model-out", metavar="FILE", help="write the model at the end (JSON)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=replay)
 
@@ -102,6 +110,10 @@ def replay(args: argparse.Namespace) -> int:
         store: StateStore = redis_store(url, settings) if url else MemoryStateStore()
         stack.callback(store.close)
         _one_partition(store, source.name)
+        if args.model:
+            from consumer.service.model_files import import_model
+
+            import_model(store, Path(args.model))
         outputs = _OutputFiles(args, settings.output_topic, settings.dlq_topic)
         stack.callback(outputs.close)
         replayer = Replay.from_settings(
@@ -127,6 +139,10 @@ def replay(args: argparse.Namespace) -> int:
             replayer.on_batch.progress.clear()
         if args.snapshot_out:
             _write_snapshot(args.snapshot_out, replayer)
+        if args.model_out:
+            from consumer.service.model_files import export_model
+
+            export_model(store, Path(args.model_out))
     _print_summary(summary, elapsed, source.name)
     return 0
 

@@ -6,7 +6,7 @@ headers of its topic too (its value is null, its schema the topic's).
 
 >>> h = output_headers(changes="c", dlq="d", tiers="t", forget_into="in")
 >>> dict(h["c"])["tierstream-schema"], dict(h["t"])["tierstream-schema"]
-(b'tier-change.v3', b'user-tier.v1')
+(b'tier-change.v4', b'user-tier.v1')
 >>> dict(h["c"])["content-type"]
 b'application/json'
 """

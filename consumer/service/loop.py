@@ -457,6 +457,9 @@ class Service:
         m.model_version.set(model.version)
         m.model_samples.set(model.samples_seen)
         m.model_labels.set(model.labels_seen)
+        m.segments.set(len(model.centroids))
+        if model.silhouette is not None:
+            m.segment_silhouette.set(model.silhouette)
         if h.auc is not None:
             m.propensity_auc.set(h.auc)
         if h.log_loss is not None:

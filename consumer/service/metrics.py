@@ -135,6 +135,17 @@ class Metrics:
         self.model_labels = Gauge(
             "tierstream_model_labels", "Propensity labels folded into the global model.", registry=r
         )
+        self.segments = Gauge(
+            "tierstream_model_segments",
+            "Segments (k) of the global model, chosen by the silhouette.",
+            registry=r,
+        )
+        self.segment_silhouette = Gauge(
+            "tierstream_model_silhouette",
+            "Mean silhouette of the global model's segments on its sample of users "
+            "(-1..1), as of the last evaluation of k.",
+            registry=r,
+        )
         self.propensity_auc = Gauge(
             "tierstream_propensity_auc",
             "Prequential (test-then-train) rolling ROC AUC of the propensity model.",

@@ -23,11 +23,16 @@ def export_model(store: StateStore, path: Path) -> GlobalModel:
     if raw is None:
         raise UserError("no global model in the state store yet: run the service first")
     model = GlobalModel.from_json(orjson.loads(raw))
+    write_model(model, path)
+    return model
+
+
+def write_model(model: GlobalModel, path: Path) -> None:
+    """Write ``model`` to ``path`` as indented JSON; UserError if it cannot."""
     try:
         path.write_bytes(orjson.dumps(model.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
-    return model
 
 
 def read_model(path: Path) -> GlobalModel:

@@ -92,7 +92,7 @@ class Settings:
     key_prefix: str = "ts"
     #: A user silent this many days of event time ends: the engine's last timer deletes
     #: their state (a later event starts a new lifetime).
-    state_ttl_days: float = 400.0
+    state_ttl_days: float = 550.0
     #: Partitions given to output topics the service creates (0: as many as the input).
     topic_partitions: int = 0
     #: Replication factor of the topics the service creates (0: the brokers'

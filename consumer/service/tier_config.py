@@ -17,7 +17,7 @@ from typing import Any
 from consumer.service.errors import SettingsError
 from consumer.service.settings import DEFAULT_TIERS_FILE
 from online_models.control_group import ControlGroup
-from online_models.engine import Horizons, TierEngine
+from online_models.engine import Horizons, TierEngine, model_heads
 from online_models.feature_vector import FEATURE_NAMES
 from online_models.features import DAY_MS
 from online_models.global_model import GlobalModel
@@ -30,13 +30,17 @@ __all__ = ["DEFAULT_TIERS_FILE", "load_engine", "read_config"]
 
 _MODEL_KEYS = {
     "label_horizon_days": float,
+    "long_horizon_days": float,
+    "churn_days": float,
     "learn_every_days": float,
     "rescore_days": float,
     "segments": int,
+    "segments_min": int,
+    "segments_max": int,
+    "choose_segments_every_versions": int,
     "merge_every_samples": int,
     "min_init_samples": int,
     "seed": int,
-    "learning_rate": float,
 }
 
 
@@ -78,7 +82,7 @@ def load_engine(
             ValueScorer(weights),
             TierPolicy.from_config(policy),
             OnlineModels(
-                model or GlobalModel.initial(FEATURE_NAMES),
+                model or GlobalModel.initial(FEATURE_NAMES, model_heads(horizons)),
                 merge_policy,
                 frozen=frozen,
                 contribution=contribution,
@@ -119,6 +123,8 @@ def _models(table: Mapping[str, Any]) -> tuple[Horizons, MergePolicy]:
     defaults_h, defaults_m = Horizons(), MergePolicy()
     horizons = Horizons(
         label_ms=round(values.get("label_horizon_days", defaults_h.label_ms / DAY_MS) * DAY_MS),
+        long_ms=round(values.get("long_horizon_days", defaults_h.long_ms / DAY_MS) * DAY_MS),
+        churn_ms=round(values.get("churn_days", defaults_h.churn_ms / DAY_MS) * DAY_MS),
         learn_every_ms=round(
             values.get("learn_every_days", defaults_h.learn_every_ms / DAY_MS) * DAY_MS
         ),
@@ -129,8 +135,12 @@ def _models(table: Mapping[str, Any]) -> tuple[Horizons, MergePolicy]:
     policy = MergePolicy(
         every_samples=values.get("merge_every_samples", defaults_m.every_samples),
         n_segments=values.get("segments", defaults_m.n_segments),
+        segments_min=values.get("segments_min", defaults_m.segments_min),
+        segments_max=values.get("segments_max", defaults_m.segments_max),
+        choose_every_versions=values.get(
+            "choose_segments_every_versions", defaults_m.choose_every_versions
+        ),
         min_init_samples=values.get("min_init_samples", defaults_m.min_init_samples),
         seed=values.get("seed", defaults_m.seed),
-        learning_rate=values.get("learning_rate", defaults_m.learning_rate),
     )
     return horizons, policy

@@ -2,9 +2,13 @@
 deployment's Redis.
 
 A line holds ``user_id``, ``tier``, ``segment``, ``propensity``, ``value_score``,
-``model_version``, ``features`` and ``as_of`` (the event time the scores are computed
-at). Everything but ``user_id`` and ``as_of`` is what :meth:`TierEngine.explain` says
-(``segment`` and ``propensity`` are taken from its scores, null when the engine has none).
+the other heads' predictions (``propensity_long``: a purchase within the long horizon;
+``churn_risk``: no event within the churn horizon; ``expected_purchases`` and
+``expected_value`` over the long horizon; the horizons are the tier config's
+``[models]``), ``model_version``, ``features`` and ``as_of`` (the event time the scores
+are computed at). Everything but ``user_id`` and ``as_of`` is what
+:meth:`TierEngine.explain` says (the scores are taken from its scores, null when the
+engine has none).
 
 >>> from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 >>> from online_models.event import Event
@@ -13,7 +17,8 @@ at). Everything but ``user_id`` and ``as_of`` is what :meth:`TierEngine.explain`
 >>> _ = engine.apply(state, Event("e1", "u1", "purchase", 0, 50.0), emitted_at_ms=0)
 >>> line = snapshot_line("u1", state, engine)
 >>> list(line)
-['user_id', 'tier', 'segment', 'propensity', 'value_score', 'model_version', 'features', 'as_of']
+['user_id', 'tier', 'segment', 'propensity', 'value_score', 'propensity_long', 'churn_risk',
+ 'expected_purchases', 'expected_value', 'model_version', 'features', 'as_of']
 >>> line["tier"] in engine.policy.names, line["features"]["purchases"]
 (True, 1)
 >>> line["as_of"], snapshot_line("u1", state, engine, as_of_ms=86_400_000)["as_of"]
@@ -37,7 +42,7 @@ from consumer.service.redis_connection import REDIS_FAILURES
 from consumer.service.redis_store import RedisStateStore
 from consumer.service.state_store import MemoryStateStore
 from consumer.service.tier_counts import TierCounts
-from online_models.engine import TierEngine
+from online_models.engine import EXTRA_SCORES, TierEngine
 from online_models.timefmt import iso_utc_ms
 from online_models.user_state import UserState
 
@@ -84,6 +89,7 @@ def line_from_view(user_id: str, view: dict[str, Any]) -> dict[str, Any]:
         "segment": scores.get("segment"),
         "propensity": scores.get("propensity"),
         "value_score": scores.get("value_score"),
+        **{name: scores.get(name) for name in EXTRA_SCORES},
         "model_version": view["model_version"],
         "features": view["features"],
         "as_of": iso_utc_ms(view["as_of_ms"]),

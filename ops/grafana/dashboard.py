@@ -471,6 +471,14 @@ def model_row(layout: Layout) -> None:
             target(f"max({series('tierstream_model_labels')})", "labels"),
         ),
         timeseries(
+            "Segments and silhouette",
+            "How many segments the model has (k, chosen by the silhouette every few "
+            "versions) and their silhouette on the model's sample of users.",
+            target(f"max({series('tierstream_model_segments')})", "k"),
+            target(f"max({series('tierstream_model_silhouette')})", "silhouette"),
+            min_value=None,
+        ),
+        timeseries(
             "Prequential AUC",
             "Rolling ROC AUC of the propensity model, each label scored before the "
             "model learned from it; 0 until the instance has seen a label "

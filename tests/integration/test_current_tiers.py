@@ -74,7 +74,7 @@ def test_every_output_carries_its_schema_in_headers(names: Names) -> None:
     produce_records(KAFKA, names.input, records, partitions=1)
     assert cli("run", "--stop-when-idle", "2", env=names.env()).returncode == 0
     expected = {
-        names.output: b"tier-change.v3",
+        names.output: b"tier-change.v4",
         names.tiers: b"user-tier.v1",
         names.dlq: b"dlq-record.v2",
     }

@@ -80,7 +80,7 @@ def test_generate_run_publishes_valid_changes_dlq_and_exact_state(
     # in-memory replay of the same partitions gives (the same code path, no Kafka)
     changes = read_topic(names.output)
     assert changes, "no tier change was published"
-    check = validator("tier-change.v3")
+    check = validator("tier-change.v4")
     published: dict[str, list[dict[str, object]]] = defaultdict(list)
     for rec in changes:
         body = orjson.loads(rec.value or b"")

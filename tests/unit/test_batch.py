@@ -79,7 +79,7 @@ def test_outputs_do_not_depend_on_batching(items: list[object], batch: int) -> N
 @given(st.lists(event_st, min_size=1, max_size=80))
 def test_changes_are_valid_and_in_sequence(items: list[object]) -> None:
     outputs, _ = replay(to_records(items), ENGINE, batch_size=7)
-    check = validator("tier-change.v3")
+    check = validator("tier-change.v4")
     seqs: dict[str, list[int]] = defaultdict(list)
     for out in outputs:
         if out.topic == "user-tier-changes":

@@ -44,7 +44,7 @@ def test_every_change_carries_its_tiers_catalogue_entry() -> None:
     outputs, _ = replay(records, engine)
     changes = [orjson.loads(o.value or b"") for o in outputs if o.topic == "user-tier-changes"]
     assert len({c["tier"] for c in changes}) >= 3
-    check = validator("tier-change.v3")
+    check = validator("tier-change.v4")
     for c in changes:
         check.validate(c)
         entry = engine.policy.tier(c["tier"])
@@ -117,6 +117,7 @@ def test_tier_change_v3_only_adds_to_v2() -> None:
     }
     outputs, _ = replay([InputRecord("in", 0, 0, None, b"u1", orjson.dumps(body))], engine)
     change = orjson.loads(outputs[0].value or b"")
+    change["schema_version"] = 3  # what v3 carried: v4 adds nothing a v3 reader refuses
     validator("tier-change.v3").validate(change)
     as_v2 = {k: v for k, v in copy.deepcopy(change).items() if k not in added}
     as_v2["schema_version"] = 2
@@ -125,8 +126,9 @@ def test_tier_change_v3_only_adds_to_v2() -> None:
 
 
 def test_resolved_labels_carry_the_snapshot_tier_and_the_control_flag() -> None:
-    """A purchase that resolves a label positive may also lift the user's tier: the
-    conversion counts for the tier the user was in at the snapshot, not the new one."""
+    """A purchase that makes a label positive may also lift the user's tier: the
+    conversion counts for the tier the user was in at the snapshot, not the new one (the
+    label resolves when its horizon has passed)."""
     from online_models.event import Event
     from online_models.user_state import UserState
 
@@ -138,7 +140,40 @@ def test_resolved_labels_carry_the_snapshot_tier_and_the_control_flag() -> None:
     tier_then = state.tier
     later = t0 + 20 * day  # past the dwell time, within the label horizon
     engine.apply(state, Event("e2", "u1", "purchase", later, amount=900.0), emitted_at_ms=t0)
+    assert state.tier != tier_then  # the purchase moved the user up; the label counts below
+    assert engine.models.take_resolved() == []
+    engine.fire(state, "u1", t0 + 31 * day, emitted_at_ms=t0)
     (resolved,) = engine.models.take_resolved()
     assert resolved.label is True and resolved.tier == tier_then
     assert resolved.control == engine.control.holds("u1")
-    assert state.tier != tier_then  # the purchase moved the user up; the label counts below
+
+
+def test_tier_change_v4_only_adds_to_v3() -> None:
+    """Additive: v4 names the scores a change carries (the heads' outputs among them),
+    which v3 already accepted as further numbers; every other property is unchanged and
+    nothing new is required."""
+    v3, v4 = load("tier-change.v3"), load("tier-change.v4")
+    assert v4["required"] == v3["required"]
+    assert set(v4["properties"]) == set(v3["properties"])
+    for name, spec in v3["properties"].items():
+        if name not in ("schema_version", "scores"):
+            assert v4["properties"][name] == spec, name
+    old, new = v3["properties"]["scores"], v4["properties"]["scores"]
+    assert new["additionalProperties"] == old["additionalProperties"]
+    assert new["properties"]["value_score"] == old["properties"]["value_score"]
+    assert {"propensity_long", "churn_risk", "expected_purchases", "expected_value"} <= set(
+        new["properties"]
+    )
+    engine = load_engine(DEFAULT_TIERS_FILE, frozen=True)
+    body = {
+        "event_id": "e1",
+        "user_id": "u1",
+        "event_type": "purchase",
+        "timestamp": 1_767_225_600_000,
+        "amount": 50.0,
+    }
+    outputs, _ = replay([InputRecord("in", 0, 0, None, b"u1", orjson.dumps(body))], engine)
+    change = orjson.loads(outputs[0].value or b"")
+    validator("tier-change.v4").validate(change)
+    assert change["schema_version"] == 4
+    assert {"propensity_long", "churn_risk", "expected_value"} <= set(change["scores"])

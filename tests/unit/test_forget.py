@@ -58,7 +58,7 @@ def test_forget_erases_the_user_and_a_later_event_starts_a_new_lifetime() -> Non
     assert after["seq"] == 1 and after["lifetime_start"] != u1[0]["lifetime_start"]
     assert after["event_id"] not in {c["event_id"] for c in u1[:-1]}
     for c in changes:
-        validator("tier-change.v3").validate(c)
+        validator("tier-change.v4").validate(c)
     # u1's current tier, the tombstone, then the new lifetime's current tier
     current = [(o.key, o.value and orjson.loads(o.value)) for o in by_topic(outputs, "user-tiers")]
     mine = [v for k, v in current if k == b"u1"]

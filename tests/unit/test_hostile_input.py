@@ -82,7 +82,7 @@ def test_an_event_at_epoch_zero_is_dead_lettered() -> None:
 def test_a_silent_user_ends_after_the_state_time_to_live() -> None:
     """Re-scores stop once the user has been silent for ``max_silence`` (365 days) and
     their last snapshot resolved (before, each label deadline armed the next one, for
-    ever); the one timer left ends the user at the state's time-to-live (400 days): state,
+    ever); the one timer left ends the user at the state's time-to-live (550 days): state,
     timer and tier population gone, a tombstone on the current-tier topic."""
     engine = load_engine(ENGINE_FILE)
     published: list[OutputRecord] = []
@@ -98,16 +98,17 @@ def test_a_silent_user_ends_after_the_state_time_to_live() -> None:
         fired += stats.outcome.timers_fired  # type: ignore[attr-defined]
 
     rep.on_batch = count
-    rep.advance_watermark(T0 + 399 * DAY_MS)
+    rep.advance_watermark(T0 + 549 * DAY_MS)
     state = orjson.loads(store.get_user("u1") or b"{}")
-    assert state["due_ms"] == T0 + 400 * DAY_MS, "the last timer is not the expiry"
-    assert state["pending"] is None
-    # 52 weekly re-scores and a label deadline a month, for one year and a month at most
-    assert 0 < fired <= 52 + 14, fired
+    assert state["due_ms"] == T0 + 550 * DAY_MS, "the last timer is not the expiry"
+    assert state["pending"] is None  # every snapshot, the last at 365 days, resolved
+    # 52 weekly re-scores, and the deadlines of up to three snapshots per 30 days (the
+    # 30-day horizon) and per 180 days (the long one), within a year and a horizon
+    assert 0 < fired <= 52 + 3 * 13 + 3 * 3, fired
     rep.advance_watermark(T0 + 20 * 365 * DAY_MS)  # twenty years later
     assert store.get_user("u1") is None and store.timers[("in", 0)] == {}
     assert set(store.counts[("in", 0)].population.values()) == {0}
-    assert fired <= 52 + 14 + 1, fired
+    assert fired <= 52 + 3 * 13 + 3 * 3 + 1, fired
     assert published[-1].topic == "user-tiers" and published[-1].key == b"u1"
     assert published[-1].value is None
 

@@ -57,7 +57,7 @@ def test_a_user_who_comes_back_after_expiry_gets_new_event_ids() -> None:
     assert before[0]["lifetime_start"] == "2026-01-01T00:00:00.000Z"
     assert after[0]["lifetime_start"] != before[0]["lifetime_start"]
     for c in before + after:
-        validator("tier-change.v3").validate(c)
+        validator("tier-change.v4").validate(c)
 
 
 def test_the_same_lifetime_gives_the_same_ids_on_a_replay() -> None:

@@ -69,7 +69,7 @@ def test_two_replays_are_byte_identical_whatever_the_batch_size(
     assert first == second
     changes = lines(first["changes"])
     assert changes, "the stream should change some tiers"
-    check = validator("tier-change.v3")
+    check = validator("tier-change.v4")
     for change in changes:
         check.validate(change)
         assert change["emitted_at"] == change["event_time"]
@@ -79,8 +79,9 @@ def test_two_replays_are_byte_identical_whatever_the_batch_size(
 
 def test_snapshot_lines_have_the_issue_fields(tmp_path: Path, events: Path) -> None:
     snap = lines(replay(tmp_path, events)["snapshot"])
-    fields = ["user_id", "tier", "segment", "propensity", "value_score", "model_version"]
-    assert all(list(s)[:6] == fields and "features" in s for s in snap)
+    fields = ["user_id", "tier", "segment", "propensity", "value_score", "propensity_long"]
+    fields += ["churn_risk", "expected_purchases", "expected_value", "model_version"]
+    assert all(list(s)[:10] == fields and "features" in s for s in snap)
     changes = lines(replay(tmp_path, events)["changes"])
     last = {c["user_id"]: c["tier"] for c in changes}
     assert {s["user_id"]: s["tier"] for s in snap} == last

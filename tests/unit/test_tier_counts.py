@@ -117,7 +117,7 @@ def test_populations_are_the_stored_users_tiers_after_forgets_and_expiries(
     total = TierCounts()
     for tp in parts:
         total.add(counts[tp])
-    assert nonzero(total.conversions) == dict(resolved) and sum(resolved.values()) > 100
+    assert nonzero(total.conversions) == dict(resolved) and sum(resolved.values()) > 20
     assert {k.split(":")[0] for k in resolved} == {"treated", "control"}
 
 
