@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 export TIERSTREAM_TEST_KAFKA ?= 127.0.0.1:$(or $(TIERSTREAM_STACK_KAFKA_PORT),9092)
 export TIERSTREAM_TEST_REDIS ?= redis://127.0.0.1:$(or $(TIERSTREAM_STACK_REDIS_PORT),6379)/0
 
-.PHONY: help venv lint format test test-unit test-integration test-redis-cluster test-cluster stack-up stack-down stack-status demo bench-models dashboard clean
+.PHONY: help venv lint format test test-unit test-integration test-redis-cluster test-cluster stack-up stack-down stack-status demo bench-models bench bench-memory dashboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tierstream needs Python >= 3.11 (found " + sys.version.split()[0] + "): install python3.11 and run make PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
 	@touch $@
 
 venv: $(STAMP)  ## create .venv with the pinned dependencies
@@ -29,10 +29,23 @@ venv: $(STAMP)  ## create .venv with the pinned dependencies
 demo: $(STAMP)  ## the whole pipeline in one process, no server; writes out/demo-report.html
 	$(BIN)/tierstream demo $(DEMO_ARGS)
 
-# scikit-learn is only needed here: the offline references the online models are held to.
+# The `bench` extra (scikit-learn here, Quix Streams below) is in the venv, never in the
+# service's dependencies: tests/integration/test_bench_quick.py runs the harness too.
 bench-models: $(STAMP)  ## model quality vs offline KMeans / LogisticRegression (docs/models.md)
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m tests.bench.bench_models $(BENCH_ARGS)
+
+# On the stack of ops/stack.sh (started if it is not running; left running), niced: the
+# machine is shared. About 15 min; writes its section of docs/performance.md. Small sizes
+# (a minute): make bench BENCH_ARGS=--quick (prints only).
+bench: $(STAMP)  ## throughput vs raw client and Quix Streams, latency, memory (docs/performance.md)
+	bash ops/stack.sh up
+	nice -n 10 $(BIN)/python -m tests.bench.bench_throughput $(BENCH_ARGS)
+
+# The memory rows up to a million users (about 15 min more), in a section of their own.
+bench-memory: $(STAMP)  ## max RSS and Redis bytes per user at 10k, 100k and 1M users (docs/performance.md)
+	bash ops/stack.sh up
+	nice -n 10 $(BIN)/python -m tests.bench.bench_throughput --parts memory \
+		--users 10000,100000,1000000 --section bench-memory $(BENCH_ARGS)
 
 # Standard library only, so no venv needed; tests/unit/test_dashboard.py fails until the
 # committed JSON is what the generator writes.
