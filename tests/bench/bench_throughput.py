@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = _Bench(args.kafka, args.redis, idle_s=1.0 if quick else contenders.IDLE_S)
     t0 = time.monotonic()
     load_before = report.load()
+    commit = report.commit()
     say(f"run {bench.run}: logs in {bench.logs}; load {load_before}")
     sections: list[str] = []
     try:
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workloads.delete_topics(args.kafka, bench.run)
     minutes = (time.monotonic() - t0) / 60
     command = shlex.join(["python", "-m", "tests.bench.bench_throughput", *(argv or sys.argv[1:])])
-    head = _header(args.redis, command, load_before, minutes)
+    head = _header(args.redis, command, commit, load_before, minutes)
     text = head + "\n\n" + "\n\n".join(sections)
     print(text)
     doc = args.doc or (None if quick else REPO / "docs" / "performance.md")
@@ -110,10 +111,10 @@ def _numbers(text: str | None) -> list[float]:
     return [float(x) for x in text.split(",")] if text else []
 
 
-def _header(redis_url: str, command: str, load_before: str, minutes: float) -> str:
+def _header(redis_url: str, command: str, commit: str, load_before: str, minutes: float) -> str:
     facts = "\n".join(f"- {line}" for line in report.machine(redis_url))
     return (
-        f"Measured {report.today()} at commit `{report.commit()}` in {minutes:.1f} min:\n\n"
+        f"Measured {report.today()} at commit `{commit}` in {minutes:.1f} min:\n\n"
         f"```bash\n{command}\n```\n\n{facts}\n"
         f"- load average (1, 5, 15 min) at the start {load_before}, at the end {report.load()}"
     )
@@ -225,7 +226,8 @@ class _Bench:
             topic = workloads.unique(self.run, f"memory{n}")
             say(f"memory: producing {w.describe()}")
             workloads.fill(self.kafka, topic, w)
-            done, use = self.service(topic, 1)
+            with redis_memory.room_for(self.redis, n):
+                done, use = self.service(topic, 1)
             workloads.delete_topics(self.kafka, topic)
             say(
                 f"memory: {n:,} users: max RSS {done.max_rss_mb[0]:,.0f} MB, Redis "
@@ -269,6 +271,7 @@ def _throughput_table(w: Workload, rows: list[Throughput], use: RedisUse) -> str
         "events/s",
         "vs Quix Streams",
         "time (s)",
+        "events per CPU-second",
         "wall with start-up (s)",
         "max RSS (MB)",
         "outputs",
@@ -279,6 +282,7 @@ def _throughput_table(w: Workload, rows: list[Throughput], use: RedisUse) -> str
             f"**{r.rate:,.0f}**",
             f"{r.rate / quix.rate:.2f}x",
             f"{r.seconds:.1f}",
+            f"{r.rate_per_cpu:,.0f}",
             f"{r.wall_s:.1f}",
             " + ".join(f"{m:,.0f}" for m in r.max_rss_mb),
             f"{r.outputs:,}",
@@ -286,7 +290,8 @@ def _throughput_table(w: Workload, rows: list[Throughput], use: RedisUse) -> str
         for r in rows
     ]
     empties = ", ".join(
-        f"{r.extra['empty_run_s']:.1f} s ({r.name.split(', ')[1]})"
+        f"{r.extra['empty_run_s']:.1f} s and {r.extra['empty_run_cpu_s']:.1f} CPU-s "
+        f"({r.name.split(', ')[1]})"
         for r in rows
         if "empty_run_s" in r.extra
     )

@@ -12,6 +12,11 @@ How each is timed:
   one exits) minus the wall time of the same instances on an empty topic of as many
   partitions (start-up, group join, the ``--stop-when-idle`` wait): what is left is the
   time the records cost. The median of several empty runs is subtracted.
+
+CPU time is counted over the same spans (the raw client and Quix Streams measure their
+own, all threads; the service's is its processes' user + system time from ``wait4``
+minus the empty runs'), so events per CPU-second compares the contenders' own work even
+when other processes take the machine's cores (the servers' CPU is in none of them).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Throughput:
     name: str
     records: int
     seconds: float  #: the time the records cost (see the module docstring)
+    cpu_s: float  #: the CPU time they cost, over the same span
     wall_s: float  #: every process's start to the last exit, start-up included
     max_rss_mb: list[float]  #: each process's peak resident memory
     outputs: int  #: tier changes (records the Quix app produced; 0 for the raw client)
@@ -50,6 +56,10 @@ class Throughput:
     @property
     def rate(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def rate_per_cpu(self) -> float:
+        return self.records / self.cpu_s if self.cpu_s > 0 else float("nan")
 
 
 def raw_client(kafka: str, topic: str, logs: Path) -> Throughput:
@@ -68,6 +78,7 @@ def raw_client(kafka: str, topic: str, logs: Path) -> Throughput:
         "raw kafka-python poll + orjson.loads",
         out["records"],
         out["seconds"],
+        out["cpu_s"],
         done.wall_s,
         [done.max_rss_mb],
         0,
@@ -101,6 +112,7 @@ def quix(kafka: str, topic: str, run: str, logs: Path) -> Throughput:
         "Quix Streams app (RocksDB state + changelog, produce on change)",
         out["records"],
         out["seconds"],
+        out["cpu_s"],
         done.wall_s,
         [done.max_rss_mb],
         out["outputs"],
@@ -112,6 +124,7 @@ class ServiceRun:
     """What ``tierstream run --stop-when-idle`` instances did on one topic."""
 
     wall_s: float
+    cpu_s: float  #: all instances' CPU time
     max_rss_mb: list[float]
     records: int
     tier_changes: int
@@ -169,19 +182,26 @@ def service(
         records += int(found.group(1))
         changes += int(found.group(2))
     return ServiceRun(
-        max(d.wall_s for d in done), [d.max_rss_mb for d in done], records, changes, prefix
+        max(d.wall_s for d in done),
+        sum(d.cpu_s for d in done),
+        [d.max_rss_mb for d in done],
+        records,
+        changes,
+        prefix,
     )
 
 
 def tierstream(name: str, full: ServiceRun, empty: list[ServiceRun]) -> Throughput:
     """The service's throughput: a run on the workload minus the median empty run."""
     idle = statistics.median(e.wall_s for e in empty)
+    idle_cpu = statistics.median(e.cpu_s for e in empty)
     return Throughput(
         name,
         full.records,
         full.wall_s - idle,
+        full.cpu_s - idle_cpu,
         full.wall_s,
         full.max_rss_mb,
         full.tier_changes,
-        {"empty_run_s": idle},
+        {"empty_run_s": idle, "empty_run_cpu_s": idle_cpu},
     )

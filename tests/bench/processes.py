@@ -1,6 +1,7 @@
 """Child processes of the throughput bench: started with their output in files, reaped
 with ``os.wait4`` so each one's own peak memory (``ru_maxrss``: the kernel's high-water
-mark of its resident set, what ``/proc/<pid>/status`` shows as ``VmHWM``) is known."""
+mark of its resident set, what ``/proc/<pid>/status`` shows as ``VmHWM``) and CPU time
+are known."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Finished:
     name: str
     returncode: int
     wall_s: float  #: from start to exit
+    cpu_s: float  #: user + system CPU time, all its threads
     max_rss_mb: float
     stdout: str
     stderr: str
@@ -80,6 +82,7 @@ class Child:
             self.name,
             self._proc.returncode,
             wall,
+            usage.ru_utime + usage.ru_stime,
             usage.ru_maxrss / 1024,  # Linux reports KiB
             self._out.read_text(errors="replace"),
             self._err.read_text(errors="replace"),
@@ -87,7 +90,12 @@ class Child:
 
 
 def run(
-    name: str, argv: Sequence[str], *, env: Mapping[str, str], logs: Path, timeout_s: float
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    logs: Path,
+    timeout_s: float,
 ) -> Finished:
     """Start a child and wait for it; a non-zero exit is an error with its last lines."""
     done = Child(name, argv, env=env, logs=logs).reap(timeout_s)

@@ -4,7 +4,8 @@ record, nothing else. Run as its own process by the throughput bench::
     python -m tests.bench.raw_client BOOTSTRAP TOPIC
 
 prints one JSON object: ``records``, ``seconds`` (first record received to last record
-decoded) and ``crc32c`` (whether kafka-python checksums with the C extension).
+decoded), ``cpu_s`` (the process's CPU time, all threads, over the same span) and
+``crc32c`` (whether kafka-python checksums with the C extension).
 """
 
 from __future__ import annotations
@@ -28,18 +29,21 @@ def main(bootstrap: str, topic: str) -> int:
     ends = consumer.end_offsets(tps)
     left = sum(ends.values())
     records = 0
-    first = 0.0
+    first = cpu = 0.0
     while left > records:
         for batch in consumer.poll(timeout_ms=1000).values():
             if not first:
-                first = time.perf_counter()
+                first, cpu = time.perf_counter(), time.process_time()
             for r in batch:
                 orjson.loads(r.value)
             records += len(batch)
     seconds = time.perf_counter() - first if first else 0.0
+    cpu = time.process_time() - cpu if first else 0.0
     consumer.close()
     crc = util.crc32c_c is not None
-    print(orjson.dumps({"records": records, "seconds": seconds, "crc32c": crc}).decode())
+    print(
+        orjson.dumps({"records": records, "seconds": seconds, "cpu_s": cpu, "crc32c": crc}).decode()
+    )
     return 0
 
 

@@ -9,12 +9,17 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis
 
 #: User keys whose ``MEMORY USAGE`` is averaged.
 SAMPLE = 1000
+#: Room a user may need in Redis, for :func:`room_for` (today's JSON state with its
+#: timer entry: about 2 KB).
+ROOM_PER_USER = 4096
 
 
 @dataclass(frozen=True)
@@ -63,5 +68,26 @@ def delete_prefix(url: str, prefix: str) -> None:
                 batch.clear()
         if batch:
             client.delete(*batch)
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def room_for(url: str, users: int) -> Iterator[None]:
+    """Raise Redis's ``maxmemory`` for the while if ``users`` may not fit: ops/redis's 1 GB
+    (with ``noeviction``, writes beyond it are refused) holds about half a million users of
+    today's state. The setting is put back afterwards."""
+    client = redis.Redis.from_url(url)
+    try:
+        before = int(client.config_get("maxmemory")["maxmemory"])
+        need = int(client.info("memory")["used_memory"]) + users * ROOM_PER_USER
+        raise_it = 0 < before < need
+        if raise_it:
+            client.config_set("maxmemory", need)
+        try:
+            yield
+        finally:
+            if raise_it:
+                client.config_set("maxmemory", before)
     finally:
         client.close()
