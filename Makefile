@@ -35,13 +35,14 @@ bench-models: $(STAMP)  ## model quality vs offline KMeans / LogisticRegression 
 	$(BIN)/python -m tests.bench.bench_models $(BENCH_ARGS)
 
 # On the stack of ops/stack.sh (started if it is not running; left running), niced: the
-# machine is shared. About 15 min; writes its section of docs/performance.md. Small sizes
+# machine is shared. 15-35 min with the load; writes its section of docs/performance.md. Small sizes
 # (a minute): make bench BENCH_ARGS=--quick (prints only).
 bench: $(STAMP)  ## throughput vs raw client and Quix Streams, latency, memory (docs/performance.md)
 	bash ops/stack.sh up
 	nice -n 10 $(BIN)/python -m tests.bench.bench_throughput $(BENCH_ARGS)
 
-# The memory rows up to a million users (about 15 min more), in a section of their own.
+# The memory rows up to a million users (the 1M row alone is some 2M events and 4M weekly
+# re-scores: an hour or more on this machine today), in a section of their own.
 bench-memory: $(STAMP)  ## max RSS and Redis bytes per user at 10k, 100k and 1M users (docs/performance.md)
 	bash ops/stack.sh up
 	nice -n 10 $(BIN)/python -m tests.bench.bench_throughput --parts memory \
