@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 export TIERSTREAM_TEST_KAFKA ?= 127.0.0.1:$(or $(TIERSTREAM_STACK_KAFKA_PORT),9092)
 export TIERSTREAM_TEST_REDIS ?= redis://127.0.0.1:$(or $(TIERSTREAM_STACK_REDIS_PORT),6379)/0
 
-.PHONY: help venv lint format test test-unit test-integration test-redis-cluster test-cluster stack-up stack-down stack-status demo bench-models dashboard clean
+.PHONY: help venv lint format test test-unit test-integration test-redis-cluster test-cluster stack-up stack-down stack-status demo bench-models bench bench-memory dashboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tierstream needs Python >= 3.11 (found " + sys.version.split()[0] + "): install python3.11 and run make PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
 	@touch $@
 
 venv: $(STAMP)  ## create .venv with the pinned dependencies
@@ -29,12 +29,26 @@ venv: $(STAMP)  ## create .venv with the pinned dependencies
 demo: $(STAMP)  ## the whole pipeline in one process, no server; writes out/demo-report.html
 	$(BIN)/tierstream demo $(DEMO_ARGS)
 
-# scikit-learn and lifetimes are only needed here: the offline references the tiers are held
-# to (a regression on the snapshot, RFM quintiles, BG/NBD + Gamma-Gamma, gradient boosting).
+# scikit-learn and lifetimes (the `bench` extra, in the venv, never the service's) are the
+# offline references the tiers are held to (a regression on the snapshot, RFM quintiles,
+# BG/NBD + Gamma-Gamma, gradient boosting).
 # About 45 min on 2 cores; BENCH_ARGS='--only clickstream' (orders, cdnow, warm) for a part.
 bench-models: $(STAMP)  ## do the tiers rank customers better than RFM and BG/NBD? (docs/models.md)
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m tests.bench.bench_models $(BENCH_ARGS)
+
+# On the stack of ops/stack.sh (started if it is not running; left running), niced: the
+# machine is shared. 15-35 min with the load; writes its section of docs/performance.md. Small sizes
+# (a minute): make bench BENCH_ARGS=--quick (prints only).
+bench: $(STAMP)  ## throughput vs raw client and Quix Streams, latency, memory (docs/performance.md)
+	bash ops/stack.sh up
+	nice -n 10 $(BIN)/python -m tests.bench.bench_throughput $(BENCH_ARGS)
+
+# The memory rows up to a million users (the 1M row alone is some 2M events and 4M weekly
+# re-scores: an hour or more on this machine today), in a section of their own.
+bench-memory: $(STAMP)  ## max RSS and Redis bytes per user at 10k, 100k and 1M users (docs/performance.md)
+	bash ops/stack.sh up
+	nice -n 10 $(BIN)/python -m tests.bench.bench_throughput --parts memory \
+		--users 10000,100000,1000000 --section bench-memory $(BENCH_ARGS)
 
 # Standard library only, so no venv needed; tests/unit/test_dashboard.py fails until the
 # committed JSON is what the generator writes.

@@ -1,0 +1,310 @@
+"""`make bench`: the whole pipeline's throughput, latency and memory, against the client's
+ceiling and a minimal Quix Streams app, in one run on the real Kafka + Redis of
+``ops/stack.sh`` (docs/performance.md, issue 12).
+
+1. Throughput, for each workload (:mod:`tests.bench.workloads`), on one 4-partition
+   topic: the raw kafka-python client, the Quix Streams app, ``tierstream run
+   --stop-when-idle`` with 1 and with 2 instances (:mod:`tests.bench.contenders` says
+   how each is timed), events/s and the ratio to Quix Streams, each process's max RSS,
+   and the service's Redis bytes per user.
+2. Event-to-tier-change latency p50/p99 at steady offered rates (:mod:`tests.bench.latency`).
+3. Memory: max RSS of ``tierstream run`` and Redis bytes per user at several user counts
+   (:mod:`tests.bench.redis_memory`).
+
+Prints progress lines on stderr and the tables on stdout, and writes them into the
+generated section of docs/performance.md (``--doc``). ``--quick`` runs small sizes (the
+harness's own test, tests/integration/test_bench_quick.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from consumer.service.kafka_io import ensure_topics
+from tests.bench import contenders, latency, redis_memory, report, workloads
+from tests.bench.contenders import ServiceRun, Throughput
+from tests.bench.processes import say
+from tests.bench.redis_memory import RedisUse
+from tests.bench.workloads import Workload
+from tests.integration.support import KAFKA, REDIS, REPO
+
+SECTION = "bench"
+#: The heading of each generated section, when the doc has no such section yet.
+HEADINGS = {
+    "bench": "## `make bench`: throughput, latency and memory of the live service",
+    "bench-memory": "## `make bench-memory`: memory up to a million users",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes: checks the harness")
+    ap.add_argument("--kafka", default=KAFKA, help="bootstrap (TIERSTREAM_TEST_KAFKA)")
+    ap.add_argument("--redis", default=REDIS, help="Redis URL (TIERSTREAM_TEST_REDIS)")
+    ap.add_argument(
+        "--parts",
+        default="throughput,latency,memory",
+        help="comma-separated: which of throughput, latency, memory to run",
+    )
+    ap.add_argument("--rates", help="latency: offered events/s, comma-separated")
+    ap.add_argument("--latency-seconds", type=float, help="latency: how long each rate runs")
+    ap.add_argument("--users", help="memory: user counts, comma-separated (e.g. 10000,1000000)")
+    ap.add_argument("--empty-runs", type=int, help="empty tierstream runs per instance count")
+    ap.add_argument(
+        "--doc",
+        type=Path,
+        help="write the tables into this file's generated section "
+        "(default: docs/performance.md, none with --quick)",
+    )
+    ap.add_argument("--section", default=SECTION, help="name of the generated section")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    parts = set(args.parts.split(","))
+    rates = _numbers(args.rates) or ([200.0, 500.0] if quick else [2000.0, 5000.0])
+    seconds = args.latency_seconds or (3.0 if quick else 30.0)
+    users = [int(n) for n in _numbers(args.users)] or ([500] if quick else [10_000, 100_000])
+    empty_runs = args.empty_runs or (1 if quick else 3)
+
+    bench = _Bench(args.kafka, args.redis, idle_s=1.0 if quick else contenders.IDLE_S)
+    t0 = time.monotonic()
+    load_before = report.load()
+    commit = report.commit()
+    say(f"run {bench.run}: logs in {bench.logs}; load {load_before}")
+    sections: list[str] = []
+    try:
+        if "throughput" in parts:
+            empties = bench.empty_runs(empty_runs)
+            for w in workloads.QUICK if quick else workloads.FULL:
+                sections.append(bench.throughput(w, empties))
+        if "latency" in parts:
+            sections.append(bench.latency(rates, seconds))
+        if "memory" in parts:
+            sections.append(bench.memory(users))
+    finally:
+        workloads.delete_topics(args.kafka, bench.run)
+    minutes = (time.monotonic() - t0) / 60
+    command = shlex.join(["python", "-m", "tests.bench.bench_throughput", *(argv or sys.argv[1:])])
+    head = _header(args.redis, command, commit, load_before, minutes)
+    text = head + "\n\n" + "\n\n".join(sections)
+    print(text)
+    doc = args.doc or (None if quick else REPO / "docs" / "performance.md")
+    if doc:
+        report.write_section(
+            doc, args.section, HEADINGS.get(args.section, f"## `{args.section}`"), text
+        )
+        say(f"wrote the tables into {doc}")
+    shutil.rmtree(bench.logs, ignore_errors=True)
+    say(f"done in {minutes:.1f} min")
+    return 0
+
+
+def _numbers(text: str | None) -> list[float]:
+    return [float(x) for x in text.split(",")] if text else []
+
+
+def _header(redis_url: str, command: str, commit: str, load_before: str, minutes: float) -> str:
+    facts = "\n".join(f"- {line}" for line in report.machine(redis_url))
+    return (
+        f"Measured {report.today()} at commit `{commit}` in {minutes:.1f} min:\n\n"
+        f"```bash\n{command}\n```\n\n{facts}\n"
+        f"- load average (1, 5, 15 min) at the start {load_before}, at the end {report.load()}"
+    )
+
+
+class _Bench:
+    """One bench run: its names, its log directory, and each measurement."""
+
+    def __init__(self, kafka: str, redis_url: str, *, idle_s: float) -> None:
+        self.kafka = kafka
+        self.idle_s = idle_s
+        self.redis = redis_url
+        self.run = workloads.run_id()
+        self.logs = Path(tempfile.mkdtemp(prefix=f"{self.run}-logs-"))
+
+    def service(self, topic: str, instances: int) -> tuple[ServiceRun, RedisUse]:
+        """tierstream run on ``topic``; its Redis use measured, then its keys deleted."""
+        before = redis_memory.used_memory(self.redis)
+        done = contenders.service(
+            self.kafka,
+            self.redis,
+            topic,
+            self.run,
+            self.logs,
+            instances=instances,
+            idle_s=self.idle_s,
+        )
+        try:
+            use = redis_memory.measure(self.redis, done.prefix, before) if done.records else None
+        finally:
+            redis_memory.delete_prefix(self.redis, done.prefix)
+        return done, use or RedisUse(0, math.nan, math.nan)
+
+    def empty_runs(self, n: int) -> dict[int, list[ServiceRun]]:
+        """``n`` runs of 1 and of 2 instances on an empty topic: start-up and idle wait."""
+        topic = workloads.unique(self.run, "empty")
+        ensure_topics(self.kafka, [topic], partitions=workloads.PARTITIONS)
+        out: dict[int, list[ServiceRun]] = {}
+        for instances in (1, 2):
+            out[instances] = [self.service(topic, instances)[0] for _ in range(n)]
+            walls = ", ".join(f"{e.wall_s:.1f}" for e in out[instances])
+            say(f"empty runs, {instances} instance(s): {walls} s")
+        return out
+
+    def throughput(self, w: Workload, empties: dict[int, list[ServiceRun]]) -> str:
+        topic = workloads.unique(self.run, w.name.split()[0])
+        say(f"{w.name}: producing {w.describe()} into {topic}")
+        say(f"{w.name}: produced in {workloads.fill(self.kafka, topic, w):.1f} s")
+        rows: list[Throughput] = []
+        rows.append(contenders.raw_client(self.kafka, topic, self.logs))
+        _progress(w, rows[-1])
+        rows.append(contenders.quix(self.kafka, topic, self.run, self.logs))
+        _progress(w, rows[-1])
+        use = None
+        for instances in (1, 2):
+            done, measured = self.service(topic, instances)
+            use = use or measured
+            name = f"`tierstream run`, {instances} instance{'s' if instances > 1 else ''}"
+            rows.append(contenders.tierstream(name, done, empties[instances]))
+            _progress(w, rows[-1])
+        workloads.delete_topics(self.kafka, topic)
+        for r in rows:
+            if r.records != w.events:
+                raise RuntimeError(f"{r.name} consumed {r.records} of {w.events} records")
+        assert use is not None
+        return _throughput_table(w, rows, use)
+
+    def latency(self, rates: list[float], seconds: float) -> str:
+        rows = []
+        for rate in rates:
+            say(f"latency: {rate:,.0f} events/s for {seconds:.0f} s, every event a new user")
+            m = latency.measure(
+                self.kafka, self.redis, self.run, self.logs, rate=rate, seconds=seconds
+            )
+            say(
+                f"latency: {rate:,.0f}/s offered, {m.achieved:,.0f}/s achieved: "
+                f"p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms ({m.changes} of {m.events})"
+            )
+            rows.append(
+                [
+                    f"{m.offered:,.0f}",
+                    f"{m.achieved:,.0f}",
+                    f"{m.events:,} ({seconds:.0f} s)",
+                    f"{m.changes:,}",
+                    f"**{m.p50_ms:,.0f}**",
+                    f"**{m.p99_ms:,.0f}**",
+                    f"{m.max_ms:,.0f}",
+                    f"{m.max_rss_mb:,.0f}",
+                ]
+            )
+        header = [
+            "offered events/s",
+            "achieved",
+            "events",
+            "changes out",
+            "p50 (ms)",
+            "p99 (ms)",
+            "max (ms)",
+            "max RSS (MB)",
+        ]
+        return "### Event-to-tier-change latency, `tierstream run` (1 instance)\n\n" + report.table(
+            header, rows
+        )
+
+    def memory(self, users: list[int]) -> str:
+        rows = []
+        for n in users:
+            w = workloads.memory_workload(n)
+            topic = workloads.unique(self.run, f"memory{n}")
+            say(f"memory: producing {w.describe()}")
+            workloads.fill(self.kafka, topic, w)
+            with redis_memory.room_for(self.redis, n):
+                done, use = self.service(topic, 1)
+            workloads.delete_topics(self.kafka, topic)
+            say(
+                f"memory: {n:,} users: max RSS {done.max_rss_mb[0]:,.0f} MB, Redis "
+                f"{use.sampled_bytes:,.0f} B/user key, {use.delta_bytes:,.0f} B/user in all "
+                f"({done.wall_s:.0f} s)"
+            )
+            rows.append(
+                [
+                    f"{n:,}",
+                    f"{w.events:,}",
+                    f"{use.users:,}",
+                    f"{done.wall_s:,.0f}",
+                    f"**{done.max_rss_mb[0]:,.0f}**",
+                    f"**{use.sampled_bytes:,.0f}**",
+                    f"{use.delta_bytes:,.0f}",
+                ]
+            )
+        header = [
+            "users",
+            "events (30 days)",
+            "user keys in Redis",
+            "run wall (s)",
+            "max RSS (MB)",
+            "Redis MEMORY USAGE per user key (B)",
+            "Redis used_memory growth per user (B)",
+        ]
+        return "### Memory, `tierstream run` (1 instance)\n\n" + report.table(header, rows)
+
+
+def _progress(w: Workload, r: Throughput) -> None:
+    say(
+        f"{w.name}: {r.name}: {r.records:,} records in {r.seconds:.1f} s = {r.rate:,.0f}/s "
+        f"(wall {r.wall_s:.1f} s, max RSS {', '.join(f'{m:,.0f}' for m in r.max_rss_mb)} MB)"
+    )
+
+
+def _throughput_table(w: Workload, rows: list[Throughput], use: RedisUse) -> str:
+    quix = next(r for r in rows if r.name.startswith("Quix"))
+    header = [
+        "contender",
+        "events/s",
+        "vs Quix Streams",
+        "time (s)",
+        "events per CPU-second",
+        "wall with start-up (s)",
+        "max RSS (MB)",
+        "outputs",
+    ]
+    body = [
+        [
+            r.name,
+            f"**{r.rate:,.0f}**",
+            f"{r.rate / quix.rate:.2f}x",
+            f"{r.seconds:.1f}",
+            f"{r.rate_per_cpu:,.0f}",
+            f"{r.wall_s:.1f}",
+            " + ".join(f"{m:,.0f}" for m in r.max_rss_mb),
+            f"{r.outputs:,}",
+        ]
+        for r in rows
+    ]
+    empties = ", ".join(
+        f"{r.extra['empty_run_s']:.1f} s and {r.extra['empty_run_cpu_s']:.1f} CPU-s "
+        f"({r.name.split(', ')[1]})"
+        for r in rows
+        if "empty_run_s" in r.extra
+    )
+    return (
+        f"### {w.name.capitalize()}: {w.describe()}\n\n"
+        + report.table(header, body)
+        + f"\n\nEmpty runs subtracted from `tierstream run`: {empties}. Redis after the "
+        f"1-instance run: {use.sampled_bytes:,.0f} bytes per user key (`MEMORY USAGE`, "
+        f"{min(use.users, redis_memory.SAMPLE):,} keys), {use.delta_bytes:,.0f} bytes per "
+        f"user in all (`used_memory` growth / {use.users:,} users)."
+    )
+
+
+if __name__ == "__main__":
+    os.chdir(REPO)
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The throughput bench (`make bench`, tests/bench/bench_throughput.py) in its quick mode,
+end to end against the stack, so the harness cannot rot between full runs: every
+contender, the latency and the memory measurement run and land in the doc's generated
+section, which a second write replaces instead of appending to."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bench import report
+from tests.integration.support import KAFKA, REDIS, REPO
+
+pytestmark = pytest.mark.integration
+
+CONTENDERS = (
+    "raw kafka-python poll + orjson.loads",
+    "Quix Streams app (RocksDB state + changelog, produce on change)",
+    "`tierstream run`, 1 instance",
+    "`tierstream run`, 2 instances",
+)
+
+
+def _number(text: str) -> float:
+    return float(text.strip("* ").replace(",", ""))
+
+
+def _rows(text: str, heading: str) -> list[list[str]]:
+    """The body rows of the first table after ``heading``."""
+    after = text.split(heading, 1)[1]
+    lines = [line for line in after.split("\n\n", 2)[1].splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[2:]]
+
+
+def test_the_bench_runs_every_measurement_and_writes_its_section(
+    stack: None, tmp_path: Path
+) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n\nWritten by hand.\n")
+    argv = ["--quick", "--rates", "500", "--latency-seconds", "2", "--doc", str(doc)]
+    env = {**os.environ, "TIERSTREAM_TEST_KAFKA": KAFKA, "TIERSTREAM_TEST_REDIS": REDIS}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.bench.bench_throughput", *argv],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "[bench " in done.stderr  # progress lines while it runs
+    text = doc.read_text()
+    assert text.startswith("# Performance\n\nWritten by hand.\n")
+    start, end = report.markers("bench")
+    assert text.count(start) == text.count(end) == 1
+    assert done.stdout.strip() in text  # the printed tables are the ones written
+
+    for workload in ("### Dense: 300 users", "### Sparse catch-up: 1,000 users"):
+        rows = _rows(text, workload)
+        assert [r[0] for r in rows] == list(CONTENDERS)
+        assert all(_number(r[1]) > 0 and _number(r[4]) > 0 for r in rows), rows  # events/s
+        assert [r[2] for r in rows][1] == "1.00x"  # the ratio is to Quix Streams
+        assert all(_number(m) > 20 for r in rows for m in r[6].split(" + ")), rows  # RSS
+        assert re.search(r"Redis after the 1-instance run: [\d,]+ bytes per user key", text)
+
+    (latency,) = _rows(text, "### Event-to-tier-change latency")
+    assert latency[2].startswith("1,000 ") and latency[3] == "1,000", latency  # all out
+    assert 0 < _number(latency[4]) <= _number(latency[5]) <= _number(latency[6])
+
+    (memory,) = _rows(text, "### Memory")
+    assert memory[0] == "500" and _number(memory[2]) > 400  # users in Redis
+    assert _number(memory[4]) > 20 and _number(memory[5]) > 100  # MB, bytes per user
+
+    report.write_section(doc, "bench", "## unused", "replaced")
+    assert report.markers("bench")[0] + "\nreplaced\n" in doc.read_text()
+    assert doc.read_text().count(start) == 1
