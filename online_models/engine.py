@@ -49,8 +49,8 @@ from online_models.control_group import ControlGroup
 from online_models.event import PURCHASE_INDEX, Event
 from online_models.feature_vector import FEATURE_NAMES, vector
 from online_models.features import DAY_MS
-from online_models.global_model import GlobalModel, ModelScore
-from online_models.online import OnlineModels
+from online_models.global_model import GlobalModel, ModelScore, ScoredRows
+from online_models.online import OnlineModels, Resolved
 from online_models.scoring import Score, ValueScorer
 from online_models.tier_change import TierChange
 from online_models.tier_policy import TierDecision, TierPolicy
@@ -236,76 +236,36 @@ class TierEngine:
         """The model version tier changes are stamped with: model name + policy digest."""
         return f"{self.models.model.name}.{self.policy_digest}"
 
+    def batch(self) -> EnginePass:
+        """A pass over one batch's events and timers, scored together at its end."""
+        return EnginePass(self)
+
     def apply(
         self, state: UserState, event: Event, *, emitted_at_ms: int
     ) -> TierChange | _Duplicate | None:
-        """Fold ``event`` into ``state``; return the tier change it causes, if any."""
-        if state.seen(event.event_id):
-            return DUPLICATE
-        state.remember(event.event_id)
-        if state.born_ms < 0:
-            state.born_ms = event.timestamp_ms  # the first event of this lifetime
-        features = state.features
-        late = features.events > 0 and event.timestamp_ms < features.last_ms
-        features.apply(event)
-        now = features.last_ms
-        x = vector(features, now)
-        ms = self.models.score(x)
-        self._resolve_due(state, event.user_id, event.timestamp_ms)
-        self._count(state, event)
-        snapshot = False
-        if not late:
-            snapshot = self._snapshot(state, now, x, ms)
-            if state.learned_ms < 0 or now - state.learned_ms >= self.horizons.learn_every_ms:
-                state.learned_ms = now
-                self.models.learn_sample(x)
-        change = self._decide(
-            state, event.user_id, now, ms, event.timestamp_ms, emitted_at_ms, "threshold"
-        )
-        if snapshot:
-            self._note_tier(state)
-        self._arm(state)
-        return change
+        """Fold ``event`` into ``state``; return the tier change it causes, if any (a pass
+        of one event: :meth:`batch` for many)."""
+        run = self.batch()
+        decision = run.event(state, event, emitted_at_ms=emitted_at_ms)
+        run.finish()
+        return decision.change if isinstance(decision, Decision) else decision
 
     def fire(
         self, state: UserState, user_id: str, now_ms: int, *, emitted_at_ms: int
     ) -> TierChange | None:
-        """The user's timer at event time ``now_ms``: resolve an expired snapshot as a
-        negative label and re-score the silent user."""
-        self._resolve_due(state, user_id, now_ms)
-        state.rescored_ms = now_ms
-        x = vector(state.features, now_ms)
-        ms = self.models.score(x)
-        # Past ``max_silence`` the user is gone: no new snapshot, no sample, so the only
-        # timer left is the end of their lifetime (a snapshot would arm a deadline, whose
-        # firing would take the next one, for ever: one event dated in the year 9999 once
-        # fired 1.9 M of them for 20 users).
-        present = now_ms - state.features.last_ms < self.horizons.max_silence_ms
-        # Snapshots at events alone would all have "days since last event" = 0, and the
-        # model would extrapolate wildly for the silent; "will they buy within H days" is
-        # as much a question about the silent.
-        snapshot = present and self._snapshot(state, now_ms, x, ms)
-        if present and now_ms - state.learned_ms >= self.horizons.learn_every_ms:
-            state.learned_ms = now_ms
-            self.models.learn_sample(x)
-        change = self._decide(state, user_id, now_ms, ms, now_ms, emitted_at_ms, "inactivity")
-        if snapshot:
-            self._note_tier(state)
-        self._arm(state)
-        return change
+        """The user's timer at event time ``now_ms`` (a pass of one timer)."""
+        run = self.batch()
+        decision = run.fire(state, user_id, now_ms, emitted_at_ms=emitted_at_ms)
+        run.finish()
+        return decision.change
 
     def expires(self, state: UserState, user_id: str, now_ms: int) -> bool:
-        """Whether the user's timer at event time ``now_ms`` ends their lifetime: silent
-        for ``expire_after``. If so, a propensity snapshot whose horizon has passed
-        resolves as a negative label first, as its own timer would have done; one whose
-        horizon has not (a time-to-live shorter than the horizon) is dropped, unknown.
-        The caller deletes the state."""
-        if now_ms - state.features.last_ms < self.horizons.expire_after_ms:
-            return False
-        self._resolve_due(state, user_id, now_ms)
-        state.pending = None
-        state.due_ms = -1
-        return True
+        """Whether the user's timer at event time ``now_ms`` ends their lifetime (a pass
+        of one timer; see :meth:`EnginePass.expire`)."""
+        run = self.batch()
+        ended = run.expire(state, user_id, now_ms) is not None
+        run.finish()
+        return ended
 
     def explain(self, state: UserState, now_ms: int | None = None) -> dict[str, Any]:
         """Where the user stands as of event time ``now_ms`` (default: their last event):
@@ -330,7 +290,7 @@ class TierEngine:
             "seq": state.seq,
             "tier_since_ms": state.tier_since_ms,
             "as_of_ms": now,
-            "scores": self._scores(score, ms, state),
+            "scores": self._scores(score, ms, self._model_terms(ms, self.models.model)),
             "score_tier": self.policy.tiers[self.policy.raw_tier(score.value)].name,
             "contributions": [
                 _contribution(c.feature, c.value, c.contribution) for c in score.contributions
@@ -340,28 +300,23 @@ class TierEngine:
             "features": features.to_json(),
         }
 
-    def _snapshot(self, state: UserState, now: int, x: list[float], ms: ModelScore) -> bool:
+    def _snapshot(self, state: UserState, now: int, x: list[float]) -> list[list[Any]]:
         """Take a snapshot for every horizon whose newest pending one is at least
         :data:`SNAPSHOTS_PER_HORIZON` times younger than the horizon (or that has none);
-        True if one was taken."""
+        the snapshots taken. Their propensity (and tier) are filled in once the batch is
+        scored (:meth:`EnginePass.finish`)."""
         pending = state.pending or []
         newest: dict[int, int] = {}
         for p in pending:
             newest[p[0]] = max(newest.get(p[0], p[1]), p[1])
-        taken = False
+        taken = []
         for span in self._spans:
             if span not in newest or now - newest[span] >= span // SNAPSHOTS_PER_HORIZON:
-                pending.append([span, now, x, ms.propensity, 0, 0, None, 0.0])
-                taken = True
+                snap = [span, now, x, None, 0, 0, None, 0.0]
+                pending.append(snap)
+                taken.append(snap)
         state.pending = pending
         return taken
-
-    def _note_tier(self, state: UserState) -> None:
-        """The tier a campaign saw at the first horizon's fresh snapshot: conversion per
-        tier is measured on it."""
-        for p in state.pending or ():
-            if p[0] == self.horizons.label_ms and p[6] is None:
-                p[6] = state.tier
 
     def _count(self, state: UserState, event: Event) -> None:
         """Count ``event`` into every snapshot it falls after."""
@@ -372,14 +327,17 @@ class TierEngine:
                     p[4] += 1
                     p[7] += event.amount
 
-    def _resolve_due(self, state: UserState, user_id: str, now: int) -> None:
+    def _resolve_due(self, state: UserState, user_id: str, now: int) -> list[_Label]:
         """Resolve the snapshots whose horizon passed by event time ``now``: each gives
-        the heads of its horizon their labels."""
+        the heads of its horizon their labels (learnt now). The first head's labels are
+        returned: they become :class:`Resolved` observations once the batch is scored (the
+        snapshot's propensity and tier may come from this batch)."""
         if not state.pending:
-            return
+            return []
         keep = []
+        observed: list[_Label] = []
         for p in state.pending:
-            span, t0, x0, p0, purchases, events, tier, spend = p
+            span, t0, x0, _, purchases, events, _, spend = p
             if now <= t0 + span:
                 keep.append(p)
                 continue
@@ -394,22 +352,24 @@ class TierEngine:
                 else:
                     labels[i] = float(spend)
             if labels:
-                self.models.learn_label(
-                    x0,
-                    labels,
-                    p0,
-                    tier=tier if tier is not None else state.tier,
-                    control=self.control.holds(user_id),
-                )
+                self.models.learn_label(x0, labels)
+                if 0 in labels:
+                    observed.append((p, bool(labels[0]), self.control.holds(user_id)))
         state.pending = keep or None
+        return observed
 
-    def _model_terms(self, state: UserState, now: int, ms: ModelScore) -> dict[str, float]:
-        """What the heads say about the user, by the names scores and explanations use."""
-        model = self.models.model
+    def _model_terms(self, ms: ModelScore, model: GlobalModel) -> dict[str, float]:
+        """What the heads of ``model`` say about the user, by the names scores and
+        explanations use."""
+        return self._terms(ms.predictions, ms.segment, model)
+
+    def _terms(
+        self, predictions: tuple[float, ...], segment: int | None, model: GlobalModel
+    ) -> dict[str, float]:
         k = len(model.centroids)
-        rank = ms.segment / (k - 1) if ms.segment is not None and k > 1 else 0.0
-        terms = {"propensity": ms.propensity, "segment_rank": rank}
-        for spec, value in zip(self.head_specs, ms.predictions, strict=False):
+        rank = segment / (k - 1) if segment is not None and k > 1 else 0.0
+        terms = {"propensity": predictions[0], "segment_rank": rank}
+        for spec, value in zip(self.head_specs, predictions, strict=False):
             if spec.target == "purchase" and spec.horizon_ms != self.horizons.label_ms:
                 terms["propensity_long"] = value
             elif spec.target == "churn":
@@ -422,27 +382,8 @@ class TierEngine:
         return terms
 
     def _value(self, state: UserState, now: int, ms: ModelScore) -> Score:
-        return self.scorer.score(state.features, now, self._model_terms(state, now, ms))
-
-    def _decide(
-        self,
-        state: UserState,
-        user_id: str,
-        now: int,
-        ms: ModelScore,
-        event_time_ms: int,
-        emitted_at_ms: int,
-        kind: str,
-    ) -> TierChange | None:
-        score = self._value(state, now, ms)
-        decision = self.policy.decide(
-            state.tier, score.value, since_ms=state.tier_since_ms, now_ms=now
-        )
-        if decision is None:
-            return None
-        return self._change(
-            state, user_id, decision, score, ms, now, event_time_ms, emitted_at_ms, kind
-        )
+        terms = self._model_terms(ms, self.models.model)
+        return self.scorer.score(state.features, now, terms)
 
     def _change(
         self,
@@ -451,6 +392,8 @@ class TierEngine:
         decision: TierDecision,
         score: Score,
         ms: ModelScore,
+        terms: dict[str, float],
+        model: GlobalModel,
         now: int,
         event_time_ms: int,
         emitted_at_ms: int,
@@ -479,7 +422,7 @@ class TierEngine:
             seq=state.seq,
             event_time_ms=event_time_ms,
             emitted_at_ms=emitted_at_ms,
-            scores=self._scores(score, ms, state),
+            scores=self._scores(score, ms, terms),
             reason={
                 "kind": "first_tier" if previous is None else kind,
                 "threshold": decision.threshold,
@@ -488,7 +431,38 @@ class TierEngine:
                 "propensity_terms": self._logit_terms(ms, TOP_CONTRIBUTIONS),
                 "nearest_segment": ms.segment,
             },
-            model_version=self.model_version,
+            model_version=f"{model.name}.{self.policy_digest}",
+            lifetime_ms=state.born_ms,
+        )
+
+    def _erased(
+        self,
+        state: UserState,
+        user_id: str,
+        request_id: str,
+        requested_ms: int,
+        emitted_at_ms: int,
+        model: GlobalModel,
+    ) -> TierChange:
+        """The last change of the user's lifetime: no tier any more, no scores, no
+        reasons beyond the erasure itself (it must not publish what it erases)."""
+        return TierChange(
+            user_id=user_id,
+            previous_tier=state.tier,
+            tier=None,
+            previous_tier_rank=self._rank(state.tier),
+            control=self.control.holds(user_id),
+            seq=state.seq + 1,
+            event_time_ms=requested_ms,
+            emitted_at_ms=emitted_at_ms,
+            scores={},
+            reason={
+                "kind": "erased",
+                "threshold": None,
+                "direction": "none",
+                "request_id": request_id,
+            },
+            model_version=f"{model.name}.{self.policy_digest}",
             lifetime_ms=state.born_ms,
         )
 
@@ -499,8 +473,9 @@ class TierEngine:
         except KeyError:
             return None
 
-    def _scores(self, score: Score, ms: ModelScore, state: UserState) -> dict[str, float | None]:
-        terms = self._model_terms(state, state.features.last_ms, ms)
+    def _scores(
+        self, score: Score, ms: ModelScore, terms: dict[str, float]
+    ) -> dict[str, float | None]:
         return {
             "value_score": score.value,
             "propensity": ms.propensity,
@@ -517,6 +492,261 @@ class TierEngine:
     def _arm(self, state: UserState) -> None:
         """Set when this user's timer fires next (:meth:`Horizons.next_due`)."""
         state.due_ms = self.horizons.next_due(state)
+
+
+#: A resolved first-head label waiting for the batch's scores: (snapshot, label, control).
+_Label = tuple[list[Any], bool, bool]
+
+
+class Decision:
+    """What one event, timer or erasure of a pass decides, known once the pass finishes
+    (:meth:`EnginePass.finish`): the tier change, if any, and the propensity labels it
+    resolved. Filled in the order the pass was given its work, so every decision sees
+    the user's tier as the ones before left it."""
+
+    __slots__ = (
+        "_erase",
+        "_kind",
+        "_labels",
+        "_model",
+        "_now",
+        "_parts",
+        "_row",
+        "_rows",
+        "_snapshots",
+        "_stamp",
+        "_state",
+        "_time",
+        "_user",
+        "change",
+        "resolved",
+    )
+
+    def __init__(self, state: UserState, user: str, labels: list[_Label]) -> None:
+        self._state = state
+        self._user = user
+        self._labels = labels
+        self._rows: _Rows | None = None
+        self._row = -1
+        self._model: GlobalModel | None = None
+        self._now = self._time = self._stamp = -1
+        self._kind = ""
+        self._snapshots: list[list[Any]] = []
+        self._parts: tuple[float, tuple[tuple[str, float, float], ...]] = (0.0, ())
+        self._erase: tuple[str, int] | None = None
+        #: The tier change this decided (None: the tier stays).
+        self.change: TierChange | None = None
+        #: The first head's labels this resolved, with the snapshot's score and tier.
+        self.resolved: list[Resolved] = []
+
+
+class _Rows:
+    """The feature vectors a pass scores with one model version."""
+
+    __slots__ = ("model", "scored", "x")
+
+    def __init__(self, model: GlobalModel) -> None:
+        self.model = model
+        self.x: list[list[float]] = []
+        self.scored: ScoredRows | None = None
+
+
+class EnginePass:
+    """One batch's events and timers through a :class:`TierEngine`, in order.
+
+    Everything that does not depend on a score happens at once, in order: features,
+    feature vectors, snapshots and their labels, learning, the next timer (none of them
+    reads a score, so versions advance at the same points as one event at a time). The
+    vectors are scored together at :meth:`finish`, one array expression per model
+    version, and the decisions that need scores (tiers, changes, the scores snapshots
+    and labels carry) are then taken in the same order. The results are those of taking
+    each event on its own (:meth:`TierEngine.apply` is a pass of one).
+
+    >>> from online_models.event import Event
+    >>> tiers = [{"name": "casual"}, {"name": "vip", "min_score": 4}]
+    >>> engine = TierEngine(ValueScorer({"spend_30d": 1.0}),
+    ...                     TierPolicy.from_config({"tiers": tiers}))
+    >>> state = UserState.new()
+    >>> run = engine.batch()
+    >>> first = run.event(state, Event("e1", "u1", "page_view", 0), emitted_at_ms=5)
+    >>> second = run.event(state, Event("e2", "u1", "purchase", 1000, 80.0), emitted_at_ms=6)
+    >>> run.finish()
+    >>> first.change.tier, second.change.tier, state.seq
+    ('casual', 'vip', 2)
+    """
+
+    def __init__(self, engine: TierEngine) -> None:
+        self.engine = engine
+        self._decisions: list[Decision] = []
+        self._rows: _Rows | None = None
+
+    def event(self, state: UserState, event: Event, *, emitted_at_ms: int) -> Decision | _Duplicate:
+        """Fold ``event`` into ``state`` (DUPLICATE if the user already had it)."""
+        if state.seen(event.event_id):
+            return DUPLICATE
+        engine = self.engine
+        state.remember(event.event_id)
+        if state.born_ms < 0:
+            state.born_ms = event.timestamp_ms  # the first event of this lifetime
+        features = state.features
+        late = features.events > 0 and event.timestamp_ms < features.last_ms
+        features.apply(event)
+        now = features.last_ms
+        x = vector(features, now)
+        model = engine.models.model  # the version that scores it: before it learns
+        labels = engine._resolve_due(state, event.user_id, event.timestamp_ms)
+        engine._count(state, event)
+        snapshots: list[list[Any]] = []
+        if not late:
+            snapshots = engine._snapshot(state, now, x)
+            if state.learned_ms < 0 or now - state.learned_ms >= engine.horizons.learn_every_ms:
+                state.learned_ms = now
+                engine.models.learn_sample(x)
+        decision = self._scored(state, event.user_id, labels, model, x, now, snapshots)
+        decision._time = event.timestamp_ms
+        decision._stamp = emitted_at_ms
+        decision._kind = "threshold"
+        engine._arm(state)
+        return decision
+
+    def fire(self, state: UserState, user_id: str, now_ms: int, *, emitted_at_ms: int) -> Decision:
+        """The user's timer at event time ``now_ms``: resolve the snapshots whose horizon
+        passed (negative labels for those who never came back) and re-score the silent
+        user, so a tier falls by inactivity on time."""
+        engine = self.engine
+        labels = engine._resolve_due(state, user_id, now_ms)
+        model = engine.models.model  # after the labels it learnt, before the sample
+        state.rescored_ms = now_ms
+        x = vector(state.features, now_ms)
+        # Past ``max_silence`` the user is gone: no new snapshot, no sample, so the only
+        # timer left is the end of their lifetime (a snapshot would arm a deadline, whose
+        # firing would take the next one, for ever: one event dated in the year 9999 once
+        # fired 1.9 M of them for 20 users).
+        present = now_ms - state.features.last_ms < engine.horizons.max_silence_ms
+        # Snapshots at events alone would all have "days since last event" = 0, and the
+        # model would extrapolate wildly for the silent; "will they buy within H days" is
+        # as much a question about the silent.
+        snapshots = engine._snapshot(state, now_ms, x) if present else []
+        if present and now_ms - state.learned_ms >= engine.horizons.learn_every_ms:
+            state.learned_ms = now_ms
+            engine.models.learn_sample(x)
+        decision = self._scored(state, user_id, labels, model, x, now_ms, snapshots)
+        decision._time = now_ms
+        decision._stamp = emitted_at_ms
+        decision._kind = "inactivity"
+        engine._arm(state)
+        return decision
+
+    def expire(self, state: UserState, user_id: str, now_ms: int) -> Decision | None:
+        """If the user's timer at event time ``now_ms`` ends their lifetime (silent for
+        ``expire_after``), its decision (the labels resolved first, as the snapshots' own
+        timers would have; a snapshot whose horizon has not passed is dropped, unknown),
+        else None. The caller deletes the state."""
+        engine = self.engine
+        if now_ms - state.features.last_ms < engine.horizons.expire_after_ms:
+            return None
+        decision = Decision(state, user_id, engine._resolve_due(state, user_id, now_ms))
+        state.pending = None
+        state.due_ms = -1
+        self._decisions.append(decision)
+        return decision
+
+    def erase(
+        self,
+        state: UserState,
+        user_id: str,
+        request_id: str,
+        requested_ms: int,
+        *,
+        emitted_at_ms: int,
+    ) -> Decision:
+        """The ``erased`` change of a forgotten user (:mod:`online_models.erasure`),
+        taken in order with the others."""
+        decision = Decision(state, user_id, [])
+        decision._erase = (request_id, requested_ms)
+        decision._stamp = emitted_at_ms
+        decision._model = self.engine.models.model
+        self._decisions.append(decision)
+        return decision
+
+    def _scored(
+        self,
+        state: UserState,
+        user: str,
+        labels: list[_Label],
+        model: GlobalModel,
+        x: list[float],
+        now: int,
+        snapshots: list[list[Any]],
+    ) -> Decision:
+        rows = self._rows
+        if rows is None or rows.model is not model:
+            rows = self._rows = _Rows(model)
+        decision = Decision(state, user, labels)
+        decision._rows = rows
+        decision._row = len(rows.x)
+        rows.x.append(x)
+        decision._model = model
+        decision._now = now
+        decision._snapshots = snapshots
+        decision._parts = self.engine.scorer.feature_parts(state.features, now)
+        self._decisions.append(decision)
+        return decision
+
+    def finish(self) -> None:
+        """Score every vector, then take the decisions in order."""
+        engine = self.engine
+        resolved = engine.models.resolved
+        for decision in self._decisions:
+            rows = decision._rows
+            if rows is not None and rows.scored is None:
+                rows.scored = rows.model.score_rows(rows.x)
+            self._take(decision, rows)
+            resolved.extend(decision.resolved)
+        self._decisions = []
+        self._rows = None
+
+    def _take(self, d: Decision, rows: _Rows | None) -> None:
+        engine, state = self.engine, d._state
+        for snap, label, control in d._labels:
+            if snap[3] is not None:
+                tier = snap[6] if snap[6] is not None else state.tier
+                d.resolved.append(Resolved(snap[3], label, tier, control))
+        if d._erase is not None:
+            model = d._model or engine.models.model
+            d.change = engine._erased(state, d._user, *d._erase, d._stamp, model)
+            return
+        if rows is None or rows.scored is None:
+            return
+        scored, i = rows.scored, d._row
+        predictions = scored.predictions(i)
+        propensity = predictions[0]
+        for snap in d._snapshots:
+            snap[3] = propensity
+        terms = engine._terms(predictions, scored.segments[i], rows.model)
+        total, parts = d._parts
+        value = engine.scorer.value(total, terms)
+        decision = engine.policy.decide(
+            state.tier, value, since_ms=state.tier_since_ms, now_ms=d._now
+        )
+        if decision is not None:
+            d.change = engine._change(
+                state,
+                d._user,
+                decision,
+                engine.scorer.with_model(total, parts, terms),
+                scored.model_score(i, predictions),
+                terms,
+                rows.model,
+                d._now,
+                d._time,
+                d._stamp,
+                d._kind,
+            )
+        label_ms = engine.horizons.label_ms
+        for snap in d._snapshots:
+            if snap[0] == label_ms and snap[6] is None:
+                snap[6] = state.tier
 
 
 def _contribution(feature: str, value: float, contribution: float) -> dict[str, Any]:

@@ -43,23 +43,13 @@ def erased_change(
     engine: TierEngine, state: UserState, request: ForgetRequest, *, emitted_at_ms: int
 ) -> TierChange:
     """The last change of the user's lifetime: no tier any more, no scores, no reasons
-    beyond the erasure itself (it must not publish what it erases)."""
-    return TierChange(
-        user_id=request.user_id,
-        previous_tier=state.tier,
-        tier=None,
-        previous_tier_rank=engine._rank(state.tier),
-        control=engine.control.holds(request.user_id),
-        seq=state.seq + 1,
-        event_time_ms=request.requested_ms,
-        emitted_at_ms=emitted_at_ms,
-        scores={},
-        reason={
-            "kind": "erased",
-            "threshold": None,
-            "direction": "none",
-            "request_id": request.request_id,
-        },
-        model_version=engine.model_version,
-        lifetime_ms=state.born_ms,
+    beyond the erasure itself (it must not publish what it erases). In a batch, the
+    engine's pass takes it in order with the other decisions (``EnginePass.erase``)."""
+    return engine._erased(
+        state,
+        request.user_id,
+        request.request_id,
+        request.requested_ms,
+        emitted_at_ms,
+        engine.models.model,
     )

@@ -212,15 +212,14 @@ class UserFeatures:
 
     def _advance(self, t: int) -> None:
         dt = t - self.last_ms
+        exp = math.exp
+        counts, spend, refunded, sessions = self.counts, self.spend, self.refunded, self.sessions
         for h, rate in enumerate(RATES_PER_MS):
-            k = math.exp(-rate * dt)
-            row = self.counts[h]
-            for i, v in enumerate(row):
-                if v:
-                    row[i] = v * k
-            self.spend[h] *= k
-            self.refunded[h] *= k
-            self.sessions[h] *= k
+            k = exp(-rate * dt)
+            counts[h] = [v * k if v else v for v in counts[h]]
+            spend[h] *= k
+            refunded[h] *= k
+            sessions[h] *= k
         self.last_ms = t
 
     def count(self, event_type: str, half_life_index: int) -> float:

@@ -116,6 +116,15 @@ class ValueScorer:
     ) -> Score:
         """The score of ``features`` as of event time ``now_ms``; ``model`` holds the
         values of :data:`MODEL_TERMS` (a missing one counts as 0)."""
+        total, parts = self.feature_parts(features, now_ms)
+        return self.with_model(total, parts, model)
+
+    def feature_parts(
+        self, features: UserFeatures, now_ms: int
+    ) -> tuple[float, tuple[tuple[str, float, float], ...]]:
+        """The features' part of the score at ``now_ms``: its sum and its terms. Taken
+        when the event is applied; the models' part is added once the batch is scored
+        (:meth:`with_model`)."""
         parts = []
         total = 0.0
         log1p = math.log1p
@@ -124,9 +133,26 @@ class ValueScorer:
             c = weight * log1p(value)
             total += c
             parts.append((name, value, c))
+        return total, tuple(parts)
+
+    def value(self, total: float, model: Mapping[str, float]) -> float:
+        """The score's value from the features' part ``total`` and the models' outputs:
+        :meth:`with_model` without the terms, summed in the same order (the same number)."""
+        for name, weight in self._model_terms:
+            total += weight * model.get(name, 0.0)
+        return total
+
+    def with_model(
+        self,
+        total: float,
+        parts: tuple[tuple[str, float, float], ...],
+        model: Mapping[str, float] | None,
+    ) -> Score:
+        """The score from the features' part and the models' outputs."""
+        terms = list(parts)
         for name, weight in self._model_terms:
             value = model.get(name, 0.0) if model else 0.0
             c = weight * value
             total += c
-            parts.append((name, value, c))
-        return Score(total, tuple(parts))
+            terms.append((name, value, c))
+        return Score(total, tuple(terms))

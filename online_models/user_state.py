@@ -139,13 +139,37 @@ def _current_snapshots(pending: Any) -> list[Any] | None:
 
 
 def _check_numbers(value: Any, where: str) -> None:
-    """Every leaf of a feature block is a finite number (or ``last_purchase_ms`` null)."""
+    """Every leaf of a feature block is a finite number (or ``last_purchase_ms`` null).
+    The path of a bad leaf is spelled out only once one is found: states are read by
+    the thousand per batch."""
+    if not _all_finite(value):
+        _find_bad(value, where)
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(
+            (item is None and key in _NULLABLE) or _all_finite(item) for key, item in value.items()
+        )
+    if isinstance(value, list):
+        return all(_all_finite(item) for item in value)
+    return (
+        (type(value) is float and math.isfinite(value))
+        or type(value) is int
+        or (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value))
+    )
+
+
+def _find_bad(value: Any, where: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
-            if not (key in ("last_purchase_ms", "first_purchase_ms") and item is None):
-                _check_numbers(item, f"{where}.{key}")
+            if not (key in _NULLABLE and item is None):
+                _find_bad(item, f"{where}.{key}")
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _check_numbers(item, f"{where}[{i}]")
+            _find_bad(item, f"{where}[{i}]")
     elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{where} is {value!r}, not a finite number")
+
+
+_NULLABLE: Final = ("last_purchase_ms", "first_purchase_ms")

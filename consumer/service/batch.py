@@ -39,8 +39,8 @@ from consumer.service.dead_letters import dead_letter
 from consumer.service.records import InputRecord, OutputRecord
 from consumer.service.state_store import Loaded, PartitionWrite, SaveSet
 from consumer.service.tier_counts import conversion_key
-from online_models.engine import DUPLICATE, TierEngine
-from online_models.erasure import ForgetRequest, erased_change
+from online_models.engine import Decision, TierEngine
+from online_models.erasure import ForgetRequest
 from online_models.event import Event
 from online_models.global_model import GlobalModel
 from online_models.online import Resolved
@@ -260,6 +260,12 @@ class _Run:
         self.heaps: dict[Partition, list[tuple[int, str]]] = {
             tp: list(entries) for tp, entries in loaded.timers.items()
         }
+        #: The engine's pass over the batch: decisions that need scores are taken at the
+        #: end, all vectors scored together (:class:`~online_models.engine.EnginePass`).
+        self.run = step.engine.batch()
+        #: Per partition, in order, what the batch publishes: records known at once (dead
+        #: letters, tombstones) and decisions whose changes are known at the end.
+        self.sequence: list[tuple[Partition, OutputRecord | Decision]] = []
         for heap in self.heaps.values():
             heapq.heapify(heap)
 
@@ -283,9 +289,15 @@ class _Run:
     def dead_letter(self, tp: Partition, rec: InputRecord, rejection: Rejection) -> None:
         self.out.results["dlq"] += 1
         self.out.dlq_reasons[rejection.reason] += 1
-        self.out.outputs.setdefault(tp, []).append(
-            dead_letter(
-                rec, rejection, self.step.dlq_topic, max_copy_bytes=self.step.dlq_max_copy_bytes
+        self.sequence.append(
+            (
+                tp,
+                dead_letter(
+                    rec,
+                    rejection,
+                    self.step.dlq_topic,
+                    max_copy_bytes=self.step.dlq_max_copy_bytes,
+                ),
             )
         )
 
@@ -297,17 +309,14 @@ class _Run:
             self.dead_letter(tp, rec, Rejection("unusable_state", self.unusable[(tp, user)]))
             return
         self.active.add((tp, user))
-        mark = len(self.engine.models.resolved)
-        change = self.engine.apply(state, event, emitted_at_ms=self._stamp(event.timestamp_ms))
-        self.count_resolved(tp, mark)
-        if change is DUPLICATE:
+        decision = self.run.event(state, event, emitted_at_ms=self._stamp(event.timestamp_ms))
+        if not isinstance(decision, Decision):
             self.out.results["duplicate"] += 1
             return
         self.out.results["applied"] += 1
         if self.out.max_event_ms is None or event.timestamp_ms > self.out.max_event_ms:
             self.out.max_event_ms = event.timestamp_ms
-        if isinstance(change, TierChange):
-            self.publish(tp, change)
+        self.sequence.append((tp, decision))
         self.rearm(tp, user, state, bound)
 
     def advance(self, tp: Partition, t: int, bound: int) -> None:
@@ -327,25 +336,20 @@ class _Run:
         if state is None or state.due_ms != due:
             return  # re-armed since (a newer entry stands for it), or set aside
         self.out.timers_fired += 1
-        mark = len(self.engine.models.resolved)
-        if self.engine.expires(state, user, due):
+        ended = self.run.expire(state, user, due)
+        if ended is not None:
             self.out.expired += 1
+            self.sequence.append((tp, ended))
             self.end(tp, user)
         else:
-            change = self.engine.fire(state, user, due, emitted_at_ms=self._stamp(due))
-            if change is not None:
-                self.publish(tp, change)
+            decision = self.run.fire(state, user, due, emitted_at_ms=self._stamp(due))
+            self.sequence.append((tp, decision))
             self.rearm(tp, user, state, bound)
-        self.count_resolved(tp, mark)
 
-    def count_resolved(self, tp: Partition, mark: int) -> None:
-        """Count the labels the engine resolved since ``mark`` (its count of resolved
-        labels before the event or timer) in the partition's conversions."""
-        resolved = self.engine.models.resolved
-        if len(resolved) <= mark:
-            return
+    def count_resolved(self, tp: Partition, resolved: list[Resolved]) -> None:
+        """Count the labels a decision resolved in the partition's conversions."""
         counts = self.conversions.setdefault(tp, {})
-        for r in resolved[mark:]:
+        for r in resolved:
             key = conversion_key(r.tier, control=r.control, converted=r.label)
             counts[key] = counts.get(key, 0) + 1
 
@@ -358,16 +362,17 @@ class _Run:
         state = self.state(tp, user)
         if state is not None and state.features.events:
             stamp = self.emitted_at_ms if self.emitted_at_ms is not None else request.requested_ms
-            self.publish(tp, erased_change(self.engine, state, request, emitted_at_ms=stamp))
+            erased = self.run.erase(
+                state, user, request.request_id, request.requested_ms, emitted_at_ms=stamp
+            )
+            self.sequence.append((tp, erased))
         self.unusable.pop((tp, user), None)
         self.end(tp, user)
 
     def end(self, tp: Partition, user: str) -> None:
         """The user's lifetime ends: a tombstone on the current-tier topic; their state
         and timer are deleted (unless an event of theirs follows in the batch)."""
-        self.out.outputs.setdefault(tp, []).append(
-            OutputRecord(self.step.tiers_topic, user.encode(), None)
-        )
+        self.sequence.append((tp, OutputRecord(self.step.tiers_topic, user.encode(), None)))
         self.states[(tp, user)] = UserState.new()
         self.active.discard((tp, user))
         self.ended.add((tp, user))
@@ -442,7 +447,22 @@ class _Run:
         if change.tier is not None:
             outputs.append(OutputRecord(self.step.tiers_topic, key, orjson.dumps(change.current())))
 
+    def take_decisions(self) -> None:
+        """Score the batch, take its decisions, and lay out what it publishes, in order."""
+        self.run.finish()
+        outputs = self.out.outputs
+        for tp, item in self.sequence:
+            if isinstance(item, OutputRecord):
+                outputs.setdefault(tp, []).append(item)
+                continue
+            if item.resolved:
+                self.count_resolved(tp, item.resolved)
+            if item.change is not None:
+                self.publish(tp, item.change)
+        self.sequence = []
+
     def finish(self) -> BatchOutcome:
+        self.take_decisions()
         out, models = self.out, self.engine.models
         save = SaveSet()
         for (tp, user), state in self.states.items():
