@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from consumer.commands.common import add_command
+from consumer.service import logs
 from consumer.service.settings import Settings
 
 
@@ -81,5 +82,9 @@ def follow_command(args: argparse.Namespace) -> int:
         on_tick=tick,
         should_stop=lambda: stop["now"],
     )
-    print(follower.table(), file=sys.stderr)
+    # Log lines still waiting go first, then the table in one write, so a log line from
+    # the client's threads never lands between its rows.
+    logs.flush()
+    sys.stderr.write(follower.table() + "\n")
+    sys.stderr.flush()
     return 0

@@ -79,7 +79,8 @@ def test_follow_bootstraps_from_the_current_tier_topic(names: Names, tmp_path: P
         tiers[tier] = tiers.get(tier, 0) + 1
     lines = done.stderr.strip().splitlines()
     head = max(i for i, line in enumerate(lines) if line.split() == ["tier", "users"])
-    table = lines[head:]  # the last table drawn (log lines may come before it)
+    end = next(i for i in range(head, len(lines)) if lines[i].split()[0] == "all")
+    table = lines[head : end + 1]  # the last table drawn (log lines may come around it)
     shown = {row.split()[0]: int(row.split()[1]) for row in table[1:-1]}
     assert shown == tiers, done.stderr
     assert table[-1].split()[1] == str(sum(tiers.values()))
