@@ -147,17 +147,18 @@ def _check_numbers(value: Any, where: str) -> None:
 
 
 def _all_finite(value: Any) -> bool:
-    if isinstance(value, dict):
+    """True when every leaf is a finite int or float: a list of numbers is checked by
+    its types and its sum (an infinite or NaN element makes the sum so; a sum that
+    overflows sends the state to the slow path, which then finds nothing)."""
+    if type(value) is dict:
         return all(
             (item is None and key in _NULLABLE) or _all_finite(item) for key, item in value.items()
         )
-    if isinstance(value, list):
-        return all(_all_finite(item) for item in value)
-    return (
-        (type(value) is float and math.isfinite(value))
-        or type(value) is int
-        or (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value))
-    )
+    if type(value) is list:
+        if value and type(value[0]) is list:
+            return all(_all_finite(item) for item in value)
+        return set(map(type, value)) <= _NUMBER_TYPES and math.isfinite(sum(value))
+    return type(value) in _NUMBER_TYPES and math.isfinite(value)
 
 
 def _find_bad(value: Any, where: str) -> None:
@@ -173,3 +174,4 @@ def _find_bad(value: Any, where: str) -> None:
 
 
 _NULLABLE: Final = ("last_purchase_ms", "first_purchase_ms")
+_NUMBER_TYPES: Final = frozenset((int, float))

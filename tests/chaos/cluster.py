@@ -69,7 +69,7 @@ class Instance:
         self.wanted = False  # should be running (the supervisor restarts it if it dies)
         self.expect_exit = False
         self.paused = False
-        self.tail: deque[str] = deque(maxlen=80)
+        self.tail: deque[str] = deque(maxlen=400)
         self.exits: list[Exit] = []
         self._chaos_kill = False
         self._reader: threading.Thread | None = None
@@ -226,6 +226,15 @@ class Instance:
         for stale in self.control.glob("at-*"):
             stale.unlink(missing_ok=True)
         self.expect_exit = False
+
+    def stacks(self, lines: int = 60) -> list[str]:
+        """Every thread's stack (SIGUSR1, see :mod:`tests.chaos.instance`) and the log
+        lines before them: what a report shows of an instance that did not do what was
+        asked of it."""
+        if self.alive and not self.paused and self.proc is not None:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+        return list(self.tail)[-lines:]
 
     def is_stopped(self) -> bool:
         """Has the process stopped itself (state T)?"""

@@ -10,13 +10,16 @@ after that step of its next batch: a crash, or a zombie frozen, at an exact poin
 protocol. The file is consumed; a line ``chaos: <action> after <step> of batch <n>`` on
 stderr says when it fired.
 
-Without a request the hook does nothing but count batches. The process also SIGKILLs
+Without a request the hook does nothing but count batches. SIGUSR1 writes every thread's
+stack to stderr (``faulthandler``): what a test that saw an instance stop making progress
+puts in its report. The process also SIGKILLs
 itself when the test runner that started it is gone, so no instance outlives a crashed
 test session.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -66,6 +69,7 @@ def main() -> int:
             super().__init__(settings, **kwargs)
 
     loop.Service = Hooked  # type: ignore[misc]
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     return cli.main(["run", *sys.argv[1:]])
 

@@ -85,7 +85,8 @@ def zombie_round(
 ) -> dict[str, float | str]:
     cluster = run.cluster
     if not freeze(cluster, zombie, step):
-        return {"missed": f"{zombie.name} never froze after {step}"}
+        last = "\n".join(f"      {line}" for line in zombie.stacks())
+        return {"missed": f"{zombie.name} never froze after {step}; its last lines:\n{last}"}
     t_frozen = time.monotonic()
     took_over = cluster.wait_for(
         "the other member to hold every partition",
