@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 export TIERSTREAM_TEST_KAFKA ?= 127.0.0.1:$(or $(TIERSTREAM_STACK_KAFKA_PORT),9092)
 export TIERSTREAM_TEST_REDIS ?= redis://127.0.0.1:$(or $(TIERSTREAM_STACK_REDIS_PORT),6379)/0
 
-.PHONY: help venv lint format test test-unit test-integration test-redis-cluster test-cluster stack-up stack-down stack-status demo bench-models bench bench-memory dashboard clean
+.PHONY: help venv lint format test test-slow test-unit test-integration test-redis-cluster test-cluster stack-up stack-down stack-status demo bench-models bench bench-memory dashboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -66,10 +66,10 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 test-unit: $(STAMP)  ## the pure core and everything that needs no server
-	$(BIN)/pytest -m 'not integration and not redis_cluster' $(PYTEST_ARGS)
+	$(BIN)/pytest -m '$(NO_SERVER)' $(PYTEST_ARGS)
 
 test-integration: $(STAMP)  ## integration tests against a running stack (make stack-up)
-	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+	$(BIN)/pytest -m 'integration and not slow' $(PYTEST_ARGS)
 
 # Six redis-server processes (a Redis Cluster) and a Sentinel deployment that the tests
 # start on free ports (30000-39000) and stop; Kafka is the stack's. About 80 s on 2 cores,
@@ -77,10 +77,25 @@ test-integration: $(STAMP)  ## integration tests against a running stack (make s
 test-redis-cluster: $(STAMP)  ## the state store on a real Redis Cluster and Sentinel (Kafka: make stack-up)
 	$(BIN)/pytest -m redis_cluster tests/cluster $(PYTEST_ARGS)
 
-# The whole suite against a fresh stack, which is stopped afterwards whatever happens.
-test: $(STAMP) lint  ## lint, start a fresh Kafka + Redis, run every test, stop the stack
+# Every test but the slow ones against a fresh stack, which is stopped afterwards whatever
+# happens. The tests that need no server run beside the ones that do (their output follows
+# the others'): the integration tests mostly wait for the servers, so the two share the
+# cores well. About 12 min on 2 cores.
+NO_SERVER = not integration and not redis_cluster and not slow
+test: $(STAMP) lint  ## lint, start a fresh Kafka + Redis, run every test but the slow ones, stop the stack
 	TIERSTREAM_STACK_FRESH=1 bash ops/stack.sh up
-	status=0; $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
+	status=0; \
+	$(BIN)/pytest -m '$(NO_SERVER)' -p no:cacheprovider $(PYTEST_ARGS) >.test-unit.log 2>&1 & unit=$$!; \
+	$(BIN)/pytest -m '(integration or redis_cluster) and not slow' $(PYTEST_ARGS) || status=$$?; \
+	wait $$unit || status=$$?; cat .test-unit.log; rm -f .test-unit.log; \
+	bash ops/stack.sh down; exit $$status
+
+# The small chaos scenarios (a member killed, frozen, its store failing, scaled...) and a
+# quick run of make bench's harness, on a fresh stack: CI runs them after make test.
+# About 5 min.
+test-slow: $(STAMP)  ## the small chaos scenarios and the bench harness on a fresh stack
+	TIERSTREAM_STACK_FRESH=1 bash ops/stack.sh up
+	status=0; $(BIN)/pytest -m slow $(PYTEST_ARGS) || status=$$?; \
 	bash ops/stack.sh down; exit $$status
 
 # The chaos suite (tests/chaos, figures in docs/reliability.md) on a stack of its own, whose

@@ -1,11 +1,12 @@
 """Fixtures of the chaos suite, and which of its tests a run selects.
 
-Two sizes. The small scenarios are marked ``chaos`` and ``integration``: ``make test``
-runs them against the standard stack (``TIERSTREAM_TEST_KAFKA`` / ``TIERSTREAM_TEST_REDIS``),
-which they never restart (Redis faults use a private ``redis-server``). The full ones are
-marked ``chaos`` only and run with ``make chaos`` (``pytest -m chaos``) on the chaos stack,
-whose servers they restart and roll back; a run whose ``-m`` does not name ``chaos``
-leaves them out, so ``make test`` and ``make test-unit`` never start them.
+Two sizes. The small scenarios are marked ``chaos``, ``integration`` and ``slow``:
+``make test-slow`` runs them (CI too, after ``make test``) against the standard stack
+(``TIERSTREAM_TEST_KAFKA`` / ``TIERSTREAM_TEST_REDIS``), which they never restart (Redis
+faults use a private ``redis-server``). The full ones are marked ``chaos`` only and run
+with ``make chaos`` (``pytest -m chaos``) on the chaos stack, whose servers they restart
+and roll back; a run whose ``-m`` does not name ``chaos`` leaves them out, so ``make
+test`` and ``make test-unit`` never start them.
 """
 
 from __future__ import annotations

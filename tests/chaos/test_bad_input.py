@@ -152,6 +152,7 @@ def _name(example: str, by_coord: Mapping[tuple[int, int], Hostile]) -> str:
 
 @pytest.mark.chaos
 @pytest.mark.integration
+@pytest.mark.slow
 def test_bad_input_small(small_endpoints: Endpoints, trained_model: Path, tmp_path: Path) -> None:
     """Every kind of bad record twice (160) in a 3,000-event stream."""
     run, _ = bad_input_scenario(small_endpoints, tmp_path, trained_model, SMALL)

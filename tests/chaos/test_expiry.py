@@ -177,6 +177,7 @@ def _ms(text: str) -> int:
 
 @pytest.mark.chaos
 @pytest.mark.integration
+@pytest.mark.slow
 def test_expiry_small(small_endpoints: Endpoints, trained_model: Path, tmp_path: Path) -> None:
     """Four silent users among forty busy ones, a 3-second TTL."""
     run, _ = expiry_scenario(small_endpoints, tmp_path, trained_model, SMALL)

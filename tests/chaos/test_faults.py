@@ -131,6 +131,7 @@ def fault_scenario(
 
 @pytest.mark.chaos
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["redis-restart", "redis-rollback"])
 def test_store_fault_small(
     small_endpoints: Endpoints, trained_model: Path, tmp_path: Path, fault: str

@@ -219,6 +219,7 @@ def _committed(run: Run, end: dict[int, int]) -> bool:
 
 @pytest.mark.chaos
 @pytest.mark.integration
+@pytest.mark.slow
 def test_forget_small(small_endpoints: Endpoints, trained_model: Path, tmp_path: Path) -> None:
     """Eight of 150 users forgotten, three come back."""
     run, _ = forget_scenario(small_endpoints, tmp_path, trained_model, SMALL)

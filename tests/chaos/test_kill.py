@@ -232,6 +232,7 @@ def kill_scenario(
 
 @pytest.mark.chaos
 @pytest.mark.integration
+@pytest.mark.slow
 def test_kill_small(small_endpoints: Endpoints, trained_model: Path, tmp_path: Path) -> None:
     """Three kills (after save, while re-publishing, at random) of a 6,000-event stream on
     four partitions; frozen model, end state equal to the clean run."""

@@ -79,6 +79,7 @@ def scale_scenario(
 
 @pytest.mark.chaos
 @pytest.mark.integration
+@pytest.mark.slow
 def test_scale_small(small_endpoints: Endpoints, trained_model: Path, tmp_path: Path) -> None:
     """1 -> 3 -> 1 members over a 4,000-event stream."""
     run, _ = scale_scenario(small_endpoints, tmp_path, trained_model, SMALL)

@@ -161,6 +161,7 @@ def zombie_scenario(
 
 @pytest.mark.chaos
 @pytest.mark.integration
+@pytest.mark.slow
 def test_zombie_small(small_endpoints: Endpoints, trained_model: Path, tmp_path: Path) -> None:
     """One zombie (frozen after apply, woken at takeover) in a 3,000-event stream."""
     run, _ = zombie_scenario(small_endpoints, tmp_path, trained_model, SMALL)

@@ -1,7 +1,7 @@
 """The throughput bench (`make bench`, tests/bench/bench_throughput.py) in its quick mode,
 end to end against the stack, so the harness cannot rot between full runs: every
 contender, the latency and the memory measurement run and land in the doc's generated
-section, which a second write replaces instead of appending to."""
+section, which a second write replaces instead of appending to. Slow: ``make test-slow``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from tests.bench import report
 from tests.integration.support import KAFKA, REDIS, REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CONTENDERS = (
     "raw kafka-python poll + orjson.loads",
