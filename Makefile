@@ -90,10 +90,11 @@ test: $(STAMP) lint  ## lint, start a fresh Kafka + Redis, run every test but th
 	wait $$unit || status=$$?; cat .test-unit.log; rm -f .test-unit.log; \
 	bash ops/stack.sh down; exit $$status
 
-# The small chaos scenarios (a member killed, frozen, its store failing, scaled...) and a
-# quick run of make bench's harness, on a fresh stack: CI runs them after make test.
-# About 5 min.
-test-slow: $(STAMP)  ## the small chaos scenarios and the bench harness on a fresh stack
+# The small chaos scenarios (a member killed, frozen, its store failing, scaled...), a kill
+# after each step of the commit protocol, parity across instances and a quick run of make
+# bench's harness, on a fresh stack: CI runs them after make test.
+# About 9 min.
+test-slow: $(STAMP)  ## the slow tests (chaos scenarios, kills, parity, bench harness) on a fresh stack
 	TIERSTREAM_STACK_FRESH=1 bash ops/stack.sh up
 	status=0; $(BIN)/pytest -m slow $(PYTEST_ARGS) || status=$$?; \
 	bash ops/stack.sh down; exit $$status

@@ -72,6 +72,7 @@ def _crash_and_rerun(env: dict[str, str], step: str) -> subprocess.CompletedProc
     return rerun
 
 
+@pytest.mark.slow  # seven kills and restarts: make test-slow
 @pytest.mark.parametrize("step", STEPS)
 def test_kill_after_each_step_loses_and_doubles_nothing(
     names: Names, step: str, quick_models: Path

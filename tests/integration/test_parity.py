@@ -127,6 +127,7 @@ DUMP = False
 AGREEMENT = GeneratorConfig(users=400, events=30_000, seed=32, days=90)
 
 
+@pytest.mark.slow  # 30,000 events through two instances, twice: make test-slow
 @pytest.mark.parametrize(
     ("frozen", "floor"), [(False, 0.25), (True, 0.97)], ids=["learning", "frozen-model"]
 )
