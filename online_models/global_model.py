@@ -40,7 +40,8 @@ from online_models.calibration import slope_offset
 from online_models.glm import Head
 
 #: v2: prediction heads with their precision, segment profiles and silhouette; v3: the
-#: propensity's calibration map. An older model is refused: fit or learn a new one.
+#: propensity's calibration map and 29 features (BG/NBD's closed forms). An older model
+#: (v1: 15 features, v2: 26) is refused: fit or learn a new one.
 SCHEMA: Final = "tierstream.model.v3"
 #: The heads of a model nobody configured: the 30-day purchase propensity.
 DEFAULT_HEADS: Final = (("purchase_30d", "logistic", 0.15),)
