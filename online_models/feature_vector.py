@@ -21,6 +21,12 @@ from __future__ import annotations
 import math
 from typing import Final
 
+from online_models.buying_process import (
+    BuyingPrior,
+    expected_per_year,
+    order_value_weight,
+    p_alive,
+)
 from online_models.event import (
     ADD_TO_CART_INDEX,
     EVENT_TYPES,
@@ -37,6 +43,7 @@ MAX_RECENCY_DAYS: Final = 730.0
 _H1, _H7, _H30, _H365 = 0, 1, 2, 3
 _VIEW = (EVENT_TYPES.index("page_view"), EVENT_TYPES.index("product_view"))
 _SEARCH = EVENT_TYPES.index("search")
+_PRIOR: Final = BuyingPrior()
 
 FEATURE_NAMES: Final = (
     "activity_1d_log",
@@ -65,6 +72,9 @@ FEATURE_NAMES: Final = (
     "never_purchased",
     "category_top_share",
     "categories_log",
+    "p_alive",
+    "expected_per_year_log",
+    "aov_weighted_log",
 )
 
 
@@ -85,13 +95,15 @@ def vector(f: UserFeatures, now_ms: int) -> list[float]:
     aov = f.total_spend / f.purchases if f.purchases else 0.0
     abandon = max(0.0, 1.0 - f.purchases / f.carts) if f.carts else 0.0
     refund_ratio = min(1.0, f.total_refunded / f.total_spend) if f.total_spend > 0 else 0.0
-    first_purchase = span = gap = overdue = 0.0
+    first_purchase = span = gap = overdue = alive = per_year = 0.0
     if f.first_purchase_ms is not None and f.last_purchase_ms is not None:
         first_purchase = max(0, now_ms - f.first_purchase_ms) / DAY_MS
         span = (f.last_purchase_ms - f.first_purchase_ms) / DAY_MS
         if f.purchases > 1:
             gap = span / (f.purchases - 1)
             overdue = since_purchase / max(gap, 1.0)
+        alive = p_alive(_PRIOR, f.purchases - 1, span, first_purchase)
+        per_year = expected_per_year(_PRIOR, f.purchases - 1, span, first_purchase)
     categories = f.categories
     touched = sum(categories)
     top_share = max(categories) / touched if touched else 0.0
@@ -122,4 +134,7 @@ def vector(f: UserFeatures, now_ms: int) -> list[float]:
         0.0 if f.purchases else 1.0,
         top_share,
         log1p(sum(1 for c in categories if c)),
+        alive,
+        log1p(per_year),
+        order_value_weight(f.purchases - 1) * log1p(aov),
     ]

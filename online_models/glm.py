@@ -132,10 +132,11 @@ class Head:
         precision = t_inv.T @ self.precision_matrix() @ t_inv
         return self._with(theta, precision)
 
-    def update(self, z: np.ndarray, y: np.ndarray) -> Head:
-        """The head after the labels ``y`` of standardised vectors ``z`` (rows)."""
+    def update(self, z: np.ndarray, y: np.ndarray, *, forget: float = FORGET) -> Head:
+        """The head after the labels ``y`` of standardised vectors ``z`` (rows), the older
+        labels' precision first multiplied by ``forget``."""
         prior_theta = self.theta()
-        prior = self.precision_matrix() * FORGET
+        prior = self.precision_matrix() * forget
         if len(y) == 0:
             return self._with(prior_theta, prior)
         x = np.hstack([z, np.ones((len(z), 1))])

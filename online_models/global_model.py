@@ -36,11 +36,13 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
+from online_models.calibration import slope_offset
 from online_models.glm import Head
 
-#: v2: prediction heads with their precision, segment profiles and silhouette; a v1
-#: model (one propensity's weights, 15 features) is refused: fit or learn a new one.
-SCHEMA: Final = "tierstream.model.v2"
+#: v2: prediction heads with their precision, segment profiles and silhouette; v3: the
+#: propensity's calibration map and 29 features (BG/NBD's closed forms). An older model
+#: (v1: 15 features, v2: 26) is refused: fit or learn a new one.
+SCHEMA: Final = "tierstream.model.v3"
 #: The heads of a model nobody configured: the 30-day purchase propensity.
 DEFAULT_HEADS: Final = (("purchase_30d", "logistic", 0.15),)
 #: Variance below this is treated as no variance: the feature is centred, not scaled.
@@ -85,6 +87,9 @@ class GlobalModel:
     #: the profiles are computed, and how many vectors it was drawn from.
     reservoir: tuple[tuple[float, ...], ...] = ()
     reservoir_seen: int = 0
+    #: The propensity's calibration map (:mod:`online_models.calibration`), applied to
+    #: the first head's logit; None: the identity.
+    calibration: Head | None = None
 
     @classmethod
     def initial(
@@ -159,6 +164,10 @@ class GlobalModel:
         c = np.array(self.centroids, dtype=float).reshape(len(self.centroids), len(self.mean))
         w = np.array([h.weights for h in self.heads])
         b = np.array([h.intercept for h in self.heads])
+        if self.calibration is not None:  # folded into the first head: one expression
+            slope, offset = slope_offset(self.calibration)
+            w[0] *= slope
+            b[0] = slope * b[0] + offset
         logistic = np.array([h.kind == "logistic" for h in self.heads])
         return np.array(self.mean), 1.0 / np.array(self.scale), w, b, logistic, c
 
@@ -212,6 +221,7 @@ class GlobalModel:
                 "seen": self.reservoir_seen,
                 "vectors": [list(v) for v in self.reservoir],
             },
+            "calibration": None if self.calibration is None else self.calibration.to_json(),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -242,6 +252,9 @@ class GlobalModel:
                     tuple(map(float, v)) for v in data.get("reservoir", {}).get("vectors", ())
                 ),
                 reservoir_seen=int(data.get("reservoir", {}).get("seen", 0)),
+                calibration=None
+                if data.get("calibration") is None
+                else Head.from_json(data["calibration"]),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed model: missing or bad {exc}") from None

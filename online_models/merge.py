@@ -38,6 +38,8 @@ from typing import Any, Final
 
 import numpy as np
 
+from online_models import calibration
+from online_models.glm import MAX_ETA, Head
 from online_models.global_model import MIN_VAR, GlobalModel
 from online_models.segment_choice import (
     SWITCH_MARGIN,
@@ -120,6 +122,7 @@ def merge(
     sample = np.array(reservoir).reshape(len(reservoir), len(base.feature_names))
     segments = _segments(base, centroids, counts, sample, new_mean, new_scale, p)
     z = (labelled[:, 2:] - new_mean) / new_scale
+    calibration = _calibrated(base, labelled)
     heads = []
     for i, head in enumerate(base.heads):
         moved = head.restandardized(old_mean, old_scale, new_mean, new_scale)
@@ -131,12 +134,23 @@ def merge(
         mean=tuple(float(m) for m in mean),
         var=tuple(float(v) for v in var),
         heads=tuple(heads),
+        calibration=calibration,
         reservoir=reservoir,
         reservoir_seen=seen,
         **segments,
         labels_seen=base.labels_seen + sum(c["labels"] for c in mine),
         samples_seen=base.samples_seen + sum(c["samples"] for c in mine),
     )
+
+
+def _calibrated(base: GlobalModel, labelled: np.ndarray) -> Head:
+    """The propensity's calibration map after the first head's new labels, each scored
+    by ``base``'s head before it learns them (:mod:`online_models.calibration`)."""
+    mine = labelled[labelled[:, 0] == 0]
+    head = base.heads[0]
+    z = (mine[:, 2:] - np.array(base.mean)) / np.array(base.scale)
+    logit = np.clip(z @ np.array(head.weights) + head.intercept, -MAX_ETA, MAX_ETA)
+    return calibration.update(base.calibration or calibration.initial(), logit, mine[:, 1])
 
 
 def _pooled_scaler(

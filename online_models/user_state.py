@@ -13,6 +13,7 @@ import math
 from collections import deque
 from typing import Any, Final
 
+from online_models.feature_vector import FEATURE_NAMES
 from online_models.features import UserFeatures
 
 STATE_VERSION: Final = 1
@@ -121,8 +122,9 @@ class UserState:
             data["seq"],
             data["tier_since_ms"],
             deque(data["recent_ids"], maxlen=DEDUP_WINDOW),
-            # A state saved before the heads had horizons held one snapshot of the older,
-            # shorter feature vector, which no model can learn from now: dropped.
+            # A state saved before the heads had horizons held one snapshot of an older
+            # feature vector, which no model can learn from now: dropped; so is a
+            # snapshot of a vector of another length (saved before features were added).
             pending=_current_snapshots(data.get("pending")),
             learned_ms=data.get("learned_ms", -1),
             rescored_ms=data.get("rescored_ms", -1),
@@ -132,10 +134,22 @@ class UserState:
 
 
 def _current_snapshots(pending: Any) -> list[Any] | None:
-    """``pending`` when it is a list of snapshots, else None (an older state's)."""
-    if isinstance(pending, list) and pending and all(isinstance(p, list) for p in pending):
-        return pending
-    return None
+    """The snapshots of ``pending`` whose vector is of today's length; None when there is
+    none (or ``pending`` is an older state's single snapshot).
+
+    >>> old, now = [1, 0, [0.0] * 3], [1, 0, [0.0] * len(FEATURE_NAMES)]
+    >>> _current_snapshots([old, now]) == [now], _current_snapshots([old])
+    (True, None)
+    """
+    if not isinstance(pending, list):
+        return None
+    d = len(FEATURE_NAMES)
+    kept = [
+        p
+        for p in pending
+        if isinstance(p, list) and len(p) > 2 and isinstance(p[2], list) and len(p[2]) == d
+    ]
+    return kept or None
 
 
 def _check_numbers(value: Any, where: str) -> None:

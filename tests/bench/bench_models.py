@@ -64,6 +64,14 @@ TARGET_ECE = 0.03
 TARGET_FLAP = 0.01
 #: --reuse: a snapshot an earlier run completed in --work is read, not replayed again.
 REUSE = False
+#: --users: the generated streams' size (users; a clickstream has 25 events per user),
+#: for tuning runs on a smaller stream than the published one.
+USERS: int | None = None
+
+
+def stream_users(quick: bool) -> int:
+    """Users (customers) of a generated stream: 20,000, 2,000 with --quick, or --users."""
+    return USERS or (2000 if quick else 20_000)
 
 
 # ----------------------------------------------------------------------------- data
@@ -566,8 +574,8 @@ def judge(
 
 
 def clickstream(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]:
-    users, events = (2000, 50_000) if quick else (20_000, 500_000)
-    config = GeneratorConfig(users=users, events=events, seed=seed, days=180)
+    users = stream_users(quick)
+    config = GeneratorConfig(users=users, events=25 * users, seed=seed, days=180)
     path = clickstream_file(work, seed, quick)
     types = {t["user_id"]: t["type"] for t in truth(config)}
     p = Purchases.read(path)
@@ -602,8 +610,8 @@ def clickstream(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]
 
 def clickstream_file(work: Path, seed: int, quick: bool) -> Path:
     """The generated clickstream (20,000 users, 500,000 events, 180 days)."""
-    users, events = (2000, 50_000) if quick else (20_000, 500_000)
-    config = GeneratorConfig(users=users, events=events, seed=seed, days=180)
+    users = stream_users(quick)
+    config = GeneratorConfig(users=users, events=25 * users, seed=seed, days=180)
     path = work / "clickstream.jsonl"
     if not path.exists():
         write_jsonl(path, (r.value for r in generate(config)))
@@ -619,7 +627,8 @@ def warm_start(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]:
     ok = True
     half = p.start_ms + (end - p.start_ms) // 2
     fitted = work / "fitted.json"
-    tierstream("model", "fit", str(path), "--until", str(half), "--out", str(fitted))
+    if not (REUSE and fitted.exists()):  # --reuse: the model an earlier run fitted
+        tierstream("model", "fit", str(path), "--until", str(half), "--out", str(fitted))
     warm = Judged("Warm start (generated clickstream): `model fit` on the first half")
     warm.notes.append(
         "Both deployments replay the whole stream to T with learning on; the warm one "
@@ -649,7 +658,7 @@ def warm_start(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]:
 
 
 def orders(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]:
-    config = OrderConfig(users=2000 if quick else 20_000, seed=seed, days=730)
+    config = OrderConfig(users=stream_users(quick), seed=seed, days=730)
     path = work / "orders.jsonl"
     write_jsonl(path, (r.value for r in generate_orders(config)))
     types = {t["user_id"]: t["type"] for t in order_truth(config)}
@@ -749,13 +758,15 @@ def main() -> int:
         action="append",
         help="one part (repeat for more): a stream, or the warm start",
     )
+    ap.add_argument("--users", type=int, help="users of the generated streams (tuning runs)")
     ap.add_argument("--work", type=Path, help="keep the files here (default: a temp dir)")
     ap.add_argument(
         "--reuse", action="store_true", help="judge the snapshots an earlier run left in --work"
     )
     args = ap.parse_args()
-    global REUSE
+    global REUSE, USERS
     REUSE = args.reuse
+    USERS = args.users
     only = set(args.only or ["clickstream", "orders", "cdnow", "warm"])
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
