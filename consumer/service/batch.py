@@ -36,13 +36,13 @@ from typing import Any
 import orjson
 
 from consumer.service.dead_letters import dead_letter
+from consumer.service.model_files import stored_model
 from consumer.service.records import InputRecord, OutputRecord
 from consumer.service.state_store import Loaded, PartitionWrite, SaveSet
 from consumer.service.tier_counts import conversion_key
 from online_models.engine import Decision, TierEngine
 from online_models.erasure import ForgetRequest
 from online_models.event import Event
-from online_models.global_model import GlobalModel
 from online_models.online import Resolved
 from online_models.tier_change import TierChange
 from online_models.user_state import UserState
@@ -212,7 +212,7 @@ class BatchStep:
         if models.frozen:
             return
         if loaded.model is not None and loaded.model != self._model_raw:
-            model = GlobalModel.from_json(orjson.loads(loaded.model))
+            model = stored_model(loaded.model)
             self._model_raw = loaded.model
         else:
             model = models.model

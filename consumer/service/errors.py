@@ -65,3 +65,9 @@ class PopulationsNotCounted(UserError):
     """The state was written by a version that did not count users by tier: the tier
     populations would be wrong. ``tierstream state recount`` counts them (with the
     service stopped)."""
+
+
+class ModelUnreadable(UserError):
+    """The group's model in the state store is one this version cannot read (saved by an
+    older version, whose features or schema differ): ``tierstream model fit`` and
+    ``tierstream model import`` replace it (docs/runbook.md)."""

@@ -43,7 +43,7 @@ from consumer.service.forget_forwarder import forwarded
 from consumer.service.headers import output_headers
 from consumer.service.kafka_io import EventSource, Publisher, ensure_topics
 from consumer.service.metrics import HealthServer, Metrics
-from consumer.service.model_files import read_model
+from consumer.service.model_files import read_model, stored_model
 from consumer.service.ownership import Ownership
 from consumer.service.records import InputRecord
 from consumer.service.redis_store import RedisStateStore
@@ -496,7 +496,7 @@ def build_engine(settings: Settings, store: StateStore) -> TierEngine:
         model = read_model(Path(settings.model_file))
     else:
         raw = store.get_model()
-        model = GlobalModel.from_json(orjson.loads(raw)) if raw else None
+        model = stored_model(raw) if raw else None
         own = None if settings.freeze_model else store.get_contribution(settings.instance)
         contribution = orjson.loads(own) if own else None
     return load_engine(

@@ -11,10 +11,39 @@ from pathlib import Path
 
 import orjson
 
-from consumer.service.errors import UserError
+from consumer.service.errors import ModelUnreadable, UserError
 from consumer.service.state_store import StateStore
 from online_models.feature_vector import FEATURE_NAMES
 from online_models.global_model import GlobalModel
+
+
+def stored_model(raw: bytes) -> GlobalModel:
+    """The group's model as the state store holds it, or :class:`ModelUnreadable` with
+    what to do about it: a model an older version saved (another schema, other features)
+    stops the service with that one line, at start and in any batch, never with a
+    traceback on every batch.
+
+    >>> try:
+    ...     stored_model(b'{"schema": "tierstream.model.v1", "version": 3}')
+    ... except ModelUnreadable as exc:
+    ...     print(str(exc)[:80])
+    the group's model in the state store cannot be read by this version (not a tiers
+    """
+    try:
+        model = GlobalModel.from_json(orjson.loads(raw))
+        if model.feature_names != FEATURE_NAMES:
+            raise ValueError(
+                f"its {len(model.feature_names)} features are not this version's "
+                f"{len(FEATURE_NAMES)}"
+            )
+    except (ValueError, TypeError) as exc:  # orjson's decode error is a ValueError
+        raise ModelUnreadable(
+            f"the group's model in the state store cannot be read by this version ({exc}); "
+            "replace it with one of this version: `tierstream model fit EVENTS --out "
+            "model.json` then `tierstream model import model.json` (docs/runbook.md, "
+            '"A model saved by an older version")'
+        ) from None
+    return model
 
 
 def export_model(store: StateStore, path: Path) -> GlobalModel:
@@ -22,7 +51,7 @@ def export_model(store: StateStore, path: Path) -> GlobalModel:
     raw = store.get_model()
     if raw is None:
         raise UserError("no global model in the state store yet: run the service first")
-    model = GlobalModel.from_json(orjson.loads(raw))
+    model = stored_model(raw)
     write_model(model, path)
     return model
 

@@ -81,3 +81,37 @@ def test_export_import_frozen_run_and_inspect(
             if keys:
                 r.delete(*keys)
         r.close()
+
+
+def test_a_model_of_an_older_version_is_refused_with_one_line_then_replaced(
+    names: Names, quick_models: Path, tmp_path: Path
+) -> None:
+    """A group model an older version saved (another schema, other features) stops the
+    service with one line that says how to replace it, not with a traceback on every
+    batch; a model fitted and imported by this version lets it run."""
+    tiers = {"TIERSTREAM_TIERS_FILE": str(quick_models)}
+    events = tmp_path / "events.jsonl"
+    stream = ["--users", "60", "--events", "1500", "--seed", "8", "--days", "40"]
+    for target in (["--out", str(events)], ["--topic", names.input]):  # the same events
+        gen = cli("generate", *stream, *target, env=names.env())
+        assert gen.returncode == 0, gen.stderr
+    old = {"schema": "tierstream.model.v2", "name": "v7-0123abcd", "version": 7}
+    r = redis.Redis.from_url(REDIS)
+    r.set(KeySpace(names.prefix).model, orjson.dumps(old))
+    r.close()
+
+    refused = cli("run", "--stop-when-idle", "3", env=names.env(**tiers))
+    assert refused.returncode == 2, refused.stderr
+    assert "Traceback" not in refused.stderr, refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("tierstream: error: the group's model in the state store"), last
+    assert "tierstream.model.v2" in last and "tierstream model import" in last, last
+
+    model_file = tmp_path / "fitted.json"
+    fit = cli("model", "fit", str(events), "--out", str(model_file), env=names.env(**tiers))
+    assert fit.returncode == 0, fit.stderr
+    imported = cli("model", "import", str(model_file), env=names.env(**tiers))
+    assert imported.returncode == 0, imported.stderr
+    run = cli("run", "--stop-when-idle", "3", env=names.env(**tiers))
+    assert run.returncode == 0, run.stderr
+    assert "1,500 records" in run.stderr or "1500 records" in run.stderr, run.stderr
