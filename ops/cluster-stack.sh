@@ -213,7 +213,7 @@ render_kafka_props() {
 # moment the cluster serves; both mechanisms for both users.
 format_kafka() {
   local cluster_id admin_pw svc_pw n pids=() scram=() mech
-  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  cluster_id=$(new_cluster_id)
   admin_pw=$(<"$SECRETS/kafka-admin-password")
   svc_pw=$(<"$SECRETS/kafka-password")
   for mech in SCRAM-SHA-512 SCRAM-SHA-256; do

@@ -185,6 +185,19 @@ fetch_kafka_libs() {
 # to a fresh bash that execs it, so the pid file ends up holding the JVM's own
 # pid. $1: the folder for the broker's logs (default $KAFKA_LOGS).
 # shellcheck disable=SC2120  # $1 is optional
+# A new Kafka cluster id: 16 random bytes in URL-safe base64 without padding (making it
+# here saves a JVM start, StorageTool random-uuid). Never one that starts with "-": the
+# storage tool would take it for an option and refuse to format (1 start in 64 did),
+# which is why Kafka's own Uuid.randomUuid() draws again too.
+new_cluster_id() {
+  local id
+  while :; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    [[ $id == -* ]] || break
+  done
+  printf '%s\n' "$id"
+}
+
 kafka_java_cmd() {
   local logs=${1:-$KAFKA_LOGS}
   # shellcheck disable=SC2034  # read by the caller

@@ -115,9 +115,7 @@ format_kafka_if_needed() {
   [[ -f $KAFKA_DATA/meta.properties ]] && return 0
   mkdir -p "$KAFKA_DATA"
   local cluster_id
-  # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding;
-  # making it here saves a JVM start (StorageTool random-uuid).
-  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  cluster_id=$(new_cluster_id)
   log "formatting a new Kafka log dir $KAFKA_DATA (cluster id $cluster_id)"
   # No --standalone: the template uses a static quorum (controller.quorum.voters)
   # so the data dir is not tied to one controller port; see the template.
