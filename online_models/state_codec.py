@@ -140,14 +140,14 @@ _TO_DIGITS: Final = bytes.maketrans(b"\x00\x01", b"01")
 
 
 def current_layout() -> Layout:
-    """The layout of the state the code writes today: its :meth:`UserState.to_json`
+    """The layout of the state the code writes today: its :meth:`UserState.fields`
     keys (the version apart: it is the header's), a block's keys nested.
 
     >>> current_layout() == LAYOUTS[max(LAYOUTS)]
     True
     """
     out: list[str | tuple[str, tuple[str, ...]]] = []
-    for key, value in UserState.new().to_json().items():
+    for key, value in UserState.new().fields().items():
         if key != "v":
             out.append((key, tuple(value)) if isinstance(value, dict) else key)
     return tuple(out)
@@ -170,8 +170,7 @@ _CURRENT: Final = _layout_number()
 def encode_state(state: UserState) -> bytes:
     """The bytes to store for ``state`` (:func:`decode_state` reads them back): the
     header, the float section, then the layout's values with the floats taken out."""
-    data = state.to_json()
-    data["recent_digests"] = list(state.recent_ids)
+    data = state.fields()
     fields: list[Any] = []
     for entry in LAYOUTS[_CURRENT]:
         if isinstance(entry, tuple):
@@ -274,19 +273,7 @@ class _Writer:
                 else:
                     self.integer(v)
             elif kind is list:
-                kinds = set(map(type, v))
-                if kinds == _FLOAT_ONLY:
-                    out.append(_T_FLOATS)
-                    self.varint(len(v))
-                    floats += v
-                elif kinds == _BYTES_ONLY and all(len(k) == _KEY_BYTES for k in v):
-                    out.append(_T_KEYS)
-                    self.varint(len(v))
-                    out += b"".join(v)
-                else:
-                    out.append(_T_LIST)
-                    self.varint(len(v))
-                    self.values(v)
+                self.sequence(v)
             elif kind is float:
                 out.append(_T_FLOAT)
                 floats.append(v)
@@ -302,6 +289,25 @@ class _Writer:
                 out += v
             else:
                 raise TypeError(f"a user state holds no {kind.__name__}: {v!r}")
+
+    def sequence(self, v: list[Any]) -> None:
+        out = self.out
+        kinds = set(map(type, v))
+        if kinds == _FLOAT_ONLY:
+            out.append(_T_FLOATS)
+            if len(v) < 0x80:
+                out.append(len(v))
+            else:
+                self.varint(len(v))
+            self.floats += v
+        elif kinds == _BYTES_ONLY and all(len(k) == _KEY_BYTES for k in v):
+            out.append(_T_KEYS)
+            self.varint(len(v))
+            out += b"".join(v)
+        else:
+            out.append(_T_LIST)
+            self.varint(len(v))
+            self.values(v)
 
     def integer(self, n: int) -> None:
         """An integer past the one-byte forms: zigzag varint, of itself or of its
@@ -427,37 +433,42 @@ class _Reader:
         if depth > _MAX_DEPTH:
             raise ValueError("corrupt user state: lists nested too deep")
         data, floats = self.data, self.floats
+        small, t_int, t_delta, t_floats = _SMALL_INT_END, _T_INT, _T_DELTA, _T_FLOATS
         out: list[Any] = []
         append = out.append
         for _ in range(n):
             tag = data[self.pos]
             self.pos += 1
-            if tag < _SMALL_INT_END:
+            if tag < small:
                 append(tag)
-            elif tag in (_T_INT, _T_DELTA):
+            elif t_int <= tag <= t_delta:
                 z = self.varint()
                 z = z >> 1 if not z & 1 else -(z >> 1) - 1
-                self.last_int = z if tag == _T_INT else self.last_int + z
+                self.last_int = z if tag == t_int else self.last_int + z
                 append(self.last_int)
-            elif tag == _T_FLOATS:
+            elif tag == t_floats:
                 start = self.next_float
                 self.next_float = end = start + self.varint()
                 if end > len(floats):
                     raise ValueError("corrupt user state: more floats than its section holds")
                 append(floats[start:end])
-            elif tag == _T_MINUS_ONE:
-                append(-1)
-            elif tag == _T_LIST:
-                append(self.values(self.count(1), depth + 1))
-            elif tag == _T_FLOAT:
-                append(floats[self.next_float])
-                self.next_float += 1
-            elif tag == _T_KEYS:
-                blob = self.take(self.count(_KEY_BYTES) * _KEY_BYTES)
-                append([blob[i : i + _KEY_BYTES] for i in range(0, len(blob), _KEY_BYTES)])
             else:
-                append(self.scalar(tag))
+                append(self.other(tag, depth))
         return out
+
+    def other(self, tag: int, depth: int) -> Any:
+        """A value of the rarer tags."""
+        if tag == _T_MINUS_ONE:
+            return -1
+        if tag == _T_LIST:
+            return self.values(self.count(1), depth + 1)
+        if tag == _T_FLOAT:
+            self.next_float += 1
+            return self.floats[self.next_float - 1]
+        if tag == _T_KEYS:
+            blob = self.take(self.count(_KEY_BYTES) * _KEY_BYTES)
+            return [blob[i : i + _KEY_BYTES] for i in range(0, len(blob), _KEY_BYTES)]
+        return self.scalar(tag)
 
     def scalar(self, tag: int) -> Any:
         if tag == _T_MINUS_ONE:

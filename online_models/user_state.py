@@ -114,21 +114,28 @@ class UserState:
         """Record ``event_id`` as applied."""
         self.recent_ids.append(event_key(event_id))
 
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON-able form, versioned."""
+    def fields(self) -> dict[str, Any]:
+        """Every field, versioned, as :meth:`to_json` has them but for the dedup window,
+        whose digests stay bytes (what the binary encoding writes)."""
         return {
             "v": STATE_VERSION,
             "features": self.features.to_json(),
             "tier": self.tier,
             "seq": self.seq,
             "tier_since_ms": self.tier_since_ms,
-            "recent_digests": [k.hex() for k in self.recent_ids],
+            "recent_digests": list(self.recent_ids),
             "pending": self.pending,
             "learned_ms": self.learned_ms,
             "rescored_ms": self.rescored_ms,
             "due_ms": self.due_ms,
             "born_ms": self.born_ms,
         }
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able form, versioned (the dedup window's digests in hex)."""
+        data = self.fields()
+        data["recent_digests"] = [k.hex() for k in self.recent_ids]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UserState:
@@ -170,8 +177,10 @@ def _recent(data: dict[str, Any]) -> deque[bytes]:
         if not all(type(i) is str for i in ids):
             raise ValueError("recent_ids holds an event id that is not a string")
         return deque(map(event_key, ids), maxlen=DEDUP_WINDOW)
-    keys = [k if type(k) is bytes else bytes.fromhex(k) for k in data["recent_digests"]]
-    if any(len(k) != EVENT_KEY_BYTES for k in keys):
+    keys = data["recent_digests"]
+    if not set(map(type, keys)) <= _BYTES:
+        keys = [k if type(k) is bytes else bytes.fromhex(k) for k in keys]
+    if set(map(len, keys)) - {EVENT_KEY_BYTES}:
         raise ValueError(f"recent_digests holds a digest not of {EVENT_KEY_BYTES} bytes")
     return deque(keys, maxlen=DEDUP_WINDOW)
 
@@ -218,5 +227,6 @@ def _find_bad(value: Any, where: str) -> None:
         raise ValueError(f"{where} is {value!r}, not a finite number")
 
 
+_BYTES: Final = frozenset((bytes,))
 _NULLABLE: Final = ("last_purchase_ms", "first_purchase_ms")
 _NUMBER_TYPES: Final = frozenset((int, float))

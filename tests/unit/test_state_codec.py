@@ -104,7 +104,7 @@ def test_any_state_reads_back_bit_for_bit(
     f = s.features
     f.counts = counts
     f.spend, f.total_spend, f.total_refunded = [sums[0]] * 4, sums[1], sums[2]
-    f.last_ms, f.first_ms, f.events = ints[0], ints[1], abs(ints[2])
+    f.last_ms, f.first_ms, f.events = ints[0], ints[1], abs(ints[2]) // 2
     s.tier, s.seq, s.due_ms, s.born_ms = tier, ints[3], ints[4], ints[5]
     for i in ids:
         s.remember(i)
