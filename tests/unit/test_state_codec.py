@@ -20,6 +20,7 @@ from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import replay
 from online_models import state_codec
 from online_models.event import Event
+from online_models.feature_vector import FEATURE_NAMES
 from online_models.state_codec import (
     LAYOUTS,
     MAGIC,
@@ -31,6 +32,8 @@ from online_models.state_codec import (
 from online_models.user_state import DEDUP_WINDOW, UserState, event_key
 
 T0 = 1_767_225_600_000  # 2026-01-01
+#: The length of a snapshot's vector: a state keeps only those of today's length.
+DIM = len(FEATURE_NAMES)
 
 
 def _bits(value: Any) -> Any:
@@ -90,7 +93,7 @@ odd_floats = st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 1.0, 63.0, 64.0, 127.0
     ints=st.lists(st.integers(-(2**63), 2**63 - 1), min_size=6, max_size=6),
     tier=st.none() | st.text(max_size=12),
     ids=st.lists(st.text(max_size=40), max_size=80),
-    x=st.lists(finite | odd_floats, min_size=26, max_size=26),
+    x=st.lists(finite | odd_floats, min_size=DIM, max_size=DIM),
 )
 def test_any_state_reads_back_bit_for_bit(
     counts: list[list[float]],
@@ -118,7 +121,7 @@ def test_any_state_reads_back_bit_for_bit(
 def test_a_state_with_more_distinct_floats_than_one_byte_codes_reads_back() -> None:
     s = UserState.new()
     s.pending = [
-        [i, T0 + i, [i + k / 7 for k in range(26)], 0.5, 0, 0, "a", 1.5] for i in range(20)
+        [i, T0 + i, [i + k / 7 for k in range(DIM)], 0.5, 0, 0, "a", 1.5] for i in range(20)
     ]
     assert _same(decode_state(encode_state(s)), s)
 
