@@ -47,7 +47,7 @@ def inspect_user(args: argparse.Namespace) -> int:
     from consumer.tools import user_view
     from consumer.tools.snapshot import state_time
     from consumer.tools.sources import parse_instant
-    from online_models.user_state import UserState
+    from online_models.state_codec import decode_state
 
     settings = settings_from(args)
     as_of = parse_instant(args.as_of, "--as-of") if args.as_of else None
@@ -60,7 +60,7 @@ def inspect_user(args: argparse.Namespace) -> int:
     as_of = as_of if as_of is not None else watermark
     if raw is None:
         raise UserError(f"no user {args.user_id!r} in {where}: check the user id")
-    state = UserState.from_json(orjson.loads(raw))
+    state = decode_state(raw)
     view = engine.explain(state, state_time(state) if as_of is None else as_of)
     if args.json:
         body = user_view.as_json(args.user_id, view)

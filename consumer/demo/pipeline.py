@@ -42,9 +42,9 @@ from consumer.tools.replay import Replay, ReplaySummary
 from consumer.tools.snapshot import line_from_view, write_lines
 from online_models.engine import TierEngine
 from online_models.features import DAY_MS
+from online_models.state_codec import decode_state
 from online_models.tier_change import TierChange
 from online_models.timefmt import iso_utc_ms
-from online_models.user_state import UserState
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
@@ -148,8 +148,7 @@ def run_demo(
     watermark = replayer.watermark_ms or end_ms
     tally.timeline.close(watermark)
     views = {
-        u: engine.explain(UserState.from_json(orjson.loads(raw)), watermark)
-        for u, raw in sorted(store.users.items())
+        u: engine.explain(decode_state(raw), watermark) for u, raw in sorted(store.users.items())
     }
     wall = time.perf_counter() - t0
 

@@ -44,6 +44,7 @@ from online_models.engine import Decision, TierEngine
 from online_models.erasure import ForgetRequest
 from online_models.event import Event
 from online_models.online import Resolved
+from online_models.state_codec import decode_state, encode_state
 from online_models.tier_change import TierChange
 from online_models.user_state import UserState
 from schemas.decode import EventDecoder, Rejection, key_rejection
@@ -277,7 +278,7 @@ class _Run:
                 return None
             raw = self.loaded.states.get(tp, {}).get(user)
             try:
-                state = UserState.from_json(orjson.loads(raw)) if raw else UserState.new()
+                state = decode_state(raw) if raw else UserState.new()
             except (ValueError, TypeError, KeyError) as exc:
                 why = f"stored state of user {user[:64]!r} is unusable: {exc}"[:300]
                 self.unusable[(tp, user)] = why
@@ -408,10 +409,10 @@ class _Run:
             write.timers_clear.append(user)
         tier = None
         if (tp, user) in self.active:
-            write.states[user] = orjson.dumps(state.to_json())
+            write.states[user] = encode_state(state)
             tier = state.tier
         elif state.features.events:  # a timer of a user whose state still exists
-            write.quiet_states[user] = orjson.dumps(state.to_json())
+            write.quiet_states[user] = encode_state(state)
             tier = state.tier
         elif (tp, user) in self.ended:
             write.deleted_users.append(user)

@@ -13,8 +13,8 @@ a slot of their own.
 =========================== ============================================ ===============
 key                         value                                        lifetime
 =========================== ============================================ ===============
-``<p>:T:u:<user_id>``       user state, JSON (features, tier, seq)       until the engine
-                                                                         ends the user
+``<p>:T:u:<user_id>``       user state, binary (``state_codec``; JSON    until the engine
+                            from earlier versions is still read)         ends the user
                                                                          (silent for the
                                                                          state TTL, event
                                                                          time) or forget

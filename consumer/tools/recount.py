@@ -30,11 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from consumer.service.redis_store import RedisStateStore
 from consumer.tools.key_scan import CHUNK, chunks, text
 from online_models.engine import Horizons
+from online_models.state_codec import decode_state, encode_state
 from online_models.user_state import UserState
 
 __all__ = ["Recount", "RecountReport"]
@@ -122,7 +121,7 @@ class Recount:
                 if state.due_ms < 0 and state.features.events:
                     report.armed += 1
                     state.due_ms = self.horizons.next_due(state)
-                    writes.set(keys.user(topic, p, u), orjson.dumps(state.to_json()), xx=True)
+                    writes.set(keys.user(topic, p, u), encode_state(state), xx=True)
                     writes.zadd(keys.timers(topic, p), {u: state.due_ms})
             if not self.dry_run:
                 writes.execute()
@@ -140,6 +139,6 @@ def _readable(raw: bytes | None) -> UserState | None:
     if raw is None:
         return None
     try:
-        return UserState.from_json(orjson.loads(raw))
-    except (ValueError, TypeError, KeyError):
+        return decode_state(raw)
+    except ValueError:
         return None

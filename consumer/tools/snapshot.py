@@ -43,6 +43,7 @@ from consumer.service.redis_store import RedisStateStore
 from consumer.service.state_store import MemoryStateStore
 from consumer.service.tier_counts import TierCounts
 from online_models.engine import EXTRA_SCORES, TierEngine
+from online_models.state_codec import decode_state
 from online_models.timefmt import iso_utc_ms
 from online_models.user_state import UserState
 
@@ -106,7 +107,7 @@ def snapshot_lines(
     """Encoded snapshot lines for stored ``(user_id, state JSON)`` pairs; ``tiers``, if
     given, counts the lines per tier."""
     for user_id, raw in states:
-        state = UserState.from_json(orjson.loads(raw))
+        state = decode_state(raw)
         line = snapshot_line(user_id, state, engine, as_of_ms)
         if tiers is not None:
             tiers[line["tier"]] += 1

@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumer.service.kafka_connection import KafkaConnection
 from consumer.service.keys import KeySpace
 from consumer.service.records import InputRecord
+from online_models.state_codec import state_json
 
 REPO = Path(__file__).resolve().parents[2]
 #: The developer's stack (make stack-up): faults must never restart it.
@@ -530,7 +530,7 @@ class RedisView:
                 for k, v in zip(chunk, r.mget(chunk), strict=True):
                     home = self.keys.parse_user(k)
                     if v is not None and home is not None and home[0] == self.topic:
-                        tier = orjson.loads(v)["tier"]
+                        tier = state_json(v)["tier"]
                         found[home[1]][tier] = found[home[1]].get(tier, 0) + 1
         return counted, found
 

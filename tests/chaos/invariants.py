@@ -28,6 +28,7 @@ from consumer.service.records import InputRecord, OutputRecord
 from consumer.service.state_store import MemoryStateStore
 from consumer.tools.replay import replay
 from online_models.engine import TierEngine
+from online_models.state_codec import state_json
 from online_models.timefmt import iso_utc_ms
 
 #: How many examples a violation lists.
@@ -127,7 +128,7 @@ def states_equal(verdict: Verdict, live: Mapping[str, bytes], ref: Mapping[str, 
         bad.append(f"{user}: in Redis, not in the clean run")
     for user in sorted(ref.keys() & live.keys()):
         if live[user] != ref[user]:
-            a, b = orjson.loads(live[user]), orjson.loads(ref[user])
+            a, b = state_json(live[user]), state_json(ref[user])
             if a.get("features") != b.get("features"):
                 fa, fb = a.get("features", {}), b.get("features", {})
                 bad.append(f"{user}: features differ ({_diff(fa, fb)})")
@@ -159,8 +160,8 @@ def features_equal(verdict: Verdict, live: Mapping[str, bytes], ref: Mapping[str
     for user in sorted(ref.keys() ^ live.keys()):
         bad.append(f"{user}: on one side only ({'Redis' if user in live else 'clean run'})")
     for user in sorted(ref.keys() & live.keys()):
-        fa = orjson.loads(live[user]).get("features")
-        fb = orjson.loads(ref[user]).get("features")
+        fa = state_json(live[user]).get("features")
+        fb = state_json(ref[user]).get("features")
         if fa != fb:
             bad.append(f"{user}: {_diff(fa or {}, fb or {})}")
     verdict.check("features and event counts equal to the clean run", bad)
@@ -244,7 +245,7 @@ def seq_gap_free(
         seen[data["user_id"], data["lifetime_start"]][int(data["seq"])] = data["reason"]["kind"]
     current: dict[tuple[str, str], int] = {}
     for user, raw in states.items():
-        state = orjson.loads(raw)
+        state = state_json(raw)
         current[user, iso_utc_ms(state["born_ms"])] = int(state["seq"])
     bad: list[str] = []
     for user, life in sorted(seen.keys() | current.keys()):

@@ -20,6 +20,8 @@ from consumer.demo.synthetic import GeneratorConfig, generate
 from consumer.service.partitioning import partition_of
 from consumer.service.records import InputRecord
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
+from online_models.state_codec import encode_state, state_json
+from online_models.user_state import UserState
 from tests.chaos import invariants as inv
 from tests.chaos.cluster import Exit
 
@@ -146,16 +148,16 @@ def publish_out_of_order(live: Live) -> None:
 
 def store_a_seq_never_published(live: Live) -> None:
     user = _user_of(live.changes[0].value or b"")
-    state = orjson.loads(live.states[user])
+    state = state_json(live.states[user])
     state["seq"] += 1
-    live.states[user] = orjson.dumps(state)
+    live.states[user] = encode_state(UserState.from_json(state))
 
 
 def lose_one_event(live: Live) -> None:
     user = sorted(live.states)[0]
-    state = orjson.loads(live.states[user])
+    state = state_json(live.states[user])
     state["features"]["events"] -= 1
-    live.states[user] = orjson.dumps(state)
+    live.states[user] = encode_state(UserState.from_json(state))
 
 
 def lose_a_user(live: Live) -> None:
@@ -249,14 +251,14 @@ def test_features_equal_ignores_tiers_but_not_features(
     live: Live, reference: inv.Reference
 ) -> None:
     user = sorted(live.states)[0]
-    state = orjson.loads(live.states[user])
+    state = state_json(live.states[user])
     state["tier"], state["seq"] = "vip", 99  # learning on: another tier history is fine
-    live.states[user] = orjson.dumps(state)
+    live.states[user] = encode_state(UserState.from_json(state))
     v = inv.Verdict()
     inv.features_equal(v, live.states, reference.store.users)
     assert not v.violations
     state["features"]["events"] += 1
-    live.states[user] = orjson.dumps(state)
+    live.states[user] = encode_state(UserState.from_json(state))
     inv.features_equal(v, live.states, reference.store.users)
     assert v.failed == ["features and event counts equal to the clean run"]
 
@@ -295,7 +297,7 @@ def test_readiness_catches_a_lie_and_a_missed_recovery() -> None:
 
 def _erase(live: Live, user: str, kind: str = "erased") -> dict[str, object]:
     """Delete ``user``'s state and publish the change that ends the lifetime."""
-    state = orjson.loads(live.states.pop(user))
+    state = state_json(live.states.pop(user))
     last = max(
         (b for b in (orjson.loads(r.value or b"") for r in live.changes) if b["user_id"] == user),
         key=lambda b: int(b["seq"]),
@@ -321,8 +323,9 @@ def test_seq_lifetimes_an_erasure_ends_one_and_anything_else_is_a_lost_state(
         "lifetime_start": "2030-01-01T00:00:00.000Z",
     }
     live.changes.append(live.changes[0]._replace(offset=10**6 + 1, value=orjson.dumps(again)))
-    state = {**orjson.loads(live.states[other]), "born_ms": 1_893_456_000_000, "seq": 1}
-    live.states[user] = orjson.dumps(state)  # the new lifetime's state (2030-01-01)
+    state = {**state_json(live.states[other]), "born_ms": 1_893_456_000_000, "seq": 1}
+    new_lifetime = UserState.from_json(state)  # its state (2030-01-01)
+    live.states[user] = encode_state(new_lifetime)
     v = inv.Verdict()
     inv.seq_gap_free(v, live.changes, live.states)
     assert not v.violations, v.render()
@@ -359,7 +362,7 @@ def test_populations_exact_catches_a_user_counted_twice_or_left_behind(
     found: dict[int, dict[str, int]] = {tp[1]: {} for tp in parts}
     for user, raw in store.users.items():
         tiers = found[partition_of(user, 2)]
-        tier = orjson.loads(raw)["tier"]
+        tier = state_json(raw)["tier"]
         tiers[tier] = tiers.get(tier, 0) + 1
     v = inv.Verdict()
     inv.populations_exact(v, counted, found)

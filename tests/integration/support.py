@@ -23,6 +23,7 @@ from consumer.service.redis_store import RedisStateStore
 from online_models.control_group import ControlGroup
 from online_models.event import PURCHASE_INDEX, REFUND_INDEX, Event
 from online_models.features import RATES_PER_MS
+from online_models.state_codec import state_json
 from schemas.decode import EventDecoder, key_rejection
 
 KAFKA = os.environ.get("TIERSTREAM_TEST_KAFKA", "127.0.0.1:9092")
@@ -116,7 +117,7 @@ def populations(
         for key, raw in zip(keys, store.get_many(keys), strict=True):
             home = store.keys.parse_user(key.decode())
             if raw is not None and home is not None and home[0] == topic:
-                tier = orjson.loads(raw)["tier"]
+                tier = state_json(raw)["tier"]
                 found[home[1]][tier] = found[home[1]].get(tier, 0) + 1
         return {
             tp[1]: {t: k for t, k in c.population.items() if k} for tp, c in counted.items()

@@ -17,6 +17,7 @@ import redis
 from consumer.demo.synthetic import GeneratorConfig, generate
 from consumer.service.kafka_io import produce_records
 from consumer.service.keys import KeySpace
+from online_models.state_codec import state_json
 from tests.integration.support import (
     KAFKA,
     REDIS,
@@ -159,7 +160,7 @@ def _check_complete(names: Names) -> None:
         copies.setdefault(body["event_id"], set()).add(rec.value or b"")
     assert all(len(v) == 1 for v in copies.values()), "a copy differs from its original"
     users = sorted(seqs)
-    stored = [orjson.loads(v or b"{}") for v in stored_users(names.prefix, users).values()]
+    stored = [state_json(v or b"") for v in stored_users(names.prefix, users).values()]
     for user, state in zip(users, stored, strict=True):
         assert seqs[user] == list(range(1, state["seq"] + 1)), user
 
@@ -214,7 +215,7 @@ def test_an_instance_takes_over_a_dead_ones_partitions(names: Names, quick_model
     expected = recompute_features(read_topic(names.input))
     stored = stored_users(names.prefix, expected)
     for user, want in expected.items():
-        f = orjson.loads(stored[user] or b"{}")["features"]
+        f = state_json(stored[user] or b"")["features"]
         assert (f["events"], f["purchases"], f["last_ms"]) == (
             want.events,
             want.purchases,

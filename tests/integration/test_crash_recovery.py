@@ -19,6 +19,7 @@ from consumer.service.keys import KeySpace
 from consumer.service.redis_store import RedisStateStore
 from consumer.service.tier_config import load_engine
 from consumer.tools.replay import replay
+from online_models.state_codec import state_json
 from tests.integration.support import (
     REDIS,
     REPO,
@@ -164,8 +165,8 @@ def test_kill_between_the_states_and_the_learning_loses_that_batchs_learning_onl
 
     stored = stored_users(names.prefix, sorted(store.users))
     for user, raw in store.users.items():
-        mine = orjson.loads(stored[user] or b"{}")["features"]
-        assert mine == orjson.loads(raw)["features"], user
+        mine = state_json(stored[user] or b"")["features"]
+        assert mine == state_json(raw)["features"], user
 
     def learned(model: bytes | None, contribution: bytes | None) -> int:
         m, c = orjson.loads(model or b"{}"), orjson.loads(contribution or b"{}")

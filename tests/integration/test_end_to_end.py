@@ -16,6 +16,7 @@ from consumer.demo.synthetic import BAD_REASONS, GeneratorConfig, generate
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import replay
 from online_models.global_model import GlobalModel
+from online_models.state_codec import state_json
 from schemas import validator
 from tests.integration.support import (
     Names,
@@ -125,7 +126,7 @@ def test_generate_run_publishes_valid_changes_dlq_and_exact_state(
     stored = list(stored_users(names.prefix, recomputed).values())
     assert all(stored), "a user with valid events has no state in Redis"
     for (user, exp), raw in zip(recomputed.items(), stored, strict=True):
-        f = orjson.loads(raw)["features"]
+        f = state_json(raw)["features"]
         assert (f["last_ms"], f["first_ms"], f["events"], f["purchases"]) == (
             exp.last_ms,
             exp.first_ms,

@@ -37,6 +37,7 @@ from online_models.engine import Horizons
 from online_models.event import Event
 from online_models.features import DAY_MS
 from online_models.global_model import GlobalModel
+from online_models.state_codec import state_json
 from online_models.user_state import UserState
 from tests.integration.support import (
     KAFKA,
@@ -319,7 +320,7 @@ def test_a_state_in_the_old_layout_is_moved_into_the_new_one(names: Names) -> No
     assert {tp[1]: {t: k for t, k in c.population.items() if k} for tp, c in counted.items()} == (
         _by_tier(users[:30], 2)
     )
-    armed = {u: orjson.loads(v or b"{}")["due_ms"] for u, v in store.get_users(users[:10]).items()}
+    armed = {u: state_json(v or b"")["due_ms"] for u, v in store.get_users(users[:10]).items()}
     assert armed == {u: 1000 + i + Horizons().expire_after_ms for i, u in enumerate(users[:10])}
     assert store.get_users(users[10:]) == {u: states[u] for u in users[10:]}
 

@@ -19,6 +19,7 @@ from online_models.engine import TierEngine
 from online_models.event import KNOWN_EVENT_TYPES
 from online_models.features import DAY_MS
 from online_models.global_model import GlobalModel
+from online_models.state_codec import state_json
 from schemas import validator
 
 ENGINE = load_engine(DEFAULT_TIERS_FILE)
@@ -103,9 +104,37 @@ def test_replaying_applied_offsets_changes_nothing() -> None:
 def test_redelivered_events_are_applied_once() -> None:
     records = to_records([(1, "purchase", 0, 100.0, 7), (1, "purchase", 0, 100.0, 7)], partitions=1)
     _, store = replay(records, ENGINE)
-    state = orjson.loads(store.users["u1"])
+    state = state_json(store.users["u1"])
     assert state["features"]["purchases"] == 1
     assert state["features"]["total_spend"] == 100.0
+
+
+def test_states_saved_as_json_by_the_earlier_version_carry_on_as_if_never_stopped() -> None:
+    """A rolling upgrade: states the earlier version wrote (JSON, the dedup window as
+    event ids) are read by this one, a redelivery from before the upgrade is still
+    dropped, and the outputs and states are those of a run that never changed version."""
+    items: list[object] = [
+        (u, "purchase", 10 * u + i, 5.0 + i, i) for u in range(4) for i in range(3)
+    ]
+    first, second = to_records(items[:8]), to_records(items)[8:]
+    redelivered = [r._replace(offset=r.offset + 100) for r in to_records(items[:8])]
+    later = second + redelivered
+    _, straight = replay(first, ENGINE)
+    want, straight = replay(later, ENGINE, store=straight)
+
+    applied: dict[str, list[str]] = defaultdict(list)
+    for u, *_, i in items[:8]:  # type: ignore[misc]
+        applied[f"u{u}"].append(f"e{u}-{i}")
+    _, upgraded = replay(first, ENGINE)
+    for user, raw in upgraded.users.items():
+        old = state_json(raw)
+        del old["recent_digests"]
+        old["recent_ids"] = applied[user]
+        upgraded.users[user] = orjson.dumps(old)
+    got, upgraded = replay(later, ENGINE, store=upgraded)
+    assert got == want
+    assert upgraded.users == straight.users  # every state rewritten in the binary form
+    assert all(not raw.startswith(b"{") for raw in upgraded.users.values())
 
 
 def test_dead_letters_keep_the_original_bytes() -> None:

@@ -11,6 +11,7 @@ from consumer.service.state_store import MemoryStateStore
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import Replay, replay
 from online_models.features import DAY_MS
+from online_models.state_codec import state_json
 from schemas import validator
 
 T0 = 1_767_225_600_000
@@ -67,7 +68,7 @@ def test_forget_erases_the_user_and_a_later_event_starts_a_new_lifetime() -> Non
     for _, v in current:
         if v is not None:
             validator("user-tier.v1").validate(v)
-    state = orjson.loads(store.users["u1"])
+    state = state_json(store.users["u1"])
     assert state["features"]["events"] == 1 and state["features"]["total_spend"] == 5.0
 
 

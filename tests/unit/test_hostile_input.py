@@ -5,8 +5,10 @@ there. No server: the batch step and commit protocol over a memory store."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import orjson
+import pytest
 
 from consumer.service.dead_letters import dead_letter
 from consumer.service.records import InputRecord, OutputRecord
@@ -14,6 +16,7 @@ from consumer.service.state_store import MemoryStateStore
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import Replay, replay
 from online_models.features import DAY_MS
+from online_models.state_codec import state_json
 from schemas import validator
 from schemas.decode import Rejection
 
@@ -76,7 +79,7 @@ def test_an_event_at_epoch_zero_is_dead_lettered() -> None:
     values.append((b"u1", body("u1", 3, T0)))
     outputs, store = replay(records(values), load_engine(ENGINE_FILE))
     assert [d["reason"] for d in dlq(outputs)] == ["ancient_timestamp"] * 2
-    assert orjson.loads(store.users["u1"])["features"]["events"] == 1
+    assert state_json(store.users["u1"])["features"]["events"] == 1
 
 
 def test_a_silent_user_ends_after_the_state_time_to_live() -> None:
@@ -99,7 +102,7 @@ def test_a_silent_user_ends_after_the_state_time_to_live() -> None:
 
     rep.on_batch = count
     rep.advance_watermark(T0 + 549 * DAY_MS)
-    state = orjson.loads(store.get_user("u1") or b"{}")
+    state = state_json(store.get_user("u1") or b"")
     assert state["due_ms"] == T0 + 550 * DAY_MS, "the last timer is not the expiry"
     assert state["pending"] is None  # every snapshot, the last at 365 days, resolved
     # 52 weekly re-scores, and the deadlines of up to three snapshots per 30 days (the
@@ -121,26 +124,34 @@ def test_purchases_of_1e308_are_dead_lettered_and_the_user_goes_on() -> None:
     ]
     outputs, store = replay(records(values), load_engine(ENGINE_FILE))
     assert [d["reason"] for d in dlq(outputs)] == ["amount_out_of_range"] * 2
-    state = orjson.loads(store.users["u1"])
+    state = state_json(store.users["u1"])
     assert state["features"]["total_spend"] == 20.0
     assert [c["seq"] for c in changes(outputs)] == [1]
 
 
-def test_a_user_whose_stored_state_is_unusable_is_set_aside_and_the_partition_goes_on() -> None:
-    store = MemoryStateStore()
-    _, store = replay(records([(b"u1", body("u1", 1, T0))]), load_engine(ENGINE_FILE), store=store)
-    broken = orjson.loads(store.users["u1"])
-    broken["features"]["spend"][0] = None  # what an infinite sum became when it was stored
-    store.users["u1"] = orjson.dumps(broken)
+def _stored_then_read(damage: Callable[[bytes], bytes]) -> list[dict[str, object]]:
+    """u1's stored state is ``damage``d after its first event; then an event of u1 and
+    one of u2 are read: the dead letters."""
+    _, store = replay(records([(b"u1", body("u1", 1, T0))]), load_engine(ENGINE_FILE))
+    store.users["u1"] = damaged = damage(store.users["u1"])
     later = records([(b"u1", body("u1", 2, T0 + 10)), (b"u2", body("u2", 1, T0 + 20))])
     later = [r._replace(offset=r.offset + 1) for r in later]
     outputs, store = replay(later, load_engine(ENGINE_FILE), store=store)
-    dead = dlq(outputs)
-    assert [d["reason"] for d in dead] == ["unusable_state"]
-    assert "features.spend[0] is None" in str(dead[0]["detail"])
-    assert orjson.loads(store.users["u1"]) == broken  # kept as it was, for a person to see
     assert "u2" in store.users  # the partition went on
     assert store.applied[("in", 0)] == 2
+    assert store.users["u1"] == damaged  # kept as it was, for a person to see
+    return dlq(outputs)
+
+
+def test_a_user_whose_stored_state_is_unusable_is_set_aside_and_the_partition_goes_on() -> None:
+    def infinite_sum(raw: bytes) -> bytes:
+        broken = state_json(raw)
+        broken["features"]["spend"][0] = None  # what an infinite sum became when stored
+        return orjson.dumps(broken)
+
+    dead = _stored_then_read(infinite_sum)
+    assert [d["reason"] for d in dead] == ["unusable_state"]
+    assert "features.spend[0] is None" in str(dead[0]["detail"])
 
 
 def test_a_record_keyed_by_another_user_or_by_nothing_is_dead_lettered() -> None:
@@ -151,7 +162,7 @@ def test_a_record_keyed_by_another_user_or_by_nothing_is_dead_lettered() -> None
     ]
     outputs, store = replay(records(values), load_engine(ENGINE_FILE))
     assert [d["reason"] for d in dlq(outputs)] == ["key_mismatch"] * 2
-    assert orjson.loads(store.users["u1"])["features"]["events"] == 1
+    assert state_json(store.users["u1"])["features"]["events"] == 1
 
 
 def test_a_dead_letter_of_a_huge_record_fits_the_brokers_limit() -> None:
@@ -174,3 +185,22 @@ def test_a_timer_never_recreates_a_state_that_is_gone() -> None:
     rep.advance_watermark(T0 + 40 * DAY_MS)
     assert "u1" not in store.users
     assert all("u1" not in timers for timers in store.timers.values())
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda raw: raw[: len(raw) // 2],  # truncated
+        lambda raw: raw[:1] + b"\x09" + raw[2:],  # an unknown format
+        lambda raw: raw + b"\x00",  # bytes after its end
+    ],
+    ids=["truncated", "unknown-format", "trailing-bytes"],
+)
+def test_a_user_whose_binary_state_is_damaged_is_set_aside_and_the_partition_goes_on(
+    damage: Callable[[bytes], bytes],
+) -> None:
+    """As for a JSON state that cannot be applied: the user's records are dead-lettered
+    as ``unusable_state``, the stored bytes are left for a person, the rest goes on."""
+    dead = _stored_then_read(damage)
+    assert [d["reason"] for d in dead] == ["unusable_state"]
+    assert "corrupt user state" in str(dead[0]["detail"])

@@ -21,6 +21,7 @@ from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.service.tier_counts import TierCounts, conversion_key
 from consumer.tools.replay import Replay
 from online_models.features import DAY_MS
+from online_models.state_codec import state_json
 from schemas.decode import parse_rfc3339_ms
 
 PARTITIONS = 3
@@ -80,7 +81,7 @@ def stored_tiers(store: MemoryStateStore) -> dict[tuple[str, int], Counter[str]]
         ("events", p): Counter() for p in range(PARTITIONS)
     }
     for user, raw in store.users.items():
-        tiers[("events", partition_of(user, PARTITIONS))][orjson.loads(raw)["tier"]] += 1
+        tiers[("events", partition_of(user, PARTITIONS))][state_json(raw)["tier"]] += 1
     return tiers
 
 
@@ -112,7 +113,7 @@ def test_populations_are_the_stored_users_tiers_after_forgets_and_expiries(
     assert forgets
     for f in forgets:  # gone, or back with a lifetime that started after the erasure
         raw = store.users.get(f["user_id"])
-        assert raw is None or orjson.loads(raw)["born_ms"] >= ms(f["requested_at"])
+        assert raw is None or state_json(raw)["born_ms"] >= ms(f["requested_at"])
     # conversions: per partition, summed, exactly the labels the batches resolved
     total = TierCounts()
     for tp in parts:

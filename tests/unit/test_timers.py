@@ -11,6 +11,7 @@ from consumer.service.records import InputRecord
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import replay
 from online_models.features import DAY_MS
+from online_models.state_codec import state_json
 
 T0 = 1_767_225_600_000
 
@@ -87,7 +88,7 @@ def test_a_user_who_never_returns_yields_a_negative_label() -> None:
     # The whale's first 30-day snapshot (day 0) resolved at its deadline, positive: it
     # bought on days 0.5 to 3.5; later ones were taken on its timers, the whale silent.
     assert labels[0][1] == 1.0
-    whale = orjson.loads(store.users["whale"])
+    whale = state_json(store.users["whale"])
     silent = [p for p in whale["pending"] if p[0] == 30 * DAY_MS and p[1] > T0 + 3.5 * DAY_MS]
     pending = min(silent, key=lambda p: p[1])
     snapshot = tuple(pending[2])

@@ -1,0 +1,495 @@
+"""The bytes a user's state is stored as: a compact, versioned binary form of
+:meth:`UserState.to_json`, exact to the bit.
+
+A state is read and written for every user of every batch, and Redis keeps one per user:
+its JSON text (~1-3 KB, 36-character event ids, floats spelled out in full) was most of
+what the deployment costs in memory. The binary form keeps the same tree of values:
+
+- no key names: the fields are written in the order of a numbered *layout*
+  (:data:`LAYOUTS`), the names of the state's fields and of its feature block, taken
+  from the code (:func:`current_layout`). A state names its layout, so a state written
+  before a feature was added is still read (its missing fields are then what
+  :meth:`UserFeatures.from_json` completes, as for JSON);
+- each value carries its own type tag, so a field may change shape without a new
+  codec: integers as varints (timestamps as the difference to the previous one when
+  that is shorter), strings once then by reference;
+- every float of the state in one section: a bitmap of the ones that are not 0.0 (most
+  decayed counts are), and each of those as a one-byte code: a small whole number, or
+  the index of its value in the state's pool of distinct floats, written once as its 8
+  IEEE-754 bytes (equal sums, snapshots taken at one moment and so with one vector
+  share them). Every float reads back bit for bit, so every decision is what it would
+  be from JSON. The section is built and read with a few calls into C (``struct``,
+  ``dict.fromkeys``, ``map``): a state is encoded and decoded for every user of every
+  batch;
+- the dedup window's event-id digests (:func:`~online_models.user_state.event_key`) as
+  raw 8-byte strings.
+
+>>> from online_models.event import Event
+>>> s = UserState.new()
+>>> s.features.apply(Event("e1", "u", "purchase", 1_767_225_600_000, 19.99))
+>>> s.remember("e1")
+>>> raw = encode_state(s)
+>>> raw[:1] == MAGIC, len(raw) < len(orjson.dumps(s.to_json())) // 3
+(True, True)
+>>> decode_state(raw).to_json() == s.to_json()
+True
+
+A state stored as JSON (first byte ``{``, what earlier versions wrote) is still read, so
+a rolling upgrade meets old states without a migration; they are rewritten in binary
+the next time their user is saved:
+
+>>> decode_state(orjson.dumps(s.to_json())).to_json() == s.to_json()
+True
+
+Bytes that are neither raise ValueError (the caller sets the user aside, as for any
+unusable state):
+
+>>> decode_state(raw[:-3])
+Traceback (most recent call last):
+...
+ValueError: corrupt user state: truncated
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from itertools import compress
+from typing import Any, Final
+
+import orjson
+
+from online_models.user_state import STATE_VERSION, UserState
+
+__all__ = [
+    "LAYOUTS",
+    "MAGIC",
+    "current_layout",
+    "decode_state",
+    "encode_state",
+    "state_json",
+]
+
+#: The first byte of a binary state. Never the first byte of a JSON object (``{``), nor
+#: of any UTF-8 text: the two forms cannot be mistaken for each other.
+MAGIC: Final = b"\xa7"
+#: The version of the value encoding below (tags, float items); the layout is numbered apart.
+FORMAT: Final = 1
+
+#: A layout: the state's field names in encoding order; a nested block (the features)
+#: as ``(name, its field names)``.
+Layout = tuple[str | tuple[str, tuple[str, ...]], ...]
+
+#: Every layout a state was ever written with, by number, never changed once released:
+#: a new field in :class:`UserState` or :class:`UserFeatures` makes a new layout, which
+#: is added here with the next number (tests/unit/test_state_codec.py says so when one
+#: is missing), and the older ones stay readable.
+LAYOUTS: Final[dict[int, Layout]] = {
+    1: (
+        (
+            "features",
+            (
+                "last_ms",
+                "first_ms",
+                "last_purchase_ms",
+                "counts",
+                "spend",
+                "refunded",
+                "sessions",
+                "events",
+                "purchases",
+                "refunds",
+                "carts",
+                "total_spend",
+                "total_refunded",
+                "first_purchase_ms",
+                "categories",
+            ),
+        ),
+        "tier",
+        "seq",
+        "tier_since_ms",
+        "recent_digests",
+        "pending",
+        "learned_ms",
+        "rescored_ms",
+        "due_ms",
+        "born_ms",
+    ),
+}
+
+# Value tags. A byte below _T_NONE is a small integer itself.
+_SMALL_INT_END: Final = 0x40
+_T_NONE, _T_TRUE, _T_FALSE, _T_MINUS_ONE = 0x40, 0x41, 0x42, 0x43
+_T_INT, _T_DELTA, _T_FLOAT, _T_STR, _T_STR_REF = 0x44, 0x45, 0x46, 0x47, 0x48
+_T_BYTES, _T_LIST, _T_FLOATS, _T_KEYS = 0x49, 0x4A, 0x4B, 0x4C
+#: Float codes past the pool's: the whole numbers 0 .. _SMALL_FLOATS - 1 (counts,
+#: category buckets, ones and zeros of the vectors), which need no pool entry.
+_SMALL_FLOATS: Final = 64
+_SMALL_FLOAT_VALUES: Final = tuple(float(i) for i in range(_SMALL_FLOATS))
+#: Codes are one byte while the pool and the small numbers fit in 256, else two.
+_BYTE_CODES: Final = 256 - _SMALL_FLOATS
+#: Nesting of lists a state has (pending snapshots hold a vector), with room to spare;
+#: deeper bytes are not a state.
+_MAX_DEPTH: Final = 4
+_VARINT_MAX_BYTES: Final = 10
+_KEY_BYTES: Final = 8
+_FLOAT_ONLY: Final = frozenset((float,))
+_BYTES_ONLY: Final = frozenset((bytes,))
+_TO_DIGITS: Final = bytes.maketrans(b"\x00\x01", b"01")
+
+
+def current_layout() -> Layout:
+    """The layout of the state the code writes today: its :meth:`UserState.fields`
+    keys (the version apart: it is the header's), a block's keys nested.
+
+    >>> current_layout() == LAYOUTS[max(LAYOUTS)]
+    True
+    """
+    out: list[str | tuple[str, tuple[str, ...]]] = []
+    for key, value in UserState.new().fields().items():
+        if key != "v":
+            out.append((key, tuple(value)) if isinstance(value, dict) else key)
+    return tuple(out)
+
+
+def _layout_number() -> int:
+    layout = current_layout()
+    for number, known in LAYOUTS.items():
+        if known == layout:
+            return number
+    raise RuntimeError(
+        f"the user state's fields changed: add LAYOUTS[{max(LAYOUTS) + 1}] = {layout!r} "
+        "to online_models/state_codec.py"
+    )
+
+
+_CURRENT: Final = _layout_number()
+
+
+def encode_state(state: UserState) -> bytes:
+    """The bytes to store for ``state`` (:func:`decode_state` reads them back): the
+    header, the float section, then the layout's values with the floats taken out."""
+    data = state.fields()
+    fields: list[Any] = []
+    for entry in LAYOUTS[_CURRENT]:
+        if isinstance(entry, tuple):
+            block = data[entry[0]]
+            fields += [block[key] for key in entry[1]]
+        else:
+            fields.append(data[entry])
+    w = _Writer()
+    w.values(fields)
+    head = _Writer()
+    head.out += MAGIC
+    head.out.append(FORMAT)
+    head.varint(_CURRENT)
+    head.float_section(w.floats)
+    return bytes(head.out + w.out)
+
+
+def decode_state(raw: bytes) -> UserState:
+    """The state stored as ``raw``, binary or JSON. Raises ValueError when the bytes are
+    not a state this code can apply (corrupt, truncated, of an unknown layout, or a
+    state whose values :meth:`UserState.from_json` refuses).
+
+    >>> decode_state(b"\\xa7\\x01\\x63")
+    Traceback (most recent call last):
+    ...
+    ValueError: corrupt user state: unknown layout 99 (written by a newer version?)
+    """
+    try:
+        if raw[:1] == b"{":
+            return UserState.from_json(orjson.loads(raw))
+        return UserState.from_json(_read_tree(raw))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"unusable user state: {exc!r}") from exc
+
+
+def state_json(raw: bytes) -> dict[str, Any]:
+    """The stored state ``raw`` as JSON-able data, for people and tools.
+
+    >>> state_json(encode_state(UserState.new()))["seq"]
+    0
+    """
+    return decode_state(raw).to_json()
+
+
+def _read_tree(raw: bytes) -> dict[str, Any]:
+    if raw[:1] != MAGIC:
+        raise ValueError(f"corrupt user state: starts with {bytes(raw[:1])!r}, not a state")
+    r = _Reader(raw)
+    try:
+        r.pos = 1
+        if r.byte() != FORMAT:
+            raise ValueError(f"corrupt user state: unknown format {raw[1]}")
+        number = r.varint()
+        layout = LAYOUTS.get(number)
+        if layout is None:
+            raise ValueError(
+                f"corrupt user state: unknown layout {number} (written by a newer version?)"
+            )
+        r.float_section()
+        values = iter(r.values(_field_count(layout), 0))
+        data: dict[str, Any] = {"v": STATE_VERSION}
+        for entry in layout:
+            if isinstance(entry, tuple):
+                data[entry[0]] = dict(zip(entry[1], values, strict=False))
+            else:
+                data[entry] = next(values)
+    except (IndexError, struct.error, StopIteration):
+        raise ValueError("corrupt user state: truncated") from None
+    if r.pos != len(raw) or r.next_float != len(r.floats):
+        raise ValueError("corrupt user state: bytes or floats after its end")
+    return data
+
+
+class _Writer:
+    """Appends tagged values; the floats are collected apart (:meth:`float_section`)."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.floats: list[float] = []
+        self.strings: dict[str, int] = {}
+        self.last_int = 0
+
+    def varint(self, n: int) -> None:
+        out = self.out
+        while n >= 0x80:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        out.append(n)
+
+    def values(self, items: list[Any]) -> None:
+        """Each of ``items``, tagged; the floats go to :attr:`floats`."""
+        out, floats = self.out, self.floats
+        for v in items:
+            kind = type(v)
+            if kind is int:
+                if 0 <= v < _SMALL_INT_END:
+                    out.append(v)
+                elif v == -1:
+                    out.append(_T_MINUS_ONE)
+                else:
+                    self.integer(v)
+            elif kind is list:
+                self.sequence(v)
+            elif kind is float:
+                out.append(_T_FLOAT)
+                floats.append(v)
+            elif v is None:
+                out.append(_T_NONE)
+            elif kind is str:
+                self.string(v)
+            elif kind is bool:
+                out.append(_T_TRUE if v else _T_FALSE)
+            elif kind is bytes:
+                out.append(_T_BYTES)
+                self.varint(len(v))
+                out += v
+            else:
+                raise TypeError(f"a user state holds no {kind.__name__}: {v!r}")
+
+    def sequence(self, v: list[Any]) -> None:
+        out = self.out
+        kinds = set(map(type, v))
+        if kinds == _FLOAT_ONLY:
+            out.append(_T_FLOATS)
+            if len(v) < 0x80:
+                out.append(len(v))
+            else:
+                self.varint(len(v))
+            self.floats += v
+        elif kinds == _BYTES_ONLY and all(len(k) == _KEY_BYTES for k in v):
+            out.append(_T_KEYS)
+            self.varint(len(v))
+            out += b"".join(v)
+        else:
+            out.append(_T_LIST)
+            self.varint(len(v))
+            self.values(v)
+
+    def integer(self, n: int) -> None:
+        """An integer past the one-byte forms: zigzag varint, of itself or of its
+        difference to the previous such integer (timestamps lie close), the shorter."""
+        if not -(2**63) <= n < 2**63:
+            raise ValueError(f"a user state's integer out of 64 bits: {n}")
+        plain = n * 2 if n >= 0 else -n * 2 - 1
+        d = n - self.last_int
+        delta = d * 2 if d >= 0 else -d * 2 - 1
+        self.last_int = n
+        if (delta.bit_length() + 6) // 7 < (plain.bit_length() + 6) // 7:
+            self.out.append(_T_DELTA)
+            self.varint(delta)
+        else:
+            self.out.append(_T_INT)
+            self.varint(plain)
+
+    def string(self, s: str) -> None:
+        ref = self.strings.get(s)
+        if ref is not None:
+            self.out.append(_T_STR_REF)
+            self.varint(ref)
+            return
+        self.strings[s] = len(self.strings)
+        data = s.encode("utf-8", "surrogatepass")
+        self.out.append(_T_STR)
+        self.varint(len(data))
+        self.out += data
+
+    def float_section(self, floats: list[float]) -> None:
+        """``floats``: how many, the pool of distinct values (IEEE-754), the bitmap of
+        the ones that are not +0.0, and the code of each of those."""
+        n = len(floats)
+        packed = struct.pack(f"<{n}d", *floats)
+        present = bytes(map(bool, floats))
+        if 0x80 in packed[7::8]:  # maybe a -0.0 (false, yet kept: it must come back so)
+            present = bytes(bool(v) or math.copysign(1.0, v) < 0 for v in floats)
+        kept = list(compress(floats, present))
+        pool = [v for v in dict.fromkeys(kept) if not (0.0 < v < _SMALL_FLOATS and v.is_integer())]
+        small = range(len(pool), len(pool) + _SMALL_FLOATS)
+        codes = dict(zip(_SMALL_FLOAT_VALUES, small, strict=True))
+        # After the small numbers: a -0.0 in the pool takes 0.0's key. A NaN is found by
+        # identity only, so each NaN object of the state is an entry of its own.
+        codes.update(zip(pool, range(len(pool)), strict=True))
+        self.varint(n)
+        self.varint(len(pool))
+        out = self.out
+        out += struct.pack(f"<{len(pool)}d", *pool)
+        out += int(present.translate(_TO_DIGITS) or b"0", 2).to_bytes((n + 7) // 8, "little")
+        if len(pool) <= _BYTE_CODES:
+            out += bytes(map(codes.__getitem__, kept))
+        else:
+            out += struct.pack(f"<{len(kept)}H", *map(codes.__getitem__, kept))
+
+
+class _Reader:
+    """Reads what :class:`_Writer` wrote; IndexError or struct.error when it ends early."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+        self.floats: list[float] = []
+        self.next_float = 0
+        self.strings: list[str] = []
+        self.last_int = 0
+
+    def byte(self) -> int:
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise IndexError("truncated")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return bytes(chunk)
+
+    def varint(self) -> int:
+        data, pos = self.data, self.pos
+        b = data[pos]
+        if b < 0x80:
+            self.pos = pos + 1
+            return b
+        n = b & 0x7F
+        for shift in range(7, 7 * _VARINT_MAX_BYTES, 7):
+            pos += 1
+            b = data[pos]
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                self.pos = pos + 1
+                return n
+        raise ValueError("corrupt user state: a varint longer than 10 bytes")
+
+    def count(self, item_bytes: float) -> int:
+        """A length that the remaining bytes can hold (hostile bytes allocate nothing big)."""
+        n = self.varint()
+        if n * item_bytes > len(self.data) - self.pos:
+            raise IndexError("truncated")
+        return n
+
+    def float_section(self) -> None:
+        n = self.count(1 / 8)
+        pooled = self.count(8)
+        table = [*struct.unpack(f"<{pooled}d", self.take(8 * pooled)), *_SMALL_FLOAT_VALUES]
+        digits = format(int.from_bytes(self.take((n + 7) // 8), "little"), f"0{n}b")
+        if len(digits) > n:
+            raise ValueError("corrupt user state: a float bitmap longer than its floats")
+        kept = digits.count("1")
+        if pooled <= _BYTE_CODES:
+            codes: Any = self.take(kept)
+        else:
+            codes = struct.unpack(f"<{kept}H", self.take(2 * kept))
+        try:
+            nxt = map(table.__getitem__, codes).__next__
+            self.floats = [nxt() if d == "1" else 0.0 for d in digits] if n else []
+        except IndexError:
+            raise ValueError("corrupt user state: a float code out of its pool") from None
+
+    def values(self, n: int, depth: int) -> list[Any]:
+        """``n`` values; lists within are read by a call one level deeper."""
+        if depth > _MAX_DEPTH:
+            raise ValueError("corrupt user state: lists nested too deep")
+        data, floats = self.data, self.floats
+        small, t_int, t_delta, t_floats = _SMALL_INT_END, _T_INT, _T_DELTA, _T_FLOATS
+        out: list[Any] = []
+        append = out.append
+        for _ in range(n):
+            tag = data[self.pos]
+            self.pos += 1
+            if tag < small:
+                append(tag)
+            elif t_int <= tag <= t_delta:
+                z = self.varint()
+                z = z >> 1 if not z & 1 else -(z >> 1) - 1
+                self.last_int = z if tag == t_int else self.last_int + z
+                append(self.last_int)
+            elif tag == t_floats:
+                start = self.next_float
+                self.next_float = end = start + self.varint()
+                if end > len(floats):
+                    raise ValueError("corrupt user state: more floats than its section holds")
+                append(floats[start:end])
+            else:
+                append(self.other(tag, depth))
+        return out
+
+    def other(self, tag: int, depth: int) -> Any:
+        """A value of the rarer tags."""
+        if tag == _T_MINUS_ONE:
+            return -1
+        if tag == _T_LIST:
+            return self.values(self.count(1), depth + 1)
+        if tag == _T_FLOAT:
+            self.next_float += 1
+            return self.floats[self.next_float - 1]
+        if tag == _T_KEYS:
+            blob = self.take(self.count(_KEY_BYTES) * _KEY_BYTES)
+            return [blob[i : i + _KEY_BYTES] for i in range(0, len(blob), _KEY_BYTES)]
+        return self.scalar(tag)
+
+    def scalar(self, tag: int) -> Any:
+        if tag == _T_MINUS_ONE:
+            return -1
+        if tag == _T_NONE:
+            return None
+        if tag == _T_STR:
+            s = self.take(self.count(1)).decode("utf-8", "surrogatepass")
+            self.strings.append(s)
+            return s
+        if tag == _T_STR_REF:
+            i = self.varint()
+            if i >= len(self.strings):
+                raise ValueError("corrupt user state: a reference to a string not in the state")
+            return self.strings[i]
+        if tag in (_T_TRUE, _T_FALSE):
+            return tag == _T_TRUE
+        if tag == _T_BYTES:
+            return self.take(self.count(1))
+        raise ValueError(f"corrupt user state: unknown tag {tag:#04x} at byte {self.pos - 1}")
+
+
+def _field_count(layout: Layout) -> int:
+    return sum(len(e[1]) if isinstance(e, tuple) else 1 for e in layout)

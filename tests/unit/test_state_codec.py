@@ -1,0 +1,227 @@
+"""The binary user state (:mod:`online_models.state_codec`): exact to the bit, small,
+readable across layouts and from JSON, and refused with a ValueError when damaged."""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumer.demo.synthetic import GeneratorConfig, generate
+from consumer.service.records import InputRecord
+from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.tools.replay import replay
+from online_models import state_codec
+from online_models.event import Event
+from online_models.feature_vector import FEATURE_NAMES
+from online_models.state_codec import (
+    LAYOUTS,
+    MAGIC,
+    current_layout,
+    decode_state,
+    encode_state,
+    state_json,
+)
+from online_models.user_state import DEDUP_WINDOW, UserState, event_key
+
+T0 = 1_767_225_600_000  # 2026-01-01
+#: The length of a snapshot's vector: a state keeps only those of today's length.
+DIM = len(FEATURE_NAMES)
+
+
+def _bits(value: Any) -> Any:
+    """``value`` with every float as its IEEE-754 bits (-0.0 and 0.0 differ)."""
+    if isinstance(value, float):
+        return ("f", struct.pack("<d", value))
+    if isinstance(value, dict):
+        return {k: _bits(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_bits(v) for v in value]
+    return value
+
+
+def _same(a: UserState, b: UserState) -> bool:
+    return _bits(a.to_json()) == _bits(b.to_json()) and a.recent_ids == b.recent_ids
+
+
+@pytest.fixture(scope="module")
+def generated_states() -> list[bytes]:
+    """The stored states of a generated stream (the demo's generator, its own seed)."""
+
+    def recs() -> Iterator[InputRecord]:
+        for i, r in enumerate(generate(GeneratorConfig(users=300, events=9000, seed=41))):
+            yield InputRecord("in", 0, i, None, r.key, r.value)
+
+    _, store = replay(recs(), load_engine(DEFAULT_TIERS_FILE))
+    return list(store.users.values())
+
+
+def test_every_generated_state_reads_back_bit_for_bit(generated_states: list[bytes]) -> None:
+    assert all(raw[:1] == MAGIC for raw in generated_states)
+    for raw in generated_states:
+        state = decode_state(raw)
+        assert encode_state(state) == raw  # one state, one encoding
+        again = decode_state(encode_state(state))
+        assert _same(state, again)
+
+
+def test_a_state_is_a_fraction_of_its_json(generated_states: list[bytes]) -> None:
+    """A size guard, not a benchmark (docs/performance.md has the measured figures): the
+    dedup window as digests, floats as bytes, zeros as bits."""
+    binary = sum(map(len, generated_states))
+    json = sum(len(orjson.dumps(decode_state(raw).to_json())) for raw in generated_states)
+    assert binary * 3 < json
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+odd_floats = st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 1.0, 63.0, 64.0, 127.0, 1e308, -1.5])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    counts=st.lists(
+        st.lists(finite | odd_floats, min_size=11, max_size=11), min_size=4, max_size=4
+    ),
+    sums=st.lists(finite | odd_floats, min_size=3, max_size=3),
+    ints=st.lists(st.integers(-(2**63), 2**63 - 1), min_size=6, max_size=6),
+    tier=st.none() | st.text(max_size=12),
+    ids=st.lists(st.text(max_size=40), max_size=80),
+    x=st.lists(finite | odd_floats, min_size=DIM, max_size=DIM),
+)
+def test_any_state_reads_back_bit_for_bit(
+    counts: list[list[float]],
+    sums: list[float],
+    ints: list[int],
+    tier: str | None,
+    ids: list[str],
+    x: list[float],
+) -> None:
+    s = UserState.new()
+    f = s.features
+    f.counts = counts
+    f.spend, f.total_spend, f.total_refunded = [sums[0]] * 4, sums[1], sums[2]
+    f.last_ms, f.first_ms, f.events = ints[0], ints[1], abs(ints[2]) // 2
+    s.tier, s.seq, s.due_ms, s.born_ms = tier, ints[3], ints[4], ints[5]
+    for i in ids:
+        s.remember(i)
+    s.pending = [
+        [30, ints[0], x, None, 0, 2, tier, sums[0]],
+        [60, ints[1], x, 0.25, 1, 0, None, 0.0],
+    ]
+    assert _same(decode_state(encode_state(s)), s)
+
+
+def test_a_state_with_more_distinct_floats_than_one_byte_codes_reads_back() -> None:
+    s = UserState.new()
+    s.pending = [
+        [i, T0 + i, [i + k / 7 for k in range(DIM)], 0.5, 0, 0, "a", 1.5] for i in range(20)
+    ]
+    assert _same(decode_state(encode_state(s)), s)
+
+
+def test_a_state_saved_as_json_is_still_read_with_its_dedup_window() -> None:
+    """A rolling upgrade meets states of the earlier version: JSON, event ids as text."""
+    s = UserState.new()
+    s.features.apply(Event("e1", "u", "purchase", T0, 12.5))
+    old = {**s.to_json(), "recent_ids": ["e1", "e2"]}
+    del old["recent_digests"]
+    state = decode_state(orjson.dumps(old))
+    assert state.seen("e1") and state.seen("e2") and not state.seen("e3")
+    assert state.features.total_spend == 12.5
+    assert decode_state(encode_state(state)).seen("e2")
+
+
+def test_the_layout_of_the_code_is_registered() -> None:
+    """A new field of UserState or UserFeatures is a new layout: this fails until it is
+    added to LAYOUTS with the next number (the message has the line to add), so that
+    the states written before it stay readable."""
+    assert current_layout() == LAYOUTS[max(LAYOUTS)], (
+        f"add LAYOUTS[{max(LAYOUTS) + 1}] = {current_layout()!r} to online_models/state_codec.py"
+    )
+
+
+def test_a_state_of_an_older_layout_is_read_and_completed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A state written before the categories and first purchase existed (layout 1 with
+    those fields taken out, as layout 0) reads with them completed as from old JSON."""
+    features, *rest = LAYOUTS[1]
+    assert isinstance(features, tuple)
+    older = tuple(k for k in features[1] if k not in ("categories", "first_purchase_ms"))
+    monkeypatch.setitem(LAYOUTS, 0, ((features[0], older), *rest))
+    monkeypatch.setattr(state_codec, "_CURRENT", 0)
+    s = UserState.new()
+    s.features.apply(Event("e1", "u", "purchase", T0, 3.0, category="books"))
+    raw = encode_state(s)
+    monkeypatch.setattr(state_codec, "_CURRENT", 1)
+    state = decode_state(raw)
+    assert state.features.first_purchase_ms == T0  # taken as its first event
+    assert state.features.categories == [0.0] * len(s.features.categories)
+    assert state.features.total_spend == 3.0
+
+
+def _damages(raw: bytes) -> Iterator[bytes]:
+    yield from (raw[:n] for n in range(len(raw)))  # every truncation
+    yield raw + b"\x00"
+    for i in range(len(raw)):
+        for b in (0x00, 0x7F, 0x80, 0xFF):
+            yield raw[:i] + bytes([b]) + raw[i + 1 :]
+
+
+def test_damaged_bytes_raise_value_error_or_read_as_a_valid_state() -> None:
+    """Hostile or damaged bytes: a ValueError (the batch sets the user aside), never
+    another exception; a change that still reads is a state that encodes again."""
+    s = UserState.new()
+    s.features.apply(Event("e1", "u", "purchase", T0, 19.99, category="x"))
+    s.remember("e1")
+    s.tier, s.pending = "vip", [[7, T0, [0.5, 0.0, 2.0], 0.3, 0, 1, "vip", 0.0]]
+    refused = 0
+    for bad in _damages(encode_state(s)):
+        try:
+            state = decode_state(bad)
+        except ValueError:
+            refused += 1
+            continue
+        assert decode_state(encode_state(state)).to_json() == state.to_json()
+    assert refused > 100
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"", "not a state"),
+        (b"\xa7", "truncated"),
+        (b"\xa7\x09\x01", "unknown format"),
+        (b"\xa7\x01\x63", "unknown layout 99"),
+        (b"\xa7\x01\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", "varint"),
+        (b"{not json", "unexpected character"),
+        (b"[1, 2]", "not a state"),
+    ],
+)
+def test_bytes_that_are_no_state_say_why(raw: bytes, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        decode_state(raw)
+
+
+def test_a_binary_state_with_an_infinite_sum_is_refused_as_json_ones_are() -> None:
+    s = UserState.new()
+    s.features.spend[0] = math.inf
+    with pytest.raises(ValueError, match=r"features.spend\[0\] is inf, not a finite number"):
+        decode_state(encode_state(s))
+
+
+def test_the_dedup_window_keeps_digests_and_its_length() -> None:
+    s = UserState.new()
+    for i in range(DEDUP_WINDOW + 5):
+        s.remember(f"e{i}")
+    back = decode_state(encode_state(s))
+    assert back.recent_ids == deque(event_key(f"e{i}") for i in range(5, DEDUP_WINDOW + 5))
+    assert back.seen("e5") and not back.seen("e4")
+    assert state_json(encode_state(s))["recent_digests"][0] == event_key("e5").hex()
