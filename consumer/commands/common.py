@@ -81,6 +81,7 @@ def redis_store(url: str, settings: Settings) -> RedisStateStore:
         url,
         prefix=settings.key_prefix,
         topic=settings.input_topic,
+        max_timers=settings.max_timers_per_batch,
     )
     try:
         store.ping()

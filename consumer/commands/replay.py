@@ -89,7 +89,6 @@ def register(sub: Any) -> None:
 
 def replay(args: argparse.Namespace) -> int:
     """Replay the file; write what the arguments ask for; print a summary."""
-    from consumer.service.state_store import MemoryStateStore
     from consumer.tools.replay import Replay
     from consumer.tools.sources import open_input, parse_instant
 
@@ -107,7 +106,7 @@ def replay(args: argparse.Namespace) -> int:
                 source_name=args.source_name,
             )
         )
-        store: StateStore = redis_store(url, settings) if url else MemoryStateStore()
+        store = _state_store(url, settings)
         stack.callback(store.close)
         _one_partition(store, source.name)
         if args.model:
@@ -145,6 +144,21 @@ def replay(args: argparse.Namespace) -> int:
             export_model(store, Path(args.model_out))
     _print_summary(summary, elapsed, source.name)
     return 0
+
+
+def _state_store(url: str | None, settings: Settings) -> StateStore:
+    """The replay's store: Redis at ``url``, else memory; either loads at most
+    ``max_timers_per_batch`` timers per batch, as the service does (the slice bounds what
+    one batch holds in memory; the decisions are the same whatever its size).
+
+    >>> _state_store(None, Settings(max_timers_per_batch=500)).max_timers
+    500
+    """
+    from consumer.service.state_store import MemoryStateStore
+
+    if url:
+        return redis_store(url, settings)
+    return MemoryStateStore(max_timers=settings.max_timers_per_batch)
 
 
 def _one_partition(store: StateStore, name: str) -> None:

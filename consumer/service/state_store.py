@@ -273,6 +273,20 @@ def fenced(partitions: Sequence[Partition], held: Mapping[Partition, int], store
     )
 
 
+def compact(value: bytes) -> bytes:
+    """``value`` in a block of its own size, for keeping. ``orjson.dumps`` returns its
+    bytes in the buffer it grew while writing (a 3.5 KB state holds about 8 KB of
+    memory): kept for every user of a memory store, the slack would be most of it.
+
+    >>> import orjson
+    >>> raw = orjson.dumps({"k": "x" * 2000})
+    >>> kept = compact(raw)
+    >>> kept == raw, kept is raw
+    (True, False)
+    """
+    return bytes(memoryview(value))
+
+
 class Holdings:
     """The partitions a store handle holds (its instance's), with their epochs."""
 
@@ -479,10 +493,11 @@ class _MemoryTransaction:
 
     def _write(self, tp: Partition, write: PartitionWrite) -> None:
         s = self._store
-        s.users.update(write.states)
+        for user, value in write.states.items():
+            s.users[user] = compact(value)
         for user, value in write.quiet_states.items():
             if user in s.users:
-                s.users[user] = value
+                s.users[user] = compact(value)
         for user in write.deleted_users:
             s.users.pop(user, None)
         if write.applied is not None:

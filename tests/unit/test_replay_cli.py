@@ -77,6 +77,21 @@ def test_two_replays_are_byte_identical_whatever_the_batch_size(
     assert users == sorted(users) and len(users) == CONFIG.users
 
 
+def test_small_timer_slices_give_the_same_bytes(
+    tmp_path: Path, events: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TIERSTREAM_MAX_TIMERS_PER_BATCH bounds what one batch of a replay holds, as in the
+    service, and changes no output."""
+    from consumer.commands.replay import _state_store
+    from consumer.service.settings import Settings
+
+    first = replay(tmp_path, events, tag="a")
+    monkeypatch.setenv("TIERSTREAM_MAX_TIMERS_PER_BATCH", "3")
+    store = _state_store(None, Settings.from_env())
+    assert getattr(store, "max_timers", None) == 3
+    assert replay(tmp_path, events, tag="b") == first
+
+
 def test_snapshot_lines_have_the_issue_fields(tmp_path: Path, events: Path) -> None:
     snap = lines(replay(tmp_path, events)["snapshot"])
     fields = ["user_id", "tier", "segment", "propensity", "value_score", "propensity_long"]
