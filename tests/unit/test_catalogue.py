@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -107,16 +108,7 @@ def test_tier_change_v3_only_adds_to_v2() -> None:
             assert v3["properties"][name] == spec, name
     assert v3.get("additionalProperties", True) is not False
 
-    engine = load_engine(DEFAULT_TIERS_FILE, frozen=True)
-    body = {
-        "event_id": "e1",
-        "user_id": "u1",
-        "event_type": "purchase",
-        "timestamp": 1_767_225_600_000,
-        "amount": 500.0,
-    }
-    outputs, _ = replay([InputRecord("in", 0, 0, None, b"u1", orjson.dumps(body))], engine)
-    change = orjson.loads(outputs[0].value or b"")
+    change = _first_change(amount=500.0)
     change["schema_version"] = 3  # what v3 carried: v4 adds nothing a v3 reader refuses
     validator("tier-change.v3").validate(change)
     as_v2 = {k: v for k, v in copy.deepcopy(change).items() if k not in added}
@@ -164,16 +156,23 @@ def test_tier_change_v4_only_adds_to_v3() -> None:
     assert {"propensity_long", "churn_risk", "expected_purchases", "expected_value"} <= set(
         new["properties"]
     )
+    change = _first_change(amount=50.0)
+    validator("tier-change.v4").validate(change)
+    assert change["schema_version"] == 4
+    assert {"propensity_long", "churn_risk", "expected_value"} <= set(change["scores"])
+
+
+def _first_change(*, amount: float) -> dict[str, Any]:
+    """The tier change of a new user's first event, a purchase of ``amount``, as the
+    default tier config publishes it."""
     engine = load_engine(DEFAULT_TIERS_FILE, frozen=True)
     body = {
         "event_id": "e1",
         "user_id": "u1",
         "event_type": "purchase",
         "timestamp": 1_767_225_600_000,
-        "amount": 50.0,
+        "amount": amount,
     }
     outputs, _ = replay([InputRecord("in", 0, 0, None, b"u1", orjson.dumps(body))], engine)
-    change = orjson.loads(outputs[0].value or b"")
-    validator("tier-change.v4").validate(change)
-    assert change["schema_version"] == 4
-    assert {"propensity_long", "churn_risk", "expected_value"} <= set(change["scores"])
+    change: dict[str, Any] = orjson.loads(outputs[0].value or b"")
+    return change
