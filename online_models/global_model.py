@@ -14,13 +14,22 @@ The version name carries a digest of the content, so two instances that report t
 >>> m.has_segments, [h.name for h in m.heads], round(m.score([0.0, 0.0]).propensity, 2)
 (False, ['purchase_30d'], 0.15)
 >>> m = m.replace(version=1, n=10.0, mean=(1.0, 2.0), var=(4.0, 1.0),
-...               centroids=((-1.0, 0.0), (1.0, 0.0)), centroid_counts=(5.0, 5.0),
 ...               heads=(Head("purchase_30d", "logistic", (0.5, 0.0), 0.0, (1.0,) * 9),))
->>> s = m.score([3.0, 2.0])             # z = (1, 0): nearest centroid 1, distance 0
->>> s.segment, s.distance, round(s.propensity, 4), [round(p, 4) for p in s.predictions]
-(1, 0.0, 0.6225, [0.6225])
+>>> s = m.score([3.0, 2.0])             # z = (1, 0)
+>>> s.segment, round(s.propensity, 4), [round(p, 4) for p in s.predictions]
+(None, 0.6225, [0.6225])
 >>> GlobalModel.from_json(m.to_json()) == m
 True
+
+Segments live in the space of the customer's traits (:mod:`online_models.segment_traits`):
+a vector of the service's features is assigned to the nearest centroid of its traits.
+
+>>> from online_models.feature_vector import FEATURE_NAMES
+>>> t = GlobalModel.initial(FEATURE_NAMES).replace(
+...     centroids=((0.0, 0.0, 0.0), (2.0, 2.0, 4.0)), centroid_counts=(5.0, 5.0))
+>>> x = [0.0] * len(FEATURE_NAMES)
+>>> t.score(x).segment, round(t.score(x).distance, 3)
+(0, 0.0)
 """
 
 from __future__ import annotations
@@ -38,11 +47,14 @@ import orjson
 
 from online_models.calibration import slope_offset
 from online_models.glm import Head
+from online_models.segment_traits import TRAIT_NAMES, SegmentTraits
 
 #: v2: prediction heads with their precision, segment profiles and silhouette; v3: the
-#: propensity's calibration map and 29 features (BG/NBD's closed forms). An older model
-#: (v1: 15 features, v2: 26) is refused: fit or learn a new one.
-SCHEMA: Final = "tierstream.model.v3"
+#: propensity's calibration map and 29 features (BG/NBD's closed forms); v4: segment
+#: centroids in the space of the traits (:mod:`online_models.segment_traits`), no longer of
+#: the standardised features. An older model (v1: 15 features, v2: 26, v3: centroids of
+#: the features) is refused: fit or learn a new one.
+SCHEMA: Final = "tierstream.model.v4"
 #: The heads of a model nobody configured: the 30-day purchase propensity.
 DEFAULT_HEADS: Final = (("purchase_30d", "logistic", 0.15),)
 #: Variance below this is treated as no variance: the feature is centred, not scaled.
@@ -64,9 +76,10 @@ class ModelScore:
 
 @dataclass(frozen=True)
 class GlobalModel:
-    """A frozen model version. Centroids and weights live in the standardised space of
-    this version's scaler; centroid index = segment id, ordered on the value axis when
-    the segments were created."""
+    """A frozen model version. The heads' weights live in the standardised space of this
+    version's scaler, the centroids in the space of the traits (:data:`TRAIT_NAMES`);
+    centroid index = segment id, ordered on the value axis when the segments were
+    created."""
 
     version: int
     feature_names: tuple[str, ...]
@@ -143,6 +156,12 @@ class GlobalModel:
         return tuple(math.sqrt(v) if v > MIN_VAR else 1.0 for v in self.var)
 
     @functools.cached_property
+    def traits(self) -> SegmentTraits:
+        """Reads the segments' traits from this model's feature vectors (a model of other
+        features, as in a test, has none, and so no segments)."""
+        return SegmentTraits(self.feature_names)
+
+    @functools.cached_property
     def name(self) -> str:
         """``v<version>-<digest>``: unique per content (computed once: a version is
         frozen)."""
@@ -161,7 +180,7 @@ class GlobalModel:
     def _arrays(
         self,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        c = np.array(self.centroids, dtype=float).reshape(len(self.centroids), len(self.mean))
+        c = np.array(self.centroids, dtype=float).reshape(len(self.centroids), len(TRAIT_NAMES))
         w = np.array([h.weights for h in self.heads])
         b = np.array([h.intercept for h in self.heads])
         if self.calibration is not None:  # folded into the first head: one expression
@@ -209,6 +228,7 @@ class GlobalModel:
             "feature_names": list(self.feature_names),
             "scaler": {"n": self.n, "mean": list(self.mean), "var": list(self.var)},
             "segments": {
+                "traits": list(TRAIT_NAMES),
                 "centroids": [list(c) for c in self.centroids],
                 "counts": list(self.centroid_counts),
             },
@@ -259,9 +279,12 @@ class GlobalModel:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed model: missing or bad {exc}") from None
         d = len(model.feature_names)
-        vectors = (model.mean, model.var, *(h.weights for h in model.heads), *model.centroids)
+        vectors = (model.mean, model.var, *(h.weights for h in model.heads))
         if not model.heads or any(len(v) != d for v in vectors):
             raise ValueError("malformed model: vector lengths differ from feature_names")
+        traits = data["segments"].get("traits", list(TRAIT_NAMES))
+        if traits != list(TRAIT_NAMES) or any(len(c) != len(TRAIT_NAMES) for c in model.centroids):
+            raise ValueError(f"malformed model: centroids are not of the traits {TRAIT_NAMES}")
         if "name" in data and data["name"] != model.name:
             raise ValueError(f"model content does not match its name {data['name']!r}")
         return model
@@ -287,7 +310,8 @@ class ScoredRows:
         mean, inv_scale, w, b, _, centroids = model._arrays
         self._model = model
         self._logistic = model._logistic
-        z = (np.asarray(rows, dtype=float).reshape(len(rows), len(mean)) - mean) * inv_scale
+        x = np.asarray(rows, dtype=float).reshape(len(rows), len(mean))
+        z = (x - mean) * inv_scale
         self._z = z
         eta = (z[:, None, :] * w[None, :, :]).sum(axis=2) + b
         self._eta: list[list[float]] = np.clip(eta, -30.0, 30.0).tolist()
@@ -295,7 +319,8 @@ class ScoredRows:
         self.segments: list[int | None]
         self.distances: list[float | None]
         if model.centroids:
-            d2 = ((z[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+            t = model.traits.of(x)
+            d2 = ((t[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
             best = d2.argmin(axis=1)
             self.segments = best.tolist()
             self.distances = np.sqrt(d2[np.arange(len(z)), best]).tolist()

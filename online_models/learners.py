@@ -2,9 +2,10 @@
 
 Each instance starts from the current :class:`~online_models.global_model.GlobalModel`
 and learns locally: River's ``StandardScaler`` (feature statistics) and ``KMeans``
-(segments); the resolved labels of the prediction heads (propensities, churn, expected
-purchases) are kept, raw, until the next version fits them (:mod:`online_models.glm`:
-a Bayesian update needs the labels together). Its :meth:`LocalLearner.contribution`
+(segments, on the customer's traits: :mod:`online_models.segment_traits`); the resolved
+labels of the prediction heads (propensities, churn, expected purchases) are kept, raw,
+until the next version fits them (:mod:`online_models.glm`: a Bayesian update needs the
+labels together). Its :meth:`LocalLearner.contribution`
 is plain JSON that the merge (:mod:`online_models.merge`) folds into the next version,
 and from which :meth:`LocalLearner.restore` rebuilds the learner exactly after a restart.
 
@@ -34,6 +35,7 @@ from typing import Any, Final
 from river import cluster, preprocessing
 
 from online_models.global_model import GlobalModel
+from online_models.segment_traits import TRAIT_NAMES
 
 #: Smallest k-means step: a centre keeps moving at least this much toward new points.
 MIN_STEP: Final = 1e-3
@@ -74,9 +76,9 @@ class LocalLearner:
         self._names = names
         self.scaler = preprocessing.StandardScaler()
         k = len(base.centroids)
-        self.kmeans = _OrderedKMeans(names, max(k, 1))
+        self.kmeans = _OrderedKMeans(TRAIT_NAMES, max(k, 1))
         for i, c in enumerate(base.centroids):
-            self.kmeans.centers[i].update(zip(names, c, strict=True))
+            self.kmeans.centers[i].update(zip(TRAIT_NAMES, c, strict=True))
         self.counts = [0.0] * k
         self.samples = 0
         self.labels = 0
@@ -92,7 +94,8 @@ class LocalLearner:
             if len(self.reservoir) < RESERVOIR_SIZE:
                 self.reservoir.append(list(x))
             return
-        z: dict[Hashable, Any] = dict(zip(self._names, self.base.standardize(x), strict=True))
+        traits = self.base.traits.of([x])[0].tolist()
+        z: dict[Hashable, Any] = dict(zip(TRAIT_NAMES, traits, strict=True))
         k = self.kmeans.predict_one(z)  # the centre River's learn_one will move
         n = self.base.centroid_counts[k] + self.counts[k] + 1.0
         self.kmeans.halflife = max(1.0 / n, MIN_STEP)
@@ -119,7 +122,7 @@ class LocalLearner:
                 "var": [self.scaler.vars[f] for f in names] if n else [],
             },
             "centers": [
-                [self.kmeans.centers[i][f] for f in names] for i in range(len(self.counts))
+                [self.kmeans.centers[i][f] for f in TRAIT_NAMES] for i in range(len(self.counts))
             ],
             "counts": list(self.counts),
             "labelled": [list(row) for row in self.labelled],  # copies: rollback keeps them
@@ -143,7 +146,7 @@ class LocalLearner:
                 float, zip(names, scaler["var"], strict=True)
             )
         for i, c in enumerate(data["centers"]):
-            learner.kmeans.centers[i].update(zip(names, c, strict=True))
+            learner.kmeans.centers[i].update(zip(TRAIT_NAMES, c, strict=True))
         learner.counts = list(data["counts"])
         learner.labelled = [list(row) for row in data["labelled"]]
         learner.samples = data["samples"]

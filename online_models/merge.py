@@ -5,19 +5,23 @@
 - Segments: each centre moves by the count-weighted mean of the instances' moves. Every
   instance started from the same centroids, so centre ``k`` is the same segment everywhere
   and ids stay stable across versions. The first centroids are seeded with k-means++ and
-  refined by Lloyd iterations on the pooled reservoir, with a fixed seed, and numbered
-  along the value axis (:data:`VALUE_AXIS`), so a higher segment means a more valuable one.
+  refined by Lloyd iterations on the traits of the pooled reservoir
+  (:mod:`online_models.segment_traits`), with a fixed seed, and numbered along the value
+  axis (:data:`~online_models.segment_traits.TRAIT_VALUE_AXIS`), so a higher segment means
+  a more valuable one. A model whose features carry no traits (a test's) has no segments.
 - Heads (propensities, churn, expected purchases): every instance's labels since the
   version, pooled, update each head by a Bayesian step (:meth:`Head.update`).
-- Centroids and heads live in the scaler's standardised space, so both are re-expressed
-  when the scaler changes: the same raw vector keeps the same prediction and distances.
+- Heads live in the scaler's standardised space, so they are re-expressed when the
+  scaler changes: the same raw vector keeps the same prediction. Centroids live in the
+  traits' own units, which no scaler moves.
 
 >>> from online_models.global_model import GlobalModel
 >>> from online_models.learners import LocalLearner
->>> base = GlobalModel.initial(("spend_30d_log", "x"))
+>>> from online_models.segment_traits import INPUTS
+>>> base = GlobalModel.initial(INPUTS)   # activity, purchases, order value, tenure (logs)
 >>> learner = LocalLearner(base)
 >>> for i in range(40):
-...     learner.learn_sample([float(i % 2) * 5, float(i % 3)])
+...     learner.learn_sample([5.0, float(i % 2) * 3, float(i % 2) * 4, 6.0])
 >>> policy = MergePolicy(n_segments=2, min_init_samples=20)
 >>> learned, pooled = learned_counts(base, [learner.contribution()])
 >>> merge_due(base, learned=learned, reservoir=pooled, p=policy)
@@ -25,16 +29,16 @@ True
 >>> v1 = merge(base, [learner.contribution()], policy)
 >>> v1.version, len(v1.centroids), v1.samples_seen, v1.n
 (1, 2, 40, 40.0)
->>> v1.score([0.0, 1.0]).segment, v1.score([5.0, 1.0]).segment   # ordered by value
+>>> v1.score([5.0, 0.0, 0.0, 6.0]).segment, v1.score([5.0, 3.0, 4.0, 6.0]).segment   # by value
 (0, 1)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 
@@ -45,20 +49,13 @@ from online_models.segment_choice import (
     SWITCH_MARGIN,
     assign,
     choose_k,
+    kmeans,
+    member_means,
     profiles,
     value_order,
 )
 from online_models.segment_choice import silhouette as silhouette_of
-
-#: Weights of the (raw) centroid features whose sum orders segments by value: what a
-#: user buys this month and this year.
-VALUE_AXIS: Final[Mapping[str, float]] = {
-    "spend_30d_log": 0.5,
-    "purchases_30d_log": 0.5,
-    "spend_365d_log": 1.0,
-    "purchases_365d_log": 1.0,
-    "activity_30d_log": 0.25,
-}
+from online_models.segment_traits import SegmentTraits
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,6 @@ class MergePolicy:
     #: Samples pooled before the first segments are seeded.
     min_init_samples: int = 1000
     seed: int = 7
-    lloyd_iterations: int = 25
     #: The range k is chosen in by the silhouette (equal bounds: k stays ``n_segments``).
     segments_min: int = 2
     segments_max: int = 8
@@ -85,7 +81,7 @@ class MergePolicy:
 def merge_due(base: GlobalModel, *, learned: int, reservoir: int, p: MergePolicy) -> bool:
     """True when ``learned`` samples and labels (group-wide, since ``base``) or, before the
     first segments, ``reservoir`` pooled vectors warrant a new version."""
-    if not base.has_segments:
+    if not base.has_segments and base.traits.available:
         return reservoir >= p.min_init_samples
     return learned >= p.every_samples
 
@@ -106,21 +102,16 @@ def merge(
     old_mean, old_scale = np.array(base.mean), np.array(base.scale)
     new_mean = np.array(mean)
 
-    def restandardize(c: np.ndarray) -> np.ndarray:
-        out: np.ndarray = ((c * old_scale + old_mean) - new_mean) / new_scale
-        return out
-
     if base.has_segments:
         centroids, counts = _moved_centroids(base, mine)
-        centroids = restandardize(centroids)
     else:
         pooled = [x for c in mine for x in c["reservoir"]]
-        centroids, counts = _seed_segments(np.array(pooled), new_mean, new_scale, base, p)
+        centroids, counts = _seed_segments(pooled, base.traits, p)
     rows = [r for c in mine for r in c["labelled"]]
     labelled = np.array(rows, dtype=float).reshape(len(rows), len(base.feature_names) + 2)
     reservoir, seen = _sampled(base, labelled[labelled[:, 0] == 0, 2:], p)
     sample = np.array(reservoir).reshape(len(reservoir), len(base.feature_names))
-    segments = _segments(base, centroids, counts, sample, new_mean, new_scale, p)
+    segments = _segments(base, centroids, counts, sample, p)
     z = (labelled[:, 2:] - new_mean) / new_scale
     calibration = _calibrated(base, labelled)
     heads = []
@@ -186,29 +177,16 @@ def _moved_centroids(
 
 
 def _seed_segments(
-    x: np.ndarray, mean: np.ndarray, scale: np.ndarray, base: GlobalModel, p: MergePolicy
+    pooled: Sequence[Sequence[float]], traits: SegmentTraits, p: MergePolicy
 ) -> tuple[np.ndarray, np.ndarray]:
-    z = (x - mean) / scale
-    k = min(p.n_segments, len(z))
-    rng = np.random.default_rng(p.seed)
-    centers = [z[rng.integers(len(z))]]
-    for _ in range(1, k):  # k-means++: next centre drawn in proportion to squared distance
-        d2 = ((z[:, None, :] - np.array(centers)[None]) ** 2).sum(axis=2).min(axis=1)
-        total = d2.sum()
-        pick = rng.choice(len(z), p=d2 / total) if total > 0 else rng.integers(len(z))
-        centers.append(z[pick])
-    c = np.array(centers)
-    for _ in range(p.lloyd_iterations):
-        labels = ((z[:, None, :] - c[None]) ** 2).sum(axis=2).argmin(axis=1)
-        for j in range(k):
-            members = z[labels == j]
-            if len(members):
-                c[j] = members.mean(axis=0)
-    axis = np.array([VALUE_AXIS.get(f, 0.0) for f in base.feature_names])
-    order = np.argsort((c * scale + mean) @ axis, kind="stable")
-    c = c[order]
-    labels = ((z[:, None, :] - c[None]) ** 2).sum(axis=2).argmin(axis=1)
-    return c, np.bincount(labels, minlength=k).astype(float)
+    """The first ``n_segments`` centroids (k-means on the pooled vectors' traits), in
+    value order, and how many pooled vectors each holds; none without traits."""
+    if not traits.available or not len(pooled):
+        return np.zeros((0, 0)), np.zeros(0)
+    t = traits.of(pooled)
+    c = kmeans(t, min(p.n_segments, len(t)), p.seed)
+    c = c[value_order(c, traits.value_axis())]
+    return c, np.bincount(assign(t, c), minlength=len(c)).astype(float)
 
 
 def _sampled(
@@ -235,33 +213,33 @@ def _segments(
     centroids: np.ndarray,
     counts: np.ndarray,
     sample: np.ndarray,
-    mean: np.ndarray,
-    scale: np.ndarray,
     p: MergePolicy,
 ) -> dict[str, Any]:
     """Centroids, counts, silhouette and profiles of the next version: k is evaluated
-    on the reservoir every ``choose_every_versions`` versions
+    on the traits of the reservoir every ``choose_every_versions`` versions
     (:mod:`online_models.segment_choice`)."""
     silhouette = base.silhouette
-    z = (sample - mean) / scale
+    traits = base.traits
+    t = traits.of(sample) if traits.available else np.zeros((0, 0))
     due = (base.version + 1) % p.choose_every_versions == 0
-    if len(centroids) and len(z) >= 100 and due and p.segments_min < p.segments_max:
-        k, best, found = choose_k(z, range(p.segments_min, p.segments_max + 1), p.seed)
-        current = silhouette_of(z, assign(z, centroids))
+    if len(centroids) and len(t) >= 100 and due and p.segments_min < p.segments_max:
+        k, best, found = choose_k(t, range(p.segments_min, p.segments_max + 1), p.seed)
+        current = silhouette_of(t, assign(t, centroids))
         silhouette = current
         if k != len(centroids) and best > current + SWITCH_MARGIN:
-            axis = np.array([VALUE_AXIS.get(f, 0.0) for f in base.feature_names])
-            centroids = found[value_order(found * scale + mean, axis)]
-            share = np.bincount(assign(z, centroids), minlength=k) / len(z)
+            centroids = found[value_order(found, traits.value_axis())]
+            share = np.bincount(assign(t, centroids), minlength=k) / len(t)
             counts = share * counts.sum()
             silhouette = best
-    labels = assign(z, centroids) if len(centroids) and len(z) else np.zeros(0, dtype=int)
+    labels = assign(t, centroids) if len(centroids) and len(t) else np.zeros(0, dtype=int)
     names = base.feature_names
     return {
         "centroids": tuple(tuple(float(v) for v in c) for c in centroids),
         "centroid_counts": tuple(float(c) for c in counts),
         "silhouette": silhouette,
-        "profiles": tuple(profiles(centroids * scale + mean, sample, names, labels))
+        "profiles": tuple(
+            profiles(member_means(sample, labels, len(centroids)), sample, names, labels)
+        )
         if len(centroids)
         else (),
     }

@@ -4,15 +4,17 @@ sample of users, and a profile in raw units with a generated label per segment.
 **Choosing k.** Every :attr:`~online_models.merge.MergePolicy.choose_every_versions`
 versions (versions advance with the samples users give in event time, so this is a
 cadence in event time), k-means is run for every k of the configured range on the
-model's reservoir (a uniform sample of the users' snapshot vectors, standardised), and
-the mean silhouette of each is computed. The best k replaces the current one only when
-its silhouette beats the current k's by :data:`SWITCH_MARGIN` (stability: two k's of
-nearly equal quality do not alternate). A new set of centroids is numbered along the
-value axis, like the first one, so ids keep their meaning ("higher is more valuable");
-a segment whose value rank does not change keeps its id.
+traits (:mod:`online_models.segment_traits`) of the model's reservoir (a uniform sample
+of the users' snapshot vectors), and the mean silhouette of each is computed. The best k
+replaces the current one only when its silhouette beats the current k's by
+:data:`SWITCH_MARGIN` (stability: two k's of nearly equal quality do not alternate). A
+new set of centroids is numbered along the value axis, like the first one, so ids keep
+their meaning ("higher is more valuable"); a segment whose value rank does not change
+keeps its id.
 
-**Profiles.** Each segment is described in raw units (purchases and spend over a year,
-days since the last event, order value) and labelled: how often its centre buys
+**Profiles.** Each segment is described in raw units by the mean of its sampled users'
+features (purchases and spend over a year, days since the last event, order value) and
+labelled: how often its centre buys
 (``frequent``: 6 purchases a year or more, ``regular`` 2, ``occasional`` 0.5, ``rare``,
 ``non-buying``), how it spends against the other segments (``high``, ``mid``,
 ``low spenders``) and whether it is ``lapsed`` (over 60 days silent) or ``active now``
@@ -102,10 +104,23 @@ def choose_k(z: np.ndarray, ks: Iterable[int], seed: int) -> tuple[int, float, n
     return best
 
 
-def value_order(centers_raw: np.ndarray, axis: np.ndarray) -> np.ndarray:
+def value_order(centers: np.ndarray, axis: np.ndarray) -> np.ndarray:
     """The order that numbers centres along the value axis (lowest first)."""
-    out: np.ndarray = np.argsort(centers_raw @ axis, kind="stable")
+    out: np.ndarray = np.argsort(centers @ axis, kind="stable")
     return out
+
+
+def member_means(sample: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per segment, the mean of its members' rows (a segment without members: the mean
+    of the whole sample, with a share of 0 in its profile).
+
+    >>> sample = np.array([[1.0, 0.0], [3.0, 0.0], [8.0, 3.0]])
+    >>> member_means(sample, np.array([0, 0, 1]), 3).tolist()
+    [[2.0, 0.0], [8.0, 3.0], [4.0, 1.0]]
+    """
+    overall = sample.mean(axis=0) if len(sample) else np.zeros(sample.shape[1])
+    rows = [sample[labels == j].mean(axis=0) if (labels == j).any() else overall for j in range(k)]
+    return np.array(rows).reshape(k, sample.shape[1])
 
 
 #: What a profile reports, in raw units: the feature and how to undo its log scaling.

@@ -37,6 +37,14 @@ def register(sub: Any) -> None:
         "the customers' buying patterns decide how many orders there are)",
     )
     p.add_argument(
+        "--types",
+        choices=("mixed", "separated"),
+        default="mixed",
+        help="the clickstream's customer types: five that overlap by design (mixed), or "
+        "three far apart in the traits segments are made of (separated: big spenders, "
+        "browsers, occasional small buyers)",
+    )
+    p.add_argument(
         "--bad-fraction", type=float, default=0.0, help="share of malformed records (0..1)"
     )
     where = p.add_mutually_exclusive_group(required=True)
@@ -52,6 +60,7 @@ def register(sub: Any) -> None:
 def generate(args: argparse.Namespace) -> int:
     """Generate the stream where the arguments say."""
     from consumer.demo import orders, synthetic
+    from consumer.demo.customer_types import PROFILES, SEPARATED_PROFILES
     from consumer.tools.snapshot import write_lines
 
     if args.users <= 0 or args.events <= 0:
@@ -63,8 +72,10 @@ def generate(args: argparse.Namespace) -> int:
     truth: Iterator[dict[str, str]]
     records: Iterable[synthetic.GeneratedRecord]
     if args.purchases_only:
-        if args.bad_fraction:
-            raise UserError("--bad-fraction is for the clickstream, not --purchases-only")
+        if args.bad_fraction or args.types != "mixed":
+            raise UserError(
+                "--bad-fraction and --types are for the clickstream, not --purchases-only"
+            )
         order_config = orders.OrderConfig(users=args.users, seed=args.seed, days=args.days or 730)
         records = list(orders.generate_orders(order_config))
         args.events = len(records)
@@ -76,6 +87,7 @@ def generate(args: argparse.Namespace) -> int:
             seed=args.seed,
             days=args.days or 180,
             bad_fraction=args.bad_fraction,
+            profiles=SEPARATED_PROFILES if args.types == "separated" else PROFILES,
         )
         records = synthetic.generate(config)
         truth = synthetic.truth(config)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["PROFILES", "CustomerProfile"]
+__all__ = ["PROFILES", "SEPARATED_PROFILES", "CustomerProfile"]
 
 
 @dataclass(frozen=True)
@@ -61,5 +61,26 @@ PROFILES: tuple[CustomerProfile, ...] = (
     CustomerProfile(
         "churning", 0.15, 2.5, 9.0, 0.12, 0.50, 0.45, 0.50, 0.08, 0.85,
         math.log(38.0), 0.6, 0.0, 0.06, 0.0, churns=True,
+    ),
+)  # fmt: skip
+
+#: Three kinds of customer far apart in the traits the segments are made of
+#: (``online_models/segment_traits.py``: events a week, purchases a year, order value):
+#: big spenders (frequent visits, most of them meant to buy, baskets around 400), browsers
+#: (nearly as active, never meaning to buy) and occasional small buyers (a visit every ten
+#: days or so, nearly each a purchase around 15). A stream of them must end with three
+#: segments (``tests/unit/test_segments.py``, ``tierstream generate --types separated``).
+SEPARATED_PROFILES: tuple[CustomerProfile, ...] = (
+    CustomerProfile(
+        "big_spender", 1 / 3, 4.0, 10.0, 0.10, 0.55, 0.70, 0.70, 0.04, 0.95,
+        math.log(400.0), 0.3, 0.0, 0.0, 0.0,
+    ),
+    CustomerProfile(
+        "browser", 1 / 3, 3.0, 8.0, 0.35, 0.45, 0.0, 0.30, 0.20, 0.50,
+        math.log(30.0), 0.5, 0.0, 0.0, 0.0,
+    ),
+    CustomerProfile(
+        "occasional_buyer", 1 / 3, 0.7, 8.0, 0.05, 0.70, 0.95, 0.90, 0.02, 0.98,
+        math.log(15.0), 0.3, 0.0, 0.0, 0.0,
     ),
 )  # fmt: skip

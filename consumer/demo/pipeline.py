@@ -42,6 +42,7 @@ from consumer.tools.replay import Replay, ReplaySummary
 from consumer.tools.snapshot import line_from_view, write_lines
 from online_models.engine import TierEngine
 from online_models.features import DAY_MS
+from online_models.segment_traits import TRAIT_NAMES
 from online_models.state_codec import decode_state
 from online_models.tier_change import TierChange
 from online_models.timefmt import iso_utc_ms
@@ -157,7 +158,7 @@ def run_demo(
     model = engine.models.model
     result.model_name = model.name
     if model.centroids:
-        result.centroids = (list(model.feature_names), [list(c) for c in model.centroids])
+        result.centroids = (list(TRAIT_NAMES), [list(c) for c in model.centroids])
     result.files = {
         "changes": out_dir / "demo-changes.jsonl",
         "snapshot": out_dir / "demo-snapshot.jsonl",

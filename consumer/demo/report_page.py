@@ -90,19 +90,19 @@ def render_report(result: DemoResult, notes: Sequence[str] = ()) -> str:
         report.add_heading(
             "Segment centroids",
             f"The {len(centroids)} segments of the final global model ({result.model_name}), "
-            "in standard deviations from the mean of each model feature (the model's scaler); "
-            "segments are ordered on the value axis, 0 lowest.",
+            "in the customer traits they are made of (log1p of events a week, purchases a "
+            "year, order value); segments are ordered on the value axis, 0 lowest.",
         )
         report.add_chart(
-            "rows: model feature, columns: segment",
+            "rows: trait, columns: segment",
             heatmap(
                 names,
                 [str(k) for k in range(len(centroids))],
                 [[c[i] for c in centroids] for i in range(len(names))],
-                row_title="feature",
+                row_title="trait",
                 column_title="segment",
                 cell=56,
-                scale="diverging",
+                scale="all",
             ),
         )
     if result.segment_table is not None:

@@ -85,7 +85,8 @@ class DemoResult:
     samples: list[TierChange]
     tier_table: tuple[list[str], list[list[object]]]
     segment_table: tuple[list[str], list[list[object]]] | None
-    #: The final model's feature names and segment centroids (scaled), when it has any.
+    #: The final model's segment traits and centroids (in the traits' log units), when it
+    #: has any.
     centroids: tuple[list[str], list[list[float]]] | None = None
     model_name: str = ""
     files: dict[str, Path] = field(default_factory=dict)

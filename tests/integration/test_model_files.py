@@ -95,7 +95,7 @@ def test_a_model_of_an_older_version_is_refused_with_one_line_then_replaced(
     for target in (["--out", str(events)], ["--topic", names.input]):  # the same events
         gen = cli("generate", *stream, *target, env=names.env())
         assert gen.returncode == 0, gen.stderr
-    old = {"schema": "tierstream.model.v2", "name": "v7-0123abcd", "version": 7}
+    old = {"schema": "tierstream.model.v3", "name": "v7-0123abcd", "version": 7}
     r = redis.Redis.from_url(REDIS)
     r.set(KeySpace(names.prefix).model, orjson.dumps(old))
     r.close()
@@ -105,7 +105,7 @@ def test_a_model_of_an_older_version_is_refused_with_one_line_then_replaced(
     assert "Traceback" not in refused.stderr, refused.stderr
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("tierstream: error: the group's model in the state store"), last
-    assert "tierstream.model.v2" in last and "tierstream model import" in last, last
+    assert "tierstream.model.v3" in last and "tierstream model import" in last, last
 
     model_file = tmp_path / "fitted.json"
     fit = cli("model", "fit", str(events), "--out", str(model_file), env=names.env(**tiers))
