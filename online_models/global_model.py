@@ -285,6 +285,8 @@ class GlobalModel:
         traits = data["segments"].get("traits", list(TRAIT_NAMES))
         if traits != list(TRAIT_NAMES) or any(len(c) != len(TRAIT_NAMES) for c in model.centroids):
             raise ValueError(f"malformed model: centroids are not of the traits {TRAIT_NAMES}")
+        if model.centroids and not model.traits.available:
+            raise ValueError("malformed model: segments, but no features to read traits from")
         if "name" in data and data["name"] != model.name:
             raise ValueError(f"model content does not match its name {data['name']!r}")
         return model

@@ -104,9 +104,10 @@ def choose_k(z: np.ndarray, ks: Iterable[int], seed: int) -> tuple[int, float, n
     return best
 
 
-def value_order(centers: np.ndarray, axis: np.ndarray) -> np.ndarray:
-    """The order that numbers centres along the value axis (lowest first)."""
-    out: np.ndarray = np.argsort(centers @ axis, kind="stable")
+def value_order(positions: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """The order that numbers segments along the value axis (lowest first), from a
+    position per segment (its members' mean features)."""
+    out: np.ndarray = np.argsort(positions @ axis, kind="stable")
     return out
 
 

@@ -38,28 +38,20 @@ False
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
 
 from online_models.features import HALF_LIVES_DAYS
 
-__all__ = ["INPUTS", "PRIOR_DAYS", "TRAIT_NAMES", "TRAIT_VALUE_AXIS", "SegmentTraits"]
+__all__ = ["INPUTS", "PRIOR_DAYS", "TRAIT_NAMES", "SegmentTraits"]
 
 TRAIT_NAMES: Final = ("events_per_week_log", "purchases_per_year_log", "order_value_log")
 #: The features the traits are read from.
 INPUTS: Final = ("activity_365d_log", "purchases_365d_log", "aov_log", "tenure_days_log")
 #: Exposure a rate starts from (days of nothing seen): see the module docstring.
 PRIOR_DAYS: Final = 30.0
-#: Weights of the traits whose sum orders segments by value (lowest first): a year's
-#: spend (purchases x order value) and purchases again, a quarter of the activity; the
-#: axis the segments were ordered on before they were made of traits, in these units.
-TRAIT_VALUE_AXIS: Final[Mapping[str, float]] = {
-    "events_per_week_log": 0.25,
-    "purchases_per_year_log": 2.0,
-    "order_value_log": 1.0,
-}
 _YEAR: Final = HALF_LIVES_DAYS[-1]
 
 
@@ -81,8 +73,3 @@ class SegmentTraits:
         per_year = np.maximum(np.expm1(purchases), 0.0) * 365.0 / exposure
         out: np.ndarray = np.column_stack([np.log1p(per_week), np.log1p(per_year), aov])
         return out
-
-    @staticmethod
-    def value_axis() -> np.ndarray:
-        """:data:`TRAIT_VALUE_AXIS` as a vector in :data:`TRAIT_NAMES` order."""
-        return np.array([TRAIT_VALUE_AXIS[n] for n in TRAIT_NAMES])

@@ -9,8 +9,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
+from consumer.cli import main
 from consumer.demo.customer_types import SEPARATED_PROFILES
 from consumer.demo.quality import adjusted_rand_index
 from consumer.demo.synthetic import GeneratorConfig, generate, truth
@@ -31,10 +33,14 @@ KINDS = ((300.0, 0.0, 0.0, 200.0), (40.0, 15.0, 15.0, 250.0), (500.0, 120.0, 400
 
 def _vector(rng: np.random.Generator, kind: tuple[float, ...]) -> list[float]:
     """A user of ``kind`` at a random moment: the trait inputs near the kind's (a
-    lognormal spread), every other feature drawn at random, far apart."""
+    lognormal spread) and the value axis's features as the kind's year says, every other
+    feature drawn at random, far apart."""
     x = rng.normal(0.0, 3.0, len(FEATURE_NAMES))
     for name, value in zip(INPUTS, kind, strict=True):
         x[FEATURE_NAMES.index(name)] = math.log1p(value * rng.lognormal(0.0, 0.2))
+    _, purchases, order_value, _ = kind
+    x[FEATURE_NAMES.index("expected_per_year_log")] = math.log1p(purchases)
+    x[FEATURE_NAMES.index("aov_weighted_log")] = math.log1p(order_value)
     return [float(v) for v in x]
 
 
@@ -105,3 +111,13 @@ def test_three_separated_types_end_with_k_3_across_seeds_and_sizes(
     model, ari = _replayed(tmp_path, users, events, seed)
     assert len(model.centroids) == 3, (model.silhouette, model.profiles)
     assert ari > 0.7, ari
+
+
+def test_the_command_line_generates_the_three_separated_types(tmp_path: Path) -> None:
+    out, kinds = tmp_path / "events.jsonl", tmp_path / "types.jsonl"
+    argv = ["generate", "--types", "separated", "--users", "30", "--events", "900"]
+    assert main([*argv, "--out", str(out), "--truth-out", str(kinds)]) == 0
+    types = {orjson.loads(line)["type"] for line in kinds.read_bytes().splitlines()}
+    assert types == {p.name for p in SEPARATED_PROFILES}
+    assert len(out.read_bytes().splitlines()) == 900
+    assert main([*argv, "--purchases-only", "--out", str(out)]) == 2  # a clickstream option
