@@ -18,9 +18,10 @@ decay, ``(365 / ln 2) (1 - 2^(-tenure / 365))``, plus :data:`PRIOR_DAYS`. The pr
 the Gamma-Poisson posterior mean with a month of exposure and nothing seen (shape 0): a
 user seen for a day has rates near 0 (nothing is known yet), one seen for a year has
 their own; without it one order on a customer's first day reads as dozens a year. A
-silent month barely moves a rate (the sum decays by 6%, the exposure grows by a month),
-where it moves a 30-day window by half. All three go through ``log1p``, so a distance of
-1 means about a factor e in any of them: no scaler, the same units in every version.
+silent month moves the rates of a customer of a year by a tenth (the sum decays by 6%,
+the exposure grows by 5%), where it halves a 30-day window. All three go through
+``log1p``, so a distance of 1 means about a factor e in any of them: no scaler, the same
+units in every version.
 
 >>> from online_models.feature_vector import FEATURE_NAMES
 >>> traits = SegmentTraits(FEATURE_NAMES)
