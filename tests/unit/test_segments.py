@@ -16,6 +16,8 @@ from consumer.cli import main
 from consumer.demo.customer_types import SEPARATED_PROFILES
 from consumer.demo.quality import adjusted_rand_index
 from consumer.demo.synthetic import GeneratorConfig, generate, truth
+from consumer.service.errors import ModelUnreadable
+from consumer.service.model_files import stored_model
 from consumer.service.records import InputRecord
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import replay
@@ -121,3 +123,19 @@ def test_the_command_line_generates_the_three_separated_types(tmp_path: Path) ->
     assert types == {p.name for p in SEPARATED_PROFILES}
     assert len(out.read_bytes().splitlines()) == 900
     assert main([*argv, "--purchases-only", "--out", str(out)]) == 2  # a clickstream option
+
+
+def test_a_model_whose_segments_are_of_all_features_is_refused() -> None:
+    """A v3 model (centroids of the 29 standardised features) stops the service with one
+    line saying how to replace it; a v4 body with such centroids is malformed."""
+    base = GlobalModel.initial(FEATURE_NAMES).replace(
+        centroids=((0.0, 0.0, 0.0), (1.0, 2.0, 3.0)), centroid_counts=(1.0, 1.0)
+    )
+    body = base.to_json()
+    del body["name"]
+    body["segments"] = {"centroids": [[0.0] * len(FEATURE_NAMES)] * 2, "counts": [1.0, 1.0]}
+    with pytest.raises(ModelUnreadable, match=r"tierstream\.model\.v3.*tierstream model fit"):
+        stored_model(orjson.dumps({**body, "schema": "tierstream.model.v3"}))
+    with pytest.raises(ValueError, match="centroids are not of the traits"):
+        GlobalModel.from_json(body)
+    assert GlobalModel.from_json(base.to_json()) == base
