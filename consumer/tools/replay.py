@@ -206,8 +206,9 @@ class Replay:
 
     def _count(self, stats: CheckpointStats, batch: Sequence[InputRecord]) -> None:
         s, out = self.summary, stats.outcome
-        s.results.update(out.results)
-        s.dlq_reasons.update(out.dlq_reasons)
+        total = out.total()
+        s.results.update(total.results)
+        s.dlq_reasons.update(total.dlq_reasons)
         s.tier_changes += len(out.changes)
         if out.max_event_ms is not None and (
             s.max_event_ms is None or out.max_event_ms > s.max_event_ms
