@@ -771,7 +771,7 @@ def warm_start(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]:
                 f"{y.mean():.1%}",
                 f"{a_cold:.3f}",
                 f"{a_warm:.3f}",
-                f"{a_warm - a_cold:+.3f}",
+                f"{a_warm - a_cold:+.4f}",
                 "yes" if a_warm >= a_cold else "**no**",
             )
         )
@@ -785,7 +785,7 @@ def warm_start(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]:
             "",
             f"{m_cold:.3f}",
             f"{m_warm:.3f}",
-            f"{m_warm - m_cold:+.3f}",
+            f"{m_warm - m_cold:+.4f}",
             "yes" if ok else "**no**",
         )
     )
