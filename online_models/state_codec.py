@@ -24,6 +24,13 @@ what the deployment costs in memory. The binary form keeps the same tree of valu
 - the dedup window's event-id digests (:func:`~online_models.user_state.event_key`) as
   raw 8-byte strings.
 
+Any layout and any value is written and read by a walk over that tree (``_Writer``,
+``_Reader``). The states the code makes, in the current layout, take a path unrolled
+for them instead (``_encode_fast``, ``_decode_fast``: no per-value dispatch, the state
+built without the intermediate tree); it writes the same bytes and reads the same state
+(tests/unit/test_state_codec.py compares the two), and hands whatever it does not expect
+to the walk.
+
 >>> from online_models.event import Event
 >>> s = UserState.new()
 >>> s.features.apply(Event("e1", "u", "purchase", 1_767_225_600_000, 19.99))
@@ -54,12 +61,15 @@ from __future__ import annotations
 
 import math
 import struct
-from itertools import compress
+from collections import deque
+from functools import lru_cache
+from itertools import compress, filterfalse
 from typing import Any, Final
 
 import orjson
 
-from online_models.user_state import STATE_VERSION, UserState
+from online_models.features import HALF_LIVES_DAYS, UserFeatures
+from online_models.user_state import DEDUP_WINDOW, STATE_VERSION, UserState, current_snapshots
 
 __all__ = [
     "LAYOUTS",
@@ -137,6 +147,8 @@ _KEY_BYTES: Final = 8
 _FLOAT_ONLY: Final = frozenset((float,))
 _BYTES_ONLY: Final = frozenset((bytes,))
 _TO_DIGITS: Final = bytes.maketrans(b"\x00\x01", b"01")
+#: The whole numbers that have codes of their own (0.0 is never coded: it is a bit).
+_SMALL_WHOLE: Final = frozenset(_SMALL_FLOAT_VALUES[1:])
 
 
 def current_layout() -> Layout:
@@ -170,6 +182,16 @@ _CURRENT: Final = _layout_number()
 def encode_state(state: UserState) -> bytes:
     """The bytes to store for ``state`` (:func:`decode_state` reads them back): the
     header, the float section, then the layout's values with the floats taken out."""
+    if _CURRENT == _FAST_LAYOUT:
+        try:
+            return _encode_fast(state)
+        except _Unusual:
+            pass
+    return _encode_tree(state)
+
+
+def _encode_tree(state: UserState) -> bytes:
+    """:func:`encode_state` by the generic walk: any layout, any value a state may hold."""
     data = state.fields()
     fields: list[Any] = []
     for entry in LAYOUTS[_CURRENT]:
@@ -198,6 +220,11 @@ def decode_state(raw: bytes) -> UserState:
     ...
     ValueError: corrupt user state: unknown layout 99 (written by a newer version?)
     """
+    if raw[:3] == _FAST_HEAD:
+        try:
+            return _decode_fast(raw)
+        except Exception:  # anything unusual, even bad bytes: the generic walk says what
+            pass
     try:
         if raw[:1] == b"{":
             return UserState.from_json(orjson.loads(raw))
@@ -254,11 +281,7 @@ class _Writer:
         self.last_int = 0
 
     def varint(self, n: int) -> None:
-        out = self.out
-        while n >= 0x80:
-            out.append((n & 0x7F) | 0x80)
-            n >>= 7
-        out.append(n)
+        _varint(self.out, n)
 
     def values(self, items: list[Any]) -> None:
         """Each of ``items``, tagged; the floats go to :attr:`floats`."""
@@ -342,13 +365,12 @@ class _Writer:
         the ones that are not +0.0, and the code of each of those."""
         n = len(floats)
         packed = struct.pack(f"<{n}d", *floats)
-        present = bytes(map(bool, floats))
+        present = struct.pack(f"<{n}?", *floats)  # 1 where a float is true (not +-0.0)
         if 0x80 in packed[7::8]:  # maybe a -0.0 (false, yet kept: it must come back so)
             present = bytes(bool(v) or math.copysign(1.0, v) < 0 for v in floats)
         kept = list(compress(floats, present))
-        pool = [v for v in dict.fromkeys(kept) if not (0.0 < v < _SMALL_FLOATS and v.is_integer())]
-        small = range(len(pool), len(pool) + _SMALL_FLOATS)
-        codes = dict(zip(_SMALL_FLOAT_VALUES, small, strict=True))
+        pool = list(filterfalse(_SMALL_WHOLE.__contains__, dict.fromkeys(kept)))
+        codes = _small_codes(len(pool)).copy()
         # After the small numbers: a -0.0 in the pool takes 0.0's key. A NaN is found by
         # identity only, so each NaN object of the state is an entry of its own.
         codes.update(zip(pool, range(len(pool)), strict=True))
@@ -361,6 +383,13 @@ class _Writer:
             out += bytes(map(codes.__getitem__, kept))
         else:
             out += struct.pack(f"<{len(kept)}H", *map(codes.__getitem__, kept))
+
+
+@lru_cache(maxsize=_BYTE_CODES + 1)
+def _small_codes(pooled: int) -> dict[float, int]:
+    """The codes of the small whole numbers after a pool of ``pooled`` floats (a copy
+    is what a state's codes start from)."""
+    return dict(zip(_SMALL_FLOAT_VALUES, range(pooled, pooled + _SMALL_FLOATS), strict=True))
 
 
 class _Reader:
@@ -493,3 +522,380 @@ class _Reader:
 
 def _field_count(layout: Layout) -> int:
     return sum(len(e[1]) if isinstance(e, tuple) else 1 for e in layout)
+
+
+# The fast paths: the walk above, unrolled for the layout the code writes today and the
+# value shapes its states have (floats in lists of floats, snapshots of eight items that
+# start with their horizon, ...). They write and read the same bytes as the walk, which remains the
+# reference: anything else (an older layout, a value of another shape, damaged bytes) is
+# handed to it, which then writes it or says what is wrong.
+
+#: The layout the fast paths are written for (tests/unit/test_state_codec.py says when it
+#: is no longer the current one).
+_FAST_LAYOUT: Final = 1
+_FAST_HEAD: Final = MAGIC + bytes((FORMAT, _FAST_LAYOUT))
+_INT_MIN, _INT_END = -(2**63), 2**63
+
+
+class _Unusual(Exception):
+    """A value the fast paths leave to the generic walk."""
+
+
+def _varint(out: bytearray, n: int) -> None:
+    """Appends ``n`` (>= 0) as a varint: 7 bits a byte, low bits first."""
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _put_int(out: bytearray, n: int | None, last: int) -> int:
+    """``n`` (an int or None) as :meth:`_Writer.values` writes it; the new "previous
+    integer" of the delta form."""
+    if type(n) is not int:
+        if n is None:
+            out.append(_T_NONE)
+            return last
+        raise _Unusual
+    if 0 <= n < _SMALL_INT_END:
+        out.append(n)
+        return last
+    if n == -1:
+        out.append(_T_MINUS_ONE)
+        return last
+    if not _INT_MIN <= n < _INT_END:
+        raise _Unusual
+    plain = n * 2 if n >= 0 else -n * 2 - 1
+    d = n - last
+    delta = d * 2 if d >= 0 else -d * 2 - 1
+    if (delta.bit_length() + 6) // 7 < (plain.bit_length() + 6) // 7:
+        out.append(_T_DELTA)
+        plain = delta
+    else:
+        out.append(_T_INT)
+    while plain >= 0x80:
+        out.append((plain & 0x7F) | 0x80)
+        plain >>= 7
+    out.append(plain)
+    return n
+
+
+def _put_floats(out: bytearray, v: list[float], floats: list[float]) -> None:
+    """A non-empty list taken for floats (:func:`_encode_fast` checks their types)."""
+    if type(v) is not list or not 0 < len(v) < 0x80:
+        raise _Unusual
+    out += _FLOATS_HEADS[len(v)]
+    floats += v
+
+
+def _put_str(out: bytearray, s: str | None, strings: dict[str, int]) -> None:
+    if s is None:
+        out.append(_T_NONE)
+        return
+    if type(s) is not str:
+        raise _Unusual
+    ref = strings.get(s)
+    if ref is not None:
+        out.append(_T_STR_REF)
+        _varint(out, ref)
+        return
+    strings[s] = len(strings)
+    data = s.encode("utf-8", "surrogatepass")
+    out.append(_T_STR)
+    _varint(out, len(data))
+    out += data
+
+
+def _encode_fast(state: UserState) -> bytes:
+    """:func:`encode_state` of the current layout; _Unusual when a value is not of the
+    shapes it writes."""
+    f = state.features
+    out = bytearray()
+    floats: list[float] = []
+    last = _put_int(out, f.last_ms, 0)
+    last = _put_int(out, f.first_ms, last)
+    last = _put_int(out, f.last_purchase_ms, last)
+    counts = f.counts
+    if type(counts) is not list or not counts:
+        raise _Unusual
+    out.append(_T_LIST)
+    _varint(out, len(counts))
+    for row in counts:
+        _put_floats(out, row, floats)
+    _put_floats(out, f.spend, floats)
+    _put_floats(out, f.refunded, floats)
+    _put_floats(out, f.sessions, floats)
+    for n in (f.events, f.purchases, f.refunds, f.carts):
+        last = _put_int(out, n, last)
+    out += _TWO_FLOATS
+    floats += (f.total_spend, f.total_refunded)
+    last = _put_int(out, f.first_purchase_ms, last)
+    _put_floats(out, f.categories, floats)
+    strings: dict[str, int] = {}
+    _put_str(out, state.tier, strings)
+    last = _put_int(out, state.seq, last)
+    last = _put_int(out, state.tier_since_ms, last)
+    _put_keys(out, state.recent_ids)
+    last = _put_pending(out, state.pending, floats, strings, last)
+    for n in (state.learned_ms, state.rescored_ms, state.due_ms, state.born_ms):
+        last = _put_int(out, n, last)
+    if set(map(type, floats)) != _FLOAT_ONLY:  # every list of floats, every lone float
+        raise _Unusual
+    head = _Writer()
+    head.out += _FAST_HEAD
+    head.float_section(floats)
+    head.out += out
+    return bytes(head.out)
+
+
+_TWO_FLOATS: Final = bytes((_T_FLOAT, _T_FLOAT))
+#: The tag and length of a list of ``n`` floats, by ``n`` (a one-byte length).
+_FLOATS_HEADS: Final = tuple(bytes((_T_FLOATS, n)) for n in range(0x80))
+_EMPTY_LIST: Final = bytes((_T_LIST, 0))
+
+
+def _put_keys(out: bytearray, keys: Any) -> None:
+    """The dedup window: 8-byte digests (or none)."""
+    if not keys:
+        out += _EMPTY_LIST
+    elif set(map(type, keys)) == _BYTES_ONLY and set(map(len, keys)) == {_KEY_BYTES}:
+        out.append(_T_KEYS)
+        _varint(out, len(keys))
+        out += b"".join(keys)
+    else:
+        raise _Unusual
+
+
+def _put_pending(
+    out: bytearray, pending: Any, floats: list[float], strings: dict[str, int], last: int
+) -> int:
+    """The snapshots, each as the engine makes them: ``[horizon, time, vector, p or None,
+    purchases, events, tier or None, spend]`` (its horizon an integer or None, so never
+    a list of floats or of digests only); their floats' types are checked with the
+    others'."""
+    if pending is None:
+        out.append(_T_NONE)
+        return last
+    if type(pending) is not list:
+        raise _Unusual
+    out.append(_T_LIST)
+    _varint(out, len(pending))
+    for snap in pending:
+        if type(snap) is not list or len(snap) != _SNAPSHOT_ITEMS:
+            raise _Unusual
+        horizon, t, x, p, purchases, events, tier, spend = snap
+        out += _SNAPSHOT_HEAD
+        last = _put_int(out, t, _put_int(out, horizon, last))
+        _put_floats(out, x, floats)
+        if p is None:
+            out.append(_T_NONE)
+        else:
+            out.append(_T_FLOAT)
+            floats.append(p)
+        last = _put_int(out, events, _put_int(out, purchases, last))
+        _put_str(out, tier, strings)
+        out.append(_T_FLOAT)
+        floats.append(spend)
+    return last
+
+
+_SNAPSHOT_ITEMS: Final = 8
+_SNAPSHOT_HEAD: Final = bytes((_T_LIST, _SNAPSHOT_ITEMS))
+
+
+def _decode_fast(raw: bytes) -> UserState:
+    """:func:`decode_state` of bytes of the current layout: the state itself, built
+    without the tree :meth:`UserState.from_json` reads (what it checks is checked here:
+    finite features, its snapshots' vectors); _Unusual or another exception at anything
+    else, which the generic walk then reads or refuses."""
+    r = _FastReader(raw)
+    last_ms, first_ms, last_purchase_ms = r.whole(), r.whole(), r.integer()
+    counts = r.rows()
+    spend, refunded, sessions = r.float_list(), r.float_list(), r.float_list()
+    events, purchases, refunds, carts = r.whole(), r.whole(), r.whole(), r.whole()
+    total_spend, total_refunded = r.one_float(), r.one_float()
+    first_purchase_ms = r.integer()
+    categories = r.float_list()
+    if len(spend) < len(HALF_LIVES_DAYS) or not math.isfinite(sum(r.floats[: r.at])):
+        raise _Unusual  # a state from_json refuses, or an older one it completes
+    features = UserFeatures(
+        last_ms=last_ms,
+        first_ms=first_ms,
+        last_purchase_ms=last_purchase_ms,
+        counts=counts,
+        spend=spend,
+        refunded=refunded,
+        sessions=sessions,
+        events=events,
+        purchases=purchases,
+        refunds=refunds,
+        carts=carts,
+        total_spend=total_spend,
+        total_refunded=total_refunded,
+        first_purchase_ms=first_purchase_ms,
+        categories=categories,
+    )
+    tier = r.string()
+    seq, tier_since_ms = r.whole(), r.whole()
+    keys, pending = r.keys(), r.pending()
+    learned_ms, rescored_ms, due_ms, born_ms = r.whole(), r.whole(), r.whole(), r.whole()
+    if r.pos != len(raw) or r.at != len(r.floats):
+        raise _Unusual
+    return UserState(
+        features,
+        tier,
+        seq,
+        tier_since_ms,
+        deque(keys, maxlen=DEDUP_WINDOW),
+        pending=current_snapshots(pending),
+        learned_ms=learned_ms,
+        rescored_ms=rescored_ms,
+        due_ms=due_ms,
+        born_ms=born_ms,
+    )
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it."""
+    b = data[pos]
+    n, shift = b & 0x7F, 7
+    while b >= 0x80:
+        if shift == 7 * _VARINT_MAX_BYTES:
+            raise _Unusual
+        pos += 1
+        b = data[pos]
+        n |= (b & 0x7F) << shift
+        shift += 7
+    return n, pos + 1
+
+
+class _FastReader:
+    """Reads values of the tags :func:`_encode_fast` writes where it writes them;
+    _Unusual (or IndexError) at any other."""
+
+    __slots__ = ("at", "data", "floats", "last", "pos", "strings")
+
+    def __init__(self, data: bytes) -> None:
+        head = _Reader(data)
+        head.pos = len(_FAST_HEAD)
+        head.float_section()
+        self.data = data
+        self.pos = head.pos
+        self.floats = head.floats
+        #: The next float of :attr:`floats`.
+        self.at = 0
+        self.last = 0
+        self.strings: list[str] = []
+
+    def varint(self) -> int:
+        n, self.pos = _read_varint(self.data, self.pos)
+        return n
+
+    def whole(self) -> int:
+        """An integer (not None)."""
+        n = self.integer()
+        if n is None:
+            raise _Unusual
+        return n
+
+    def integer(self) -> int | None:
+        """An integer or None."""
+        tag = self.data[self.pos]
+        self.pos += 1
+        if tag < _SMALL_INT_END:
+            return tag
+        if tag in (_T_INT, _T_DELTA):
+            z, self.pos = _read_varint(self.data, self.pos)
+            z = z >> 1 if not z & 1 else -(z >> 1) - 1
+            self.last = z if tag == _T_INT else self.last + z
+            return self.last
+        if tag == _T_MINUS_ONE:
+            return -1
+        if tag == _T_NONE:
+            return None
+        raise _Unusual
+
+    def one_float(self) -> float:
+        if self.data[self.pos] != _T_FLOAT:
+            raise _Unusual
+        self.pos += 1
+        self.at += 1
+        return self.floats[self.at - 1]
+
+    def float_list(self) -> list[float]:
+        """A list of floats (shorter than 128)."""
+        data, pos = self.data, self.pos
+        if data[pos] != _T_FLOATS or data[pos + 1] >= 0x80:
+            raise _Unusual
+        self.pos = pos + 2
+        start = self.at
+        self.at = end = start + data[pos + 1]
+        if end > len(self.floats):
+            raise _Unusual
+        return self.floats[start:end]
+
+    def rows(self) -> list[list[float]]:
+        """A list of lists of floats."""
+        if self.data[self.pos] != _T_LIST:
+            raise _Unusual
+        self.pos += 1
+        return [self.float_list() for _ in range(self.varint())]
+
+    def string(self) -> str | None:
+        tag = self.data[self.pos]
+        self.pos += 1
+        if tag == _T_STR:
+            n = self.varint()
+            end = self.pos + n
+            if end > len(self.data):
+                raise _Unusual
+            s = self.data[self.pos : end].decode("utf-8", "surrogatepass")
+            self.pos = end
+            self.strings.append(s)
+            return s
+        if tag == _T_STR_REF:
+            return self.strings[self.varint()]
+        if tag == _T_NONE:
+            return None
+        raise _Unusual
+
+    def keys(self) -> list[bytes]:
+        tag = self.data[self.pos]
+        self.pos += 1
+        if tag == _T_LIST and self.data[self.pos] == 0:
+            self.pos += 1
+            return []
+        if tag != _T_KEYS:
+            raise _Unusual
+        n = self.varint()
+        end = self.pos + _KEY_BYTES * n
+        if end > len(self.data):
+            raise _Unusual
+        data, start = self.data, self.pos
+        self.pos = end
+        return [data[i : i + _KEY_BYTES] for i in range(start, end, _KEY_BYTES)]
+
+    def pending(self) -> list[Any] | None:
+        """None, or a list of lists of integers, None, floats, strings and lists of floats."""
+        tag = self.data[self.pos]
+        self.pos += 1
+        if tag == _T_NONE:
+            return None
+        if tag != _T_LIST:
+            raise _Unusual
+        return [self.snapshot() for _ in range(self.varint())]
+
+    def snapshot(self) -> list[Any]:
+        """A snapshot as :func:`_put_pending` writes it."""
+        data, pos = self.data, self.pos
+        if data[pos : pos + 2] != _SNAPSHOT_HEAD:
+            raise _Unusual
+        self.pos = pos + 2
+        horizon, t, x = self.integer(), self.integer(), self.float_list()
+        p = None
+        if data[self.pos] == _T_NONE:
+            self.pos += 1
+        else:
+            p = self.one_float()
+        purchases, events = self.integer(), self.integer()
+        return [horizon, t, x, p, purchases, events, self.string(), self.one_float()]

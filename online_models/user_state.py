@@ -163,7 +163,7 @@ class UserState:
             # A state saved before the heads had horizons held one snapshot of an older
             # feature vector, which no model can learn from now: dropped; so is a
             # snapshot of a vector of another length (saved before features were added).
-            pending=_current_snapshots(data.get("pending")),
+            pending=current_snapshots(data.get("pending")),
             learned_ms=data.get("learned_ms", -1),
             rescored_ms=data.get("rescored_ms", -1),
             due_ms=data.get("due_ms", -1),
@@ -187,12 +187,12 @@ def _recent(data: dict[str, Any]) -> deque[bytes]:
     return deque(keys, maxlen=DEDUP_WINDOW)
 
 
-def _current_snapshots(pending: Any) -> list[Any] | None:
+def current_snapshots(pending: Any) -> list[Any] | None:
     """The snapshots of ``pending`` whose vector is of today's length; None when there is
     none (or ``pending`` is an older state's single snapshot).
 
     >>> old, now = [1, 0, [0.0] * 3], [1, 0, [0.0] * len(FEATURE_NAMES)]
-    >>> _current_snapshots([old, now]) == [now], _current_snapshots([old])
+    >>> current_snapshots([old, now]) == [now], current_snapshots([old])
     (True, None)
     """
     if not isinstance(pending, list):

@@ -67,19 +67,44 @@ class Decoded:
 
 
 @dataclass
+class Tally:
+    """What a batch's records and timers did in one partition, for the counters (a
+    partition's are counted once that partition is saved).
+
+    >>> a, b = Tally(), Tally()
+    >>> a.results["applied"] += 2; b.results["applied"] += 1; b.timers_fired += 3
+    >>> a.add(b); (a.results["applied"], a.timers_fired)
+    (3, 3)
+    """
+
+    #: Per record, what became of it: applied, duplicate, skipped, dlq or forgotten.
+    results: Counter[str] = field(default_factory=Counter)
+    dlq_reasons: Counter[str] = field(default_factory=Counter)
+    changes: list[TierChange] = field(default_factory=list)
+    timers_fired: int = 0
+    #: Users whose state was deleted after the state's time-to-live of silence.
+    expired: int = 0
+
+    def add(self, other: Tally) -> None:
+        self.results.update(other.results)
+        self.dlq_reasons.update(other.dlq_reasons)
+        self.changes.extend(other.changes)
+        self.timers_fired += other.timers_fired
+        self.expired += other.expired
+
+
+@dataclass
 class BatchOutcome:
     """What a batch changed: what to save, what to publish, what to count."""
 
     save: SaveSet = field(default_factory=SaveSet)
     outputs: dict[Partition, list[OutputRecord]] = field(default_factory=dict)
-    results: Counter[str] = field(default_factory=Counter)
-    dlq_reasons: Counter[str] = field(default_factory=Counter)
+    #: Per partition of the batch, what its records and timers did.
+    tallies: dict[Partition, Tally] = field(default_factory=dict)
+    #: Every tier change of the batch, in the order they are published.
     changes: list[TierChange] = field(default_factory=list)
     #: The propensity labels resolved in this batch.
     resolved: list[Resolved] = field(default_factory=list)
-    timers_fired: int = 0
-    #: Users whose state was deleted after the state's time-to-live of silence.
-    expired: int = 0
     #: Per partition of the batch, its users per tier once the batch is saved.
     populations: dict[Partition, dict[str, int]] = field(default_factory=dict)
     model_advanced: bool = False
@@ -97,6 +122,30 @@ class BatchOutcome:
     def output_count(self) -> int:
         """How many records this batch publishes."""
         return sum(len(v) for v in self.outputs.values())
+
+    def tally(self, tp: Partition) -> Tally:
+        """The partition's tally, started on first use."""
+        t = self.tallies.get(tp)
+        if t is None:
+            t = self.tallies[tp] = Tally()
+        return t
+
+    @property
+    def results(self) -> Counter[str]:
+        """Per result, how many records of the batch had it."""
+        return self.total().results
+
+    @property
+    def timers_fired(self) -> int:
+        return self.total().timers_fired
+
+    def total(self, partitions: Sequence[Partition] | None = None) -> Tally:
+        """The tallies of ``partitions`` (default: all) added up."""
+        out = Tally()
+        for tp, t in self.tallies.items():
+            if partitions is None or tp in partitions:
+                out.add(t)
+        return out
 
 
 class BatchStep:
@@ -170,7 +219,7 @@ class BatchStep:
             if tp in cut:
                 continue  # the rest of the partition waits for the next slice of timers
             if rec.offset <= loaded.applied.get(tp, -1):
-                run.out.results["skipped"] += 1
+                run.out.tally(tp).results["skipped"] += 1
                 continue
             if isinstance(item, Rejection):
                 run.applied[tp] = rec.offset
@@ -288,8 +337,9 @@ class _Run:
         return state
 
     def dead_letter(self, tp: Partition, rec: InputRecord, rejection: Rejection) -> None:
-        self.out.results["dlq"] += 1
-        self.out.dlq_reasons[rejection.reason] += 1
+        tally = self.out.tally(tp)
+        tally.results["dlq"] += 1
+        tally.dlq_reasons[rejection.reason] += 1
         self.sequence.append(
             (
                 tp,
@@ -312,9 +362,9 @@ class _Run:
         self.active.add((tp, user))
         decision = self.run.event(state, event, emitted_at_ms=self._stamp(event.timestamp_ms))
         if not isinstance(decision, Decision):
-            self.out.results["duplicate"] += 1
+            self.out.tally(tp).results["duplicate"] += 1
             return
-        self.out.results["applied"] += 1
+        self.out.tally(tp).results["applied"] += 1
         if self.out.max_event_ms is None or event.timestamp_ms > self.out.max_event_ms:
             self.out.max_event_ms = event.timestamp_ms
         self.sequence.append((tp, decision))
@@ -336,10 +386,11 @@ class _Run:
         state = self.state(tp, user)
         if state is None or state.due_ms != due:
             return  # re-armed since (a newer entry stands for it), or set aside
-        self.out.timers_fired += 1
+        tally = self.out.tally(tp)
+        tally.timers_fired += 1
         ended = self.run.expire(state, user, due)
         if ended is not None:
-            self.out.expired += 1
+            tally.expired += 1
             self.sequence.append((tp, ended))
             self.end(tp, user)
         else:
@@ -359,7 +410,7 @@ class _Run:
         current-tier topic, and their state, timer and model-health memory gone. An event
         of theirs after this one starts a new lifetime."""
         user = request.user_id
-        self.out.results["forgotten"] += 1
+        self.out.tally(tp).results["forgotten"] += 1
         state = self.state(tp, user)
         if state is not None and state.features.events:
             stamp = self.emitted_at_ms if self.emitted_at_ms is not None else request.requested_ms
@@ -442,6 +493,7 @@ class _Run:
         writes) the user's new current-tier record, in the same outbox: the current-tier
         topic is never behind the change topic."""
         self.out.changes.append(change)
+        self.out.tally(tp).changes.append(change)
         key = change.user_id.encode()
         outputs = self.out.outputs.setdefault(tp, [])
         outputs.append(OutputRecord(self.step.output_topic, key, orjson.dumps(change.to_json())))

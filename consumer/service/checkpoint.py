@@ -80,6 +80,11 @@ Partition = tuple[str, int]
 #: A test hook called with the name of each step as it completes (``save-partitions``
 #: after 3a, ``save`` after 3b).
 StepHook = Callable[[str], None]
+#: Called with a batch's outcome once its partitions are saved (step 3a), with None (every
+#: partition of the batch is), or with the partitions written before 3a failed: their
+#: records are applied from then on, whatever happens to the later steps, and never read
+#: again (the next read starts after the applied offset): the only moment to count them.
+SavedHook = Callable[[BatchOutcome, Sequence[Partition] | None], None]
 
 
 class OffsetCommitter(Protocol):
@@ -121,6 +126,7 @@ class Checkpoint:
         clock_ms: Callable[[], int | None],
         timer: Callable[[], float],
         on_step: StepHook | None = None,
+        on_saved: SavedHook | None = None,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.step = step
@@ -133,6 +139,7 @@ class Checkpoint:
         self.wall_ms = wall_ms
         self.timer = timer
         self.on_step = on_step or (lambda _: None)
+        self.on_saved = on_saved or (lambda _o, _p: None)
         #: The applied offset this instance last saved, per partition it holds.
         self.saved: dict[Partition, int] = {}
 
@@ -230,8 +237,15 @@ class Checkpoint:
             self.on_step("load")
             outcome = apply(loaded)  # 2. apply
             self.on_step("apply")
-            txn.save_partitions(outcome.save)  # 3a. save the partitions
+            written: list[Partition] = []
+            try:
+                txn.save_partitions(outcome.save, written.append)  # 3a. save the partitions
+            except BaseException:
+                if written:
+                    self.on_saved(outcome, written)
+                raise
             self.saved.update(outcome.save.applied)
+            self.on_saved(outcome, None)
             self.on_step("save-partitions")
             learned = txn.save_learning(outcome.save)  # 3b. save the learning
         except BaseException:
@@ -287,12 +301,10 @@ class Checkpoint:
 def _merged(a: CheckpointStats, b: CheckpointStats) -> CheckpointStats:
     """Two rounds of one batch as one (for metrics and the caller's tallies)."""
     out, more = a.outcome, b.outcome
-    out.results.update(more.results)
-    out.dlq_reasons.update(more.dlq_reasons)
+    for tp, tally in more.tallies.items():
+        out.tally(tp).add(tally)
     out.changes.extend(more.changes)
     out.resolved.extend(more.resolved)
-    out.timers_fired += more.timers_fired
-    out.expired += more.expired
     out.populations.update(more.populations)
     out.model_advanced = out.model_advanced or more.model_advanced
     out.folded = more.folded or out.folded

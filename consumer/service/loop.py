@@ -25,13 +25,14 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
-from consumer.service.batch import BatchStep
-from consumer.service.checkpoint import Checkpoint, CheckpointStats, StepHook
+from consumer.service.batch import BatchOutcome, BatchStep
+from consumer.service.checkpoint import Checkpoint, CheckpointStats, Partition, StepHook
 from consumer.service.errors import (
     BrokerError,
     Fenced,
@@ -168,6 +169,7 @@ class Service:
             clock_ms=lambda: time.time_ns() // 1_000_000,
             timer=time.perf_counter,
             on_step=on_step,
+            on_saved=self._count,
         )
         self.ownership = Ownership(
             self.source,
@@ -392,38 +394,12 @@ class Service:
         self._stop.wait(delay)
 
     def _record(self, stats: CheckpointStats, n: int) -> None:
+        """A batch went through every step: its timings, the model, the lag."""
         m, out = self.metrics, stats.outcome
         m.batch_records.observe(n)
         m.batch_duration.observe(stats.load_s + stats.save_s + stats.publish_s)
         m.redis_duration.labels("load").observe(stats.load_s)
         m.redis_duration.labels("save").observe(stats.save_s)
-        for result, count in out.results.items():
-            m.events.labels(result).inc(count)
-            self.summary.results[result] = self.summary.results.get(result, 0) + count
-        for reason, count in out.dlq_reasons.items():
-            m.dlq.labels(reason).inc(count)
-        dead = sum(out.dlq_reasons.values())
-        if dead >= DLQ_BURST_RECORDS or (dead and dead >= DLQ_BURST_SHARE * n):
-            log.info(
-                "dead-lettered %d records (%s)",
-                dead,
-                ", ".join(f"{r}: {k}" for r, k in sorted(out.dlq_reasons.items())),
-                extra={"event": "dead_letters", "count": dead, "reasons": dict(out.dlq_reasons)},
-            )
-        for change in out.changes:
-            m.tier_changes.labels(change.previous_tier or "none", change.tier or "erased").inc()
-        if out.max_event_ms is not None:
-            m.last_event_time.set(out.max_event_ms / 1000)
-        m.last_batch_time.set(time.time())
-        m.timers_fired.inc(out.timers_fired)
-        m.users_expired.inc(out.expired)
-        self.health_model.observe(out.resolved, out.changes)
-        for r in out.resolved:
-            m.conversions.labels(
-                r.tier or "none",
-                "control" if r.control else "treated",
-                "converted" if r.label else "not_converted",
-            ).inc()
         models = self.checkpoint.step.engine.models
         if out.model_advanced:
             log.info(
@@ -437,20 +413,64 @@ class Service:
                 },
             )
         self._record_model(models.model)
-        self._newest_ms.update(out.save.watermarks)
         now = time.time()
         held = set(self.ownership.held)
-        for tp, population in out.populations.items():
-            if tp in held:
-                m.set_population(tp, self._every_tier(population))
         for (topic, p), behind in self.source.lags().items():
             m.lag.labels(topic, str(p)).set(behind)
         for (topic, p), wm in self._newest_ms.items():
             if (topic, p) in held:
                 m.event_lag.labels(topic, str(p)).set(max(0.0, now - wm / 1000))
         self.summary.batches += 1
+
+    def _count(self, out: BatchOutcome, partitions: Sequence[Partition] | None) -> None:
+        """A batch's partitions are saved (step 3a; ``partitions``: the ones written
+        before 3a failed, None: all): count what their records did. Counted here, not
+        once the batch is through: a partition saved is not read again (the next read
+        starts after its applied offset), whatever happens to the later steps, so its
+        records would never be counted. The labels the batch resolved are observed only
+        when the whole batch is saved (a partial save reads the rest again, which
+        resolves them again)."""
+        m, t = self.metrics, out.total(partitions)
+        n = sum(t.results.values())
+        for result, count in t.results.items():
+            m.events.labels(result).inc(count)
+            self.summary.results[result] = self.summary.results.get(result, 0) + count
+        for reason, count in t.dlq_reasons.items():
+            m.dlq.labels(reason).inc(count)
+        dead = sum(t.dlq_reasons.values())
+        if dead >= DLQ_BURST_RECORDS or (dead and dead >= DLQ_BURST_SHARE * n):
+            log.info(
+                "dead-lettered %d records (%s)",
+                dead,
+                ", ".join(f"{r}: {k}" for r, k in sorted(t.dlq_reasons.items())),
+                extra={"event": "dead_letters", "count": dead, "reasons": dict(t.dlq_reasons)},
+            )
+        for change in t.changes:
+            m.tier_changes.labels(change.previous_tier or "none", change.tier or "erased").inc()
+        m.last_batch_time.set(time.time())
+        m.timers_fired.inc(t.timers_fired)
+        m.users_expired.inc(t.expired)
+        if partitions is None:
+            if out.max_event_ms is not None:
+                m.last_event_time.set(out.max_event_ms / 1000)
+            self.health_model.observe(out.resolved, out.changes)
+            for r in out.resolved:
+                m.conversions.labels(
+                    r.tier or "none",
+                    "control" if r.control else "treated",
+                    "converted" if r.label else "not_converted",
+                ).inc()
+
+        def saved(tp: Partition) -> bool:
+            return partitions is None or tp in partitions
+
+        self._newest_ms.update({tp: w for tp, w in out.save.watermarks.items() if saved(tp)})
+        held = set(self.ownership.held)
+        for tp, population in out.populations.items():
+            if tp in held and saved(tp):
+                m.set_population(tp, self._every_tier(population))
         self.summary.records += n
-        self.summary.tier_changes += len(out.changes)
+        self.summary.tier_changes += len(t.changes)
 
     def _record_model(self, model: GlobalModel) -> None:
         m, h = self.metrics, self.health_model

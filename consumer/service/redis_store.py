@@ -6,7 +6,7 @@ atomic write in one hash slot).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, cast
 
 from redis.exceptions import WatchError
@@ -372,7 +372,9 @@ class _RedisTransaction:
             timers[tp] = entries
         return timers, capped
 
-    def save_partitions(self, batch: SaveSet) -> None:
+    def save_partitions(
+        self, batch: SaveSet, written: Callable[[Partition], None] | None = None
+    ) -> None:
         done: list[Partition] = []
         try:
             for tp in sorted(batch.partitions):
@@ -396,6 +398,8 @@ class _RedisTransaction:
                         f"saving partition {tp}: {exc}; saved before it: {done}"
                     ) from exc
                 done.append(tp)
+                if written is not None:
+                    written(tp)
         except BaseException:
             self._reset()
             raise

@@ -34,7 +34,7 @@ partition.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -157,10 +157,13 @@ class Transaction(Protocol):
         hold every partition of the batch."""
         ...
 
-    def save_partitions(self, batch: SaveSet) -> None:
-        """Write each partition's part of ``batch`` at once (partition by partition);
-        raises Fenced or StateStoreError at the first partition not written (the ones
-        before it are written)."""
+    def save_partitions(
+        self, batch: SaveSet, written: Callable[[Partition], None] | None = None
+    ) -> None:
+        """Write each partition's part of ``batch`` at once (partition by partition),
+        calling ``written`` with each partition once it is; raises Fenced or
+        StateStoreError at the first partition not written (the ones before it are
+        written)."""
         ...
 
     def save_learning(self, batch: SaveSet) -> bool:
@@ -478,7 +481,9 @@ class _MemoryTransaction:
             },
         )
 
-    def save_partitions(self, batch: SaveSet) -> None:
+    def save_partitions(
+        self, batch: SaveSet, written: Callable[[Partition], None] | None = None
+    ) -> None:
         s = self._store
         for tp, write in sorted(batch.partitions.items()):
             if write.empty:
@@ -490,6 +495,8 @@ class _MemoryTransaction:
             ):
                 raise Fenced(f"partition {tp} was written concurrently")
             self._write(tp, write)
+            if written is not None:
+                written(tp)
 
     def _write(self, tp: Partition, write: PartitionWrite) -> None:
         s = self._store

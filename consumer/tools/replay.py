@@ -42,7 +42,15 @@ from consumer.service.state_store import MemoryStateStore, StateStore
 from online_models.engine import TierEngine
 from schemas.decode import DEFAULT_MAX_BYTES, EventDecoder, Limits, parse_rfc3339_ms
 
-__all__ = ["BatchHook", "LocalOffsets", "Replay", "ReplaySink", "ReplaySummary", "replay"]
+__all__ = [
+    "BatchHook",
+    "LocalOffsets",
+    "Replay",
+    "ReplaySink",
+    "ReplaySummary",
+    "event_time",
+    "replay",
+]
 
 Partition = tuple[str, int]
 #: Called after each batch with its statistics and records (progress, the demo's charts).
@@ -206,8 +214,9 @@ class Replay:
 
     def _count(self, stats: CheckpointStats, batch: Sequence[InputRecord]) -> None:
         s, out = self.summary, stats.outcome
-        s.results.update(out.results)
-        s.dlq_reasons.update(out.dlq_reasons)
+        total = out.total()
+        s.results.update(total.results)
+        s.dlq_reasons.update(total.dlq_reasons)
         s.tier_changes += len(out.changes)
         if out.max_event_ms is not None and (
             s.max_event_ms is None or out.max_event_ms > s.max_event_ms
@@ -231,20 +240,20 @@ class Replay:
 
     def _until(self, records: Iterator[InputRecord], until_ms: int) -> Iterator[InputRecord]:
         for rec in records:
-            t = _event_time(rec.value)
+            t = event_time(rec.value)
             if t is not None and t > until_ms:
                 self.summary.after_until += 1
                 continue
             yield rec
 
 
-def _event_time(value: bytes | None) -> int | None:
+def event_time(value: bytes | None) -> int | None:
     """The event time of a record, cheaply (no schema validation); None when it has no
     readable one (the batch step then dead-letters the record).
 
-    >>> _event_time(b'{"timestamp": "2026-01-01T00:00:00Z"}'), _event_time(b'{"timestamp": 5}')
+    >>> event_time(b'{"timestamp": "2026-01-01T00:00:00Z"}'), event_time(b'{"timestamp": 5}')
     (1767225600000, 5)
-    >>> _event_time(b"nope"), _event_time(b'{"timestamp": true}')
+    >>> event_time(b"nope"), event_time(b'{"timestamp": true}')
     (None, None)
     """
     if not value:

@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -22,8 +22,13 @@ import pytest
 import redis
 
 from consumer.demo.synthetic import GeneratorConfig, generate
+from consumer.service.errors import StateStoreError
 from consumer.service.kafka_io import produce_records
-from consumer.service.redis_store import RedisStateStore
+from consumer.service.loop import Service
+from consumer.service.metrics import Metrics
+from consumer.service.redis_store import RedisStateStore, _RedisTransaction
+from consumer.service.settings import Settings
+from consumer.service.state_store import SaveSet
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import replay
 from online_models.global_model import GlobalModel
@@ -39,6 +44,7 @@ from tests.integration.support import (
 )
 
 pytestmark = pytest.mark.integration
+Partition = tuple[str, int]
 
 CONFIG = GeneratorConfig(users=200, events=12_000, seed=61, days=60, bad_fraction=0.01)
 
@@ -326,3 +332,79 @@ def test_a_poll_whose_answer_never_comes_costs_its_deadline_and_loses_nothing(
     assert took < 120, f"the run took {took:.0f} s"
     assert committed_offsets(names.group, names.input) == end_offsets(names.input)
     check_exact(names, REDIS, trained_model)
+
+
+@pytest.mark.parametrize("step", ["save", "publish", "commit"])
+def test_a_batch_that_fails_after_its_save_is_counted_once(names: Names, step: str) -> None:
+    """A batch whose partitions are saved (step 3a) and which then fails (the model's
+    slot, the broker or the trim unreachable) is not read again: its records are counted
+    when they are saved, once, not lost from ``tierstream_events`` and the run's totals."""
+    records = [(r.key, r.value) for r in generate(CONFIG)][:3_000]
+    produce_records(KAFKA, names.input, records, partitions=2)
+    env = names.env(TIERSTREAM_MAX_POLL_RECORDS="500")
+    failed: list[str] = []
+
+    def on_step(name: str) -> None:
+        if name == step and not failed:
+            failed.append(name)
+            raise StateStoreError(f"unreachable after step {name} (injected)")
+
+    metrics = Metrics()
+    summary = Service(Settings.from_env(env), metrics=metrics, on_step=on_step).run(
+        stop_when_idle=3
+    )
+    assert failed == [step] and summary.retries == 1
+    assert sum(summary.results.values()) == summary.records == len(records), summary
+    assert _counted_events(metrics) == len(records)
+    assert committed_offsets(names.group, names.input) == end_offsets(names.input)
+
+
+class FailingAfterOnePartition(RedisStateStore):
+    """The Redis store, whose first batch of two or more partitions fails (the store
+    unreachable) right after its first partition is written, as when a Redis Cluster
+    primary dies between two partitions' MULTI/EXECs."""
+
+    failed = False
+
+    def begin(self, partitions: Sequence[Partition]) -> _RedisTransaction:
+        txn = super().begin(partitions)
+        save = txn.save_partitions
+
+        def save_partitions(batch: SaveSet, written: Callable[[Partition], None] | None = None):
+            def one_written(tp: Partition) -> None:
+                if written is not None:
+                    written(tp)
+                if not self.failed and len(batch.partitions) > 1:
+                    self.failed = True
+                    raise StateStoreError(f"unreachable after writing {tp} (injected)")
+
+            save(batch, one_written)
+
+        txn.save_partitions = save_partitions  # type: ignore[method-assign]
+        return txn
+
+
+def test_a_batch_saved_in_part_counts_the_partitions_written_once(names: Names) -> None:
+    """A batch whose 3a fails after one partition is written: that partition's records
+    are counted (they are not read again), the others when they are read again."""
+    records = [(r.key, r.value) for r in generate(CONFIG)][:3_000]
+    produce_records(KAFKA, names.input, records, partitions=2)
+    # One poll takes all: the first batch holds both partitions.
+    settings = Settings.from_env(names.env(TIERSTREAM_MAX_POLL_RECORDS="5000"))
+    store = FailingAfterOnePartition(REDIS, prefix=names.prefix, topic=names.input)
+    metrics = Metrics()
+    summary = Service(settings, store=store, metrics=metrics).run(stop_when_idle=3)
+    assert store.failed and summary.retries == 1
+    assert sum(summary.results.values()) == summary.records == len(records), summary
+    assert _counted_events(metrics) == len(records)
+
+
+def _counted_events(metrics: Metrics) -> float:
+    """The sum of ``tierstream_events_total`` over its results."""
+    return sum(
+        s.value
+        for metric in metrics.registry.collect()
+        if metric.name == "tierstream_events"
+        for s in metric.samples
+        if s.name == "tierstream_events_total"
+    )
