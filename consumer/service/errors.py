@@ -61,6 +61,12 @@ class ClientWedged(BrokerError):
     (:mod:`consumer.service.bounded_call`); the client is replaced and the batch retried."""
 
 
+class PartitionStalled(ClientWedged):
+    """The Kafka consumer stopped reading a partition it holds while the broker has
+    records past its position (:mod:`consumer.service.stall_watch`); the consumer is
+    replaced and the partition read again from the state store's applied offset."""
+
+
 class PopulationsNotCounted(UserError):
     """The state was written by a version that did not count users by tier: the tier
     populations would be wrong. ``tierstream state recount`` counts them (with the

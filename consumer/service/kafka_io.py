@@ -11,6 +11,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -34,10 +35,12 @@ from consumer.service.errors import (
     BrokerUnavailable,
     ClientWedged,
     Fenced,
+    PartitionStalled,
     PublishError,
 )
 from consumer.service.kafka_connection import KafkaConnection
 from consumer.service.records import InputRecord, KafkaOffsets, OutputRecord
+from consumer.service.stall_watch import StallWatch
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]
@@ -53,6 +56,9 @@ COMMIT_TIMEOUT_MS = 15_000
 CALL_TIMEOUT_S = 30.0
 #: Each request of the admin client that reads offsets and partition counts.
 ADMIN_TIMEOUT_S = 10.0
+#: How long a held partition may go unread while the broker has records past the
+#: consumer's position (:mod:`consumer.service.stall_watch`): ``TIERSTREAM_KAFKA_STALL_S``.
+STALL_S = 60.0
 
 
 class _WhyNot(logging.Handler):
@@ -159,7 +165,9 @@ class EventSource:
     consumer is replaced: the old one is closed in the background (with static
     membership the new one takes its place in the group at once; without, the group
     moves its partitions when it leaves or its session times out) and the loop acquires
-    what the group gives the new one, as after any failure.
+    what the group gives the new one, as after any failure. So is a consumer that stops
+    reading a partition it holds (:mod:`consumer.service.stall_watch`): still for
+    ``stall_s`` while the broker has records past its position (0: not watched).
     """
 
     def __init__(
@@ -173,6 +181,7 @@ class EventSource:
         instance_id: str = "",
         session_timeout_s: float = 10.0,
         call_timeout_s: float = CALL_TIMEOUT_S,
+        stall_s: float = STALL_S,
     ) -> None:
         self.topic = topic
         #: Topics read beside the input topic (the forget requests).
@@ -191,6 +200,7 @@ class EventSource:
         #: The next offset to read per partition, as far as this object saw (seeks and
         #: polls): the consumer's own ``position()`` may wait on the brokers unbounded.
         self._next: dict[Partition, int] = {}
+        self._stalls = StallWatch(stall_s) if stall_s > 0 else None
         self._config = kafka.config(
             KafkaConsumer,
             group_id=group_id,
@@ -268,7 +278,49 @@ class EventSource:
             )
             if records:
                 self._next[(tp.topic, tp.partition)] = records[-1].offset + 1
+        if self._stalls is not None:
+            self._watch(consumer, self._stalls)
         return out
+
+    def _watch(self, consumer: KafkaConsumer, stalls: StallWatch) -> None:
+        """Replace the consumer if it stopped reading a partition whose records wait on
+        the broker (PartitionStalled); an idle partition is only watched on."""
+        now = time.monotonic()
+        positions = {}
+        for tp in consumer.assignment():
+            where = _client_position(consumer, tp)
+            if where is None:
+                where = self._next.get((tp.topic, tp.partition))
+            if where is not None:
+                positions[(tp.topic, tp.partition)] = where
+        suspects = stalls.observe(positions, now)
+        if not suspects:
+            return
+        try:
+            ends = self._listed([TopicPartition(*tp) for tp in suspects], OffsetSpec.LATEST)
+        except (KafkaError, ClientWedged) as err:  # cannot tell now: asked again later
+            if isinstance(err, KafkaError):
+                self._drop_admin(wait=False)
+            log.debug("reading the end offsets of %s: %s", suspects, err)
+            stalls.idle(suspects, now)
+            return
+        behind = [
+            (tp, positions[tp], ends[TopicPartition(*tp)])
+            for tp in suspects
+            if ends[TopicPartition(*tp)] > positions[tp]
+        ]
+        stalls.idle([tp for tp in suspects if tp not in {b[0] for b in behind}], now)
+        if behind:
+            stalled = PartitionStalled(
+                "the Kafka consumer stopped reading "
+                + ", ".join(
+                    f"{t}:{p} (at offset {at} for {stalls.quiet_for((t, p), now):.0f} s, "
+                    f"the broker has {end - at} more)"
+                    for (t, p), at, end in behind
+                )
+            )
+            self._replace(stalled)
+            raise stalled
 
     def take_rebalance(self) -> tuple[set[Partition], set[Partition]]:
         """Partitions assigned and revoked by the group since the last call."""
@@ -447,6 +499,17 @@ class EventSource:
             finally:
                 self._calls.close()
                 self._admin_calls.close()
+
+
+def _client_position(consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
+    """The offset ``consumer`` fetches next for ``tp``, read without a call to the
+    brokers (``KafkaConsumer.position`` may wait on them); None if not known. It is past
+    the control records of transactions, which the service never sees as records."""
+    try:
+        position = consumer._subscription.assignment[tp].position
+    except (AttributeError, KeyError):  # another kafka-python: the caller falls back
+        return None
+    return None if position is None else int(position.offset)
 
 
 def _close_quietly(client: KafkaConsumer | KafkaAdminClient) -> None:

@@ -108,6 +108,11 @@ class Settings:
     #: its own timeout before the client counts as wedged and is replaced (kafka-python
     #: can wait forever for an answer lost after a broker died).
     kafka_call_timeout_s: float = 30.0
+    #: How long a partition the consumer holds may go unread while the broker has records
+    #: past the consumer's position before the consumer counts as wedged and is replaced
+    #: (kafka-python 3.0 can stop fetching one partition after its leader moved); 0: not
+    #: watched.
+    kafka_stall_s: float = 60.0
     #: This instance's name in the group's model contributions; keep it stable across
     #: restarts (a StatefulSet pod name) so learning resumes where it stopped.
     instance_id: str = ""
@@ -205,6 +210,7 @@ class Settings:
             or self.kafka_connect_timeout_s <= 0
             or self.kafka_session_timeout_s <= 0
             or self.kafka_call_timeout_s <= 0
+            or self.kafka_stall_s < 0
             or self.topic_partitions < 0
             or self.topic_replication < 0
             or self.shutdown_timeout_s <= 0
@@ -212,7 +218,7 @@ class Settings:
             raise SettingsError(
                 "TIERSTREAM_STATE_TTL_DAYS, KAFKA_CONNECT_TIMEOUT_S, KAFKA_SESSION_TIMEOUT_S, "
                 "KAFKA_CALL_TIMEOUT_S and SHUTDOWN_TIMEOUT_S "
-                "must be > 0, TOPIC_PARTITIONS and TOPIC_REPLICATION >= 0"
+                "must be > 0, KAFKA_STALL_S, TOPIC_PARTITIONS and TOPIC_REPLICATION >= 0"
             )
         if self.model_file and not Path(self.model_file).is_file():
             raise SettingsError(f"TIERSTREAM_MODEL_FILE={self.model_file!r}: no such file")
