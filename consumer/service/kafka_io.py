@@ -294,6 +294,10 @@ class EventSource:
             if where is not None:
                 positions[(tp.topic, tp.partition)] = where
         suspects = stalls.observe(positions, now)
+        waiting = _queued(consumer) or set()
+        if waiting:  # fetched, waiting their turn in the client: not stalled
+            stalls.idle([tp for tp in suspects if TopicPartition(*tp) in waiting], now)
+            suspects = [tp for tp in suspects if TopicPartition(*tp) not in waiting]
         if not suspects:
             return
         try:
@@ -510,6 +514,24 @@ def _client_position(consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
     except (AttributeError, KeyError):  # another kafka-python: the caller falls back
         return None
     return None if position is None else int(position.offset)
+
+
+def _queued(consumer: KafkaConsumer) -> set[TopicPartition] | None:
+    """The partitions whose fetched records wait in the client's queue for the polls to
+    come (a catch-up drains one partition's fetch over several polls while the others
+    wait: their positions stand still, and they are not stalled). Records the client
+    parks for a paused partition are not queued: the service pauses none, so a partition
+    parked is stalled. Read without a call to the brokers; None if this kafka-python
+    keeps its queue elsewhere."""
+    try:
+        fetcher = consumer._fetcher
+        out = {fetch.topic_partition for fetch in fetcher._completed_fetches.copy()}
+        current = fetcher._next_partition_records
+    except AttributeError:  # another kafka-python: nothing is known to wait
+        return None
+    if current:
+        out.add(current.topic_partition)
+    return out
 
 
 def _close_quietly(client: KafkaConsumer | KafkaAdminClient) -> None:

@@ -26,7 +26,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from consumer.demo.synthetic import GeneratorConfig, generate
 from consumer.service.errors import StateStoreError
-from consumer.service.kafka_io import produce_records
+from consumer.service.kafka_io import _client_position, _queued, produce_records
 from consumer.service.loop import Service
 from consumer.service.metrics import Metrics
 from consumer.service.redis_store import RedisStateStore, _RedisTransaction
@@ -360,11 +360,16 @@ def test_a_partition_the_consumer_stops_reading_is_noticed_and_read(
     produce_records(KAFKA, names.input, [(r.key, r.value) for r in generate(CONFIG)], partitions=2)
     stopped = TopicPartition(names.input, 0)
     polls: list[int] = []
+    internals: list[Any] = []
     real_poll = KafkaConsumer.poll
 
     def poll(self: KafkaConsumer, *args: Any, **kwargs: Any) -> Any:
         polls.append(1)
         if len(polls) >= 6 and len(polls) < 10_000 and stopped in self.assignment():
+            # What the watch reads of the client without a call to the brokers exists in
+            # this kafka-python (an upgrade that moved it fails here, not silently).
+            internals.append((_client_position(self, stopped), self.position(stopped)))
+            internals.append(_queued(self))
             self.pause(stopped)  # the client stops fetching it; the service is not told
             polls.extend([1] * 10_000)  # once, on the first consumer only
         return real_poll(self, *args, **kwargs)
@@ -373,6 +378,9 @@ def test_a_partition_the_consumer_stops_reading_is_noticed_and_read(
     with caplog.at_level(logging.WARNING, logger="consumer.service.kafka_io"):
         summary = Service(Settings.from_env(env)).run(stop_when_idle=3)
     assert len(polls) > 10_000, "the consumer was never told to stop fetching"
+    (position, asked), buffered = internals
+    assert position == asked and position is not None, internals
+    assert buffered is not None, "kafka-python no longer queues its fetched records where read"
     assert "the Kafka consumer stopped reading" in caplog.text, caplog.text
     assert summary.retries >= 1, summary
     assert committed_offsets(names.group, names.input) == end_offsets(names.input)
@@ -415,7 +423,9 @@ class FailingAfterOnePartition(RedisStateStore):
         txn = super().begin(partitions)
         save = txn.save_partitions
 
-        def save_partitions(batch: SaveSet, written: Callable[[Partition], None] | None = None):
+        def save_partitions(
+            batch: SaveSet, written: Callable[[Partition], None] | None = None
+        ) -> None:
             def one_written(tp: Partition) -> None:
                 if written is not None:
                     written(tp)
