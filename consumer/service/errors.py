@@ -50,6 +50,11 @@ class PublishError(Exception):
     """A record could not be published; it stays in the outbox and is retried."""
 
 
+class NotAcknowledged(UserError):
+    """Records a command sent to Kafka that the brokers refused or did not acknowledge in
+    time (:mod:`consumer.service.acked_sends`)."""
+
+
 class PartitionCountChanged(UserError):
     """The input topic has another partition count than the one the state was written
     for: users would be looked for in the wrong partition. ``tierstream state

@@ -29,6 +29,7 @@ from kafka.errors import (
 from kafka.protocol.consumer.offsets import IsolationLevel
 from kafka.structs import OffsetAndMetadata
 
+from consumer.service.acked_sends import AckedSends
 from consumer.service.bounded_call import BoundedCall
 from consumer.service.errors import (
     BrokerError,
@@ -691,34 +692,41 @@ def produce_records(
     *,
     partitions: int = 1,
     progress: Callable[[int], None] | None = None,
+    timeout_s: float = 300.0,
+    resend_after_s: float = 30.0,
 ) -> int:
-    """Produce ``(key, value)`` pairs to ``topic`` (created with ``partitions`` if missing)."""
+    """Produce ``(key, value)`` pairs to ``topic`` (created with ``partitions`` if missing)
+    and return once the brokers acknowledged every one (what a producer left undelivered
+    ``resend_after_s`` after it was handed over is sent again by a new one:
+    :mod:`consumer.service.acked_sends`); NotAcknowledged if they refuse a record or
+    ``timeout_s`` passes after the last was handed over."""
     kafka = KafkaConnection.of(kafka)
     ensure_topics(kafka, [topic], partitions=partitions)
-    with _connecting() as why:
-        try:
-            producer = KafkaProducer(
-                **kafka.config(
-                    KafkaProducer,
-                    acks="all",
-                    linger_ms=20,
-                    batch_size=256 * 1024,
-                    max_request_size=4 * 1024 * 1024,
-                    client_id="tierstream-generate",
-                )
-            )
-        except KafkaError as exc:
-            raise _unreachable(kafka, exc, why) from None
-    n = 0
+    config = kafka.config(
+        KafkaProducer,
+        acks="all",
+        linger_ms=20,
+        batch_size=256 * 1024,
+        max_request_size=4 * 1024 * 1024,
+        client_id="tierstream-generate",
+    )
+
+    def new() -> KafkaProducer:
+        with _connecting() as why:
+            try:
+                return KafkaProducer(**config)
+            except KafkaError as exc:
+                raise _unreachable(kafka, exc, why) from None
+
+    sends = AckedSends(new, topic)
     try:
         for key, value in records:
-            producer.send(topic, key=key, value=value)
-            n += 1
-            if progress and n % 1000 == 0:
-                progress(n)
-        producer.flush()
+            sends.send(key, value)
+            if progress and sends.sent % 1000 == 0:
+                progress(sends.sent)
+        sends.finish(timeout_s, resend_after_s=resend_after_s)
     finally:
-        producer.close()
+        sends.close()
     if progress:
-        progress(n)
-    return n
+        progress(sends.sent)
+    return sends.sent
