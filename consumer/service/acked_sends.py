@@ -50,7 +50,7 @@ class AckedSends:
         self._lock = threading.Lock()
         #: Every record sent and not acknowledged yet, by a number of its own (a resent
         #: record gets a new one: a late answer to the old send must not count for it).
-        self._waiting: dict[int, tuple[bytes | None, bytes]] = {}
+        self._waiting: dict[int, tuple[bytes | None, bytes | None, int | None]] = {}
         self._refused: dict[int, KafkaError] = {}
         self._numbers = 0
         #: Records sent (each once, however often it was resent).
@@ -60,19 +60,20 @@ class AckedSends:
         #: Records sent again by a new producer.
         self.resent = 0
 
-    def send(self, key: bytes | None, value: bytes) -> None:
-        """Hand one record to the producer (returns before it is acknowledged)."""
+    def send(self, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+        """Hand one record to the producer (returns before it is acknowledged); to
+        ``partition`` if given, else where the producer's partitioner puts its key."""
         self.sent += 1
-        self._send(key, value)
+        self._send(key, value, partition)
 
-    def _send(self, key: bytes | None, value: bytes) -> None:
+    def _send(self, key: bytes | None, value: bytes | None, partition: int | None) -> None:
         if self._producer is None:
             self._producer = self._new()
         with self._lock:
             n = self._numbers
             self._numbers += 1
-            self._waiting[n] = (key, value)
-        future = self._producer.send(self.topic, key=key, value=value)
+            self._waiting[n] = (key, value, partition)
+        future = self._producer.send(self.topic, key=key, value=value, partition=partition)
         future.add_callback(self._acked, n)
         future.add_errback(self._failed, n)
 
@@ -139,8 +140,8 @@ class AckedSends:
             with self._lock:
                 self._waiting.clear()
             self.resent += len(left)
-            for key, value in left:
-                self._send(key, value)
+            for key, value, partition in left:
+                self._send(key, value, partition)
             round_start = time.monotonic()
 
     def _drop(self) -> None:

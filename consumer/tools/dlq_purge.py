@@ -28,6 +28,7 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from consumer.service.acked_sends import AckedSends
 from consumer.service.errors import BrokerUnavailable
 from consumer.service.kafka_connection import KafkaConnection
 
@@ -114,15 +115,24 @@ def _rewrite(
     plan: dict[TopicPartition, list[tuple[bytes | None, bytes | None]]],
     ends: dict[TopicPartition, int],
 ) -> None:
-    """Copy the kept records forward, then delete each partition up to its old end."""
-    producer = KafkaProducer(**kafka.config(KafkaProducer, acks="all", enable_idempotence=True))
-    try:
-        for tp, keep in plan.items():
-            for key, value in keep:
-                producer.send(tp.topic, key=key, value=value, partition=tp.partition)
-        producer.flush()
-    finally:
-        producer.close()
+    """Copy the kept records forward, then delete each partition up to its old end: only
+    once the brokers acknowledged every copy (NotAcknowledged, and nothing deleted, if
+    they do not; a run again copies again)."""
+    for topic in sorted({tp.topic for tp in plan}):
+        sends = AckedSends(
+            lambda: KafkaProducer(
+                **kafka.config(KafkaProducer, acks="all", enable_idempotence=True)
+            ),
+            topic,
+        )
+        try:
+            for tp, keep in plan.items():
+                if tp.topic == topic:
+                    for key, value in keep:
+                        sends.send(key, value, tp.partition)
+            sends.finish()
+        finally:
+            sends.close()
     admin = KafkaAdminClient(**kafka.config(KafkaAdminClient))
     try:
         admin.delete_records({tp: ends[tp] for tp in plan})
