@@ -295,12 +295,14 @@ class EventSource:
             if where is not None:
                 positions[(tp.topic, tp.partition)] = where
         suspects = stalls.observe(positions, now)
+        if not suspects:
+            return
         waiting = _queued(consumer) or set()
         if waiting:  # fetched, waiting their turn in the client: not stalled
             stalls.idle([tp for tp in suspects if TopicPartition(*tp) in waiting], now)
             suspects = [tp for tp in suspects if TopicPartition(*tp) not in waiting]
-        if not suspects:
-            return
+            if not suspects:
+                return
         try:
             ends = self._listed([TopicPartition(*tp) for tp in suspects], OffsetSpec.LATEST)
         except (KafkaError, ClientWedged) as err:  # cannot tell now: asked again later
