@@ -73,7 +73,11 @@ class AckedSends:
             n = self._numbers
             self._numbers += 1
             self._waiting[n] = (key, value, partition)
-        future = self._producer.send(self.topic, key=key, value=value, partition=partition)
+        try:
+            future = self._producer.send(self.topic, key=key, value=value, partition=partition)
+        except KafkaError as exc:  # refused at once (too large), or the producer is stuck
+            self._failed(n, exc)  # kept waiting: refused, or sent again by a new producer
+            return
         future.add_callback(self._acked, n)
         future.add_errback(self._failed, n)
 

@@ -58,3 +58,14 @@ def test_records_a_producer_holds_are_sent_again_by_a_new_one(
     assert n == 500
     assert sum(end_offsets(names.input).values()) == 500
     assert "500 records sent to" in caplog.text and "sending them again" in caplog.text
+
+
+def test_a_record_over_the_producers_request_limit_is_refused_with_the_others_sent(
+    names: Names,
+) -> None:
+    """kafka-python refuses a record larger than its ``max_request_size`` in ``send``
+    itself: one line naming it, not a traceback; the records around it are delivered."""
+    records = [(b"u1", b"{}"), (b"u2", b"x" * (5 * 1024 * 1024)), (b"u3", b"{}")]
+    with pytest.raises(NotAcknowledged, match=r"refused 1 of 3 records .*MessageSizeTooLarge"):
+        produce_records(KAFKA, names.input, records, timeout_s=60)
+    assert sum(end_offsets(names.input).values()) == 2
