@@ -1,7 +1,13 @@
 """Child processes of the throughput bench: started with their output in files, reaped
-with ``os.wait4`` so each one's own peak memory (``ru_maxrss``: the kernel's high-water
-mark of its resident set, what ``/proc/<pid>/status`` shows as ``VmHWM``) and CPU time
-are known."""
+with ``os.wait4`` so each one's CPU time is known, and watched while they run for their
+own peak memory: the high-water mark of their resident set, ``VmHWM`` in
+``/proc/<pid>/status``, read at each poll (every 20 ms) until they exit.
+
+Not ``ru_maxrss``: Linux carries a process's high-water mark over ``execve`` into the new
+program's, so a child's ``ru_maxrss`` is at least the bench's own peak when it was
+started (``/bin/sleep`` started from a process that once held 350 MB reports 350 MB),
+and the bench grows with the workloads it generates.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ class Finished:
     returncode: int
     wall_s: float  #: from start to exit
     cpu_s: float  #: user + system CPU time, all its threads
+    #: The child's own peak resident set (VmHWM, last read before it exited).
     max_rss_mb: float
     stdout: str
     stderr: str
@@ -67,7 +74,9 @@ class Child:
     def reap(self, timeout_s: float) -> Finished:
         """Wait for the exit (SIGKILL after ``timeout_s``) and read the output files."""
         deadline = self.started + timeout_s
+        peak_kb = 0
         while True:
+            peak_kb = max(peak_kb, own_peak_kb(self._proc.pid))
             pid, status, usage = os.wait4(self._proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -83,10 +92,26 @@ class Child:
             self._proc.returncode,
             wall,
             usage.ru_utime + usage.ru_stime,
-            usage.ru_maxrss / 1024,  # Linux reports KiB
+            peak_kb / 1024,
             self._out.read_text(errors="replace"),
             self._err.read_text(errors="replace"),
         )
+
+
+def own_peak_kb(pid: int) -> int:
+    """The process's own resident high-water mark in KiB (``VmHWM``; 0 once it has exited).
+
+    >>> own_peak_kb(os.getpid()) > 0
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def run(
