@@ -1,7 +1,8 @@
 """Child processes of the throughput bench: started with their output in files, reaped
 with ``os.wait4`` so each one's CPU time is known, and watched while they run for their
 own peak memory: the high-water mark of their resident set, ``VmHWM`` in
-``/proc/<pid>/status``, read at each poll (every 20 ms) until they exit.
+``/proc/<pid>/status``, read every 20 ms by a thread of each child's until it exits
+(several children run at once, and are reaped one after the other).
 
 Not ``ru_maxrss``: Linux carries a process's high-water mark over ``execve`` into the new
 program's, so a child's ``ru_maxrss`` is at least the bench's own peak when it was
@@ -15,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +64,16 @@ class Child:
                 stderr=err,
                 stdin=subprocess.DEVNULL,
             )
+        self._peak_kb = 0
+        self._reaped = threading.Event()
+        self._watch = threading.Thread(target=self._watch_peak, daemon=True)
+        self._watch.start()
+
+    def _watch_peak(self) -> None:
+        """Keep the child's own high-water mark until it is reaped (a zombie has none)."""
+        while not self._reaped.is_set():
+            self._peak_kb = max(self._peak_kb, own_peak_kb(self._proc.pid))
+            self._reaped.wait(0.02)
 
     @property
     def pid(self) -> int:
@@ -74,9 +86,7 @@ class Child:
     def reap(self, timeout_s: float) -> Finished:
         """Wait for the exit (SIGKILL after ``timeout_s``) and read the output files."""
         deadline = self.started + timeout_s
-        peak_kb = 0
         while True:
-            peak_kb = max(peak_kb, own_peak_kb(self._proc.pid))
             pid, status, usage = os.wait4(self._proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -86,13 +96,15 @@ class Child:
                 break
             time.sleep(0.02)
         wall = time.monotonic() - self.started
+        self._reaped.set()
+        self._watch.join()
         self._proc.returncode = os.waitstatus_to_exitcode(status)
         return Finished(
             self.name,
             self._proc.returncode,
             wall,
             usage.ru_utime + usage.ru_stime,
-            peak_kb / 1024,
+            self._peak_kb / 1024,
             self._out.read_text(errors="replace"),
             self._err.read_text(errors="replace"),
         )

@@ -20,3 +20,16 @@ def test_a_child_reports_its_own_peak_not_the_one_it_inherits(tmp_path: Path) ->
         "small", [sys.executable, "-S", "-c", code], env={}, logs=tmp_path, timeout_s=30
     )
     assert 0 < done.max_rss_mb < 50
+
+
+def test_children_reaped_one_after_the_other_each_report_their_peak(tmp_path: Path) -> None:
+    """The bench starts instances together and reaps them in turn: one that exits while
+    another is reaped still has its peak."""
+    code = "import time; time.sleep(0.3)"
+    argv = [sys.executable, "-S", "-c", code]
+    slow = processes.Child(
+        "slow", [*argv[:-1], "import time; time.sleep(1)"], env={}, logs=tmp_path
+    )
+    quick = processes.Child("quick", argv, env={}, logs=tmp_path)
+    assert slow.reap(30).max_rss_mb > 0
+    assert quick.reap(30).max_rss_mb > 0
