@@ -129,8 +129,9 @@ class Settings:
     log_format: str = "text"
     #: Seconds SIGTERM waits for the batch in flight before closing.
     shutdown_timeout_s: float = 30.0
-    #: Timers loaded per partition and batch: a batch whose event time passes more than
-    #: this many due timers stops there and goes on in the next slice.
+    #: Timers loaded per batch, shared evenly by its partitions: a batch whose event time
+    #: passes more due timers than its slice stops there and goes on in the next slice.
+    #: With ``max_poll_records`` it bounds the users one batch holds parsed.
     max_timers_per_batch: int = 10_000
     #: What to do when the state store holds nothing for a partition the group has
     #: consumed (the state was lost, or the key prefix is another deployment's):
