@@ -26,6 +26,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
+from consumer.service.client_close import close_in_background
 from consumer.service.errors import NotAcknowledged
 
 log = logging.getLogger(__name__)
@@ -153,17 +154,8 @@ class AckedSends:
         producer's close may wedge too); its late answers no longer count."""
         producer, self._producer = self._producer, None
         if producer is not None:
-            threading.Thread(
-                target=_close_now, args=(producer,), name="closing a producer", daemon=True
-            ).start()
+            close_in_background(producer, "closing a producer")
 
     def close(self) -> None:
         """Close the producer (after :meth:`finish`, nothing is left in it)."""
         self._drop()
-
-
-def _close_now(producer: KafkaProducer) -> None:
-    try:
-        producer.close(timeout=0)
-    except Exception:  # a broken producer may fail to close; it is dropped anyway
-        log.debug("closing a producer", exc_info=True)

@@ -31,6 +31,7 @@ from kafka.structs import OffsetAndMetadata
 
 from consumer.service.acked_sends import AckedSends
 from consumer.service.bounded_call import BoundedCall
+from consumer.service.client_close import close_in_background, close_quietly
 from consumer.service.errors import (
     BrokerError,
     BrokerUnavailable,
@@ -250,12 +251,7 @@ class EventSource:
             extra={"event": "consumer_replaced", "group": self.group_id},
         )
         if old is not None:
-            threading.Thread(
-                target=_close_quietly,
-                args=(old,),
-                name=f"closing a wedged consumer of {self.group_id}",
-                daemon=True,
-            ).start()
+            close_in_background(old, f"closing a wedged consumer of {self.group_id}")
 
     def poll(self, timeout_ms: int) -> list[InputRecord]:
         """The next batch, in offset order within each partition."""
@@ -476,9 +472,9 @@ class EventSource:
         if admin is None:
             return
         if wait:
-            _close_quietly(admin)
+            close_quietly(admin)
         else:  # a wedged client's close may wedge too
-            threading.Thread(target=_close_quietly, args=(admin,), daemon=True).start()
+            close_in_background(admin)
 
     def lags(self) -> dict[Partition, int]:
         """Records not yet read per owned partition of the input topic, from the last
@@ -537,17 +533,6 @@ def _queued(consumer: KafkaConsumer) -> set[TopicPartition] | None:
     return out
 
 
-def _close_quietly(client: KafkaConsumer | KafkaAdminClient) -> None:
-    """Close a client that failed; it is dropped whatever happens."""
-    try:
-        if isinstance(client, KafkaConsumer):
-            client.close(autocommit=False)
-        else:
-            client.close()
-    except Exception:  # a broken client may fail to close; it is dropped anyway
-        log.debug("closing a failed Kafka client", exc_info=True)
-
-
 class Publisher:
     """An idempotent producer; :meth:`publish` returns once every record is acknowledged.
 
@@ -603,10 +588,7 @@ class Publisher:
     def _discard(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            try:
-                producer.close(timeout=0)
-            except Exception:  # a broken producer may fail to close; it is dropped anyway
-                log.debug("closing a failed producer", exc_info=True)
+            close_quietly(producer)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush and close."""
