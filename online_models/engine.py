@@ -352,7 +352,8 @@ class TierEngine:
                 else:
                     labels[i] = float(spend)
             if labels:
-                self.models.learn_label(x0, labels)
+                # Not learnt if a fitted model learnt them in its fit (resolved by its time).
+                self.models.learn_label(x0, labels, at_ms=now)
                 if 0 in labels:
                     observed.append((p, bool(labels[0]), self.control.holds(user_id)))
         state.pending = keep or None
@@ -601,7 +602,7 @@ class EnginePass:
             snapshots = engine._snapshot(state, now, x)
             if state.learned_ms < 0 or now - state.learned_ms >= engine.horizons.learn_every_ms:
                 state.learned_ms = now
-                engine.models.learn_sample(x)
+                engine.models.learn_sample(x, at_ms=now)
         decision = self._scored(state, event.user_id, labels, model, x, now, snapshots)
         decision._time = event.timestamp_ms
         decision._stamp = emitted_at_ms
@@ -629,7 +630,7 @@ class EnginePass:
         snapshots = engine._snapshot(state, now_ms, x) if present else []
         if present and now_ms - state.learned_ms >= engine.horizons.learn_every_ms:
             state.learned_ms = now_ms
-            engine.models.learn_sample(x)
+            engine.models.learn_sample(x, at_ms=now_ms)
         decision = self._scored(state, user_id, labels, model, x, now_ms, snapshots)
         decision._time = now_ms
         decision._stamp = emitted_at_ms

@@ -103,6 +103,10 @@ class GlobalModel:
     #: The propensity's calibration map (:mod:`online_models.calibration`), applied to
     #: the first head's logit; None: the identity.
     calibration: Head | None = None
+    #: The event time (ms) of the history this model was fitted on, up to which it has
+    #: learnt everything (``tierstream model fit``): a deployment reading that history
+    #: again does not learn it a second time. None: a model learnt online.
+    fitted_until_ms: int | None = None
 
     @classmethod
     def initial(
@@ -242,6 +246,8 @@ class GlobalModel:
                 "vectors": [list(v) for v in self.reservoir],
             },
             "calibration": None if self.calibration is None else self.calibration.to_json(),
+            # Only when set, so a model learnt online keeps its content and its name.
+            **({} if self.fitted_until_ms is None else {"fitted_until_ms": self.fitted_until_ms}),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -275,6 +281,9 @@ class GlobalModel:
                 calibration=None
                 if data.get("calibration") is None
                 else Head.from_json(data["calibration"]),
+                fitted_until_ms=None
+                if data.get("fitted_until_ms") is None
+                else int(data["fitted_until_ms"]),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed model: missing or bad {exc}") from None

@@ -14,6 +14,20 @@ reading the same events builds the same versions and gives the same tiers.
 ...     m.learn_sample([float(i)] * len(FEATURE_NAMES))
 >>> m.model.version, m.model.has_segments, m.advanced
 (1, True, True)
+
+A model fitted on history up to an event time (``tierstream model fit``) has learnt it:
+what is observed at or before that time is not learnt again, what comes after is.
+
+>>> m = OnlineModels(GlobalModel.initial(FEATURE_NAMES).replace(fitted_until_ms=100),
+...                  MergePolicy(min_init_samples=3, n_segments=2))
+>>> for t in (50, 100, 100):
+...     m.learn_sample([float(t)] * len(FEATURE_NAMES), at_ms=t)
+>>> m.model.version, m.learner.samples
+(0, 0)
+>>> for t in (101, 102, 103):
+...     m.learn_sample([float(t)] * len(FEATURE_NAMES), at_ms=t)
+>>> m.model.version, m.model.fitted_until_ms
+(1, 100)
 """
 
 from __future__ import annotations
@@ -78,9 +92,19 @@ class OnlineModels:
         """Score a raw feature vector with the frozen version."""
         return self.model.score(x)
 
-    def learn_sample(self, x: list[float]) -> None:
-        """Learn segments and feature statistics from ``x``."""
+    def learns_at(self, at_ms: int | None) -> bool:
+        """Whether what is observed at event time ``at_ms`` is learnt: not by a frozen
+        instance, nor when the model was fitted on history up to ``at_ms`` or later (it
+        learnt it then; None: a time not known, learnt)."""
         if self.frozen:
+            return False
+        until = self.model.fitted_until_ms
+        return until is None or at_ms is None or at_ms > until
+
+    def learn_sample(self, x: list[float], *, at_ms: int | None = None) -> None:
+        """Learn segments and feature statistics from ``x``, observed at event time
+        ``at_ms`` (:meth:`learns_at`)."""
+        if not self.learns_at(at_ms):
             return
         self.learner.learn_sample(x)
         self._maybe_advance()
@@ -93,15 +117,17 @@ class OnlineModels:
         *,
         tier: str | None = None,
         control: bool = False,
+        at_ms: int | None = None,
     ) -> None:
         """Learn the resolved labels (head index -> label) of one snapshot of raw vector
-        ``x``. When the first head (the propensity) is among them, ``predicted`` was its
-        score at the snapshot, ``tier`` the user's tier then, ``control`` whether the
-        user is held out: one observation of the model's quality and the tier's
-        conversion."""
+        ``x``, resolved at event time ``at_ms`` (:meth:`learns_at`). When the first head
+        (the propensity) is among them, ``predicted`` was its score at the snapshot,
+        ``tier`` the user's tier then, ``control`` whether the user is held out: one
+        observation of the model's quality and the tier's conversion (recorded even
+        when the labels are not learnt)."""
         if 0 in labels and predicted is not None:
             self.resolved.append(Resolved(predicted, bool(labels[0]), tier, control))
-        if self.frozen:
+        if not self.learns_at(at_ms):
             return
         self.learner.learn_label(x, labels)
         self._maybe_advance()

@@ -335,18 +335,10 @@ class _Writer:
     def integer(self, n: int) -> None:
         """An integer past the one-byte forms: zigzag varint, of itself or of its
         difference to the previous such integer (timestamps lie close), the shorter."""
-        if not -(2**63) <= n < 2**63:
+        if not _INT_MIN <= n < _INT_END:
             raise ValueError(f"a user state's integer out of 64 bits: {n}")
-        plain = n * 2 if n >= 0 else -n * 2 - 1
-        d = n - self.last_int
-        delta = d * 2 if d >= 0 else -d * 2 - 1
+        _put_wide_int(self.out, n, self.last_int)
         self.last_int = n
-        if (delta.bit_length() + 6) // 7 < (plain.bit_length() + 6) // 7:
-            self.out.append(_T_DELTA)
-            self.varint(delta)
-        else:
-            self.out.append(_T_INT)
-            self.varint(plain)
 
     def string(self, s: str) -> None:
         ref = self.strings.get(s)
@@ -549,6 +541,21 @@ def _varint(out: bytearray, n: int) -> None:
     out.append(n)
 
 
+def _put_wide_int(out: bytearray, n: int, last: int) -> None:
+    """An integer past the one-byte forms (within 64 bits): the zigzag varint of itself
+    or of its difference to ``last``, the previous such integer (timestamps lie close),
+    whichever is shorter, after its tag."""
+    plain = n * 2 if n >= 0 else -n * 2 - 1
+    d = n - last
+    delta = d * 2 if d >= 0 else -d * 2 - 1
+    if (delta.bit_length() + 6) // 7 < (plain.bit_length() + 6) // 7:
+        out.append(_T_DELTA)
+        _varint(out, delta)
+    else:
+        out.append(_T_INT)
+        _varint(out, plain)
+
+
 def _put_int(out: bytearray, n: int | None, last: int) -> int:
     """``n`` (an int or None) as :meth:`_Writer.values` writes it; the new "previous
     integer" of the delta form."""
@@ -565,18 +572,7 @@ def _put_int(out: bytearray, n: int | None, last: int) -> int:
         return last
     if not _INT_MIN <= n < _INT_END:
         raise _Unusual
-    plain = n * 2 if n >= 0 else -n * 2 - 1
-    d = n - last
-    delta = d * 2 if d >= 0 else -d * 2 - 1
-    if (delta.bit_length() + 6) // 7 < (plain.bit_length() + 6) // 7:
-        out.append(_T_DELTA)
-        plain = delta
-    else:
-        out.append(_T_INT)
-    while plain >= 0x80:
-        out.append((plain & 0x7F) | 0x80)
-        plain >>= 7
-    out.append(plain)
+    _put_wide_int(out, n, last)
     return n
 
 

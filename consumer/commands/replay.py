@@ -260,7 +260,7 @@ def _print_summary(summary: ReplaySummary, elapsed: float, name: str) -> None:
         f"tierstream: replayed {summary.records:,} records of {name} in {elapsed:.1f} s "
         f"({rate:,.0f} records/s): {r.get('applied', 0):,} applied, "
         f"{r.get('duplicate', 0):,} duplicates, {r.get('dlq', 0):,} dead letters; "
-        f"{summary.tier_changes:,} tier changes",
+        f"{summary.tier_changes:,} tier changes, {summary.timers_fired:,} timers fired",
         file=sys.stderr,
     )
     if summary.after_until:

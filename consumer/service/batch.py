@@ -38,7 +38,7 @@ import orjson
 from consumer.service.dead_letters import dead_letter
 from consumer.service.model_files import stored_model
 from consumer.service.records import InputRecord, OutputRecord
-from consumer.service.state_store import Loaded, PartitionWrite, SaveSet
+from consumer.service.state_store import Loaded, PartitionWrite, SaveSet, compact
 from consumer.service.tier_counts import conversion_key
 from online_models.engine import Decision, TierEngine
 from online_models.erasure import ForgetRequest
@@ -496,9 +496,13 @@ class _Run:
         self.out.tally(tp).changes.append(change)
         key = change.user_id.encode()
         outputs = self.out.outputs.setdefault(tp, [])
-        outputs.append(OutputRecord(self.step.output_topic, key, orjson.dumps(change.to_json())))
+        # compact: orjson's bytes keep the buffer it grew (8 KB for a ~900-byte change),
+        # and a batch holds every output until it is published.
+        value = compact(orjson.dumps(change.to_json()))
+        outputs.append(OutputRecord(self.step.output_topic, key, value))
         if change.tier is not None:
-            outputs.append(OutputRecord(self.step.tiers_topic, key, orjson.dumps(change.current())))
+            current = compact(orjson.dumps(change.current()))
+            outputs.append(OutputRecord(self.step.tiers_topic, key, current))
 
     def take_decisions(self) -> None:
         """Score the batch, take its decisions, and lay out what it publishes, in order."""

@@ -50,6 +50,11 @@ class PublishError(Exception):
     """A record could not be published; it stays in the outbox and is retried."""
 
 
+class NotAcknowledged(UserError):
+    """Records a command sent to Kafka that the brokers refused or did not acknowledge in
+    time (:mod:`consumer.service.acked_sends`)."""
+
+
 class PartitionCountChanged(UserError):
     """The input topic has another partition count than the one the state was written
     for: users would be looked for in the wrong partition. ``tierstream state
@@ -59,6 +64,12 @@ class PartitionCountChanged(UserError):
 class ClientWedged(BrokerError):
     """A Kafka client call did not come back within its deadline
     (:mod:`consumer.service.bounded_call`); the client is replaced and the batch retried."""
+
+
+class PartitionStalled(ClientWedged):
+    """The Kafka consumer stopped reading a partition it holds while the broker has
+    records past its position (:mod:`consumer.service.stall_watch`); the consumer is
+    replaced and the partition read again from the state store's applied offset."""
 
 
 class PopulationsNotCounted(UserError):

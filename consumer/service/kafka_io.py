@@ -11,6 +11,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -28,16 +29,20 @@ from kafka.errors import (
 from kafka.protocol.consumer.offsets import IsolationLevel
 from kafka.structs import OffsetAndMetadata
 
+from consumer.service.acked_sends import AckedSends
 from consumer.service.bounded_call import BoundedCall
+from consumer.service.client_close import close_in_background, close_quietly
 from consumer.service.errors import (
     BrokerError,
     BrokerUnavailable,
     ClientWedged,
     Fenced,
+    PartitionStalled,
     PublishError,
 )
 from consumer.service.kafka_connection import KafkaConnection
 from consumer.service.records import InputRecord, KafkaOffsets, OutputRecord
+from consumer.service.stall_watch import StallWatch
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]
@@ -53,6 +58,9 @@ COMMIT_TIMEOUT_MS = 15_000
 CALL_TIMEOUT_S = 30.0
 #: Each request of the admin client that reads offsets and partition counts.
 ADMIN_TIMEOUT_S = 10.0
+#: How long a held partition may go unread while the broker has records past the
+#: consumer's position (:mod:`consumer.service.stall_watch`): ``TIERSTREAM_KAFKA_STALL_S``.
+STALL_S = 60.0
 
 
 class _WhyNot(logging.Handler):
@@ -159,7 +167,9 @@ class EventSource:
     consumer is replaced: the old one is closed in the background (with static
     membership the new one takes its place in the group at once; without, the group
     moves its partitions when it leaves or its session times out) and the loop acquires
-    what the group gives the new one, as after any failure.
+    what the group gives the new one, as after any failure. So is a consumer that stops
+    reading a partition it holds (:mod:`consumer.service.stall_watch`): still for
+    ``stall_s`` while the broker has records past its position (0: not watched).
     """
 
     def __init__(
@@ -173,6 +183,7 @@ class EventSource:
         instance_id: str = "",
         session_timeout_s: float = 10.0,
         call_timeout_s: float = CALL_TIMEOUT_S,
+        stall_s: float = STALL_S,
     ) -> None:
         self.topic = topic
         #: Topics read beside the input topic (the forget requests).
@@ -191,6 +202,7 @@ class EventSource:
         #: The next offset to read per partition, as far as this object saw (seeks and
         #: polls): the consumer's own ``position()`` may wait on the brokers unbounded.
         self._next: dict[Partition, int] = {}
+        self._stalls = StallWatch(stall_s) if stall_s > 0 else None
         self._config = kafka.config(
             KafkaConsumer,
             group_id=group_id,
@@ -239,12 +251,7 @@ class EventSource:
             extra={"event": "consumer_replaced", "group": self.group_id},
         )
         if old is not None:
-            threading.Thread(
-                target=_close_quietly,
-                args=(old,),
-                name=f"closing a wedged consumer of {self.group_id}",
-                daemon=True,
-            ).start()
+            close_in_background(old, f"closing a wedged consumer of {self.group_id}")
 
     def poll(self, timeout_ms: int) -> list[InputRecord]:
         """The next batch, in offset order within each partition."""
@@ -268,7 +275,55 @@ class EventSource:
             )
             if records:
                 self._next[(tp.topic, tp.partition)] = records[-1].offset + 1
+        if self._stalls is not None:
+            self._watch(consumer, self._stalls)
         return out
+
+    def _watch(self, consumer: KafkaConsumer, stalls: StallWatch) -> None:
+        """Replace the consumer if it stopped reading a partition whose records wait on
+        the broker (PartitionStalled); an idle partition is only watched on."""
+        now = time.monotonic()
+        positions = {}
+        for tp in consumer.assignment():
+            where = _client_position(consumer, tp)
+            if where is None:
+                where = self._next.get((tp.topic, tp.partition))
+            if where is not None:
+                positions[(tp.topic, tp.partition)] = where
+        suspects = stalls.observe(positions, now)
+        if not suspects:
+            return
+        waiting = _queued(consumer) or set()
+        if waiting:  # fetched, waiting their turn in the client: not stalled
+            stalls.idle([tp for tp in suspects if TopicPartition(*tp) in waiting], now)
+            suspects = [tp for tp in suspects if TopicPartition(*tp) not in waiting]
+            if not suspects:
+                return
+        try:
+            ends = self._listed([TopicPartition(*tp) for tp in suspects], OffsetSpec.LATEST)
+        except (KafkaError, ClientWedged) as err:  # cannot tell now: asked again later
+            if isinstance(err, KafkaError):
+                self._drop_admin(wait=False)
+            log.debug("reading the end offsets of %s: %s", suspects, err)
+            stalls.idle(suspects, now)
+            return
+        behind = [
+            (tp, positions[tp], ends[TopicPartition(*tp)])
+            for tp in suspects
+            if ends[TopicPartition(*tp)] > positions[tp]
+        ]
+        stalls.idle([tp for tp in suspects if tp not in {b[0] for b in behind}], now)
+        if behind:
+            stalled = PartitionStalled(
+                "the Kafka consumer stopped reading "
+                + ", ".join(
+                    f"{t}:{p} (at offset {at} for {stalls.quiet_for((t, p), now):.0f} s, "
+                    f"the broker has {end - at} more)"
+                    for (t, p), at, end in behind
+                )
+            )
+            self._replace(stalled)
+            raise stalled
 
     def take_rebalance(self) -> tuple[set[Partition], set[Partition]]:
         """Partitions assigned and revoked by the group since the last call."""
@@ -417,9 +472,9 @@ class EventSource:
         if admin is None:
             return
         if wait:
-            _close_quietly(admin)
+            close_quietly(admin)
         else:  # a wedged client's close may wedge too
-            threading.Thread(target=_close_quietly, args=(admin,), daemon=True).start()
+            close_in_background(admin)
 
     def lags(self) -> dict[Partition, int]:
         """Records not yet read per owned partition of the input topic, from the last
@@ -449,15 +504,33 @@ class EventSource:
                 self._admin_calls.close()
 
 
-def _close_quietly(client: KafkaConsumer | KafkaAdminClient) -> None:
-    """Close a client that failed; it is dropped whatever happens."""
+def _client_position(consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
+    """The offset ``consumer`` fetches next for ``tp``, read without a call to the
+    brokers (``KafkaConsumer.position`` may wait on them); None if not known. It is past
+    the control records of transactions, which the service never sees as records."""
     try:
-        if isinstance(client, KafkaConsumer):
-            client.close(autocommit=False)
-        else:
-            client.close()
-    except Exception:  # a broken client may fail to close; it is dropped anyway
-        log.debug("closing a failed Kafka client", exc_info=True)
+        position = consumer._subscription.assignment[tp].position
+    except (AttributeError, KeyError):  # another kafka-python: the caller falls back
+        return None
+    return None if position is None else int(position.offset)
+
+
+def _queued(consumer: KafkaConsumer) -> set[TopicPartition] | None:
+    """The partitions whose fetched records wait in the client's queue for the polls to
+    come (a catch-up drains one partition's fetch over several polls while the others
+    wait: their positions stand still, and they are not stalled). Records the client
+    parks for a paused partition are not queued: the service pauses none, so a partition
+    parked is stalled. Read without a call to the brokers; None if this kafka-python
+    keeps its queue elsewhere."""
+    try:
+        fetcher = consumer._fetcher
+        out = {fetch.topic_partition for fetch in fetcher._completed_fetches.copy()}
+        current = fetcher._next_partition_records
+    except AttributeError:  # another kafka-python: nothing is known to wait
+        return None
+    if current:
+        out.add(current.topic_partition)
+    return out
 
 
 class Publisher:
@@ -515,10 +588,7 @@ class Publisher:
     def _discard(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            try:
-                producer.close(timeout=0)
-            except Exception:  # a broken producer may fail to close; it is dropped anyway
-                log.debug("closing a failed producer", exc_info=True)
+            close_quietly(producer)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush and close."""
@@ -606,34 +676,41 @@ def produce_records(
     *,
     partitions: int = 1,
     progress: Callable[[int], None] | None = None,
+    timeout_s: float = 300.0,
+    resend_after_s: float = 30.0,
 ) -> int:
-    """Produce ``(key, value)`` pairs to ``topic`` (created with ``partitions`` if missing)."""
+    """Produce ``(key, value)`` pairs to ``topic`` (created with ``partitions`` if missing)
+    and return once the brokers acknowledged every one (what a producer left undelivered
+    ``resend_after_s`` after it was handed over is sent again by a new one:
+    :mod:`consumer.service.acked_sends`); NotAcknowledged if they refuse a record or
+    ``timeout_s`` passes after the last was handed over."""
     kafka = KafkaConnection.of(kafka)
     ensure_topics(kafka, [topic], partitions=partitions)
-    with _connecting() as why:
-        try:
-            producer = KafkaProducer(
-                **kafka.config(
-                    KafkaProducer,
-                    acks="all",
-                    linger_ms=20,
-                    batch_size=256 * 1024,
-                    max_request_size=4 * 1024 * 1024,
-                    client_id="tierstream-generate",
-                )
-            )
-        except KafkaError as exc:
-            raise _unreachable(kafka, exc, why) from None
-    n = 0
+    config = kafka.config(
+        KafkaProducer,
+        acks="all",
+        linger_ms=20,
+        batch_size=256 * 1024,
+        max_request_size=4 * 1024 * 1024,
+        client_id="tierstream-generate",
+    )
+
+    def new() -> KafkaProducer:
+        with _connecting() as why:
+            try:
+                return KafkaProducer(**config)
+            except KafkaError as exc:
+                raise _unreachable(kafka, exc, why) from None
+
+    sends = AckedSends(new, topic)
     try:
         for key, value in records:
-            producer.send(topic, key=key, value=value)
-            n += 1
-            if progress and n % 1000 == 0:
-                progress(n)
-        producer.flush()
+            sends.send(key, value)
+            if progress and sends.sent % 1000 == 0:
+                progress(sends.sent)
+        sends.finish(timeout_s, resend_after_s=resend_after_s)
     finally:
-        producer.close()
+        sends.close()
     if progress:
-        progress(n)
-    return n
+        progress(sends.sent)
+    return sends.sent

@@ -150,6 +150,7 @@ class Service:
             instance_id=settings.instance if settings.static_membership else "",
             session_timeout_s=settings.kafka_session_timeout_s,
             call_timeout_s=settings.kafka_call_timeout_s,
+            stall_s=settings.kafka_stall_s,
         )
         step = BatchStep(
             engine,

@@ -24,6 +24,7 @@ from consumer.service.state_store import (
     PartitionWrite,
     SaveSet,
     fenced,
+    timer_slice,
 )
 from consumer.service.tier_counts import TierCounts
 
@@ -300,7 +301,7 @@ class _RedisTransaction:
                 "-inf",
                 timer_bounds[tp],
                 start=0,
-                num=store.max_timers,
+                num=timer_slice(store.max_timers, len(bounded)),
                 withscores=True,
             )
         reads.get(keys.model)
@@ -355,7 +356,8 @@ class _RedisTransaction:
         self, bounded: Sequence[Partition], results: Sequence[Any]
     ) -> tuple[dict[Partition, list[tuple[int, str]]], dict[Partition, int]]:
         """Timer slices as loaded, completed with the ties of a full slice's last time."""
-        keys, r, limit = self._store.keys, self._store._redis, self._store.max_timers
+        keys, r = self._store.keys, self._store._redis
+        limit = timer_slice(self._store.max_timers, len(bounded))
         timers: dict[Partition, list[tuple[int, str]]] = {}
         capped: dict[Partition, int] = {}
         for tp, rows in zip(bounded, results, strict=True):

@@ -108,6 +108,11 @@ class Settings:
     #: its own timeout before the client counts as wedged and is replaced (kafka-python
     #: can wait forever for an answer lost after a broker died).
     kafka_call_timeout_s: float = 30.0
+    #: How long a partition the consumer holds may go unread while the broker has records
+    #: past the consumer's position before the consumer counts as wedged and is replaced
+    #: (kafka-python 3.0 can stop fetching one partition after its leader moved); 0: not
+    #: watched.
+    kafka_stall_s: float = 60.0
     #: This instance's name in the group's model contributions; keep it stable across
     #: restarts (a StatefulSet pod name) so learning resumes where it stopped.
     instance_id: str = ""
@@ -124,8 +129,9 @@ class Settings:
     log_format: str = "text"
     #: Seconds SIGTERM waits for the batch in flight before closing.
     shutdown_timeout_s: float = 30.0
-    #: Timers loaded per partition and batch: a batch whose event time passes more than
-    #: this many due timers stops there and goes on in the next slice.
+    #: Timers loaded per batch, shared evenly by its partitions: a batch whose event time
+    #: passes more due timers than its slice stops there and goes on in the next slice.
+    #: With ``max_poll_records`` it bounds the users one batch holds parsed.
     max_timers_per_batch: int = 10_000
     #: What to do when the state store holds nothing for a partition the group has
     #: consumed (the state was lost, or the key prefix is another deployment's):
@@ -205,6 +211,7 @@ class Settings:
             or self.kafka_connect_timeout_s <= 0
             or self.kafka_session_timeout_s <= 0
             or self.kafka_call_timeout_s <= 0
+            or self.kafka_stall_s < 0
             or self.topic_partitions < 0
             or self.topic_replication < 0
             or self.shutdown_timeout_s <= 0
@@ -212,7 +219,7 @@ class Settings:
             raise SettingsError(
                 "TIERSTREAM_STATE_TTL_DAYS, KAFKA_CONNECT_TIMEOUT_S, KAFKA_SESSION_TIMEOUT_S, "
                 "KAFKA_CALL_TIMEOUT_S and SHUTDOWN_TIMEOUT_S "
-                "must be > 0, TOPIC_PARTITIONS and TOPIC_REPLICATION >= 0"
+                "must be > 0, KAFKA_STALL_S, TOPIC_PARTITIONS and TOPIC_REPLICATION >= 0"
             )
         if self.model_file and not Path(self.model_file).is_file():
             raise SettingsError(f"TIERSTREAM_MODEL_FILE={self.model_file!r}: no such file")

@@ -24,11 +24,13 @@ learning; learning that finds another model version stored is not written
 (``save_learning`` says False). :mod:`consumer.service.checkpoint` says what each
 outcome means.
 
-**Timers are loaded in bounded slices**: at most ``max_timers`` per partition and batch
-(plus every timer due at the same millisecond as the last one). When a slice is full,
-:attr:`Loaded.capped` says up to which event time the loaded timers are complete, and the
-batch stops there (:mod:`consumer.service.batch`): one batch never loads every user of a
-partition.
+**Timers are loaded in bounded slices**: at most ``max_timers`` per batch, shared evenly
+by the batch's partitions (:func:`timer_slice`; plus every timer due at the same
+millisecond as a slice's last one). When a slice is full, :attr:`Loaded.capped` says up
+to which event time the loaded timers are complete, and the batch stops there
+(:mod:`consumer.service.batch`): one batch never loads every user of a partition, and
+the users it holds parsed are bounded by ``max_timers`` and the records it polled,
+whatever the number of users or of partitions.
 """
 
 from __future__ import annotations
@@ -42,8 +44,19 @@ from consumer.service.errors import Fenced
 from consumer.service.tier_counts import TierCounts
 
 Partition = tuple[str, int]
-#: Timers loaded per partition and batch, by default.
+#: Timers loaded per batch, by default.
 MAX_TIMERS: Final = 10_000
+
+
+def timer_slice(max_timers: int, partitions: int) -> int:
+    """How many due timers each partition loads when ``partitions`` of one batch have
+    timers to load: the batch's ``max_timers`` shared evenly, at least one each (a
+    slice of none would never move on).
+
+    >>> timer_slice(10_000, 1), timer_slice(10_000, 4), timer_slice(3, 4)
+    (10000, 2500, 1)
+    """
+    return max(1, max_timers // max(1, partitions))
 
 
 @dataclass
@@ -456,10 +469,11 @@ class _MemoryTransaction:
         self._model = s.model
         timers: dict[Partition, list[tuple[int, str]]] = {}
         capped: dict[Partition, int] = {}
+        limit = timer_slice(s.max_timers, len(timer_bounds))
         for tp, bound in timer_bounds.items():
             due = sorted((d, u) for u, d in s.timers.get(tp, {}).items() if d <= bound)
-            if len(due) > s.max_timers:
-                last = due[s.max_timers - 1][0]
+            if len(due) > limit:
+                last = due[limit - 1][0]
                 due = [e for e in due if e[0] <= last]
                 capped[tp] = last
             timers[tp] = due

@@ -28,6 +28,7 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from consumer.service.acked_sends import AckedSends
 from consumer.service.errors import BrokerUnavailable
 from consumer.service.kafka_connection import KafkaConnection
 
@@ -93,7 +94,7 @@ def purge(
     finally:
         consumer.close()
     if plan and not dry_run:
-        _rewrite(kafka, plan, ends)
+        _rewrite(kafka, topic, plan, ends)
     return result
 
 
@@ -111,18 +112,24 @@ def _read(
 
 def _rewrite(
     kafka: KafkaConnection,
+    topic: str,
     plan: dict[TopicPartition, list[tuple[bytes | None, bytes | None]]],
     ends: dict[TopicPartition, int],
 ) -> None:
-    """Copy the kept records forward, then delete each partition up to its old end."""
-    producer = KafkaProducer(**kafka.config(KafkaProducer, acks="all", enable_idempotence=True))
+    """Copy the kept records forward (``plan``: partitions of ``topic``), then delete each
+    partition up to its old end: only once the brokers acknowledged every copy
+    (NotAcknowledged, and nothing deleted, if they do not; a run again copies again)."""
+    sends = AckedSends(
+        lambda: KafkaProducer(**kafka.config(KafkaProducer, acks="all", enable_idempotence=True)),
+        topic,
+    )
     try:
         for tp, keep in plan.items():
             for key, value in keep:
-                producer.send(tp.topic, key=key, value=value, partition=tp.partition)
-        producer.flush()
+                sends.send(key, value, tp.partition)
+        sends.finish()
     finally:
-        producer.close()
+        sends.close()
     admin = KafkaAdminClient(**kafka.config(KafkaAdminClient))
     try:
         admin.delete_records({tp: ends[tp] for tp in plan})

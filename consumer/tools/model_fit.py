@@ -9,6 +9,11 @@ a model file for ``tierstream model import`` (or ``TIERSTREAM_MODEL_FILE``, or
 ``replay --model``): a new deployment then scores well from its first event instead of
 spending its first months learning.
 
+The model records the event time it was fitted up to (``until_ms``, else the history's
+last event time): a deployment that reads that history again, to build its users'
+states, scores and tiers it but does not learn it a second time
+(:meth:`~online_models.online.OnlineModels.learns_at`).
+
 >>> import orjson
 >>> from consumer.service.settings import Settings
 >>> from consumer.service.records import InputRecord
@@ -18,6 +23,8 @@ spending its first months learning.
 >>> model = fit_model(Settings.from_env({}), lambda: rows, passes=2)
 >>> model.version > 0, model.samples_seen > 0
 (True, True)
+>>> model.fitted_until_ms == 1_767_225_600_000 + 2999 * 3_600_000
+True
 """
 
 from __future__ import annotations
@@ -44,19 +51,23 @@ def fit_model(
     start: GlobalModel | None = None,
 ) -> GlobalModel:
     """The model after ``passes`` replays of ``records()`` (called once per pass) with
-    the tier config of ``settings``, starting from ``start`` (version 0 if None)."""
+    the tier config of ``settings``, starting from ``start`` (version 0 if None), fitted
+    up to ``until_ms`` (else the last event time read)."""
     if passes < 1:
         raise ValueError("passes must be >= 1")
     model = start
+    fitted_until = until_ms
     for _ in range(passes):
         store = MemoryStateStore()
-        if model is not None:
-            store.put_model(orjson.dumps(model.to_json()))
+        if model is not None:  # every pass learns the whole history, whatever it started from
+            store.put_model(orjson.dumps(model.replace(fitted_until_ms=None).to_json()))
         replay = Replay.from_settings(settings, store, emit=lambda _: None, check_keys=False)
-        replay.run(records(), until_ms=until_ms)
+        summary = replay.run(records(), until_ms=until_ms)
         raw = store.get_model()
         if raw is None:
             raise ValueError("the history built no model version: it needs more events")
         model = GlobalModel.from_json(orjson.loads(raw))
+        if until_ms is None:
+            fitted_until = summary.max_event_ms
     assert model is not None
-    return model
+    return model.replace(fitted_until_ms=fitted_until)

@@ -89,6 +89,9 @@ class ReplaySummary:
     results: Counter[str] = field(default_factory=Counter)
     dlq_reasons: Counter[str] = field(default_factory=Counter)
     tier_changes: int = 0
+    #: User timers that fired (label deadlines, re-scores of the silent, expiries): on a
+    #: sparse history they outnumber the events, and they are where its time goes.
+    timers_fired: int = 0
     #: Events dropped for being later than ``until_ms``.
     after_until: int = 0
     #: Outputs a crashed earlier replay into the same store had saved and not published.
@@ -218,6 +221,7 @@ class Replay:
         s.results.update(total.results)
         s.dlq_reasons.update(total.dlq_reasons)
         s.tier_changes += len(out.changes)
+        s.timers_fired += total.timers_fired
         if out.max_event_ms is not None and (
             s.max_event_ms is None or out.max_event_ms > s.max_event_ms
         ):

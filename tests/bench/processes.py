@@ -1,7 +1,14 @@
 """Child processes of the throughput bench: started with their output in files, reaped
-with ``os.wait4`` so each one's own peak memory (``ru_maxrss``: the kernel's high-water
-mark of its resident set, what ``/proc/<pid>/status`` shows as ``VmHWM``) and CPU time
-are known."""
+with ``os.wait4`` so each one's CPU time is known, and watched while they run for their
+own peak memory: the high-water mark of their resident set, ``VmHWM`` in
+``/proc/<pid>/status``, read every 20 ms by a thread of each child's until it exits
+(several children run at once, and are reaped one after the other).
+
+Not ``ru_maxrss``: Linux carries a process's high-water mark over ``execve`` into the new
+program's, so a child's ``ru_maxrss`` is at least the bench's own peak when it was
+started (``/bin/sleep`` started from a process that once held 350 MB reports 350 MB),
+and the bench grows with the workloads it generates.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +38,7 @@ class Finished:
     returncode: int
     wall_s: float  #: from start to exit
     cpu_s: float  #: user + system CPU time, all its threads
+    #: The child's own peak resident set (VmHWM, last read before it exited).
     max_rss_mb: float
     stdout: str
     stderr: str
@@ -55,6 +64,16 @@ class Child:
                 stderr=err,
                 stdin=subprocess.DEVNULL,
             )
+        self._peak_kb = 0
+        self._reaped = threading.Event()
+        self._watch = threading.Thread(target=self._watch_peak, daemon=True)
+        self._watch.start()
+
+    def _watch_peak(self) -> None:
+        """Keep the child's own high-water mark until it is reaped (a zombie has none)."""
+        while not self._reaped.is_set():
+            self._peak_kb = max(self._peak_kb, own_peak_kb(self._proc.pid))
+            self._reaped.wait(0.02)
 
     @property
     def pid(self) -> int:
@@ -77,16 +96,34 @@ class Child:
                 break
             time.sleep(0.02)
         wall = time.monotonic() - self.started
+        self._reaped.set()
+        self._watch.join()
         self._proc.returncode = os.waitstatus_to_exitcode(status)
         return Finished(
             self.name,
             self._proc.returncode,
             wall,
             usage.ru_utime + usage.ru_stime,
-            usage.ru_maxrss / 1024,  # Linux reports KiB
+            self._peak_kb / 1024,
             self._out.read_text(errors="replace"),
             self._err.read_text(errors="replace"),
         )
+
+
+def own_peak_kb(pid: int) -> int:
+    """The process's own resident high-water mark in KiB (``VmHWM``; 0 once it has exited).
+
+    >>> own_peak_kb(os.getpid()) > 0
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def run(

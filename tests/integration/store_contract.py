@@ -182,6 +182,29 @@ def test_timers_load_in_slices_with_their_users(make_store: MakeStore) -> None:
     assert loaded.states[A] == {u: u.encode() for u in ("u0", "u1", "u2", "u3")}
 
 
+def test_a_batchs_partitions_share_one_timer_slice(make_store: MakeStore) -> None:
+    """However many partitions a batch reads, it loads at most ``max_timers`` due timers
+    in all, so the users it holds parsed do not grow with the partitions an instance
+    owns: four partitions with six due timers each and ``max_timers`` 8 load two each,
+    each partition capped at its second timer."""
+    store = make_store()
+    store.max_timers = 8
+    parts = [("events", p) for p in range(4)]
+    store.acquire(parts)
+    txn = store.begin(parts)
+    txn.load({}, {})
+    writes = {}
+    for tp in parts:
+        due = {f"u{tp[1]}-{i}": 10 * i for i in range(6)}
+        writes[tp] = PartitionWrite({u: b"s" for u in due}, applied=1, timers_set=due)
+    txn.save_partitions(SaveSet(writes))
+    loaded = store.begin(parts).load({}, {tp: 100 for tp in parts})
+    assert sum(len(t) for t in loaded.timers.values()) == 8
+    assert sum(len(s) for s in loaded.states.values()) == 8
+    assert loaded.timers[parts[3]] == [(0, "u3-0"), (10, "u3-1")]
+    assert loaded.capped == {tp: 10 for tp in parts}
+
+
 def test_tools_find_a_user_by_the_recorded_partition_count(make_store: MakeStore) -> None:
     store = make_store()
     assert store.record_partition_count("events", 4) == 4

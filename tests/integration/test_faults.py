@@ -6,6 +6,7 @@ while it cannot work."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import subprocess
@@ -16,14 +17,16 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 import redis
+from kafka import KafkaConsumer, TopicPartition
 
 from consumer.demo.synthetic import GeneratorConfig, generate
 from consumer.service.errors import StateStoreError
-from consumer.service.kafka_io import produce_records
+from consumer.service.kafka_io import _client_position, _queued, produce_records
 from consumer.service.loop import Service
 from consumer.service.metrics import Metrics
 from consumer.service.redis_store import RedisStateStore, _RedisTransaction
@@ -334,6 +337,56 @@ def test_a_poll_whose_answer_never_comes_costs_its_deadline_and_loses_nothing(
     check_exact(names, REDIS, trained_model)
 
 
+def test_a_partition_the_consumer_stops_reading_is_noticed_and_read(
+    names: Names,
+    trained_model: GlobalModel,
+    trained_model_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """kafka-python 3.0 can stop fetching one partition it holds and say nothing
+    (dpkp/kafka-python#3131; in the multi-node suite after a partition's leader was
+    SIGKILLed, one instance read its other partition for minutes while this one's records
+    waited on the broker). Here the first consumer stops fetching input partition 0 after
+    a few polls (paused behind the service's back: no error, no record). The service sees
+    the partition still while the broker has records past it, replaces the consumer, and
+    applies every record once; with the watch off (TIERSTREAM_KAFKA_STALL_S=0) the run
+    ends with partition 0's records unread."""
+    env = names.env(
+        TIERSTREAM_MODEL_FILE=str(trained_model_file),
+        TIERSTREAM_MAX_POLL_RECORDS="200",
+        TIERSTREAM_KAFKA_STALL_S="3",
+    )
+    produce_records(KAFKA, names.input, [(r.key, r.value) for r in generate(CONFIG)], partitions=2)
+    stopped = TopicPartition(names.input, 0)
+    polls: list[int] = []
+    internals: list[Any] = []
+    real_poll = KafkaConsumer.poll
+
+    def poll(self: KafkaConsumer, *args: Any, **kwargs: Any) -> Any:
+        polls.append(1)
+        if len(polls) >= 6 and len(polls) < 10_000 and stopped in self.assignment():
+            # What the watch reads of the client without a call to the brokers exists in
+            # this kafka-python (an upgrade that moved it fails here, not silently).
+            internals.append((_client_position(self, stopped), self.position(stopped)))
+            internals.append(_queued(self))
+            self.pause(stopped)  # the client stops fetching it; the service is not told
+            polls.extend([1] * 10_000)  # once, on the first consumer only
+        return real_poll(self, *args, **kwargs)
+
+    monkeypatch.setattr(KafkaConsumer, "poll", poll)
+    with caplog.at_level(logging.WARNING, logger="consumer.service.kafka_io"):
+        summary = Service(Settings.from_env(env)).run(stop_when_idle=3)
+    assert len(polls) > 10_000, "the consumer was never told to stop fetching"
+    (position, asked), buffered = internals
+    assert position == asked and position is not None, internals
+    assert buffered is not None, "kafka-python no longer queues its fetched records where read"
+    assert "the Kafka consumer stopped reading" in caplog.text, caplog.text
+    assert summary.retries >= 1, summary
+    assert committed_offsets(names.group, names.input) == end_offsets(names.input)
+    check_exact(names, REDIS, trained_model)
+
+
 @pytest.mark.parametrize("step", ["save", "publish", "commit"])
 def test_a_batch_that_fails_after_its_save_is_counted_once(names: Names, step: str) -> None:
     """A batch whose partitions are saved (step 3a) and which then fails (the model's
@@ -370,7 +423,9 @@ class FailingAfterOnePartition(RedisStateStore):
         txn = super().begin(partitions)
         save = txn.save_partitions
 
-        def save_partitions(batch: SaveSet, written: Callable[[Partition], None] | None = None):
+        def save_partitions(
+            batch: SaveSet, written: Callable[[Partition], None] | None = None
+        ) -> None:
             def one_written(tp: Partition) -> None:
                 if written is not None:
                     written(tp)

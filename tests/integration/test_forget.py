@@ -5,14 +5,21 @@ later event starts a fresh lifetime."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 import redis
+from kafka import KafkaProducer
+from kafka import errors as KafkaErrors
+from kafka.future import Future
 
 from consumer.demo.synthetic import GeneratorConfig, generate
+from consumer.service.errors import NotAcknowledged
 from consumer.service.kafka_io import produce_records
 from consumer.service.keys import KeySpace
 from consumer.service.partitioning import partition_of
+from consumer.tools.dlq_purge import purge
 from tests.integration.support import KAFKA, REDIS, Names, cli, read_topic
 
 pytestmark = pytest.mark.integration
@@ -117,3 +124,25 @@ def test_dlq_purge_removes_a_users_dead_letters_and_keeps_the_others(names: Name
     assert done.returncode == 0 and "removed 11 records" in done.stderr, done.stderr
     left = read_topic(names.dlq)
     assert len(left) == 20 and all(r.key in (b"u0", b"u2") for r in left)
+
+
+def test_a_dlq_purge_whose_copies_are_not_acknowledged_deletes_nothing(
+    names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The purge copies the records it keeps forward, then deletes the partition up to its
+    old end: a copy the brokers refuse or never acknowledge must stop it before the
+    delete, or the dead letters it meant to keep are gone."""
+    bad = {"event_type": "purchase", "timestamp": "2026-02-01T12:00:00Z", "amount": -1}
+    records = [
+        (u.encode(), orjson.dumps({**bad, "event_id": f"b{i}", "user_id": u}))
+        for i, u in enumerate(["u0", "u1", "u2"] * 4)
+    ]
+    produce_records(KAFKA, names.dlq, records, partitions=1)
+
+    def refused(self: KafkaProducer, *args: Any, **kwargs: Any) -> Future:
+        return Future().failure(KafkaErrors.MessageSizeTooLargeError("refused (injected)"))
+
+    monkeypatch.setattr(KafkaProducer, "send", refused)
+    with pytest.raises(NotAcknowledged, match=f"refused 8 of 8 records sent to {names.dlq}"):
+        purge(KAFKA, names.dlq, {"u1"})
+    assert len(read_topic(names.dlq)) == 12  # every dead letter still there

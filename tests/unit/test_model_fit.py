@@ -4,6 +4,7 @@ in memory, through the command line."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -11,6 +12,14 @@ import pytest
 
 from consumer.cli import main
 from consumer.demo.orders import OrderConfig, generate_orders
+from consumer.service.records import InputRecord
+from consumer.service.settings import Settings
+from consumer.service.state_store import MemoryStateStore
+from consumer.tools.model_fit import fit_model
+from consumer.tools.replay import Replay, event_time
+from online_models.feature_vector import FEATURE_NAMES
+from online_models.global_model import GlobalModel
+from online_models.online import OnlineModels, Resolved
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +35,7 @@ def test_a_fitted_model_starts_a_replay_that_learns_on(tmp_path: Path) -> None:
         b"".join(r.value + b"\n" for r in generate_orders(OrderConfig(users=150, seed=9, days=400)))
     )
     fitted, after = tmp_path / "fitted.json", tmp_path / "after.json"
-    until = "2026-01-01"
+    until = "2025-07-01"  # the stream's first half (400 days from 2025-01-01)
     assert main(["model", "fit", str(events), "--until", until, "--out", str(fitted)]) == 0
     model = orjson.loads(fitted.read_bytes())
     assert model["version"] > 0 and model["labels_seen"] > 0
@@ -50,3 +59,76 @@ def test_model_fit_says_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--out" in capsys.readouterr().err
     assert main(["model", "fit", str(events), "--out", str(tmp_path / "m.json")]) != 0
     assert "needs more events" in capsys.readouterr().err
+
+
+def _orders() -> list[InputRecord]:
+    """400 customers' orders over 400 days from 2025-01-01, as records of a file."""
+    orders = generate_orders(OrderConfig(users=400, seed=9, days=400))
+    return [InputRecord("f", 0, i, None, None, r.value) for i, r in enumerate(orders)]
+
+
+#: The half of :func:`_orders`' history.
+HALF_MS = 1_751_328_000_000  # 2025-07-01
+
+
+def _versions(model: GlobalModel, records: list[InputRecord]) -> list[tuple[int, int]]:
+    """Replay ``records`` from ``model`` with learning on: after each batch, its last
+    event time and the model version."""
+    store = MemoryStateStore()
+    store.put_model(orjson.dumps(model.to_json()))
+    seen: list[tuple[int, int]] = []
+    replay = Replay.from_settings(
+        Settings.from_env({}), store, emit=lambda _: None, batch_size=50, check_keys=False
+    )
+
+    def record(_: object, batch: Sequence[InputRecord]) -> None:
+        last = max(event_time(r.value) or 0 for r in batch)
+        seen.append((last, replay.engine.models.model.version))
+
+    replay.on_batch = record
+    replay.run(records)
+    return seen
+
+
+def test_a_fitted_model_does_not_learn_the_history_it_was_fitted_on_again() -> None:
+    records = _orders()
+    model = fit_model(Settings.from_env({}), lambda: records, passes=1, until_ms=HALF_MS)
+    assert model.fitted_until_ms == HALF_MS
+    seen = _versions(GlobalModel.from_json(orjson.loads(orjson.dumps(model.to_json()))), records)
+    before = {v for t, v in seen if t <= HALF_MS}
+    assert before == {model.version}  # read again for the users' states, not learnt
+    assert seen[-1][1] > model.version  # after the fitted time it learns on
+    # The same model learnt online (no fitted time) learns the first half again.
+    online = model.replace(fitted_until_ms=None)
+    assert "fitted_until_ms" not in online.to_json()
+    again = _versions(online, records)
+    assert max(v for t, v in again if t <= HALF_MS) > model.version
+
+
+def test_a_fitted_model_still_observes_the_labels_it_does_not_learn() -> None:
+    fitted = GlobalModel.initial(FEATURE_NAMES).replace(fitted_until_ms=100)
+    models = OnlineModels(fitted)
+    x = [1.0] * len(FEATURE_NAMES)
+    models.learn_label(x, {0: 1.0}, 0.4, tier="vip", at_ms=100)
+    models.learn_sample(x, at_ms=100)
+    assert models.take_resolved() == [Resolved(0.4, True, "vip", False)]  # for the metrics
+    assert (models.learner.labels, models.learner.samples) == (0, 0)
+    models.learn_label(x, {0: 0.0}, 0.2, at_ms=101)
+    models.learn_sample(x, at_ms=101)
+    assert (models.learner.labels, models.learner.samples) == (1, 1)
+
+
+def test_a_model_without_a_fitted_time_learns_everything_as_before() -> None:
+    data = GlobalModel.initial(FEATURE_NAMES).to_json()
+    assert "fitted_until_ms" not in data
+    model = GlobalModel.from_json(data)
+    assert model.fitted_until_ms is None and model.name == data["name"]
+    models = OnlineModels(model)
+    x = [1.0] * len(FEATURE_NAMES)
+    models.learn_label(x, {0: 1.0}, 0.4, at_ms=0)
+    models.learn_sample(x, at_ms=0)
+    models.learn_sample(x)
+    assert (models.learner.labels, models.learner.samples) == (1, 2)
+    fitted = model.replace(fitted_until_ms=5)
+    assert fitted.name != model.name  # the fitted time is part of the content
+    assert GlobalModel.from_json(fitted.to_json()) == fitted

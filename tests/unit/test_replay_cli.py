@@ -150,6 +150,18 @@ def test_until_keeps_earlier_events_and_scores_as_of_it(tmp_path: Path, events: 
     ]
 
 
+def replay_orders(tmp: Path, orders: Path) -> dict[str, bytes]:
+    """Replay an order export: order, customer, date, total."""
+    return replay(
+        tmp,
+        orders,
+        "--csv-map",
+        "user_id=customer,timestamp=date,amount=total,event_id=order",
+        "--event-type",
+        "purchase",
+    )
+
+
 def test_replay_of_a_csv_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     orders = tmp_path / "orders.csv"
     orders.write_text(
@@ -159,19 +171,23 @@ def test_replay_of_a_csv_export(tmp_path: Path, capsys: pytest.CaptureFixture[st
         "o3,c2,last week,5\n"
         "o4,c2,1767225600000,9.99\n"
     )
-    out = replay(
-        tmp_path,
-        orders,
-        "--csv-map",
-        "user_id=customer,timestamp=date,amount=total,event_id=order",
-        "--event-type",
-        "purchase",
-    )
+    out = replay_orders(tmp_path, orders)
     assert [d["source_offset"] for d in lines(out["dlq"])] == [3]
     assert [d["reason"] for d in lines(out["dlq"])] == ["bad_timestamp"]
     assert [s["user_id"] for s in lines(out["snapshot"])] == ["c1", "c2"]
     assert lines(out["snapshot"])[0]["features"]["purchases"] == 2  # type: ignore[index]
     assert "replayed 4 records of orders.csv" in capsys.readouterr().err
+
+
+def test_the_summary_counts_the_timers_that_fired(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """c1 is silent from 1 January; c2's purchase on the 23rd moves event time past c1's
+    weekly re-scores of the 8th, 15th and 22nd (no snapshot's horizon has passed yet)."""
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order,customer,date,total\no1,c1,2026-01-01,10\no2,c2,2026-01-23,10\n")
+    replay_orders(tmp_path, orders)
+    assert "2 tier changes, 3 timers fired" in capsys.readouterr().err
 
 
 def test_inspect_a_replayed_user(events: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,35 @@
+"""The bench's children report their own peak memory, not the bench's."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tests.bench import processes
+
+
+def test_a_child_reports_its_own_peak_not_the_one_it_inherits(tmp_path: Path) -> None:
+    """Linux carries the starting process's resident high-water mark over ``execve``
+    into the child's ``ru_maxrss``: a small child of a process that once held 200 MB
+    would report 200 MB. Its own ``VmHWM`` is a few MB."""
+    held = bytearray(200 * 1024 * 1024)
+    held[::4096] = b"\1" * len(held[::4096])  # touch every page: resident
+    del held
+    code = "import time; time.sleep(0.3)"
+    done = processes.run(
+        "small", [sys.executable, "-S", "-c", code], env={}, logs=tmp_path, timeout_s=30
+    )
+    assert 0 < done.max_rss_mb < 50
+
+
+def test_children_reaped_one_after_the_other_each_report_their_peak(tmp_path: Path) -> None:
+    """The bench starts instances together and reaps them in turn: one that exits while
+    another is reaped still has its peak."""
+    code = "import time; time.sleep(0.3)"
+    argv = [sys.executable, "-S", "-c", code]
+    slow = processes.Child(
+        "slow", [*argv[:-1], "import time; time.sleep(1)"], env={}, logs=tmp_path
+    )
+    quick = processes.Child("quick", argv, env={}, logs=tmp_path)
+    assert slow.reap(30).max_rss_mb > 0
+    assert quick.reap(30).max_rss_mb > 0
