@@ -83,3 +83,24 @@ def test_a_tier_missing_from_a_new_config_is_replaced() -> None:
 def test_bad_configs_say_what_is_wrong(config: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TierPolicy.from_config(config)
+
+
+@pytest.mark.parametrize("trained", [False, True], ids=["version 0", "trained"])
+def test_the_default_tiers_let_a_silent_user_fall_to_the_lowest_tier(
+    trained: bool, request: pytest.FixtureRequest
+) -> None:
+    """A user who visited once and went silent scores below the lowest threshold less the
+    margin, so the lowest tier stays reachable: a term that sits at a prior for everyone
+    (as ``propensity_long`` does until its first long-horizon labels resolve) must not lift
+    the score's floor above it."""
+    from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
+    from online_models.event import Event
+    from online_models.user_state import UserState
+
+    model = request.getfixturevalue("trained_model") if trained else None
+    engine = load_engine(DEFAULT_TIERS_FILE, model=model)
+    state = UserState.new()
+    engine.apply(state, Event("e1", "u1", "page_view", 0), emitted_at_ms=0)
+    floor = engine.policy.tiers[1].min_score - engine.policy.hysteresis
+    score = engine.explain(state, 60 * DAY_MS)["scores"]["value_score"]
+    assert score < floor, (score, floor)
