@@ -118,6 +118,21 @@ class Horizons:
     rescore_every_ms: int = 7 * DAY_MS
     #: ...until silent this long, when every recency feature has saturated.
     max_silence_ms: int = 365 * DAY_MS
+    #: Once silent this long, a user is re-scored every ``silent_rescore_every_ms``
+    #: instead (0: never slower); snapshots and samples of the silent follow the re-scores.
+    silent_rescore_after_ms: int = 28 * DAY_MS
+    silent_rescore_every_ms: int = 0
+    #: A silent user's re-score period is at least this share of their silence so far
+    #: (1.0: each re-score doubles the silence; 0: a fixed period).
+    rescore_growth: float = 0.0
+    #: A snapshot's label is resolved at the first periodic re-score at or after its
+    #: deadline (or at an event) instead of a timer of its own; only a deadline past the
+    #: last re-score fires on its own. The label is the same (events are counted by
+    #: window); the heads learn it up to one re-score period later.
+    labels_at_rescore: bool = False
+    #: A silent user gives a learning sample at most once per this span (0: as the
+    #: active, ``learn_every_ms``).
+    silent_learn_every_ms: int = 0
     #: A user silent this long ends: their state is deleted, a later event starts a new
     #: lifetime (``TIERSTREAM_STATE_TTL_DAYS``). The default leaves the last re-score's
     #: snapshots (at most ``max_silence`` after the last event) their longest horizon
@@ -128,6 +143,8 @@ class Horizons:
     def __post_init__(self) -> None:
         if self.expire_after_ms <= 0:
             raise ValueError("the state time-to-live must be positive")
+        if self.rescore_growth < 0:
+            raise ValueError("the re-score growth must not be negative")
 
     def next_due(self, state: UserState) -> int:
         """When ``state``'s timer fires next: the pending snapshot's label deadline, the
@@ -144,12 +161,58 @@ class Horizons:
         >>> h.next_due(s) == h.expire_after_ms
         True
         """
-        due = [state.features.last_ms + self.expire_after_ms]
-        due.extend(p[1] + p[0] + 1 for p in state.pending or ())  # each snapshot's deadline
-        periodic = max(state.features.last_ms, state.rescored_ms) + self.rescore_every_ms
-        if periodic <= state.features.last_ms + self.max_silence_ms:
+        last = state.features.last_ms
+        due = [last + self.expire_after_ms]
+        periodic = self.next_rescore(last, max(last, state.rescored_ms))
+        if periodic is None or not self.labels_at_rescore:
+            # each snapshot's deadline (on the re-score grid, a later re-score resolves it)
+            due.extend(p[1] + p[0] + 1 for p in state.pending or ())
+        if periodic is not None:
             due.append(periodic)
         return min(due)
+
+    def next_rescore(self, last_ms: int, rescored_ms: int) -> int | None:
+        """The periodic re-score after the one at ``rescored_ms`` of a user whose last
+        event was at ``last_ms``; None once they have been silent for ``max_silence``.
+
+        >>> h = Horizons(silent_rescore_every_ms=28 * DAY_MS)   # weekly for 4 weeks...
+        >>> [h.next_rescore(0, d * DAY_MS) // DAY_MS for d in (0, 21, 28, 56)]
+        [7, 28, 56, 84]
+        >>> g = Horizons(rescore_growth=1.0)                    # ...or doubling the silence
+        >>> [g.next_rescore(0, d * DAY_MS) // DAY_MS for d in (0, 7, 14, 112)]
+        [7, 14, 28, 224]
+        >>> g.next_rescore(0, 224 * DAY_MS) is None             # past max_silence
+        True
+        """
+        silence = rescored_ms - last_ms
+        period = self.rescore_every_ms
+        if self.silent_rescore_every_ms and silence >= self.silent_rescore_after_ms:
+            period = max(period, self.silent_rescore_every_ms)
+        if self.rescore_growth:
+            period = max(period, round(self.rescore_growth * silence))
+        due = rescored_ms + period
+        return due if due <= last_ms + self.max_silence_ms else None
+
+    def silent_learn_ms(self) -> int:
+        """How far apart a silent user's learning samples are, at the least."""
+        return self.silent_learn_every_ms or self.learn_every_ms
+
+    def silent_knobs(self) -> dict[str, float]:
+        """The settings of the silent users' schedule that differ from the defaults
+        (for the policy digest: a default schedule leaves it as it was).
+
+        >>> Horizons().silent_knobs(), Horizons(rescore_growth=0.5).silent_knobs()
+        ({}, {'rescore_growth': 0.5})
+        """
+        default = Horizons()
+        knobs = {
+            "silent_rescore_after_ms": self.silent_rescore_after_ms,
+            "silent_rescore_every_ms": self.silent_rescore_every_ms,
+            "rescore_growth": self.rescore_growth,
+            "labels_at_rescore": float(self.labels_at_rescore),
+            "silent_learn_every_ms": self.silent_learn_every_ms,
+        }
+        return {k: v for k, v in knobs.items() if v != getattr(default, k)}
 
     def heads(self) -> tuple[HeadSpec, ...]:
         """The heads, the 30-day propensity (``label_ms``) first.
@@ -216,20 +279,22 @@ class TierEngine:
             span: [(i, h.target) for i, h in enumerate(self.head_specs) if h.horizon_ms == span]
             for span in self._spans
         }
-        self.policy_digest = _digest(
-            {
-                "weights": scorer.weights,
-                "tiers": [(t.name, t.min_score) for t in policy.tiers],
-                "hysteresis": policy.hysteresis,
-                "min_dwell_ms": policy.min_dwell_ms,
-                "horizons": [
-                    self.horizons.label_ms,
-                    self.horizons.rescore_every_ms,
-                    self.horizons.long_ms,
-                    self.horizons.churn_ms,
-                ],
-            }
-        )[:6]
+        digested: dict[str, Any] = {
+            "weights": scorer.weights,
+            "tiers": [(t.name, t.min_score) for t in policy.tiers],
+            "hysteresis": policy.hysteresis,
+            "min_dwell_ms": policy.min_dwell_ms,
+            "horizons": [
+                self.horizons.label_ms,
+                self.horizons.rescore_every_ms,
+                self.horizons.long_ms,
+                self.horizons.churn_ms,
+            ],
+        }
+        knobs = self.horizons.silent_knobs()
+        if knobs:  # a default schedule keeps the digest it always had
+            digested["silent"] = knobs
+        self.policy_digest = _digest(digested)[:6]
 
     @property
     def model_version(self) -> str:
@@ -628,7 +693,7 @@ class EnginePass:
         # model would extrapolate wildly for the silent; "will they buy within H days" is
         # as much a question about the silent.
         snapshots = engine._snapshot(state, now_ms, x) if present else []
-        if present and now_ms - state.learned_ms >= engine.horizons.learn_every_ms:
+        if present and now_ms - state.learned_ms >= engine.horizons.silent_learn_ms():
             state.learned_ms = now_ms
             engine.models.learn_sample(x, at_ms=now_ms)
         decision = self._scored(state, user_id, labels, model, x, now_ms, snapshots)
