@@ -125,10 +125,12 @@ class Horizons:
     #: A silent user's re-score period is at least this share of their silence so far
     #: (1.0: each re-score doubles the silence; 0: a fixed period).
     rescore_growth: float = 0.0
-    #: A snapshot's label is resolved at the first periodic re-score at or after its
-    #: deadline (or at an event) instead of a timer of its own; only a deadline past the
-    #: last re-score fires on its own. The label is the same (events are counted by
-    #: window); the heads learn it up to one re-score period later.
+    #: A snapshot's label is resolved at the first periodic re-score at or after the end
+    #: of its window (or at an event) instead of a timer of its own; only a deadline past
+    #: the last re-score fires on its own. The label is that of the same window (events
+    #: are counted by window), except that an event of the user at the very millisecond
+    #: the window ends on a re-score falls outside it; the heads learn it up to one
+    #: re-score period later.
     labels_at_rescore: bool = False
     #: A silent user gives a learning sample at most once per this span (0: as the
     #: active, ``learn_every_ms``).
@@ -392,18 +394,23 @@ class TierEngine:
                     p[4] += 1
                     p[7] += event.amount
 
-    def _resolve_due(self, state: UserState, user_id: str, now: int) -> list[_Label]:
+    def _resolve_due(
+        self, state: UserState, user_id: str, now: int, *, closing: bool = False
+    ) -> list[_Label]:
         """Resolve the snapshots whose horizon passed by event time ``now``: each gives
         the heads of its horizon their labels (learnt now). The first head's labels are
         returned: they become :class:`Resolved` observations once the batch is scored (the
-        snapshot's propensity and tier may come from this batch)."""
+        snapshot's propensity and tier may come from this batch). ``closing``: a timer
+        at ``now`` also resolves the windows that end at ``now`` (a horizon that is a
+        multiple of the re-score period ends on a re-score; an event of the user at that
+        very millisecond comes after the timer and falls outside the window)."""
         if not state.pending:
             return []
         keep = []
         observed: list[_Label] = []
         for p in state.pending:
             span, t0, x0, _, purchases, events, _, spend = p
-            if now <= t0 + span:
+            if now < t0 + span or (now == t0 + span and not closing):
                 keep.append(p)
                 continue
             labels = {}
@@ -680,7 +687,8 @@ class EnginePass:
         passed (negative labels for those who never came back) and re-score the silent
         user, so a tier falls by inactivity on time."""
         engine = self.engine
-        labels = engine._resolve_due(state, user_id, now_ms)
+        closing = engine.horizons.labels_at_rescore
+        labels = engine._resolve_due(state, user_id, now_ms, closing=closing)
         model = engine.models.model  # after the labels it learnt, before the sample
         state.rescored_ms = now_ms
         x = vector(state.features, now_ms)

@@ -4,6 +4,7 @@ defaults keep the weekly schedule)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,21 @@ def test_a_label_on_the_grid_is_that_of_its_window(tmp_path: Path) -> None:
     engine.apply(state, buy(33, 2), emitted_at_ms=0)
     first = [(at, heads[0]) for at, heads in labels if 0 in heads]
     assert first == [(33 * DAY_MS, 0.0)]
+
+
+def test_a_window_that_ends_on_a_rescore_resolves_there(tmp_path: Path) -> None:
+    """Re-scored monthly, a 30-day snapshot's window ends on the next re-score: its label
+    is resolved there, not a month later; an event of the user at that very millisecond
+    comes after the re-score and is not counted."""
+    engine = engine_with(tmp_path, "labels_at_rescore = true")
+    engine.horizons = replace(engine.horizons, rescore_every_ms=30 * DAY_MS)
+    labels = spy_labels(engine)
+    state = UserState.new()
+    engine.apply(state, buy(0), emitted_at_ms=0)
+    assert state.due_ms == 30 * DAY_MS
+    engine.fire(state, "u1", state.due_ms, emitted_at_ms=0)
+    engine.apply(state, buy(30, 2), emitted_at_ms=0)
+    assert [(at, heads[0]) for at, heads in labels if 0 in heads] == [(30 * DAY_MS, 0.0)]
 
 
 def test_the_period_grows_with_silence(tmp_path: Path) -> None:
