@@ -144,12 +144,16 @@ class Horizons:
         >>> h.next_due(s) == h.expire_after_ms
         True
         """
-        due = [state.features.last_ms + self.expire_after_ms]
-        due.extend(p[1] + p[0] + 1 for p in state.pending or ())  # each snapshot's deadline
-        periodic = max(state.features.last_ms, state.rescored_ms) + self.rescore_every_ms
-        if periodic <= state.features.last_ms + self.max_silence_ms:
-            due.append(periodic)
-        return min(due)
+        last = state.features.last_ms
+        due = last + self.expire_after_ms
+        for p in state.pending or ():
+            deadline = p[1] + p[0] + 1  # the snapshot's
+            if deadline < due:
+                due = deadline
+        periodic = max(last, state.rescored_ms) + self.rescore_every_ms
+        if periodic < due and periodic <= last + self.max_silence_ms:
+            due = periodic
+        return due
 
     def heads(self) -> tuple[HeadSpec, ...]:
         """The heads, the 30-day propensity (``label_ms``) first.
@@ -583,10 +587,9 @@ class EnginePass:
 
     def event(self, state: UserState, event: Event, *, emitted_at_ms: int) -> Decision | _Duplicate:
         """Fold ``event`` into ``state`` (DUPLICATE if the user already had it)."""
-        if state.seen(event.event_id):
+        if not state.first_sight(event.event_id):
             return DUPLICATE
         engine = self.engine
-        state.remember(event.event_id)
         if state.born_ms < 0:
             state.born_ms = event.timestamp_ms  # the first event of this lifetime
         features = state.features
