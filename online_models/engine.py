@@ -304,21 +304,31 @@ class TierEngine:
             "features": features.to_json(),
         }
 
-    def _snapshot(self, state: UserState, now: int, x: list[float]) -> list[list[Any]]:
-        """Take a snapshot for every horizon whose newest pending one is at least
-        :data:`SNAPSHOTS_PER_HORIZON` times younger than the horizon (or that has none);
-        the snapshots taken. Their propensity (and tier) are filled in once the batch is
+    def _due_spans(self, state: UserState, now: int) -> list[int]:
+        """The horizons that take a snapshot at ``now``: those whose newest pending one
+        is at least :data:`SNAPSHOTS_PER_HORIZON` times younger than the horizon, or that
+        have none."""
+        newest: dict[int, int] = {}
+        for p in state.pending or ():
+            newest[p[0]] = max(newest.get(p[0], p[1]), p[1])
+        return [
+            span
+            for span in self._spans
+            if span not in newest or now - newest[span] >= span // SNAPSHOTS_PER_HORIZON
+        ]
+
+    def _snapshot(
+        self, state: UserState, now: int, x: list[float], spans: list[int]
+    ) -> list[list[Any]]:
+        """Take a snapshot of ``x`` for each of ``spans`` (:meth:`_due_spans`); the
+        snapshots taken. Their propensity (and tier) are filled in once the batch is
         scored (:meth:`EnginePass.finish`)."""
         pending = state.pending or []
-        newest: dict[int, int] = {}
-        for p in pending:
-            newest[p[0]] = max(newest.get(p[0], p[1]), p[1])
         taken = []
-        for span in self._spans:
-            if span not in newest or now - newest[span] >= span // SNAPSHOTS_PER_HORIZON:
-                snap = [span, now, x, None, 0, 0, None, 0.0]
-                pending.append(snap)
-                taken.append(snap)
+        for span in spans:
+            snap = [span, now, x, None, 0, 0, None, 0.0]
+            pending.append(snap)
+            taken.append(snap)
         state.pending = pending
         return taken
 
@@ -596,17 +606,22 @@ class EnginePass:
         late = features.events > 0 and event.timestamp_ms < features.last_ms
         features.apply(event)
         now = features.last_ms
-        x = vector(features, now)
         model = engine.models.model  # the version that scores it: before it learns
         labels = engine._resolve_due(state, event.user_id, event.timestamp_ms)
         engine._count(state, event)
-        snapshots: list[list[Any]] = []
-        if not late:
-            snapshots = engine._snapshot(state, now, x)
-            if state.learned_ms < 0 or now - state.learned_ms >= engine.horizons.learn_every_ms:
+        spans = [] if late else engine._due_spans(state, now)
+        learn = not late and (
+            state.learned_ms < 0 or now - state.learned_ms >= engine.horizons.learn_every_ms
+        )
+        if not (spans or learn) and self._held(state, now):
+            decision = self._unscored(state, event.user_id, labels)
+        else:
+            x = vector(features, now)
+            snapshots = engine._snapshot(state, now, x, spans) if spans else []
+            if learn:
                 state.learned_ms = now
                 engine.models.learn_sample(x, at_ms=now)
-        decision = self._scored(state, event.user_id, labels, model, x, now, snapshots)
+            decision = self._scored(state, event.user_id, labels, model, x, now, snapshots)
         decision._time = event.timestamp_ms
         decision._stamp = emitted_at_ms
         decision._kind = "threshold"
@@ -621,7 +636,6 @@ class EnginePass:
         labels = engine._resolve_due(state, user_id, now_ms)
         model = engine.models.model  # after the labels it learnt, before the sample
         state.rescored_ms = now_ms
-        x = vector(state.features, now_ms)
         # Past ``max_silence`` the user is gone: no new snapshot, no sample, so the only
         # timer left is the end of their lifetime (a snapshot would arm a deadline, whose
         # firing would take the next one, for ever: one event dated in the year 9999 once
@@ -630,11 +644,17 @@ class EnginePass:
         # Snapshots at events alone would all have "days since last event" = 0, and the
         # model would extrapolate wildly for the silent; "will they buy within H days" is
         # as much a question about the silent.
-        snapshots = engine._snapshot(state, now_ms, x) if present else []
-        if present and now_ms - state.learned_ms >= engine.horizons.learn_every_ms:
-            state.learned_ms = now_ms
-            engine.models.learn_sample(x, at_ms=now_ms)
-        decision = self._scored(state, user_id, labels, model, x, now_ms, snapshots)
+        spans = engine._due_spans(state, now_ms) if present else []
+        learn = present and now_ms - state.learned_ms >= engine.horizons.learn_every_ms
+        if not (spans or learn) and self._held(state, now_ms):
+            decision = self._unscored(state, user_id, labels)
+        else:
+            x = vector(state.features, now_ms)
+            snapshots = engine._snapshot(state, now_ms, x, spans) if spans else []
+            if learn:
+                state.learned_ms = now_ms
+                engine.models.learn_sample(x, at_ms=now_ms)
+            decision = self._scored(state, user_id, labels, model, x, now_ms, snapshots)
         decision._time = now_ms
         decision._stamp = emitted_at_ms
         decision._kind = "inactivity"
@@ -670,6 +690,19 @@ class EnginePass:
         decision._erase = (request_id, requested_ms)
         decision._stamp = emitted_at_ms
         decision._model = self.engine.models.model
+        self._decisions.append(decision)
+        return decision
+
+    def _held(self, state: UserState, now: int) -> bool:
+        """Whether no score at ``now`` can change the user's tier (the dwell time holds
+        it), whatever the decisions before it in this pass: they can only have moved the
+        start of the dwell later."""
+        return self.engine.policy.holds(state.tier, since_ms=state.tier_since_ms, now_ms=now)
+
+    def _unscored(self, state: UserState, user: str, labels: list[_Label]) -> Decision:
+        """The decision of an event or timer that needs no score: no snapshot, no sample,
+        and the tier held (:meth:`_held`); it resolves its labels, in order."""
+        decision = Decision(state, user, labels)
         self._decisions.append(decision)
         return decision
 
