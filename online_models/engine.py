@@ -613,15 +613,7 @@ class EnginePass:
         learn = not late and (
             state.learned_ms < 0 or now - state.learned_ms >= engine.horizons.learn_every_ms
         )
-        if not (spans or learn) and self._held(state, now):
-            decision = self._unscored(state, event.user_id, labels)
-        else:
-            x = vector(features, now)
-            snapshots = engine._snapshot(state, now, x, spans) if spans else []
-            if learn:
-                state.learned_ms = now
-                engine.models.learn_sample(x, at_ms=now)
-            decision = self._scored(state, event.user_id, labels, model, x, now, snapshots)
+        decision = self._observe(state, event.user_id, labels, model, now, spans, learn)
         decision._time = event.timestamp_ms
         decision._stamp = emitted_at_ms
         decision._kind = "threshold"
@@ -646,15 +638,7 @@ class EnginePass:
         # as much a question about the silent.
         spans = engine._due_spans(state, now_ms) if present else []
         learn = present and now_ms - state.learned_ms >= engine.horizons.learn_every_ms
-        if not (spans or learn) and self._held(state, now_ms):
-            decision = self._unscored(state, user_id, labels)
-        else:
-            x = vector(state.features, now_ms)
-            snapshots = engine._snapshot(state, now_ms, x, spans) if spans else []
-            if learn:
-                state.learned_ms = now_ms
-                engine.models.learn_sample(x, at_ms=now_ms)
-            decision = self._scored(state, user_id, labels, model, x, now_ms, snapshots)
+        decision = self._observe(state, user_id, labels, model, now_ms, spans, learn)
         decision._time = now_ms
         decision._stamp = emitted_at_ms
         decision._kind = "inactivity"
@@ -692,6 +676,28 @@ class EnginePass:
         decision._model = self.engine.models.model
         self._decisions.append(decision)
         return decision
+
+    def _observe(
+        self,
+        state: UserState,
+        user: str,
+        labels: list[_Label],
+        model: GlobalModel,
+        now: int,
+        spans: list[int],
+        learn: bool,
+    ) -> Decision:
+        """The user at ``now``: a snapshot for each of ``spans``, a learning sample if
+        ``learn``, and the decision, scored with ``model`` unless nothing needs a score
+        (no snapshot, no sample, the tier held: :meth:`_held`)."""
+        if not (spans or learn) and self._held(state, now):
+            return self._unscored(state, user, labels)
+        x = vector(state.features, now)
+        snapshots = self.engine._snapshot(state, now, x, spans) if spans else []
+        if learn:
+            state.learned_ms = now
+            self.engine.models.learn_sample(x, at_ms=now)
+        return self._scored(state, user, labels, model, x, now, snapshots)
 
     def _held(self, state: UserState, now: int) -> bool:
         """Whether no score at ``now`` can change the user's tier (the dwell time holds
