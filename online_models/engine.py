@@ -164,14 +164,17 @@ class Horizons:
         True
         """
         last = state.features.last_ms
-        due = [last + self.expire_after_ms]
+        due = last + self.expire_after_ms
         periodic = self.next_rescore(last, max(last, state.rescored_ms))
         if periodic is None or not self.labels_at_rescore:
             # each snapshot's deadline (on the re-score grid, a later re-score resolves it)
-            due.extend(p[1] + p[0] + 1 for p in state.pending or ())
-        if periodic is not None:
-            due.append(periodic)
-        return min(due)
+            for p in state.pending or ():
+                deadline = p[1] + p[0] + 1
+                if deadline < due:
+                    due = deadline
+        if periodic is not None and periodic < due:
+            due = periodic
+        return due
 
     def next_rescore(self, last_ms: int, rescored_ms: int) -> int | None:
         """The periodic re-score after the one at ``rescored_ms`` of a user whose last
@@ -367,21 +370,31 @@ class TierEngine:
             "features": features.to_json(),
         }
 
-    def _snapshot(self, state: UserState, now: int, x: list[float]) -> list[list[Any]]:
-        """Take a snapshot for every horizon whose newest pending one is at least
-        :data:`SNAPSHOTS_PER_HORIZON` times younger than the horizon (or that has none);
-        the snapshots taken. Their propensity (and tier) are filled in once the batch is
+    def _due_spans(self, state: UserState, now: int) -> list[int]:
+        """The horizons that take a snapshot at ``now``: those whose newest pending one
+        is at least :data:`SNAPSHOTS_PER_HORIZON` times younger than the horizon, or that
+        have none."""
+        newest: dict[int, int] = {}
+        for p in state.pending or ():
+            newest[p[0]] = max(newest.get(p[0], p[1]), p[1])
+        return [
+            span
+            for span in self._spans
+            if span not in newest or now - newest[span] >= span // SNAPSHOTS_PER_HORIZON
+        ]
+
+    def _snapshot(
+        self, state: UserState, now: int, x: list[float], spans: list[int]
+    ) -> list[list[Any]]:
+        """Take a snapshot of ``x`` for each of ``spans`` (:meth:`_due_spans`); the
+        snapshots taken. Their propensity (and tier) are filled in once the batch is
         scored (:meth:`EnginePass.finish`)."""
         pending = state.pending or []
-        newest: dict[int, int] = {}
-        for p in pending:
-            newest[p[0]] = max(newest.get(p[0], p[1]), p[1])
         taken = []
-        for span in self._spans:
-            if span not in newest or now - newest[span] >= span // SNAPSHOTS_PER_HORIZON:
-                snap = [span, now, x, None, 0, 0, None, 0.0]
-                pending.append(snap)
-                taken.append(snap)
+        for span in spans:
+            snap = [span, now, x, None, 0, 0, None, 0.0]
+            pending.append(snap)
+            taken.append(snap)
         state.pending = pending
         return taken
 
@@ -655,27 +668,23 @@ class EnginePass:
 
     def event(self, state: UserState, event: Event, *, emitted_at_ms: int) -> Decision | _Duplicate:
         """Fold ``event`` into ``state`` (DUPLICATE if the user already had it)."""
-        if state.seen(event.event_id):
+        if not state.first_sight(event.event_id):
             return DUPLICATE
         engine = self.engine
-        state.remember(event.event_id)
         if state.born_ms < 0:
             state.born_ms = event.timestamp_ms  # the first event of this lifetime
         features = state.features
         late = features.events > 0 and event.timestamp_ms < features.last_ms
         features.apply(event)
         now = features.last_ms
-        x = vector(features, now)
         model = engine.models.model  # the version that scores it: before it learns
         labels = engine._resolve_due(state, event.user_id, event.timestamp_ms)
         engine._count(state, event)
-        snapshots: list[list[Any]] = []
-        if not late:
-            snapshots = engine._snapshot(state, now, x)
-            if state.learned_ms < 0 or now - state.learned_ms >= engine.horizons.learn_every_ms:
-                state.learned_ms = now
-                engine.models.learn_sample(x, at_ms=now)
-        decision = self._scored(state, event.user_id, labels, model, x, now, snapshots)
+        spans = [] if late else engine._due_spans(state, now)
+        learn = not late and (
+            state.learned_ms < 0 or now - state.learned_ms >= engine.horizons.learn_every_ms
+        )
+        decision = self._observe(state, event.user_id, labels, model, now, spans, learn)
         decision._time = event.timestamp_ms
         decision._stamp = emitted_at_ms
         decision._kind = "threshold"
@@ -691,7 +700,6 @@ class EnginePass:
         labels = engine._resolve_due(state, user_id, now_ms, closing=closing)
         model = engine.models.model  # after the labels it learnt, before the sample
         state.rescored_ms = now_ms
-        x = vector(state.features, now_ms)
         # Past ``max_silence`` the user is gone: no new snapshot, no sample, so the only
         # timer left is the end of their lifetime (a snapshot would arm a deadline, whose
         # firing would take the next one, for ever: one event dated in the year 9999 once
@@ -700,11 +708,9 @@ class EnginePass:
         # Snapshots at events alone would all have "days since last event" = 0, and the
         # model would extrapolate wildly for the silent; "will they buy within H days" is
         # as much a question about the silent.
-        snapshots = engine._snapshot(state, now_ms, x) if present else []
-        if present and now_ms - state.learned_ms >= engine.horizons.silent_learn_ms():
-            state.learned_ms = now_ms
-            engine.models.learn_sample(x, at_ms=now_ms)
-        decision = self._scored(state, user_id, labels, model, x, now_ms, snapshots)
+        spans = engine._due_spans(state, now_ms) if present else []
+        learn = present and now_ms - state.learned_ms >= engine.horizons.silent_learn_ms()
+        decision = self._observe(state, user_id, labels, model, now_ms, spans, learn)
         decision._time = now_ms
         decision._stamp = emitted_at_ms
         decision._kind = "inactivity"
@@ -740,6 +746,41 @@ class EnginePass:
         decision._erase = (request_id, requested_ms)
         decision._stamp = emitted_at_ms
         decision._model = self.engine.models.model
+        self._decisions.append(decision)
+        return decision
+
+    def _observe(
+        self,
+        state: UserState,
+        user: str,
+        labels: list[_Label],
+        model: GlobalModel,
+        now: int,
+        spans: list[int],
+        learn: bool,
+    ) -> Decision:
+        """The user at ``now``: a snapshot for each of ``spans``, a learning sample if
+        ``learn``, and the decision, scored with ``model`` unless nothing needs a score
+        (no snapshot, no sample, the tier held: :meth:`_held`)."""
+        if not (spans or learn) and self._held(state, now):
+            return self._unscored(state, user, labels)
+        x = vector(state.features, now)
+        snapshots = self.engine._snapshot(state, now, x, spans) if spans else []
+        if learn:
+            state.learned_ms = now
+            self.engine.models.learn_sample(x, at_ms=now)
+        return self._scored(state, user, labels, model, x, now, snapshots)
+
+    def _held(self, state: UserState, now: int) -> bool:
+        """Whether no score at ``now`` can change the user's tier (the dwell time holds
+        it), whatever the decisions before it in this pass: they can only have moved the
+        start of the dwell later."""
+        return self.engine.policy.holds(state.tier, since_ms=state.tier_since_ms, now_ms=now)
+
+    def _unscored(self, state: UserState, user: str, labels: list[_Label]) -> Decision:
+        """The decision of an event or timer that needs no score: no snapshot, no sample,
+        and the tier held (:meth:`_held`); it resolves its labels, in order."""
+        decision = Decision(state, user, labels)
         self._decisions.append(decision)
         return decision
 
