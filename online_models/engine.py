@@ -118,6 +118,23 @@ class Horizons:
     rescore_every_ms: int = 7 * DAY_MS
     #: ...until silent this long, when every recency feature has saturated.
     max_silence_ms: int = 365 * DAY_MS
+    #: Once silent this long, a user is re-scored every ``silent_rescore_every_ms``
+    #: instead (0: never slower); snapshots and samples of the silent follow the re-scores.
+    silent_rescore_after_ms: int = 28 * DAY_MS
+    silent_rescore_every_ms: int = 0
+    #: A silent user's re-score period is at least this share of their silence so far
+    #: (1.0: each re-score doubles the silence; 0: a fixed period).
+    rescore_growth: float = 0.0
+    #: A snapshot's label is resolved at the first periodic re-score at or after the end
+    #: of its window (or at an event) instead of a timer of its own; only a deadline past
+    #: the last re-score fires on its own. The label is that of the same window (events
+    #: are counted by window), except that an event of the user at the very millisecond
+    #: the window ends on a re-score falls outside it; the heads learn it up to one
+    #: re-score period later.
+    labels_at_rescore: bool = False
+    #: A silent user gives a learning sample at most once per this span (0: as the
+    #: active, ``learn_every_ms``).
+    silent_learn_every_ms: int = 0
     #: A user silent this long ends: their state is deleted, a later event starts a new
     #: lifetime (``TIERSTREAM_STATE_TTL_DAYS``). The default leaves the last re-score's
     #: snapshots (at most ``max_silence`` after the last event) their longest horizon
@@ -128,6 +145,8 @@ class Horizons:
     def __post_init__(self) -> None:
         if self.expire_after_ms <= 0:
             raise ValueError("the state time-to-live must be positive")
+        if self.rescore_growth < 0:
+            raise ValueError("the re-score growth must not be negative")
 
     def next_due(self, state: UserState) -> int:
         """When ``state``'s timer fires next: the pending snapshot's label deadline, the
@@ -144,12 +163,61 @@ class Horizons:
         >>> h.next_due(s) == h.expire_after_ms
         True
         """
-        due = [state.features.last_ms + self.expire_after_ms]
-        due.extend(p[1] + p[0] + 1 for p in state.pending or ())  # each snapshot's deadline
-        periodic = max(state.features.last_ms, state.rescored_ms) + self.rescore_every_ms
-        if periodic <= state.features.last_ms + self.max_silence_ms:
-            due.append(periodic)
-        return min(due)
+        last = state.features.last_ms
+        due = last + self.expire_after_ms
+        periodic = self.next_rescore(last, max(last, state.rescored_ms))
+        if periodic is None or not self.labels_at_rescore:
+            # each snapshot's deadline (on the re-score grid, a later re-score resolves it)
+            for p in state.pending or ():
+                deadline = p[1] + p[0] + 1
+                if deadline < due:
+                    due = deadline
+        if periodic is not None and periodic < due:
+            due = periodic
+        return due
+
+    def next_rescore(self, last_ms: int, rescored_ms: int) -> int | None:
+        """The periodic re-score after the one at ``rescored_ms`` of a user whose last
+        event was at ``last_ms``; None once they have been silent for ``max_silence``.
+
+        >>> h = Horizons(silent_rescore_every_ms=28 * DAY_MS)   # weekly for 4 weeks...
+        >>> [h.next_rescore(0, d * DAY_MS) // DAY_MS for d in (0, 21, 28, 56)]
+        [7, 28, 56, 84]
+        >>> g = Horizons(rescore_growth=1.0)                    # ...or doubling the silence
+        >>> [g.next_rescore(0, d * DAY_MS) // DAY_MS for d in (0, 7, 14, 112)]
+        [7, 14, 28, 224]
+        >>> g.next_rescore(0, 224 * DAY_MS) is None             # past max_silence
+        True
+        """
+        silence = rescored_ms - last_ms
+        period = self.rescore_every_ms
+        if self.silent_rescore_every_ms and silence >= self.silent_rescore_after_ms:
+            period = max(period, self.silent_rescore_every_ms)
+        if self.rescore_growth:
+            period = max(period, round(self.rescore_growth * silence))
+        due = rescored_ms + period
+        return due if due <= last_ms + self.max_silence_ms else None
+
+    def silent_learn_ms(self) -> int:
+        """How far apart a silent user's learning samples are, at the least."""
+        return self.silent_learn_every_ms or self.learn_every_ms
+
+    def silent_knobs(self) -> dict[str, float]:
+        """The settings of the silent users' schedule that differ from the defaults
+        (for the policy digest: a default schedule leaves it as it was).
+
+        >>> Horizons().silent_knobs(), Horizons(rescore_growth=0.5).silent_knobs()
+        ({}, {'rescore_growth': 0.5})
+        """
+        default = Horizons()
+        knobs = {
+            "silent_rescore_after_ms": self.silent_rescore_after_ms,
+            "silent_rescore_every_ms": self.silent_rescore_every_ms,
+            "rescore_growth": self.rescore_growth,
+            "labels_at_rescore": float(self.labels_at_rescore),
+            "silent_learn_every_ms": self.silent_learn_every_ms,
+        }
+        return {k: v for k, v in knobs.items() if v != getattr(default, k)}
 
     def heads(self) -> tuple[HeadSpec, ...]:
         """The heads, the 30-day propensity (``label_ms``) first.
@@ -216,20 +284,22 @@ class TierEngine:
             span: [(i, h.target) for i, h in enumerate(self.head_specs) if h.horizon_ms == span]
             for span in self._spans
         }
-        self.policy_digest = _digest(
-            {
-                "weights": scorer.weights,
-                "tiers": [(t.name, t.min_score) for t in policy.tiers],
-                "hysteresis": policy.hysteresis,
-                "min_dwell_ms": policy.min_dwell_ms,
-                "horizons": [
-                    self.horizons.label_ms,
-                    self.horizons.rescore_every_ms,
-                    self.horizons.long_ms,
-                    self.horizons.churn_ms,
-                ],
-            }
-        )[:6]
+        digested: dict[str, Any] = {
+            "weights": scorer.weights,
+            "tiers": [(t.name, t.min_score) for t in policy.tiers],
+            "hysteresis": policy.hysteresis,
+            "min_dwell_ms": policy.min_dwell_ms,
+            "horizons": [
+                self.horizons.label_ms,
+                self.horizons.rescore_every_ms,
+                self.horizons.long_ms,
+                self.horizons.churn_ms,
+            ],
+        }
+        knobs = self.horizons.silent_knobs()
+        if knobs:  # a default schedule keeps the digest it always had
+            digested["silent"] = knobs
+        self.policy_digest = _digest(digested)[:6]
 
     @property
     def model_version(self) -> str:
@@ -300,21 +370,31 @@ class TierEngine:
             "features": features.to_json(),
         }
 
-    def _snapshot(self, state: UserState, now: int, x: list[float]) -> list[list[Any]]:
-        """Take a snapshot for every horizon whose newest pending one is at least
-        :data:`SNAPSHOTS_PER_HORIZON` times younger than the horizon (or that has none);
-        the snapshots taken. Their propensity (and tier) are filled in once the batch is
+    def _due_spans(self, state: UserState, now: int) -> list[int]:
+        """The horizons that take a snapshot at ``now``: those whose newest pending one
+        is at least :data:`SNAPSHOTS_PER_HORIZON` times younger than the horizon, or that
+        have none."""
+        newest: dict[int, int] = {}
+        for p in state.pending or ():
+            newest[p[0]] = max(newest.get(p[0], p[1]), p[1])
+        return [
+            span
+            for span in self._spans
+            if span not in newest or now - newest[span] >= span // SNAPSHOTS_PER_HORIZON
+        ]
+
+    def _snapshot(
+        self, state: UserState, now: int, x: list[float], spans: list[int]
+    ) -> list[list[Any]]:
+        """Take a snapshot of ``x`` for each of ``spans`` (:meth:`_due_spans`); the
+        snapshots taken. Their propensity (and tier) are filled in once the batch is
         scored (:meth:`EnginePass.finish`)."""
         pending = state.pending or []
-        newest: dict[int, int] = {}
-        for p in pending:
-            newest[p[0]] = max(newest.get(p[0], p[1]), p[1])
         taken = []
-        for span in self._spans:
-            if span not in newest or now - newest[span] >= span // SNAPSHOTS_PER_HORIZON:
-                snap = [span, now, x, None, 0, 0, None, 0.0]
-                pending.append(snap)
-                taken.append(snap)
+        for span in spans:
+            snap = [span, now, x, None, 0, 0, None, 0.0]
+            pending.append(snap)
+            taken.append(snap)
         state.pending = pending
         return taken
 
@@ -327,18 +407,23 @@ class TierEngine:
                     p[4] += 1
                     p[7] += event.amount
 
-    def _resolve_due(self, state: UserState, user_id: str, now: int) -> list[_Label]:
+    def _resolve_due(
+        self, state: UserState, user_id: str, now: int, *, closing: bool = False
+    ) -> list[_Label]:
         """Resolve the snapshots whose horizon passed by event time ``now``: each gives
         the heads of its horizon their labels (learnt now). The first head's labels are
         returned: they become :class:`Resolved` observations once the batch is scored (the
-        snapshot's propensity and tier may come from this batch)."""
+        snapshot's propensity and tier may come from this batch). ``closing``: a timer
+        at ``now`` also resolves the windows that end at ``now`` (a horizon that is a
+        multiple of the re-score period ends on a re-score; an event of the user at that
+        very millisecond comes after the timer and falls outside the window)."""
         if not state.pending:
             return []
         keep = []
         observed: list[_Label] = []
         for p in state.pending:
             span, t0, x0, _, purchases, events, _, spend = p
-            if now <= t0 + span:
+            if now < t0 + span or (now == t0 + span and not closing):
                 keep.append(p)
                 continue
             labels = {}
@@ -583,27 +668,23 @@ class EnginePass:
 
     def event(self, state: UserState, event: Event, *, emitted_at_ms: int) -> Decision | _Duplicate:
         """Fold ``event`` into ``state`` (DUPLICATE if the user already had it)."""
-        if state.seen(event.event_id):
+        if not state.first_sight(event.event_id):
             return DUPLICATE
         engine = self.engine
-        state.remember(event.event_id)
         if state.born_ms < 0:
             state.born_ms = event.timestamp_ms  # the first event of this lifetime
         features = state.features
         late = features.events > 0 and event.timestamp_ms < features.last_ms
         features.apply(event)
         now = features.last_ms
-        x = vector(features, now)
         model = engine.models.model  # the version that scores it: before it learns
         labels = engine._resolve_due(state, event.user_id, event.timestamp_ms)
         engine._count(state, event)
-        snapshots: list[list[Any]] = []
-        if not late:
-            snapshots = engine._snapshot(state, now, x)
-            if state.learned_ms < 0 or now - state.learned_ms >= engine.horizons.learn_every_ms:
-                state.learned_ms = now
-                engine.models.learn_sample(x, at_ms=now)
-        decision = self._scored(state, event.user_id, labels, model, x, now, snapshots)
+        spans = [] if late else engine._due_spans(state, now)
+        learn = not late and (
+            state.learned_ms < 0 or now - state.learned_ms >= engine.horizons.learn_every_ms
+        )
+        decision = self._observe(state, event.user_id, labels, model, now, spans, learn)
         decision._time = event.timestamp_ms
         decision._stamp = emitted_at_ms
         decision._kind = "threshold"
@@ -615,10 +696,10 @@ class EnginePass:
         passed (negative labels for those who never came back) and re-score the silent
         user, so a tier falls by inactivity on time."""
         engine = self.engine
-        labels = engine._resolve_due(state, user_id, now_ms)
+        closing = engine.horizons.labels_at_rescore
+        labels = engine._resolve_due(state, user_id, now_ms, closing=closing)
         model = engine.models.model  # after the labels it learnt, before the sample
         state.rescored_ms = now_ms
-        x = vector(state.features, now_ms)
         # Past ``max_silence`` the user is gone: no new snapshot, no sample, so the only
         # timer left is the end of their lifetime (a snapshot would arm a deadline, whose
         # firing would take the next one, for ever: one event dated in the year 9999 once
@@ -627,11 +708,9 @@ class EnginePass:
         # Snapshots at events alone would all have "days since last event" = 0, and the
         # model would extrapolate wildly for the silent; "will they buy within H days" is
         # as much a question about the silent.
-        snapshots = engine._snapshot(state, now_ms, x) if present else []
-        if present and now_ms - state.learned_ms >= engine.horizons.learn_every_ms:
-            state.learned_ms = now_ms
-            engine.models.learn_sample(x, at_ms=now_ms)
-        decision = self._scored(state, user_id, labels, model, x, now_ms, snapshots)
+        spans = engine._due_spans(state, now_ms) if present else []
+        learn = present and now_ms - state.learned_ms >= engine.horizons.silent_learn_ms()
+        decision = self._observe(state, user_id, labels, model, now_ms, spans, learn)
         decision._time = now_ms
         decision._stamp = emitted_at_ms
         decision._kind = "inactivity"
@@ -667,6 +746,41 @@ class EnginePass:
         decision._erase = (request_id, requested_ms)
         decision._stamp = emitted_at_ms
         decision._model = self.engine.models.model
+        self._decisions.append(decision)
+        return decision
+
+    def _observe(
+        self,
+        state: UserState,
+        user: str,
+        labels: list[_Label],
+        model: GlobalModel,
+        now: int,
+        spans: list[int],
+        learn: bool,
+    ) -> Decision:
+        """The user at ``now``: a snapshot for each of ``spans``, a learning sample if
+        ``learn``, and the decision, scored with ``model`` unless nothing needs a score
+        (no snapshot, no sample, the tier held: :meth:`_held`)."""
+        if not (spans or learn) and self._held(state, now):
+            return self._unscored(state, user, labels)
+        x = vector(state.features, now)
+        snapshots = self.engine._snapshot(state, now, x, spans) if spans else []
+        if learn:
+            state.learned_ms = now
+            self.engine.models.learn_sample(x, at_ms=now)
+        return self._scored(state, user, labels, model, x, now, snapshots)
+
+    def _held(self, state: UserState, now: int) -> bool:
+        """Whether no score at ``now`` can change the user's tier (the dwell time holds
+        it), whatever the decisions before it in this pass: they can only have moved the
+        start of the dwell later."""
+        return self.engine.policy.holds(state.tier, since_ms=state.tier_since_ms, now_ms=now)
+
+    def _unscored(self, state: UserState, user: str, labels: list[_Label]) -> Decision:
+        """The decision of an event or timer that needs no score: no snapshot, no sample,
+        and the tier held (:meth:`_held`); it resolves its labels, in order."""
+        decision = Decision(state, user, labels)
         self._decisions.append(decision)
         return decision
 

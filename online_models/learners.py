@@ -1,13 +1,15 @@
 """What one instance learns between two global model versions, with River.
 
 Each instance starts from the current :class:`~online_models.global_model.GlobalModel`
-and learns locally: River's ``StandardScaler`` (feature statistics) and ``KMeans``
-(segments, on the customer's traits: :mod:`online_models.segment_traits`); the resolved
-labels of the prediction heads (propensities, churn, expected purchases) are kept, raw,
-until the next version fits them (:mod:`online_models.glm`: a Bayesian update needs the
-labels together). Its :meth:`LocalLearner.contribution`
-is plain JSON that the merge (:mod:`online_models.merge`) folds into the next version,
-and from which :meth:`LocalLearner.restore` rebuilds the learner exactly after a restart.
+and learns locally: feature statistics (Welford's running mean and variance, the
+arithmetic of River's ``StandardScaler`` on a list instead of a dict per sample) and
+River's ``KMeans`` (segments, on the customer's traits:
+:mod:`online_models.segment_traits`); the resolved labels of the prediction heads
+(propensities, churn, expected purchases) are kept, raw, until the next version fits
+them (:mod:`online_models.glm`: a Bayesian update needs the labels together). Its
+:meth:`LocalLearner.contribution` is plain JSON that the merge
+(:mod:`online_models.merge`) folds into the next version, and from which
+:meth:`LocalLearner.restore` rebuilds the learner exactly after a restart.
 
 K-means step size: River's ``KMeans`` moves the nearest centre by ``halflife``. We set it
 to ``1 / n_k`` before each update (``n_k``: points the centre has absorbed), which makes
@@ -27,12 +29,11 @@ True
 
 from __future__ import annotations
 
-import collections
 import math
 from collections.abc import Hashable
 from typing import Any, Final
 
-from river import cluster, preprocessing
+from river import cluster
 
 from online_models.global_model import GlobalModel
 from online_models.segment_traits import TRAIT_NAMES
@@ -48,7 +49,18 @@ class _OrderedKMeans(cluster.KMeans):
 
     River sums the distance over a *set* of feature names; string hashing is randomised
     per process, so the summation order (and, on a near tie, the chosen centre) would
-    differ between two runs over the same events. Learning stays River's ``learn_one``.
+    differ between two runs over the same events. The centre found is then moved as
+    River's ``learn_one`` moves it (:meth:`move`), without searching a second time.
+
+    Each centre's dict holds the features in ``names`` order (they are filled in that
+    order and never gain a key), so its values are read in that order.
+
+    >>> km = _OrderedKMeans(("a", "b"), 2)
+    >>> km.centers[0].update(a=0.0, b=0.0); km.centers[1].update(a=4.0, b=4.0)
+    >>> k = km.nearest([3.0, 3.5]); k
+    1
+    >>> km.move(k, [3.0, 3.5], 0.5); dict(km.centers[1])
+    {'a': 3.5, 'b': 3.75}
     """
 
     def __init__(self, names: tuple[str, ...], n_clusters: int) -> None:
@@ -56,15 +68,28 @@ class _OrderedKMeans(cluster.KMeans):
         self.names = names  # River reads __init__ parameters back as attributes
 
     def predict_one(self, x: dict[Hashable, Any]) -> int:
+        return self.nearest([x[name] for name in self.names])
+
+    def nearest(self, z: list[float]) -> int:
+        """The index of the centre nearest ``z`` (features in ``names`` order); the
+        first of equally near ones."""
         best, best_d = 0, math.inf
         for i, center in self.centers.items():
             d = 0.0
-            for name in self.names:
-                diff = center[name] - x[name]
+            for c, zi in zip(center.values(), z, strict=True):
+                diff = c - zi
                 d += diff * diff
             if d < best_d:
                 best, best_d = i, d
         return best
+
+    def move(self, k: int, z: list[float], step: float) -> None:
+        """Move centre ``k`` toward ``z`` by ``step``: River's ``learn_one`` update,
+        ``c += step * (z - c)`` per feature."""
+        center = self.centers[k]
+        for name, zi in zip(self.names, z, strict=True):
+            c = center[name]
+            center[name] = c + step * (zi - c)
 
 
 class LocalLearner:
@@ -74,7 +99,11 @@ class LocalLearner:
         self.base = base
         names = base.feature_names
         self._names = names
-        self.scaler = preprocessing.StandardScaler()
+        #: Samples the feature statistics have seen, and their running means and
+        #: variances (population), per feature in ``names`` order.
+        self.n = 0
+        self.means = [0.0] * len(names)
+        self.vars = [0.0] * len(names)
         k = len(base.centroids)
         self.kmeans = _OrderedKMeans(TRAIT_NAMES, max(k, 1))
         for i, c in enumerate(base.centroids):
@@ -88,18 +117,21 @@ class LocalLearner:
 
     def learn_sample(self, x: list[float]) -> None:
         """Learn feature statistics and segments from one raw feature vector."""
-        self.scaler.learn_one(dict(zip(self._names, x, strict=True)))
+        n = self.n = self.n + 1
+        means, vars_ = self.means, self.vars
+        for i, xi in enumerate(x):  # River's StandardScaler.learn_one, feature by feature
+            old = means[i]
+            mean = means[i] = old + (xi - old) / n
+            vars_[i] += ((xi - old) * (xi - mean) - vars_[i]) / n
         self.samples += 1
         if not self.counts:
             if len(self.reservoir) < RESERVOIR_SIZE:
                 self.reservoir.append(list(x))
             return
-        traits = self.base.traits.of([x])[0].tolist()
-        z: dict[Hashable, Any] = dict(zip(TRAIT_NAMES, traits, strict=True))
-        k = self.kmeans.predict_one(z)  # the centre River's learn_one will move
-        n = self.base.centroid_counts[k] + self.counts[k] + 1.0
-        self.kmeans.halflife = max(1.0 / n, MIN_STEP)
-        self.kmeans.learn_one(z)
+        z = self.base.traits.of([x])[0].tolist()
+        k = self.kmeans.nearest(z)
+        n_k = self.base.centroid_counts[k] + self.counts[k] + 1.0
+        self.kmeans.move(k, z, max(1.0 / n_k, MIN_STEP))
         self.counts[k] += 1.0
 
     def learn_label(self, x: list[float], labels: dict[int, float]) -> None:
@@ -110,16 +142,15 @@ class LocalLearner:
 
     def contribution(self) -> dict[str, Any]:
         """Everything learned since ``base``, as plain JSON."""
-        names = self._names
-        n = self.scaler.counts[names[0]] if self.samples else 0
+        n = self.n if self.samples else 0
         return {
             "base": self.base.name,
             "samples": self.samples,
             "labels": self.labels,
             "scaler": {
                 "n": n,
-                "mean": [self.scaler.means[f] for f in names] if n else [],
-                "var": [self.scaler.vars[f] for f in names] if n else [],
+                "mean": list(self.means) if n else [],
+                "var": list(self.vars) if n else [],
             },
             "centers": [
                 [self.kmeans.centers[i][f] for f in TRAIT_NAMES] for i in range(len(self.counts))
@@ -138,13 +169,11 @@ class LocalLearner:
         names = base.feature_names
         scaler = data["scaler"]
         if scaler["n"]:
-            learner.scaler.counts = collections.Counter(dict.fromkeys(names, scaler["n"]))
-            learner.scaler.means = collections.defaultdict(
-                float, zip(names, scaler["mean"], strict=True)
-            )
-            learner.scaler.vars = collections.defaultdict(
-                float, zip(names, scaler["var"], strict=True)
-            )
+            learner.n = scaler["n"]
+            learner.means = [float(v) for v in scaler["mean"]]
+            learner.vars = [float(v) for v in scaler["var"]]
+            if not len(learner.means) == len(learner.vars) == len(names):
+                raise ValueError("the learner's feature statistics are not of the model's features")
         for i, c in enumerate(data["centers"]):
             learner.kmeans.centers[i].update(zip(TRAIT_NAMES, c, strict=True))
         learner.counts = list(data["counts"])

@@ -128,6 +128,21 @@ class TierPolicy:
                 i = j
         return i
 
+    def holds(self, current: str | None, *, since_ms: int, now_ms: int) -> bool:
+        """Whether :meth:`decide` gives no change whatever the score: a user in a tier of
+        this config since ``since_ms``, for less than the dwell time at ``now_ms``.
+
+        >>> p = TierPolicy.from_config({"tiers": [{"name": "low"}, {"name": "high",
+        ...     "min_score": 1}], "min_dwell_days": 1})
+        >>> p.holds("low", since_ms=0, now_ms=1000), p.decide("low", 99.0, since_ms=0, now_ms=1000)
+        (True, None)
+        >>> p.holds("low", since_ms=0, now_ms=86_400_000), p.holds(None, since_ms=0, now_ms=0)
+        (False, False)
+        """
+        return (
+            current is not None and now_ms - since_ms < self.min_dwell_ms and current in self._index
+        )
+
     def decide(
         self, current: str | None, score: float, *, since_ms: int, now_ms: int
     ) -> TierDecision | None:

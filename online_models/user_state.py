@@ -115,6 +115,20 @@ class UserState:
         """Record ``event_id`` as applied."""
         self.recent_ids.append(event_key(event_id))
 
+    def first_sight(self, event_id: str) -> bool:
+        """Record ``event_id`` as applied unless the user already had it (a redelivery):
+        whether it is new. :meth:`seen` then :meth:`remember`, with one digest.
+
+        >>> s = UserState.new()
+        >>> s.first_sight("e1"), s.first_sight("e1"), s.seen("e1")
+        (True, False, True)
+        """
+        key = event_key(event_id)
+        if key in self.recent_ids:
+            return False
+        self.recent_ids.append(key)
+        return True
+
     def fields(self) -> dict[str, Any]:
         """Every field, versioned, as :meth:`to_json` has them but for the dedup window,
         whose digests stay bytes (what the binary encoding writes)."""

@@ -34,6 +34,10 @@ _MODEL_KEYS = {
     "churn_days": float,
     "learn_every_days": float,
     "rescore_days": float,
+    "rescore_silent_after_days": float,
+    "rescore_silent_days": float,
+    "rescore_growth": float,
+    "learn_silent_days": float,
     "segments": int,
     "segments_min": int,
     "segments_max": int,
@@ -42,6 +46,9 @@ _MODEL_KEYS = {
     "min_init_samples": int,
     "seed": int,
 }
+
+#: [models] switches (true or false).
+_MODEL_FLAGS = ("labels_at_rescore",)
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -111,9 +118,13 @@ def _control(table: Any) -> ControlGroup:
 
 
 def _models(table: Mapping[str, Any]) -> tuple[Horizons, MergePolicy]:
-    unknown = sorted(set(table) - set(_MODEL_KEYS))
+    unknown = sorted(set(table) - set(_MODEL_KEYS) - set(_MODEL_FLAGS))
     if unknown:
-        raise ValueError(f"unknown [models] key(s) {unknown}; known: {sorted(_MODEL_KEYS)}")
+        known = sorted([*_MODEL_KEYS, *_MODEL_FLAGS])
+        raise ValueError(f"unknown [models] key(s) {unknown}; known: {known}")
+    for key in _MODEL_FLAGS:
+        if key in table and not isinstance(table[key], bool):
+            raise ValueError(f"[models] {key} must be true or false")
     values: dict[str, Any] = {}
     for key, kind in _MODEL_KEYS.items():
         if key in table:
@@ -131,6 +142,14 @@ def _models(table: Mapping[str, Any]) -> tuple[Horizons, MergePolicy]:
         rescore_every_ms=round(
             values.get("rescore_days", defaults_h.rescore_every_ms / DAY_MS) * DAY_MS
         ),
+        silent_rescore_after_ms=round(
+            values.get("rescore_silent_after_days", defaults_h.silent_rescore_after_ms / DAY_MS)
+            * DAY_MS
+        ),
+        silent_rescore_every_ms=round(values.get("rescore_silent_days", 0.0) * DAY_MS),
+        rescore_growth=values.get("rescore_growth", defaults_h.rescore_growth),
+        labels_at_rescore=table.get("labels_at_rescore", defaults_h.labels_at_rescore),
+        silent_learn_every_ms=round(values.get("learn_silent_days", 0.0) * DAY_MS),
     )
     policy = MergePolicy(
         every_samples=values.get("merge_every_samples", defaults_m.every_samples),

@@ -72,6 +72,9 @@ REUSE = False
 #: --users: the generated streams' size (users; a clickstream has 25 events per user),
 #: for tuning runs on a smaller stream than the published one.
 USERS: int | None = None
+#: --models: [models] settings added to every stream's tier config (``key = value``
+#: lines), to compare schedules or horizons on the published streams.
+MODEL_SETTINGS: list[str] = []
 
 
 def stream_users(quick: bool) -> int:
@@ -591,7 +594,7 @@ def clickstream(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]
     out, ok = [], True
     for before in (30, 90):
         t = end - before * DAY_MS
-        snap = Snapshot.take(path, t, work, f"click{before}", tiers=None)
+        snap = Snapshot.take(path, t, work, f"click{before}", tiers=clickstream_tiers(work))
         j = judge(
             f"Generated clickstream, snapshot {before} days before the end",
             snap,
@@ -894,8 +897,34 @@ def purchase_log_tiers(work: Path, long_horizon_days: int = 180) -> Path:
         assert old in text, old
         text = text.replace(old, new)
     path = work / f"purchase-log-tiers-{long_horizon_days}.toml"
-    path.write_text(text)
+    path.write_text(with_model_settings(text))
     return path
+
+
+def clickstream_tiers(work: Path) -> Path | None:
+    """The packaged tier config with the --models settings (None: the packaged one)."""
+    from consumer.service.tier_config import DEFAULT_TIERS_FILE
+
+    if not MODEL_SETTINGS:
+        return None
+    path = work / "clickstream-tiers.toml"
+    path.write_text(with_model_settings(DEFAULT_TIERS_FILE.read_text()))
+    return path
+
+
+def with_model_settings(text: str, settings: Sequence[str] | None = None) -> str:
+    """A tier config's text with ``settings`` (default: --models) at the end of its
+    [models] table (the packaged config puts [policy] right after it).
+
+    >>> with_model_settings("[models]\\na = 1\\n\\n[policy]\\n", ["b = 2"]).split()
+    ['[models]', 'a', '=', '1', 'b', '=', '2', '[policy]']
+    """
+    settings = MODEL_SETTINGS if settings is None else settings
+    if not settings:
+        return text
+    assert "\n[policy]\n" in text, "the [models] table must come right before [policy]"
+    added = "".join(f"{s}\n" for s in settings)
+    return text.replace("\n[policy]\n", f"{added}\n[policy]\n", 1)
 
 
 def main() -> int:
@@ -911,12 +940,20 @@ def main() -> int:
     ap.add_argument("--users", type=int, help="users of the generated streams (tuning runs)")
     ap.add_argument("--work", type=Path, help="keep the files here (default: a temp dir)")
     ap.add_argument(
+        "--models",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [models] setting for every stream's tier config (repeat for more)",
+    )
+    ap.add_argument(
         "--reuse", action="store_true", help="judge the snapshots an earlier run left in --work"
     )
     args = ap.parse_args()
     global REUSE, USERS
     REUSE = args.reuse
     USERS = args.users
+    MODEL_SETTINGS[:] = [" = ".join(p.strip() for p in s.split("=", 1)) for s in args.models]
     only = set(args.only or ["clickstream", "orders", "cdnow", "warm"])
     ok = True
     with tempfile.TemporaryDirectory() as tmp:

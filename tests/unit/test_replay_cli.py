@@ -7,6 +7,7 @@ import gzip
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -90,6 +91,46 @@ def test_small_timer_slices_give_the_same_bytes(
     store = _state_store(None, Settings.from_env())
     assert getattr(store, "max_timers", None) == 3
     assert replay(tmp_path, events, tag="b") == first
+
+
+def test_what_the_dwell_time_holds_is_not_scored_and_decides_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event or timer that takes no snapshot and no sample while the dwell time holds
+    the user's tier is not scored (no score could change the tier): the changes and the
+    snapshot (the scores of every user's last moment) are those of scoring everything.
+    A dense stream, a short dwell and a narrow margin make tiers move often enough to
+    tell."""
+    from consumer.service.tier_config import DEFAULT_TIERS_FILE
+    from online_models.engine import EnginePass
+
+    events = tmp_path / "dense.jsonl"
+    dense = GeneratorConfig(users=40, events=4000, seed=4, days=20, bad_fraction=0.0)
+    events.write_bytes(b"".join(r.value + b"\n" for r in generate(dense)))
+    text = DEFAULT_TIERS_FILE.read_text()
+    short = text.replace("min_dwell_days = 16", "min_dwell_days = 4")
+    short = short.replace("hysteresis = 1.0", "hysteresis = 0.2")
+    assert short.count("min_dwell_days = 4\n") == 1 and "hysteresis = 0.2" in short
+    tiers = tmp_path / "tiers.toml"
+    tiers.write_text(short)
+    unscored = 0
+    take = EnginePass._unscored
+
+    def counted(self: EnginePass, *args: Any) -> Any:
+        nonlocal unscored
+        unscored += 1
+        return take(self, *args)
+
+    monkeypatch.setattr(EnginePass, "_unscored", counted)
+    first = replay(tmp_path, events, "--tiers", str(tiers), tag="a")
+    assert unscored > 150, "the stream should have events inside the dwell time"
+    reasons = [orjson.loads(line)["reason"] for line in first["changes"].splitlines()]
+    moves = [r for r in reasons if r["kind"] != "first_tier"]
+    assert len(moves) > 15, "the stream should move tiers after the first"
+    monkeypatch.setattr(EnginePass, "_held", lambda self, state, now: False)
+    unscored = 0
+    assert replay(tmp_path, events, "--tiers", str(tiers), tag="b") == first
+    assert unscored == 0
 
 
 def test_snapshot_lines_have_the_issue_fields(tmp_path: Path, events: Path) -> None:
