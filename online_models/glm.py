@@ -132,22 +132,46 @@ class Head:
         precision = t_inv.T @ self.precision_matrix() @ t_inv
         return self._with(theta, precision)
 
-    def update(self, z: np.ndarray, y: np.ndarray, *, forget: float = FORGET) -> Head:
+    def update(
+        self,
+        z: np.ndarray,
+        y: np.ndarray,
+        *,
+        forget: float = FORGET,
+        held: np.ndarray | None = None,
+    ) -> Head:
         """The head after the labels ``y`` of standardised vectors ``z`` (rows), the older
-        labels' precision first multiplied by ``forget``."""
+        labels' precision first multiplied by ``forget``. The weights ``held`` marks (one
+        flag per feature) stay at 0 and the others are fitted given that (the prior's
+        conditional), so a feature can stay in the vector and out of the head.
+
+        >>> rng = np.random.default_rng(1)
+        >>> z = rng.normal(size=(4000, 2))
+        >>> z[:, 1] = z[:, 0] + 0.01 * rng.normal(size=4000)  # nearly collinear
+        >>> y = (rng.random(4000) < 1 / (1 + np.exp(-z[:, 0]))).astype(float)
+        >>> h = Head.initial("p", "logistic", 2, prior=0.5)
+        >>> w = h.update(z, y, held=np.array([False, True])).weights
+        >>> round(w[0], 1), w[1]
+        (1.0, 0.0)
+        """
         prior_theta = self.theta()
         prior = self.precision_matrix() * forget
-        if len(y) == 0:
+        free = np.ones(len(prior_theta), dtype=bool)
+        if held is not None:
+            free[:-1] = ~held
+        theta = np.where(free, prior_theta, 0.0)
+        if len(y) == 0 and np.array_equal(theta, prior_theta):
             return self._with(prior_theta, prior)
         x = np.hstack([z, np.ones((len(z), 1))])
-        theta = prior_theta.copy()
+        f = np.flatnonzero(free)
         value = _objective(self.kind, theta, prior_theta, prior, x, y)
         for _ in range(NEWTON_STEPS):
             mu = _mean(self.kind, x @ theta)
             weight = mu * (1 - mu) if self.kind == "logistic" else mu
             grad = prior @ (theta - prior_theta) + x.T @ (mu - y)
             hessian = prior + (x * weight[:, None]).T @ x
-            step = np.linalg.solve(hessian, grad)
+            step = np.zeros_like(theta)
+            step[f] = np.linalg.solve(hessian[np.ix_(f, f)], grad[f])
             for _ in range(20):  # backtrack: a full Newton step can overshoot
                 candidate = theta - step
                 new_value = _objective(self.kind, candidate, prior_theta, prior, x, y)

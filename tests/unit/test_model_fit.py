@@ -48,6 +48,11 @@ def test_a_fitted_model_starts_a_replay_that_learns_on(tmp_path: Path) -> None:
     assert later["version"] > model["version"]  # it went on learning from the fitted one
     line = orjson.loads(snapshot.read_bytes().splitlines()[0])
     assert 0 <= line["propensity_long"] <= 1 and line["expected_value"] >= 0
+    # purchases_log stays in the vector and out of every head (merge.HEAD_LEFT_OUT)
+    left_out = FEATURE_NAMES.index("purchases_log")
+    assert all(h["weights"][left_out] == 0.0 for h in (*model["heads"], *later["heads"]))
+    assert all(h["weights"][FEATURE_NAMES.index("purchases_365d_log")] for h in later["heads"])
+    assert "purchases" in line["features"]
 
 
 def test_model_fit_says_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
