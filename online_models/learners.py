@@ -30,7 +30,6 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
 from typing import Any, Final
 
 from river import cluster
@@ -67,9 +66,6 @@ class _OrderedKMeans(cluster.KMeans):
         super().__init__(n_clusters=n_clusters, halflife=MIN_STEP, seed=0)
         self.names = names  # River reads __init__ parameters back as attributes
 
-    def predict_one(self, x: dict[Hashable, Any]) -> int:
-        return self.nearest([x[name] for name in self.names])
-
     def nearest(self, z: list[float]) -> int:
         """The index of the centre nearest ``z`` (features in ``names`` order); the
         first of equally near ones."""
@@ -98,7 +94,6 @@ class LocalLearner:
     def __init__(self, base: GlobalModel) -> None:
         self.base = base
         names = base.feature_names
-        self._names = names
         #: Samples the feature statistics have seen, and their running means and
         #: variances (population), per feature in ``names`` order.
         self.n = 0

@@ -150,7 +150,7 @@ class TierPolicy:
         if current is None or current not in self._index:
             # A first tier, or a tier a new config no longer has: place without margin.
             return TierDecision(self.tiers[self.raw_tier(score)].name, None, "none")
-        if now_ms - since_ms < self.min_dwell_ms:
+        if self.holds(current, since_ms=since_ms, now_ms=now_ms):
             return None
         i = self._index[current]
         m = self.hysteresis
