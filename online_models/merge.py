@@ -64,8 +64,8 @@ from online_models.segment_traits import SegmentTraits
 #: by the traits' own rates, one-off big baskets ranked above regular buyers, whose future
 #: spend was 2.5 times theirs (the order export, seed 2024).
 VALUE_AXIS: Final[Mapping[str, float]] = {"expected_per_year_log": 1.0, "aov_weighted_log": 1.0}
-#: Features that stay in the vector (the snapshot, the segments' traits) but out of every
-#: head: their weight is held at 0. ``purchases_log`` (the lifetime count) and
+#: Features that stay in the vector (and the snapshot) but out of every head: their
+#: weight is held at 0. ``purchases_log`` (the lifetime count) and
 #: ``purchases_365d_log`` are correlated 0.9995 on the clickstream's sample; the heads
 #: weighed them +20.8 and -14.3 per raw unit in one deployment and +5.4 and -2.2 in
 #: another, a direction the labels hardly determine (``docs/models.md``, the warm start).
