@@ -123,7 +123,7 @@ class LocalLearner:
             if len(self.reservoir) < RESERVOIR_SIZE:
                 self.reservoir.append(list(x))
             return
-        z = self.base.traits.of([x])[0].tolist()
+        z = self.base.traits.one(x)
         k = self.kmeans.nearest(z)
         n_k = self.base.centroid_counts[k] + self.counts[k] + 1.0
         self.kmeans.move(k, z, max(1.0 / n_k, MIN_STEP))

@@ -139,3 +139,26 @@ def test_a_model_whose_segments_are_of_all_features_is_refused() -> None:
     with pytest.raises(ValueError, match="centroids are not of the traits"):
         GlobalModel.from_json(body)
     assert GlobalModel.from_json(base.to_json()) == base
+
+
+def test_one_vectors_traits_are_the_batch_traits_to_the_bit() -> None:
+    """A learning sample's traits (:meth:`SegmentTraits.one`, no numpy) are the floats
+    :meth:`SegmentTraits.of` gives, also at 0, -0.0, below 0 and NaN, so the segments
+    learn what they learnt before."""
+    from online_models.segment_traits import SegmentTraits
+
+    traits = SegmentTraits(FEATURE_NAMES)
+    rng = np.random.default_rng(8)
+    rows = [_vector(rng, KINDS[i % 3]) for i in range(3000)]
+    rows += [[float(v) for v in rng.normal(0.0, 4.0, len(FEATURE_NAMES))] for _ in range(3000)]
+    for special in (0.0, -0.0, -1e-300, math.nan, math.inf, -math.inf, 1e-12, 800.0, -2.0):
+        for name in INPUTS:
+            row = [0.5] * len(FEATURE_NAMES)
+            row[FEATURE_NAMES.index(name)] = special
+            rows.append(row)
+    with np.errstate(all="ignore"):
+        batch = traits.of(rows).tolist()
+    for row, expected in zip(rows, batch, strict=True):
+        got = traits.one(row)
+        assert [math.copysign(1.0, v) for v in got] == [math.copysign(1.0, v) for v in expected]
+        assert np.array_equal(got, expected, equal_nan=True), (row, got, expected)
