@@ -810,23 +810,41 @@ def warm_start(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]:
     return [j], ok
 
 
-def orders(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]:
+#: The order export's outcome window: T is this long before the stream's last event.
+ORDER_HOLDOUT_MS = 180 * DAY_MS
+
+
+def order_export(
+    work: Path, seed: int, quick: bool, *, write: bool = True
+) -> tuple[OrderConfig, Path, Purchases, int]:
+    """The order export's generator config, its file in ``work`` (generated unless
+    ``write`` is false and it exists), its purchases and T, the snapshot time."""
     config = OrderConfig(users=stream_users(quick), seed=seed, days=730)
     path = work / "orders.jsonl"
-    write_jsonl(path, (r.value for r in generate_orders(config)))
-    types = {t["user_id"]: t["type"] for t in order_truth(config)}
+    if write or not path.exists():
+        write_jsonl(path, (r.value for r in generate_orders(config)))
     p = Purchases.read(path)
-    t = p.end_ms - 180 * DAY_MS
+    return config, path, p, p.end_ms - ORDER_HOLDOUT_MS
+
+
+def is_customer(line: dict[str, Any]) -> bool:
+    """A purchase log's population: the users with a purchase by T."""
+    return bool(line["features"]["purchases"] > 0)
+
+
+def orders(work: Path, seed: int, quick: bool) -> tuple[list[Judged], bool]:
+    config, path, p, t = order_export(work, seed, quick)
+    types = {row["user_id"]: row["type"] for row in order_truth(config)}
     snap = Snapshot.take(path, t, work, "orders", tiers=purchase_log_tiers(work))
     j = judge(
         "Generated order export (purchases only), snapshot 180 days before the end",
         snap,
         p,
         t,
-        180 * DAY_MS,
+        ORDER_HOLDOUT_MS,
         rank_by="propensity_long",
         revenue_by="expected_value",
-        population=lambda line: line["features"]["purchases"] > 0,
+        population=is_customer,
         earlier_ms=180 * DAY_MS,
         seed=seed,
         types=types,
@@ -868,7 +886,7 @@ def cdnow(work: Path, seed: int) -> tuple[list[Judged], bool]:
         273 * DAY_MS,
         rank_by="propensity_long",
         revenue_by="expected_value",
-        population=lambda line: line["features"]["purchases"] > 0,
+        population=is_customer,
         earlier_ms=91 * DAY_MS,
         seed=seed,
     )
