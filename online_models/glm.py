@@ -51,6 +51,27 @@ MAX_ETA: Final = 30.0
 KINDS: Final = ("logistic", "poisson")
 
 
+def _newton_step(hessian: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """``hessian^-1 grad``; where the labels and the prior leave a direction undetermined
+    (a singular system: every label's vector alike and the prior forgotten, as a stream
+    whose users all look the same gives the calibration map after some 600 versions),
+    the least-squares step of least norm, which moves the weights only along what the
+    labels determine, and no step at all where nothing is finite.
+
+    >>> _newton_step(np.array([[2.0, 0.0], [0.0, 4.0]]), np.array([2.0, 2.0])).tolist()
+    [1.0, 0.5]
+    >>> [round(float(v), 9) for v in _newton_step(np.ones((2, 2)), np.array([2.0, 2.0]))]
+    [1.0, 1.0]
+    """
+    try:
+        step: np.ndarray = np.linalg.solve(hessian, grad)
+    except np.linalg.LinAlgError:
+        if not (np.isfinite(hessian).all() and np.isfinite(grad).all()):
+            return np.zeros_like(grad)
+        step = np.linalg.lstsq(hessian, grad, rcond=None)[0]
+    return step
+
+
 def _objective(
     kind: str,
     theta: np.ndarray,
@@ -171,7 +192,7 @@ class Head:
             grad = prior @ (theta - prior_theta) + x.T @ (mu - y)
             hessian = prior + (x * weight[:, None]).T @ x
             step = np.zeros_like(theta)
-            step[f] = np.linalg.solve(hessian[np.ix_(f, f)], grad[f])
+            step[f] = _newton_step(hessian[np.ix_(f, f)], grad[f])
             for _ in range(20):  # backtrack: a full Newton step can overshoot
                 candidate = theta - step
                 new_value = _objective(self.kind, candidate, prior_theta, prior, x, y)
