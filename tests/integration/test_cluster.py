@@ -94,7 +94,8 @@ def test_two_instances_share_one_model(names: Names, quick_models: Path) -> None
     counts = [
         int(m.group(1)) for _, err in outs for m in [re.search(r"(\d+) records in", err)] if m
     ]
-    assert sum(counts) == 8000 and all(counts), counts  # both instances did work
+    tails = [err[-3000:] for _, err in outs]  # what each instance said, should one idle out
+    assert sum(counts) == 8000 and all(counts), (counts, tails)  # both instances did work
 
     keys = KeySpace(names.prefix)
     r = redis.Redis.from_url(REDIS)
