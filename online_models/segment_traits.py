@@ -76,9 +76,11 @@ class SegmentTraits:
         return out
 
     def one(self, x: Sequence[float]) -> list[float]:
-        """:meth:`of` of one raw vector, without numpy (a learning sample's: numpy's call
-        overhead on one row was 11% of a sparse replay); the same functions of the C
-        library, so the same floats (tests/unit/test_segments.py).
+        """:meth:`of` of one raw vector (a learning sample's), without numpy's per-call
+        overhead: 1 against 24 microseconds a row, though replays timed before and after
+        showed no gain beyond their noise (docs/performance.md, "What the service
+        imports"). The same functions of the C library, so the same floats
+        (tests/unit/test_segments.py).
 
         >>> t = SegmentTraits(INPUTS)
         >>> t.one([0.0, 0.0, 3.0, 0.0]) == t.of([[0.0, 0.0, 3.0, 0.0]])[0].tolist()
