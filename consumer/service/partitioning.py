@@ -31,13 +31,35 @@ from kafka.partitioner.default import murmur2
 
 from consumer.service.errors import PartitionCountChanged
 
-__all__ = ["PartitionRegistry", "check_partition_count", "partition_of"]
+__all__ = [
+    "PartitionRegistry",
+    "check_partition_count",
+    "key_hash",
+    "key_partition",
+    "partition_of",
+]
 
 
 def partition_of(user_id: str, partitions: int) -> int:
     """The partition Kafka's default partitioner (Java's, and kafka-python's) gives a
     record keyed by ``user_id`` (UTF-8) on a topic of ``partitions`` partitions."""
-    return (cast(int, murmur2(user_id.encode())) & 0x7FFFFFFF) % partitions
+    return key_partition(user_id.encode(), partitions)
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a record whose key is ``key`` on a
+    topic of ``partitions`` partitions (numbered from 0).
+
+    >>> key_partition(b"u000001", 4) == partition_of("u000001", 4)
+    True
+    """
+    return key_hash(key) % partitions
+
+
+def key_hash(key: bytes) -> int:
+    """The non-negative murmur2 hash of ``key`` that Kafka's default partitioner takes
+    modulo the partition count."""
+    return cast(int, murmur2(key)) & 0x7FFFFFFF
 
 
 class PartitionRegistry(Protocol):

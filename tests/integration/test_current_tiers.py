@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from consumer.demo.synthetic import GeneratorConfig, generate
-from consumer.service.kafka_io import produce_records
+from consumer.service.kafka_io import ensure_topics, produce_records
+from consumer.service.partitioning import key_partition
 from schemas import validator
 from tests.integration.support import KAFKA, Names, cli, read_topic, read_topic_with_headers
 
@@ -85,3 +86,23 @@ def test_every_output_carries_its_schema_in_headers(names: Names) -> None:
             headers = dict(pairs)
             assert headers["content-type"] == b"application/json", topic
             assert headers["tierstream-schema"] == schema, topic
+
+
+def test_every_output_is_on_the_partition_kafkas_partitioner_gives_its_key(names: Names) -> None:
+    """The publisher chooses each record's partition itself (once per key and batch): it
+    must be the one Kafka's default partitioner would, whatever the output topics' counts."""
+    records = [(r.key, r.value) for r in generate(CONFIG)]
+    produce_records(KAFKA, names.input, records, partitions=2)
+    counts = {names.output: 5, names.tiers: 3}
+    for topic, count in counts.items():
+        ensure_topics(KAFKA, [topic], partitions=count)
+    assert cli("run", "--stop-when-idle", "2", env=names.env()).returncode == 0
+    for topic, count in counts.items():
+        recs = read_topic(topic)
+        assert len(recs) > 50, topic
+        used = set()
+        for rec in recs:
+            assert rec.key is not None
+            assert rec.partition == key_partition(rec.key, count), (topic, rec.key)
+            used.add(rec.partition)
+        assert used == set(range(count)), topic
