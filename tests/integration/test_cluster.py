@@ -34,6 +34,10 @@ from tests.integration.support import (
 
 pytestmark = pytest.mark.integration
 
+#: The two-instance test's idle window: long enough for start-up, the join, a stable
+#: group and the produce on a loaded machine (see the test).
+IDLE_S = "20"
+
 PROBE = """
 import sys, orjson, numpy as np, redis
 from consumer.service.tier_config import load_engine
@@ -58,11 +62,17 @@ def test_two_instances_share_one_model(names: Names, quick_models: Path) -> None
     # Both members are in the group before the first event: each of them has work to do.
     # The events are made first and produced from here once the group is formed, so the
     # members' idle clocks (from their start) are not run down by a generator starting up.
+    # An idle clock starts when `run` does, before the group is joined: start-up, the
+    # join, the wait for a stable group and the produce must all fit in the idle window,
+    # or a member whose group lag is 0 before the first record stops, its partitions go to
+    # the other, and the counts read [8000, 0] (once in a full `make test`, with 8 s;
+    # a 6 s pause put before the produce stops both members with 8 s, none with 20).
     create_topic(names.input, 4)
     records = [
         (r.key, r.value) for r in generate(GeneratorConfig(users=300, events=8000, seed=9, days=90))
     ]
     procs = []
+    started = time.monotonic()
     for i in (1, 2):
         env = names.env(
             TIERSTREAM_INSTANCE_ID=f"{names.instance}-{i}",
@@ -71,7 +81,7 @@ def test_two_instances_share_one_model(names: Names, quick_models: Path) -> None
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "consumer.cli", "run", "--stop-when-idle", "8"],
+                [sys.executable, "-m", "consumer.cli", "run", "--stop-when-idle", IDLE_S],
                 env=env,
                 cwd=REPO,
                 stdout=subprocess.PIPE,
@@ -82,6 +92,7 @@ def test_two_instances_share_one_model(names: Names, quick_models: Path) -> None
     try:
         wait_for_group(names.group, 2)
         produce_records(KAFKA, names.input, records, partitions=4)
+        produced_after_s = time.monotonic() - started
     except BaseException:
         for p in procs:
             p.kill()
@@ -95,7 +106,8 @@ def test_two_instances_share_one_model(names: Names, quick_models: Path) -> None
         int(m.group(1)) for _, err in outs for m in [re.search(r"(\d+) records in", err)] if m
     ]
     tails = [err[-3000:] for _, err in outs]  # what each instance said, should one idle out
-    assert sum(counts) == 8000 and all(counts), (counts, tails)  # both instances did work
+    # both instances did work
+    assert sum(counts) == 8000 and all(counts), (counts, produced_after_s, tails)
 
     keys = KeySpace(names.prefix)
     r = redis.Redis.from_url(REDIS)
