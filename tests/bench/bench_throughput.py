@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = _Bench(args.kafka, args.redis, idle_s=1.0 if quick else contenders.IDLE_S)
     t0 = time.monotonic()
     load_before = report.load()
+    redis_before = report.redis_dataset(args.redis)
     commit = report.commit()
     say(f"run {bench.run}: logs in {bench.logs}; load {load_before}")
     sections: list[str] = []
@@ -93,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workloads.delete_topics(args.kafka, bench.run)
     minutes = (time.monotonic() - t0) / 60
     command = shlex.join(["python", "-m", "tests.bench.bench_throughput", *(argv or sys.argv[1:])])
-    head = _header(args.redis, command, commit, load_before, minutes)
+    head = _header(args.redis, command, commit, load_before, minutes) + (
+        f"\n- Redis at the start: {redis_before}"
+    )
     text = head + "\n\n" + "\n\n".join(sections)
     print(text)
     doc = args.doc or (None if quick else REPO / "docs" / "performance.md")

@@ -77,6 +77,19 @@ def machine(redis_url: str) -> list[str]:
     ]
 
 
+def redis_dataset(redis_url: str) -> str:
+    """What the Redis server holds before a run: other data there (earlier runs' users)
+    makes its append-only-file rewrites, forks that run beside the service, longer."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        memory = client.info("memory")["used_memory"]
+        keys = client.dbsize()
+        aof = client.info("persistence").get("aof_enabled")
+    finally:
+        client.close()
+    return f"{keys:,} keys, {memory / 2**20:.0f} MB used, append-only file {'on' if aof else 'off'}"
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
