@@ -10,6 +10,7 @@ from typing import Any
 
 from consumer.commands.common import add_command
 from consumer.demo.config import DemoConfig
+from consumer.service.gc_settings import settle_collector
 from consumer.service.settings import Settings
 
 
@@ -42,5 +43,6 @@ def demo(args: argparse.Namespace) -> int:
         out_dir=args.out_dir,
         tiers_file=settings.tiers_path,
     )
+    settle_collector()
     run_demo(config, stream=sys.stdout, progress_stream=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ from typing import Any
 
 from consumer.commands.common import add_command, redis_store, settings_from
 from consumer.service.errors import UserError
+from consumer.service.gc_settings import settle_collector
 from consumer.service.records import InputRecord
 from consumer.service.settings import Settings
 
@@ -81,6 +82,7 @@ def _fit(args: argparse.Namespace, settings: Settings) -> int:
             yield from src.records
 
     until = parse_instant(args.until) if args.until else None
+    settle_collector()
     try:
         model = fit_model(settings, records, passes=args.passes, until_ms=until)
     except ValueError as exc:

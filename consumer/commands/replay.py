@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from consumer.commands.common import add_command, redis_store, settings_from
 from consumer.service.errors import StateStoreError, UserError
+from consumer.service.gc_settings import settle_collector
 from consumer.service.records import OutputRecord
 from consumer.service.redis_connection import parse_redis_url
 from consumer.service.settings import Settings, mask_url
@@ -125,6 +126,7 @@ def replay(args: argparse.Namespace) -> int:
         )
         if not args.quiet:
             replayer.on_batch = _BatchProgress(replayer, source.fraction_read)
+        settle_collector()
         t0 = time.monotonic()
         try:
             summary = replayer.run(source.records, until_ms=until)

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from consumer.commands.common import add_command
+from consumer.service.gc_settings import settle_collector
 from consumer.service.settings import Settings
 
 log = logging.getLogger("tierstream")
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         settings.output_topic,
         settings.dlq_topic,
     )
+    settle_collector()
     t0 = time.monotonic()
     summary = service.run(stop_when_idle=args.stop_when_idle)
     elapsed = time.monotonic() - t0

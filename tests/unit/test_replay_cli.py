@@ -275,3 +275,24 @@ def test_errors_a_user_can_cause(
     assert "no user 'nobody' in" in one_line_error(
         capsys, "inspect", "nobody", "--replay", str(events)
     )
+
+
+def test_a_replay_settles_the_garbage_collector(events: Path) -> None:
+    """Start-up's objects are frozen out of the cyclic collector and its generations are
+    collected less often (docs/performance.md "The garbage collector"); in a process of
+    its own, as the setting is the process's."""
+    probe = (
+        "import gc, sys; from consumer.cli import main\n"
+        "assert main(['replay', sys.argv[1], '--quiet']) == 0\n"
+        "print(gc.get_threshold(), gc.get_freeze_count() > 10_000)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(events)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "(50000, 20, 100) True"
