@@ -632,6 +632,8 @@ class _Routes:
         if partitions is None:
             # Waits for the topic's metadata if the producer has none (as send would).
             partitions = self._counts[topic] = sorted(self._producer.partitions_for(topic))
+        if not partitions:
+            return None  # the producer's own partitioner says what is wrong
         index = self._hashes.get(key)
         if index is None:
             index = self._hashes[key] = key_hash(key)
