@@ -94,9 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workloads.delete_topics(args.kafka, bench.run)
     minutes = (time.monotonic() - t0) / 60
     command = shlex.join(["python", "-m", "tests.bench.bench_throughput", *(argv or sys.argv[1:])])
-    head = _header(args.redis, command, commit, load_before, minutes) + (
-        f"\n- Redis at the start: {redis_before}"
-    )
+    head = _header(args.redis, command, commit, load_before, redis_before, minutes)
     text = head + "\n\n" + "\n\n".join(sections)
     print(text)
     doc = args.doc or (None if quick else REPO / "docs" / "performance.md")
@@ -114,12 +112,15 @@ def _numbers(text: str | None) -> list[float]:
     return [float(x) for x in text.split(",")] if text else []
 
 
-def _header(redis_url: str, command: str, commit: str, load_before: str, minutes: float) -> str:
+def _header(
+    redis_url: str, command: str, commit: str, load_before: str, redis_before: str, minutes: float
+) -> str:
     facts = "\n".join(f"- {line}" for line in report.machine(redis_url))
     return (
         f"Measured {report.today()} at commit `{commit}` in {minutes:.1f} min:\n\n"
         f"```bash\n{command}\n```\n\n{facts}\n"
-        f"- load average (1, 5, 15 min) at the start {load_before}, at the end {report.load()}"
+        f"- load average (1, 5, 15 min) at the start {load_before}, at the end {report.load()}\n"
+        f"- Redis at the start: {redis_before}"
     )
 
 

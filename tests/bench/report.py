@@ -82,12 +82,12 @@ def redis_dataset(redis_url: str) -> str:
     makes its append-only-file rewrites, forks that run beside the service, longer."""
     client = redis.Redis.from_url(redis_url)
     try:
-        memory = client.info("memory")["used_memory"]
+        info = client.info()  # its default sections hold memory and persistence
         keys = client.dbsize()
-        aof = client.info("persistence").get("aof_enabled")
     finally:
         client.close()
-    return f"{keys:,} keys, {memory / 2**20:.0f} MB used, append-only file {'on' if aof else 'off'}"
+    memory, aof = info["used_memory"] / 2**20, "on" if info.get("aof_enabled") else "off"
+    return f"{keys:,} keys, {memory:.0f} MB used, append-only file {aof}"
 
 
 def _version(package: str) -> str:
