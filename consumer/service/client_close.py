@@ -8,7 +8,9 @@ kafka-python's ``KafkaProducer.close(timeout=0)`` flushes first and raises
 ``KafkaTimeoutError`` while a batch is still unanswered, before it stops its I/O thread:
 the producer then lives on, its thread still sending, and its ``__del__`` raises the
 same error from the garbage collector. :func:`close_quietly` stops that thread without
-sending (the producer's own forced close) and closes the producer once it has stopped.
+sending (the producer's own forced close) and closes the producer once it has stopped (or,
+if it has not within :data:`SENDER_STOP_S`, marks it closed all the same: the thread ends
+after its current network call, and the collector has nothing left to flush).
 """
 
 from __future__ import annotations
@@ -54,7 +56,13 @@ def _close_producer(producer: KafkaProducer) -> None:
     if sender is not None:
         sender.force_close()  # fails the unanswered batches, then the thread ends
         sender.join(SENDER_STOP_S)
-    producer.close(timeout=0)  # nothing unanswered now: marks it closed
+    try:
+        producer.close(timeout=0)  # nothing unanswered now: marks it closed
+    except KafkaTimeoutError:
+        # Its thread did not stop in time (it stops after its current network call): it
+        # is on its way out; the producer must not try again from the garbage collector.
+        producer._closed = True
+        raise
 
 
 def close_in_background(client: Client, name: str = "closing a Kafka client") -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
+from kafka.errors import KafkaTimeoutError
 
 from consumer.service.client_close import close_in_background, close_quietly
 from tests.integration.support import KAFKA, Names
@@ -55,6 +56,30 @@ def test_a_given_up_producer_with_unanswered_records_stops_its_thread(
     producer = _holding_producer(names.input)
     close(producer)
     assert _new_threads(before, 15) == []
+    del producer
+    gc.collect()
+    assert raised == []
+
+
+def test_a_producer_whose_flush_never_completes_is_dropped_silently(
+    names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Brokers that never answer (every flush times out, even after the forced close):
+    the producer is still given up without a word from the garbage collector."""
+    admin = KafkaAdminClient(bootstrap_servers=KAFKA)
+    try:
+        admin.create_topics([NewTopic(names.input, 1, 1)])
+    finally:
+        admin.close()
+    raised: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", raised.append)
+    producer = _holding_producer(names.input)
+
+    def never(self: KafkaProducer, timeout: float | None = None) -> None:
+        raise KafkaTimeoutError("Timeout waiting for future")
+
+    monkeypatch.setattr(KafkaProducer, "flush", never)
+    close_quietly(producer)
     del producer
     gc.collect()
     assert raised == []
