@@ -77,7 +77,7 @@ class SegmentTraits:
 
     def one(self, x: Sequence[float]) -> list[float]:
         """:meth:`of` of one raw vector (a learning sample's), with less of numpy's
-        per-call overhead: about 5 against 24 microseconds a row. The same floats
+        per-call overhead: about 4 against 24 microseconds a row. The same floats
         (tests/unit/test_segments.py): the arithmetic is IEEE either way, and the
         exponentials and logarithms are numpy's, which on a CPU with AVX-512 are numpy's
         own SIMD code and differ from the C library's in the last bit.
