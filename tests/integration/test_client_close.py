@@ -25,11 +25,25 @@ pytestmark = pytest.mark.integration
 
 
 def _holding_producer(topic: str) -> KafkaProducer:
-    """A producer with records it has not had answered (they wait out a long linger)."""
+    """A producer with records it has not had answered (they wait out a long linger),
+    to a topic of its own."""
+    admin = KafkaAdminClient(bootstrap_servers=KAFKA)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        admin.close()
     producer = KafkaProducer(bootstrap_servers=KAFKA, linger_ms=60_000, acks="all")
     for i in range(100):
         producer.send(topic, key=b"u%d" % i, value=b"{}")
     return producer
+
+
+@pytest.fixture
+def unraisable(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """What the garbage collector's finalizers raise during the test."""
+    raised: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", raised.append)
+    return raised
 
 
 def _new_threads(before: set[threading.Thread], wait_s: float) -> list[threading.Thread]:
@@ -43,36 +57,22 @@ def _new_threads(before: set[threading.Thread], wait_s: float) -> list[threading
 
 @pytest.mark.parametrize("close", [close_quietly, close_in_background])
 def test_a_given_up_producer_with_unanswered_records_stops_its_thread(
-    names: Names, monkeypatch: pytest.MonkeyPatch, close: Any
+    names: Names, unraisable: list[Any], close: Any
 ) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=KAFKA)
-    try:
-        admin.create_topics([NewTopic(names.input, 1, 1)])
-    finally:
-        admin.close()
-    raised: list[Any] = []
-    monkeypatch.setattr(sys, "unraisablehook", raised.append)
     before = set(threading.enumerate())
     producer = _holding_producer(names.input)
     close(producer)
     assert _new_threads(before, 15) == []
     del producer
     gc.collect()
-    assert raised == []
+    assert unraisable == []
 
 
 def test_a_producer_whose_flush_never_completes_is_dropped_silently(
-    names: Names, monkeypatch: pytest.MonkeyPatch
+    names: Names, unraisable: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Brokers that never answer (every flush times out, even after the forced close):
     the producer is still given up without a word from the garbage collector."""
-    admin = KafkaAdminClient(bootstrap_servers=KAFKA)
-    try:
-        admin.create_topics([NewTopic(names.input, 1, 1)])
-    finally:
-        admin.close()
-    raised: list[Any] = []
-    monkeypatch.setattr(sys, "unraisablehook", raised.append)
     producer = _holding_producer(names.input)
 
     def never(self: KafkaProducer, timeout: float | None = None) -> None:
@@ -82,4 +82,4 @@ def test_a_producer_whose_flush_never_completes_is_dropped_silently(
     close_quietly(producer)
     del producer
     gc.collect()
-    assert raised == []
+    assert unraisable == []
