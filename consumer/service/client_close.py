@@ -47,17 +47,15 @@ def close_quietly(client: Client) -> None:
 
 
 def _close_producer(producer: KafkaProducer) -> None:
-    try:
-        producer.close(timeout=0)
-        return
-    except KafkaTimeoutError:  # records unanswered: its close stopped before the thread
-        pass
-    sender = getattr(producer, "_sender", None)  # kafka-python has no public forced close
+    # kafka-python's close(timeout=0) would force-close the thread itself, but only after
+    # a flush, which raises while a batch is unanswered: force it first (kafka-python has
+    # no public forced close), so the flush finds every batch failed.
+    sender = getattr(producer, "_sender", None)
     if sender is not None:
         sender.force_close()  # fails the unanswered batches, then the thread ends
         sender.join(SENDER_STOP_S)
     try:
-        producer.close(timeout=0)  # nothing unanswered now: marks it closed
+        producer.close(timeout=0)
     except KafkaTimeoutError:
         # Its thread did not stop in time (it stops after its current network call): it
         # is on its way out; the producer must not try again from the garbage collector.

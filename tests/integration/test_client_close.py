@@ -11,6 +11,7 @@ import gc
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -57,7 +58,7 @@ def _new_threads(before: set[threading.Thread], wait_s: float) -> list[threading
 
 @pytest.mark.parametrize("close", [close_quietly, close_in_background])
 def test_a_given_up_producer_with_unanswered_records_stops_its_thread(
-    names: Names, unraisable: list[Any], close: Any
+    names: Names, unraisable: list[Any], close: Callable[[KafkaProducer], None]
 ) -> None:
     before = set(threading.enumerate())
     producer = _holding_producer(names.input)
