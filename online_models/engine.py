@@ -135,6 +135,13 @@ class Horizons:
     #: A silent user gives a learning sample at most once per this span (0: as the
     #: active, ``learn_every_ms``).
     silent_learn_every_ms: int = 0
+    #: Snapshots and learning samples on a fixed event-time grid (every multiple of
+    #: ``learn_every_ms`` since the epoch at which the user is present), made when the
+    #: user is next touched (an event, a re-score, the end of their lifetime) from the
+    #: stored state, instead of at events and timers: the learning data no longer depends
+    #: on when timers fire, so the re-score schedule can be sparse. Labels resolve on the
+    #: grid too (or at the next touch); no snapshot deadline fires on its own.
+    learn_on_grid: bool = False
     #: A user silent this long ends: their state is deleted, a later event starts a new
     #: lifetime (``TIERSTREAM_STATE_TTL_DAYS``). The default leaves the last re-score's
     #: snapshots (at most ``max_silence`` after the last event) their longest horizon
@@ -165,7 +172,17 @@ class Horizons:
         """
         last = state.features.last_ms
         due = last + self.expire_after_ms
-        periodic = self.next_rescore(last, max(last, state.rescored_ms))
+        rescored = max(last, state.rescored_ms)
+        periodic = self.next_rescore(last, rescored)
+        if self.learn_on_grid:
+            # One last re-score at max_silence takes the grid up to it; after it, each
+            # snapshot's deadline fires on its own, so that the labels of the silent are
+            # learnt when their windows close, not at the end of the lifetime.
+            final = last + self.max_silence_ms
+            if periodic is None and rescored < final:
+                periodic = final
+            if periodic is not None:
+                return min(due, periodic)
         if periodic is None or not self.labels_at_rescore:
             # each snapshot's deadline (on the re-score grid, a later re-score resolves it)
             for p in state.pending or ():
@@ -216,6 +233,7 @@ class Horizons:
             "rescore_growth": self.rescore_growth,
             "labels_at_rescore": float(self.labels_at_rescore),
             "silent_learn_every_ms": self.silent_learn_every_ms,
+            "learn_on_grid": float(self.learn_on_grid),
         }
         return {k: v for k, v in knobs.items() if v != getattr(default, k)}
 
@@ -592,6 +610,7 @@ class Decision:
 
     __slots__ = (
         "_erase",
+        "_grid",
         "_kind",
         "_labels",
         "_model",
@@ -620,6 +639,10 @@ class Decision:
         self._snapshots: list[list[Any]] = []
         self._parts: tuple[float, tuple[tuple[str, float, float], ...]] = (0.0, ())
         self._erase: tuple[str, int] | None = None
+        #: A moment of the learning grid (:meth:`EnginePass._catch_up`): it fills in its
+        #: snapshots' scores and resolves labels into the touch's :attr:`resolved`, and
+        #: decides no tier.
+        self._grid = False
         #: The tier change this decided (None: the tier stays).
         self.change: TierChange | None = None
         #: The first head's labels this resolved, with the snapshot's score and tier.
@@ -671,6 +694,7 @@ class EnginePass:
         if not state.first_sight(event.event_id):
             return DUPLICATE
         engine = self.engine
+        grid = self._catch_up(state, event.user_id, event.timestamp_ms - 1)
         if state.born_ms < 0:
             state.born_ms = event.timestamp_ms  # the first event of this lifetime
         features = state.features
@@ -680,11 +704,14 @@ class EnginePass:
         model = engine.models.model  # the version that scores it: before it learns
         labels = engine._resolve_due(state, event.user_id, event.timestamp_ms)
         engine._count(state, event)
-        spans = [] if late else engine._due_spans(state, now)
-        learn = not late and (
+        on_grid = grid is not None
+        spans = [] if late or on_grid else engine._due_spans(state, now)
+        learn = not (late or on_grid) and (
             state.learned_ms < 0 or now - state.learned_ms >= engine.horizons.learn_every_ms
         )
         decision = self._observe(state, event.user_id, labels, model, now, spans, learn)
+        if grid is not None:
+            decision.resolved = grid
         decision._time = event.timestamp_ms
         decision._stamp = emitted_at_ms
         decision._kind = "threshold"
@@ -696,7 +723,8 @@ class EnginePass:
         passed (negative labels for those who never came back) and re-score the silent
         user, so a tier falls by inactivity on time."""
         engine = self.engine
-        closing = engine.horizons.labels_at_rescore
+        grid = self._catch_up(state, user_id, now_ms)
+        closing = engine.horizons.labels_at_rescore or grid is not None
         labels = engine._resolve_due(state, user_id, now_ms, closing=closing)
         model = engine.models.model  # after the labels it learnt, before the sample
         state.rescored_ms = now_ms
@@ -704,13 +732,15 @@ class EnginePass:
         # timer left is the end of their lifetime (a snapshot would arm a deadline, whose
         # firing would take the next one, for ever: one event dated in the year 9999 once
         # fired 1.9 M of them for 20 users).
-        present = now_ms - state.features.last_ms < engine.horizons.max_silence_ms
+        present = grid is None and now_ms - state.features.last_ms < engine.horizons.max_silence_ms
         # Snapshots at events alone would all have "days since last event" = 0, and the
         # model would extrapolate wildly for the silent; "will they buy within H days" is
         # as much a question about the silent.
         spans = engine._due_spans(state, now_ms) if present else []
         learn = present and now_ms - state.learned_ms >= engine.horizons.silent_learn_ms()
         decision = self._observe(state, user_id, labels, model, now_ms, spans, learn)
+        if grid is not None:
+            decision.resolved = grid
         decision._time = now_ms
         decision._stamp = emitted_at_ms
         decision._kind = "inactivity"
@@ -725,7 +755,10 @@ class EnginePass:
         engine = self.engine
         if now_ms - state.features.last_ms < engine.horizons.expire_after_ms:
             return None
+        grid = self._catch_up(state, user_id, now_ms)
         decision = Decision(state, user_id, engine._resolve_due(state, user_id, now_ms))
+        if grid is not None:
+            decision.resolved = grid
         state.pending = None
         state.due_ms = -1
         self._decisions.append(decision)
@@ -748,6 +781,48 @@ class EnginePass:
         decision._model = self.engine.models.model
         self._decisions.append(decision)
         return decision
+
+    def _catch_up(self, state: UserState, user: str, through: int) -> list[Resolved] | None:
+        """With the learning grid (:attr:`Horizons.learn_on_grid`), the grid's moments
+        the user was present at, after those already made and up to ``through``, made
+        now from the stored state (the user was silent since: their features then are
+        the stored ones, decayed to each moment): each resolves the labels whose window
+        ended by then, takes the snapshots due, and gives a learning sample. The list
+        the touch's decision gathers their resolved labels in; None without the grid.
+
+        The snapshots' scores come from the version current at the touch, scored with
+        the pass; their tier is the user's then (no decision moves it between touches).
+        """
+        engine = self.engine
+        h = engine.horizons
+        if not h.learn_on_grid:
+            return None
+        sink: list[Resolved] = []
+        features = state.features
+        if features.events:
+            step = h.learn_every_ms
+            last = features.last_ms
+            end = min(through, last + h.max_silence_ms - 1)
+            g = (max(state.learned_ms, last - 1) // step + 1) * step
+            models = engine.models
+            while g <= end:
+                labels = engine._resolve_due(state, user, g, closing=True)
+                spans = engine._due_spans(state, g)
+                model = models.model  # after the labels it learnt, before the sample
+                x = vector(features, g)
+                models.learn_sample(x, at_ms=g)
+                if spans:
+                    snapshots = engine._snapshot(state, g, x, spans)
+                    d = self._scored(state, user, labels, model, x, g, snapshots, grid=True)
+                    d.resolved = sink
+                elif labels:
+                    d = self._unscored(state, user, labels)
+                    d._grid = True
+                    d.resolved = sink
+                g += step
+        if through > state.learned_ms:
+            state.learned_ms = through
+        return sink
 
     def _observe(
         self,
@@ -793,7 +868,11 @@ class EnginePass:
         x: list[float],
         now: int,
         snapshots: list[list[Any]],
+        *,
+        grid: bool = False,
     ) -> Decision:
+        """A decision scored with the pass; a grid moment's (``grid``) scores only fill
+        in its snapshots."""
         rows = self._rows
         if rows is None or rows.model is not model:
             rows = self._rows = _Rows(model)
@@ -804,7 +883,9 @@ class EnginePass:
         decision._model = model
         decision._now = now
         decision._snapshots = snapshots
-        decision._parts = self.engine.scorer.feature_parts(state.features, now)
+        decision._grid = grid
+        if not grid:
+            decision._parts = self.engine.scorer.feature_parts(state.features, now)
         self._decisions.append(decision)
         return decision
 
@@ -817,7 +898,8 @@ class EnginePass:
             if rows is not None and rows.scored is None:
                 rows.scored = rows.model.score_rows(rows.x)
             self._take(decision, rows)
-            resolved.extend(decision.resolved)
+            if not decision._grid:  # a grid moment's are in its touch's
+                resolved.extend(decision.resolved)
         self._decisions = []
         self._rows = None
 
@@ -838,6 +920,12 @@ class EnginePass:
         propensity = predictions[0]
         for snap in d._snapshots:
             snap[3] = propensity
+        if d._grid:
+            label_ms = engine.horizons.label_ms
+            for snap in d._snapshots:
+                if snap[0] == label_ms:
+                    snap[6] = state.tier
+            return
         terms = engine._terms(predictions, scored.segments[i], rows.model)
         total, parts = d._parts
         value = engine.scorer.value(total, terms)

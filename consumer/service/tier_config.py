@@ -48,7 +48,7 @@ _MODEL_KEYS = {
 }
 
 #: [models] switches (true or false).
-_MODEL_FLAGS = ("labels_at_rescore",)
+_MODEL_FLAGS = ("labels_at_rescore", "learn_on_grid")
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -131,6 +131,14 @@ def _models(table: Mapping[str, Any]) -> tuple[Horizons, MergePolicy]:
             if not isinstance(table[key], int | float) or table[key] <= 0:
                 raise ValueError(f"[models] {key} must be a positive number")
             values[key] = kind(table[key])
+    if table.get("learn_on_grid"):
+        for key in ("labels_at_rescore", "learn_silent_days"):
+            if key in table:
+                raise ValueError(
+                    f"[models] {key} applies without the learning grid only "
+                    "(learn_on_grid = false): on the grid, labels resolve and samples are "
+                    "taken on the grid"
+                )
     defaults_h, defaults_m = Horizons(), MergePolicy()
     horizons = Horizons(
         label_ms=round(values.get("label_horizon_days", defaults_h.label_ms / DAY_MS) * DAY_MS),
@@ -149,6 +157,7 @@ def _models(table: Mapping[str, Any]) -> tuple[Horizons, MergePolicy]:
         silent_rescore_every_ms=round(values.get("rescore_silent_days", 0.0) * DAY_MS),
         rescore_growth=values.get("rescore_growth", defaults_h.rescore_growth),
         labels_at_rescore=table.get("labels_at_rescore", defaults_h.labels_at_rescore),
+        learn_on_grid=table.get("learn_on_grid", defaults_h.learn_on_grid),
         silent_learn_every_ms=round(values.get("learn_silent_days", 0.0) * DAY_MS),
     )
     policy = MergePolicy(

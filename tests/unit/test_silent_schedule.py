@@ -17,11 +17,20 @@ from online_models.event import Event
 from online_models.features import DAY_MS
 from online_models.user_state import UserState
 
+#: The packaged config's lines that make its schedule the learning grid's, with
+#: re-scores every 14 days after two weeks of silence (tests/unit/test_learning_grid.py).
+GRID_LINES = ("learn_on_grid = ", "rescore_silent_after_days = ", "rescore_silent_days = ")
+
 
 def engine_with(tmp_path: Path, *settings: str) -> TierEngine:
-    """The packaged config with ``settings`` added to its [models] table."""
+    """The packaged config without its learning grid (snapshots at events and timers,
+    weekly re-scores: the classic schedule), with ``settings`` added to its [models]
+    table."""
     added = "".join(f"{s}\n" for s in settings)
-    text = DEFAULT_TIERS_FILE.read_text().replace("\n[policy]\n", f"{added}\n[policy]\n", 1)
+    lines = DEFAULT_TIERS_FILE.read_text().splitlines(keepends=True)
+    classic = "".join(line for line in lines if not line.startswith(GRID_LINES))
+    assert len(lines) - len(classic.splitlines()) == len(GRID_LINES)
+    text = classic.replace("\n[policy]\n", f"{added}\n[policy]\n", 1)
     path = tmp_path / "tiers.toml"
     path.write_text(text)
     return load_engine(path)
@@ -60,15 +69,15 @@ def spy_labels(engine: TierEngine) -> list[tuple[int, dict[int, float]]]:
     return seen
 
 
-def test_the_default_schedule_fires_at_every_deadline_and_weekly(tmp_path: Path) -> None:
-    fires = silent_fires(load_engine(DEFAULT_TIERS_FILE), buy(0))
+def test_the_classic_schedule_fires_at_every_deadline_and_weekly(tmp_path: Path) -> None:
+    fires = silent_fires(engine_with(tmp_path), buy(0))
     off_grid = [d for d in fires if d <= 365 and d % 7]
     assert off_grid, "the default schedule resolves each label at a timer of its own"
     assert len([d for d in fires if d <= 365]) > 52
 
 
 def test_labels_at_rescore_fire_on_the_weekly_grid_only(tmp_path: Path) -> None:
-    default = load_engine(DEFAULT_TIERS_FILE)
+    default = engine_with(tmp_path)
     engine = engine_with(tmp_path, "labels_at_rescore = true")
     fires = silent_fires(engine, buy(0))
     on_grid = [d for d in fires if d <= 364]
@@ -155,4 +164,16 @@ def test_schedule_settings_are_checked(tmp_path: Path) -> None:
         engine_with(tmp_path, "labels_at_rescore = 1")
     with pytest.raises(SettingsError, match="rescore_growth must be a positive number"):
         engine_with(tmp_path, "rescore_growth = -1")
-    assert load_engine(DEFAULT_TIERS_FILE).horizons.silent_knobs() == {}
+    assert engine_with(tmp_path).horizons.silent_knobs() == {}
+    with pytest.raises(SettingsError, match="labels_at_rescore applies without the learning"):
+        engine_with(tmp_path, "labels_at_rescore = true", "learn_on_grid = true")
+    with pytest.raises(SettingsError, match="learn_silent_days applies without the learning"):
+        load_engine(_packaged_with(tmp_path, "learn_silent_days = 28"))
+
+
+def _packaged_with(tmp_path: Path, *settings: str) -> Path:
+    added = "".join(f"{s}\n" for s in settings)
+    path = tmp_path / "packaged.toml"
+    text = DEFAULT_TIERS_FILE.read_text()
+    path.write_text(text.replace("\n[policy]\n", f"{added}\n[policy]\n", 1))
+    return path

