@@ -107,7 +107,8 @@ class Metrics:
         )
         self.timers_fired = Counter(
             "tierstream_timers_fired",
-            "User timers fired (label deadlines, inactivity re-scores, expiries).",
+            "User timers fired (inactivity re-scores, label deadlines past a year of silence, "
+            "expiries).",
             registry=r,
         )
         self.population = Gauge(

@@ -348,7 +348,8 @@ def throughput_row(layout: Layout) -> None:
         ),
         timeseries(
             "Timers fired/s",
-            "User timers fired: label deadlines and re-scores of silent users.",
+            "User timers fired: re-scores of silent users, label deadlines past a year of "
+            "silence, expiries.",
             target(f"sum by (instance) ({rate('tierstream_timers_fired_total')})", "{{instance}}"),
             unit="ops",
         ),

@@ -931,18 +931,28 @@ def clickstream_tiers(work: Path) -> Path | None:
 
 
 def with_model_settings(text: str, settings: Sequence[str] | None = None) -> str:
-    """A tier config's text with ``settings`` (default: --models) at the end of its
-    [models] table (the packaged config puts [policy] right after it).
+    """A tier config's text with ``settings`` (default: --models): each replaces the
+    line of its key in the [models] table, or is added at the end of the table (the
+    packaged config puts [policy] right after it).
 
-    >>> with_model_settings("[models]\\na = 1\\n\\n[policy]\\n", ["b = 2"]).split()
-    ['[models]', 'a', '=', '1', 'b', '=', '2', '[policy]']
+    >>> with_model_settings("[models]\\na = 1\\nc = 3\\n\\n[policy]\\n", ["b = 2", "a = 0"]).split()
+    ['[models]', 'a', '=', '0', 'c', '=', '3', 'b', '=', '2', '[policy]']
     """
     settings = MODEL_SETTINGS if settings is None else settings
     if not settings:
         return text
     assert "\n[policy]\n" in text, "the [models] table must come right before [policy]"
-    added = "".join(f"{s}\n" for s in settings)
-    return text.replace("\n[policy]\n", f"{added}\n[policy]\n", 1)
+    head, policy, tail = text.partition("\n[policy]\n")
+    start = head.index("[models]\n")
+    lines = head[start:].split("\n")
+    for setting in settings:
+        key = setting.split("=", 1)[0].strip() + " ="
+        at = [i for i, line in enumerate(lines) if line.startswith(key)]
+        if at:
+            lines[at[0]] = setting
+        else:
+            lines.append(setting)
+    return head[:start] + "\n".join(lines) + "\n" + policy + tail
 
 
 def main() -> int:
