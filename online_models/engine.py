@@ -426,7 +426,13 @@ class TierEngine:
                     p[7] += event.amount
 
     def _resolve_due(
-        self, state: UserState, user_id: str, now: int, *, closing: bool = False
+        self,
+        state: UserState,
+        user_id: str,
+        now: int,
+        *,
+        closing: bool = False,
+        learnt_at: int | None = None,
     ) -> list[_Label]:
         """Resolve the snapshots whose horizon passed by event time ``now``: each gives
         the heads of its horizon their labels (learnt now). The first head's labels are
@@ -456,7 +462,8 @@ class TierEngine:
                     labels[i] = float(spend)
             if labels:
                 # Not learnt if a fitted model learnt them in its fit (resolved by its time).
-                self.models.learn_label(x0, labels, at_ms=now)
+                at = now if learnt_at is None else learnt_at
+                self.models.learn_label(x0, labels, at_ms=at)
                 if 0 in labels:
                     observed.append((p, bool(labels[0]), self.control.holds(user_id)))
         state.pending = keep or None
@@ -694,7 +701,7 @@ class EnginePass:
         if not state.first_sight(event.event_id):
             return DUPLICATE
         engine = self.engine
-        grid = self._catch_up(state, event.user_id, event.timestamp_ms - 1)
+        grid = self._catch_up(state, event.user_id, event.timestamp_ms - 1, event.timestamp_ms)
         if state.born_ms < 0:
             state.born_ms = event.timestamp_ms  # the first event of this lifetime
         features = state.features
@@ -723,7 +730,7 @@ class EnginePass:
         passed (negative labels for those who never came back) and re-score the silent
         user, so a tier falls by inactivity on time."""
         engine = self.engine
-        grid = self._catch_up(state, user_id, now_ms)
+        grid = self._catch_up(state, user_id, now_ms, now_ms)
         closing = engine.horizons.labels_at_rescore or grid is not None
         labels = engine._resolve_due(state, user_id, now_ms, closing=closing)
         model = engine.models.model  # after the labels it learnt, before the sample
@@ -755,7 +762,7 @@ class EnginePass:
         engine = self.engine
         if now_ms - state.features.last_ms < engine.horizons.expire_after_ms:
             return None
-        grid = self._catch_up(state, user_id, now_ms)
+        grid = self._catch_up(state, user_id, now_ms, now_ms)
         decision = Decision(state, user_id, engine._resolve_due(state, user_id, now_ms))
         if grid is not None:
             decision.resolved = grid
@@ -782,7 +789,9 @@ class EnginePass:
         self._decisions.append(decision)
         return decision
 
-    def _catch_up(self, state: UserState, user: str, through: int) -> list[Resolved] | None:
+    def _catch_up(
+        self, state: UserState, user: str, through: int, touch: int
+    ) -> list[Resolved] | None:
         """With the learning grid (:attr:`Horizons.learn_on_grid`), the grid's moments
         the user was present at, after those already made and up to ``through``, made
         now from the stored state (the user was silent since: their features then are
@@ -792,6 +801,10 @@ class EnginePass:
 
         The snapshots' scores come from the version current at the touch, scored with
         the pass; their tier is the user's then (no decision moves it between touches).
+        What they teach the models is observed at the touch (event time ``touch``), when
+        the silence that makes them is known: a model fitted on history up to a time
+        (``tierstream model fit``) made the same moments at the same touches up to it, and
+        a deployment starting from it learns those after it.
         """
         engine = self.engine
         h = engine.horizons
@@ -806,11 +819,11 @@ class EnginePass:
             g = (max(state.learned_ms, last - 1) // step + 1) * step
             models = engine.models
             while g <= end:
-                labels = engine._resolve_due(state, user, g, closing=True)
+                labels = engine._resolve_due(state, user, g, closing=True, learnt_at=touch)
                 spans = engine._due_spans(state, g)
                 model = models.model  # after the labels it learnt, before the sample
                 x = vector(features, g)
-                models.learn_sample(x, at_ms=g)
+                models.learn_sample(x, at_ms=touch)
                 if spans:
                     snapshots = engine._snapshot(state, g, x, spans)
                     d = self._scored(state, user, labels, model, x, g, snapshots, grid=True)

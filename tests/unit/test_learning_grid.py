@@ -4,6 +4,7 @@ longer depends on when their timers fire (and the re-score schedule can be spars
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,13 @@ from consumer.demo.synthetic import GeneratorConfig, generate
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from online_models.engine import TierEngine
 from online_models.event import Event
+from online_models.feature_vector import FEATURE_NAMES
 from online_models.features import DAY_MS
 from online_models.user_state import UserState
 from tests.unit.test_silent_schedule import buy, engine_with, silent_fires
 
 GRID = "learn_on_grid = true"
 DOUBLING = "rescore_growth = 1.0"
-WEEK = 7 * DAY_MS
 
 
 def view(day: float, n: int) -> Event:
@@ -51,6 +52,12 @@ class Spy:
 
         models.learn_sample = sample  # type: ignore[method-assign]
         models.learn_label = label  # type: ignore[method-assign]
+
+    def moments(self, first_day: float) -> list[float]:
+        """The day of each sample's grid moment, from its vector's tenure (days since
+        the user's first event, on ``first_day``)."""
+        tenure = FEATURE_NAMES.index("tenure_days_log")
+        return [round(first_day + math.expm1(x[tenure]), 6) for _, x in self.samples]
 
     def life(self, *events: Event) -> list[float]:
         """The user's events, then every timer until their lifetime ends: the fire days."""
@@ -83,17 +90,18 @@ def test_the_packaged_schedule_is_the_grid_rescored_every_two_weeks(tmp_path: Pa
     packaged, weekly = Spy(load_engine(DEFAULT_TIERS_FILE)), Spy(engine_with(tmp_path, GRID))
     packaged.life(*HISTORY)
     weekly.life(*HISTORY)
-    assert packaged.samples == weekly.samples
+    assert [x for _, x in packaged.samples] == [x for _, x in weekly.samples]
     assert sorted(x[1:] for x in packaged.labels) == sorted(x[1:] for x in weekly.labels)
 
 
 def test_samples_are_on_the_grid_while_the_user_is_present(tmp_path: Path) -> None:
     spy = Spy(engine_with(tmp_path, GRID, DOUBLING))
-    spy.life(*HISTORY)
-    times = [at for at, _ in spy.samples]
-    last = 100.3 * DAY_MS
-    assert times == sorted(times) and all(t % WEEK == 0 for t in times)
-    assert times == list(range(WEEK, round(last) + 365 * DAY_MS, WEEK))  # every week, a year on
+    fires = spy.life(*HISTORY)
+    assert spy.moments(0.5) == [7.0 * k for k in range(1, 67)]  # every week, to a year on
+    # each learnt at the touch that made it: an event, or a re-score after the last one
+    touches = {round(at / DAY_MS, 6) for at, _ in spy.samples}
+    assert touches <= {3.2, 40.1, 41.0, 100.3, *fires}
+    assert len(touches) < len(spy.samples) // 4
 
 
 def test_the_learning_data_does_not_depend_on_the_schedule(tmp_path: Path) -> None:
@@ -102,15 +110,15 @@ def test_the_learning_data_does_not_depend_on_the_schedule(tmp_path: Path) -> No
     weekly, doubling = Spy(engine_with(tmp_path, GRID)), Spy(engine_with(tmp_path, GRID, DOUBLING))
     fires_weekly, fires_doubling = weekly.life(*HISTORY), doubling.life(*HISTORY)
     assert len(fires_doubling) < len(fires_weekly) // 3
-    assert weekly.samples == doubling.samples
+    assert [x for _, x in weekly.samples] == [x for _, x in doubling.samples]
     assert sorted(label[1:] for label in weekly.labels) == sorted(
         label[1:] for label in doubling.labels
     )
     # every snapshot's labels resolved by the end: 30-day and 180-day heads alike
     heads = {h for _, _, labels in doubling.labels for h, _ in labels}
     assert heads == set(range(len(doubling.engine.head_specs)))
-    late = [at for at, _, _ in doubling.labels if at % WEEK and at != fires_doubling[-1] * DAY_MS]
-    assert late, "some labels resolve at an event or a re-score, off the grid"
+    # learnt at fewer touches
+    assert len({at for at, _, _ in doubling.labels}) < len({at for at, _, _ in weekly.labels})
 
 
 def test_the_resolved_labels_carry_their_snapshots_scores(tmp_path: Path) -> None:
@@ -139,7 +147,8 @@ def test_a_duplicate_event_makes_no_grid_moment(tmp_path: Path) -> None:
     engine.apply(state, buy(0.5), emitted_at_ms=0)  # the same event id, weeks later in the log
     assert spy.samples == [] and state.learned_ms == round(0.5 * DAY_MS) - 1
     engine.apply(state, view(20, 1), emitted_at_ms=0)
-    assert [at // DAY_MS for at, _ in spy.samples] == [7, 14]
+    assert spy.moments(0.5) == [7.0, 14.0]
+    assert [at for at, _ in spy.samples] == [20 * DAY_MS] * 2  # learnt at the event
 
 
 def test_an_event_far_in_the_future_makes_at_most_a_year_of_moments(tmp_path: Path) -> None:
@@ -149,7 +158,7 @@ def test_an_event_far_in_the_future_makes_at_most_a_year_of_moments(tmp_path: Pa
     spy.engine.apply(state, Event("far", "u1", "page_view", 2_000_000 * DAY_MS), emitted_at_ms=0)
     spy.engine.apply(state, Event("far2", "u1", "page_view", 2_000_001 * DAY_MS), emitted_at_ms=0)
     # days 0 (the first event's own moment, after it), 7, ..., 364: then absent
-    assert [at // DAY_MS for at, _ in spy.samples] == list(range(0, 365, 7))
+    assert spy.moments(0) == [float(d) for d in range(0, 365, 7)]
 
 
 def test_grid_settings_are_checked(tmp_path: Path) -> None:
@@ -178,3 +187,19 @@ def test_replays_on_the_grid_are_byte_identical_whatever_the_batch_size(
     first = replay("a")
     assert first == replay("b", "--batch-size", "333")
     assert first[0].count(b"\n") > config.users, "the stream should change some tiers"
+
+
+def test_what_a_fitted_model_made_is_not_learnt_again(tmp_path: Path) -> None:
+    """A model fitted on history up to day 30 (``tierstream model fit``) made the grid
+    moments of the touches up to it; a deployment starting from it learns those of its
+    later touches, even moments before day 30 (the fit could not know the silence)."""
+    engine = engine_with(tmp_path, GRID, DOUBLING)
+    models = engine.models
+    models.model = models.model.replace(fitted_until_ms=30 * DAY_MS)
+    early, late = UserState.new(), UserState.new()
+    engine.apply(early, buy(0.5), emitted_at_ms=0)
+    engine.apply(late, Event("l1", "u2", "purchase", round(0.5 * DAY_MS), 50.0), emitted_at_ms=0)
+    engine.fire(early, "u1", 21 * DAY_MS, emitted_at_ms=0)  # days 7, 14, 21: made by the fit
+    assert models.learner.samples == 0
+    engine.fire(late, "u2", 35 * DAY_MS, emitted_at_ms=0)  # days 7 ... 35, after the fit
+    assert models.learner.samples == 5
