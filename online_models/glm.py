@@ -46,6 +46,14 @@ PRIOR_PRECISION: Final = 1.0
 #: Each version multiplies the precision by this before adding its labels.
 FORGET: Final = 0.98
 NEWTON_STEPS: Final = 8
+#: No weight (nor the intercept) of a ``poisson`` head moves by more than this in one
+#: version, in the standardised space (a factor e per standard deviation of a feature).
+#: A version's few labels can leave directions all but undetermined, and a spend head
+#: (log link, heavy-tailed labels) then fitted them with weights in the hundreds,
+#: predicting e^30 and more for users unlike those labels; a later version's Newton steps
+#: on such predictions drifted to 1e16 (tests/unit/test_glm.py). A ``logistic`` head's
+#: predictions are bounded, and it is not paced.
+MAX_VERSION_STEP: Final = 1.0
 #: The linear predictor is clipped here (a Poisson head's exp must not overflow).
 MAX_ETA: Final = 30.0
 KINDS: Final = ("logistic", "poisson")
@@ -180,7 +188,7 @@ class Head:
         free = np.ones(len(prior_theta), dtype=bool)
         if held is not None:
             free[:-1] = ~held
-        theta = np.where(free, prior_theta, 0.0)
+        theta = start = np.where(free, prior_theta, 0.0)
         if len(y) == 0 and np.array_equal(theta, prior_theta):
             return self._with(prior_theta, prior)
         x = np.hstack([z, np.ones((len(z), 1))])
@@ -204,6 +212,9 @@ class Head:
             theta, value = candidate, new_value
             if float(np.abs(step).max()) < 1e-6:
                 break
+        moved = float(np.abs(theta - start).max())
+        if self.kind == "poisson" and moved > MAX_VERSION_STEP:  # the same way, so far
+            theta = start + (theta - start) * (MAX_VERSION_STEP / moved)
         mu = _mean(self.kind, x @ theta)
         weight = mu * (1 - mu) if self.kind == "logistic" else mu
         hessian = prior + (x * weight[:, None]).T @ x
