@@ -32,7 +32,7 @@ demo: $(STAMP)  ## the whole pipeline in one process, no server; writes out/demo
 # scikit-learn and lifetimes (the `bench` extra, in the venv, never the service's) are the
 # offline references the tiers are held to (a regression on the snapshot, RFM quintiles,
 # BG/NBD + Gamma-Gamma, gradient boosting).
-# About 45 min on 2 cores; BENCH_ARGS='--only clickstream' (orders, cdnow, warm) for a part.
+# About 10 min on 2 cores; BENCH_ARGS='--only clickstream' (orders, cdnow, warm) for a part.
 bench-models: $(STAMP)  ## do the tiers rank customers better than RFM and BG/NBD? (docs/models.md)
 	$(BIN)/python -m tests.bench.bench_models $(BENCH_ARGS)
 
