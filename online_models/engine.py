@@ -816,9 +816,9 @@ class EnginePass:
             step = h.learn_every_ms
             last = features.last_ms
             end = min(through, last + h.max_silence_ms - 1)
-            g = (max(state.learned_ms, last - 1) // step + 1) * step
+            first = (max(state.learned_ms, last - 1) // step + 1) * step
             models = engine.models
-            while g <= end:
+            for g in range(first, end + 1, step):
                 labels = engine._resolve_due(state, user, g, closing=True, learnt_at=touch)
                 spans = engine._due_spans(state, g)
                 model = models.model  # after the labels it learnt, before the sample
@@ -827,12 +827,12 @@ class EnginePass:
                 if spans:
                     snapshots = engine._snapshot(state, g, x, spans)
                     d = self._scored(state, user, labels, model, x, g, snapshots, grid=True)
-                    d.resolved = sink
                 elif labels:
                     d = self._unscored(state, user, labels)
-                    d._grid = True
-                    d.resolved = sink
-                g += step
+                else:
+                    continue
+                d._grid = True
+                d.resolved = sink
         if through > state.learned_ms:
             state.learned_ms = through
         return sink
@@ -884,8 +884,8 @@ class EnginePass:
         *,
         grid: bool = False,
     ) -> Decision:
-        """A decision scored with the pass; a grid moment's (``grid``) scores only fill
-        in its snapshots."""
+        """A decision scored with the pass; a grid moment's (``grid``: the caller marks
+        it) scores only fill in its snapshots, so it needs no value-score parts."""
         rows = self._rows
         if rows is None or rows.model is not model:
             rows = self._rows = _Rows(model)
@@ -896,7 +896,6 @@ class EnginePass:
         decision._model = model
         decision._now = now
         decision._snapshots = snapshots
-        decision._grid = grid
         if not grid:
             decision._parts = self.engine.scorer.feature_parts(state.features, now)
         self._decisions.append(decision)

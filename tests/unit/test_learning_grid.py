@@ -18,7 +18,7 @@ from online_models.event import Event
 from online_models.feature_vector import FEATURE_NAMES
 from online_models.features import DAY_MS
 from online_models.user_state import UserState
-from tests.unit.test_silent_schedule import buy, engine_with, silent_fires
+from tests.unit.test_silent_schedule import buy, engine_with, silent_fires, tiers_file
 
 GRID = "learn_on_grid = true"
 DOUBLING = "rescore_growth = 1.0"
@@ -175,8 +175,7 @@ def test_replays_on_the_grid_are_byte_identical_whatever_the_batch_size(
     config = GeneratorConfig(users=60, events=3000, seed=4, days=120, bad_fraction=0.0)
     events = tmp_path / "events.jsonl"
     events.write_bytes(b"".join(r.value + b"\n" for r in generate(config)))
-    engine_with(tmp_path, GRID, DOUBLING)  # writes tmp_path / tiers.toml
-    monkeypatch.setenv("TIERSTREAM_TIERS_FILE", str(tmp_path / "tiers.toml"))
+    monkeypatch.setenv("TIERSTREAM_TIERS_FILE", str(tiers_file(tmp_path, GRID, DOUBLING)))
 
     def replay(tag: str, *extra: str) -> tuple[bytes, bytes]:
         changes, snapshot = tmp_path / f"{tag}-c.jsonl", tmp_path / f"{tag}-s.jsonl"

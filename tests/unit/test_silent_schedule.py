@@ -22,18 +22,24 @@ from online_models.user_state import UserState
 GRID_LINES = ("learn_on_grid = ", "rescore_silent_after_days = ", "rescore_silent_days = ")
 
 
-def engine_with(tmp_path: Path, *settings: str) -> TierEngine:
-    """The packaged config without its learning grid (snapshots at events and timers,
-    weekly re-scores: the classic schedule), with ``settings`` added to its [models]
-    table."""
+def tiers_file(tmp_path: Path, *settings: str, classic: bool = True) -> Path:
+    """The packaged config (``classic``: without its learning grid, so snapshots at
+    events and timers and weekly re-scores), with ``settings`` added to its [models]
+    table, written to ``tmp_path / tiers.toml``."""
     added = "".join(f"{s}\n" for s in settings)
-    lines = DEFAULT_TIERS_FILE.read_text().splitlines(keepends=True)
-    classic = "".join(line for line in lines if not line.startswith(GRID_LINES))
-    assert len(lines) - len(classic.splitlines()) == len(GRID_LINES)
-    text = classic.replace("\n[policy]\n", f"{added}\n[policy]\n", 1)
+    text = DEFAULT_TIERS_FILE.read_text()
+    if classic:
+        lines = text.splitlines(keepends=True)
+        text = "".join(line for line in lines if not line.startswith(GRID_LINES))
+        assert len(lines) - len(text.splitlines()) == len(GRID_LINES)
     path = tmp_path / "tiers.toml"
-    path.write_text(text)
-    return load_engine(path)
+    path.write_text(text.replace("\n[policy]\n", f"{added}\n[policy]\n", 1))
+    return path
+
+
+def engine_with(tmp_path: Path, *settings: str) -> TierEngine:
+    """The engine of :func:`tiers_file`'s classic config with ``settings``."""
+    return load_engine(tiers_file(tmp_path, *settings))
 
 
 def silent_fires(engine: TierEngine, *events: Event) -> list[float]:
@@ -168,12 +174,4 @@ def test_schedule_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="labels_at_rescore applies without the learning"):
         engine_with(tmp_path, "labels_at_rescore = true", "learn_on_grid = true")
     with pytest.raises(SettingsError, match="learn_silent_days applies without the learning"):
-        load_engine(_packaged_with(tmp_path, "learn_silent_days = 28"))
-
-
-def _packaged_with(tmp_path: Path, *settings: str) -> Path:
-    added = "".join(f"{s}\n" for s in settings)
-    path = tmp_path / "packaged.toml"
-    text = DEFAULT_TIERS_FILE.read_text()
-    path.write_text(text.replace("\n[policy]\n", f"{added}\n[policy]\n", 1))
-    return path
+        load_engine(tiers_file(tmp_path, "learn_silent_days = 28", classic=False))
