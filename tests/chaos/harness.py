@@ -370,6 +370,18 @@ def read_topic(
         consumer.close()
 
 
+def end_offsets(kafka: KafkaConnection | str, topic: str) -> dict[int, int]:
+    """The next offset per partition of ``topic`` now: what every writer appended, the
+    service's own records (forwarded forget requests) included."""
+    consumer = KafkaConsumer(**KafkaConnection.of(kafka).config(KafkaConsumer))
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
     """The group's committed offset per partition of ``topic``."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)

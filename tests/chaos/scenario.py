@@ -30,6 +30,7 @@ from tests.chaos.harness import (
     Timeline,
     committed_offsets,
     create_topic,
+    end_offsets,
     read_topic,
 )
 
@@ -126,7 +127,10 @@ class Run:
         SIGTERM, and collect the end state."""
         assert self.producer is not None
         self.producer.join(self.producing_s + 120)
-        end = {p: self.acked_end.get(p, 0) for p in range(self.partitions)}
+        # The input's real end: the service appends records of its own to it (forwarded
+        # forget requests), possibly after the producer's last one in a partition.
+        appended = end_offsets(self.endpoints.kafka, self.names.input)
+        end = {p: max(self.acked_end.get(p, 0), appended.get(p, 0)) for p in range(self.partitions)}
         caught = self.cluster.wait_caught_up(end, catch_up_s)
         stall = "" if caught else self.cluster.stall_report(end)
         if before_stop is not None:
