@@ -167,6 +167,35 @@ class OnlineModels:
             return LocalLearner.restore(model, contribution)
         return LocalLearner(model)
 
+    def close_version(self) -> bool:
+        """Make a version now of what was learnt since the current one, without waiting
+        for the merge policy's count: the end of a fit, after which nothing would merge
+        it. False (nothing done) when nothing was learnt, or too little yet for the
+        first segments.
+
+        >>> from online_models.feature_vector import FEATURE_NAMES
+        >>> from online_models.merge import MergePolicy
+        >>> m = OnlineModels(GlobalModel.initial(FEATURE_NAMES), MergePolicy(min_init_samples=3,
+        ...                  n_segments=2, every_samples=100))
+        >>> for i in range(4):
+        ...     m.learn_sample([float(i)] * len(FEATURE_NAMES))
+        >>> m.model.version, m.learner.samples
+        (1, 1)
+        >>> m.close_version(), m.model.version, m.model.samples_seen, m.learner.samples
+        (True, 2, 4, 0)
+        >>> m.close_version()
+        False
+        """
+        mine = self.learner
+        if self.frozen or not (mine.samples or mine.labels or self._others_learned):
+            return False
+        seeding = not self.model.has_segments and self.model.traits.available
+        pooled = len(mine.reservoir) + self._others_reservoir
+        if seeding and pooled < self.policy.min_init_samples:
+            return False
+        self._advance()
+        return True
+
     def _maybe_advance(self) -> None:
         mine = self.learner
         if merge_due(
@@ -175,8 +204,11 @@ class OnlineModels:
             reservoir=len(mine.reservoir) + self._others_reservoir,
             p=self.policy,
         ):
-            self.model = merge(self.model, [mine.contribution(), *self.others], self.policy)
-            self.learner = self._new_learner(self.model)
-            self.others = []
-            self._others_learned = self._others_reservoir = 0
-            self.advanced = True
+            self._advance()
+
+    def _advance(self) -> None:
+        self.model = merge(self.model, [self.learner.contribution(), *self.others], self.policy)
+        self.learner = self._new_learner(self.model)
+        self.others = []
+        self._others_learned = self._others_reservoir = 0
+        self.advanced = True

@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
         "file", metavar="FILE", type=Path, help="the model file (JSON); fit: the event file"
     )
     p.add_argument("--out", type=Path, help="fit: where to write the model (JSON)")
-    p.add_argument("--passes", type=int, default=2, help="fit: replays of the history")
+    p.add_argument("--passes", type=int, default=1, help="fit: replays of the history (1)")
     p.add_argument("--until", metavar="TIME", help="fit: only events at or before TIME")
     p.add_argument("--csv-map", metavar="FIELD=COLUMN,...", help="fit: read FILE as CSV")
     p.add_argument("--event-type", metavar="TYPE", help="fit: event type of CSV rows")

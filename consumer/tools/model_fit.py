@@ -2,12 +2,15 @@
 learners as the live service, to import before going live (a warm start).
 
 The file (JSONL or CSV, as ``replay`` reads it) is replayed in memory with learning on,
-``passes`` times: each pass starts from fresh user states and from the model the pass
-before ended with, so the later passes score, snapshot and label the history with an
-already trained model, and the segments and heads keep learning from it. The result is
-a model file for ``tierstream model import`` (or ``TIERSTREAM_MODEL_FILE``, or
-``replay --model``): a new deployment then scores well from its first event instead of
-spending its first months learning.
+once by default: the model is then the one a deployment that had read that history
+online would hold, plus a last version made of what it learnt after its previous one
+(which would otherwise wait for samples that never come). ``passes`` > 1 replays it
+again, each pass from fresh user states and from the model the pass before ended with,
+so the later passes score, snapshot and label the history with a trained model (on the
+generated clickstream two passes scored the second half 0.0001 AUC worse than one:
+docs/models.md, "Warm start"). The result is a model file for ``tierstream model
+import`` (or ``TIERSTREAM_MODEL_FILE``, or ``replay --model``): a new deployment then
+scores well from its first event instead of spending its first months learning.
 
 The model records the event time it was fitted up to (``until_ms``, else the history's
 last event time): a deployment that reads that history again, to build its users'
@@ -63,10 +66,13 @@ def fit_model(
             store.put_model(orjson.dumps(model.replace(fitted_until_ms=None).to_json()))
         replay = Replay.from_settings(settings, store, emit=lambda _: None, check_keys=False)
         summary = replay.run(records(), until_ms=until_ms)
-        raw = store.get_model()
-        if raw is None:
+        # What was learnt since the last version would wait for more samples that never
+        # come, and a deployment starting from the fit does not learn that history again.
+        models = replay.engine.models
+        models.close_version()
+        if models.model.version == 0:
             raise ValueError("the history built no model version: it needs more events")
-        model = GlobalModel.from_json(orjson.loads(raw))
+        model = models.model
         if until_ms is None:
             fitted_until = summary.max_event_ms
     assert model is not None

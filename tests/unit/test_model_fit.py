@@ -137,3 +137,45 @@ def test_a_model_without_a_fitted_time_learns_everything_as_before() -> None:
     fitted = model.replace(fitted_until_ms=5)
     assert fitted.name != model.name  # the fitted time is part of the content
     assert GlobalModel.from_json(fitted.to_json()) == fitted
+
+
+def _learnt(model: GlobalModel | None, records: list[InputRecord]) -> tuple[int, int, int]:
+    """Replay ``records`` from ``model`` (version 0 if None) with learning on: the version
+    reached and every label and sample learnt, merged into a version or still pending."""
+    store = MemoryStateStore()
+    if model is not None:
+        store.put_model(orjson.dumps(model.to_json()))
+    replay = Replay.from_settings(
+        Settings.from_env({}), store, emit=lambda _: None, check_keys=False
+    )
+    replay.run(records)
+    m = replay.engine.models
+    return (
+        m.model.version,
+        m.model.labels_seen + m.learner.labels,
+        m.model.samples_seen + m.learner.samples,
+    )
+
+
+def test_a_warm_start_learns_the_history_once_and_loses_none_of_it() -> None:
+    """A deployment started from ``model fit`` on the first half (one pass, the default)
+    ends having learnt every label and sample of the whole stream once, as one that learnt
+    it all online: what the fit learnt after its last version is in the model it writes
+    (before, it waited for more samples that never came, and the warm deployment, which
+    does not learn that history again, never had it)."""
+    records = _orders()
+    fitted = fit_model(Settings.from_env({}), lambda: records, until_ms=HALF_MS)
+    restored = GlobalModel.from_json(orjson.loads(orjson.dumps(fitted.to_json())))
+    online, warm = _learnt(None, records), _learnt(restored, records)
+    assert warm[1:] == online[1:]
+    assert online[1] > 1_000 and online[2] > 1_000
+    # Its last version closes the fit: all that a replay of the first half learnt.
+    half = Replay.from_settings(
+        Settings.from_env({}), MemoryStateStore(), emit=lambda _: None, check_keys=False
+    )
+    half.run(records, until_ms=HALF_MS)
+    m = half.engine.models
+    assert (fitted.labels_seen, fitted.samples_seen) == (
+        m.model.labels_seen + m.learner.labels,
+        m.model.samples_seen + m.learner.samples,
+    )
