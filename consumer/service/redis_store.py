@@ -411,8 +411,8 @@ class _RedisTransaction:
 
     def _queue(self, pipe: Any, tp: Partition, write: PartitionWrite) -> None:
         keys = self._store.keys
-        for user, value in write.states.items():
-            pipe.set(keys.user(*tp, user), value)
+        if write.states:  # one command for the partition's states (one hash slot)
+            pipe.mset({keys.user(*tp, user): value for user, value in write.states.items()})
         for user, value in write.quiet_states.items():
             pipe.set(keys.user(*tp, user), value, xx=True)
         if write.deleted_users:
