@@ -412,7 +412,7 @@ class _RedisTransaction:
     def _queue(self, pipe: Any, tp: Partition, write: PartitionWrite) -> None:
         keys = self._store.keys
         if write.states:  # one command for the partition's states (one hash slot)
-            pipe.mset({keys.user(*tp, user): value for user, value in write.states.items()})
+            _mset(pipe, [(keys.user(*tp, user), value) for user, value in write.states.items()])
         for user, value in write.quiet_states.items():
             pipe.set(keys.user(*tp, user), value, xx=True)
         if write.deleted_users:
@@ -476,6 +476,12 @@ def _mget(pipe: Any, keys: Sequence[str]) -> None:
     """Queue an MGET of ``keys``, all in one slot: a cluster pipeline refuses its ``mget``
     method (keys may span slots), not the command."""
     pipe.execute_command("MGET", *keys)
+
+
+def _mset(pipe: Any, pairs: Sequence[tuple[str, bytes]]) -> None:
+    """Queue an MSET of ``pairs``, all in one slot: a cluster pipeline refuses its ``mset``
+    method (keys may span slots), not the command."""
+    pipe.execute_command("MSET", *[item for pair in pairs for item in pair])
 
 
 def _int(value: bytes | None, default: int) -> int:
