@@ -522,13 +522,13 @@ def judge(
     )
     if rev.sum() > 0:
         off_v = offline_revenue(lines, rev, seed)
+        off_cap = j.figures["offline_revenue_capture"] = capture(rev, off_v)
         j.add(
             "offline Poisson gradient boosting of the outcome's revenue on the snapshot's "
             "features (2-fold CV)",
             auc(y, off_v),
-            capture(rev, off_v),
+            off_cap,
         )
-        j.figures["offline_revenue_capture"] = capture(rev, off_v)
     rfm = purchases.rfm(until, users)
     q = quintile_score(rfm)
     j.add("RFM quintile score", auc(y, q), capture(rev, q))
