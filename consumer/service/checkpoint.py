@@ -38,7 +38,11 @@ For one batch (:meth:`Checkpoint.run_batch`):
    and 4 while its partitions moved on stops here instead of publishing old outputs after
    the new owner's.
 5. **publish** — send the outputs, flush, and wait for every acknowledgement.
-6. **commit** — commit the next offsets to Kafka.
+6. **commit** — commit the next offsets to Kafka: with a commit interval
+   (``TIERSTREAM_COMMIT_INTERVAL_MS``), at most that often, the newest of each partition,
+   and at once when the instance is idle or stops (:mod:`consumer.service.offset_commits`:
+   no guarantee rests on these offsets; the store's applied offset is where a partition
+   is read from).
 7. **clear** — trim the published entries from the outboxes, each trim guarded by the
    epoch (a zombie's trim would drop the new owner's entries).
 
@@ -72,6 +76,7 @@ from typing import Protocol
 
 from consumer.service.batch import BatchOutcome, BatchStep
 from consumer.service.errors import StateRolledBack
+from consumer.service.offset_commits import DeferredCommits, OffsetCommitter
 from consumer.service.records import InputRecord, OutputRecord
 from consumer.service.state_store import Loaded, StateStore
 
@@ -85,14 +90,6 @@ StepHook = Callable[[str], None]
 #: records are applied from then on, whatever happens to the later steps, and never read
 #: again (the next read starts after the applied offset): the only moment to count them.
 SavedHook = Callable[[BatchOutcome, Sequence[Partition] | None], None]
-
-
-class OffsetCommitter(Protocol):
-    """Where consumed offsets are committed (the Kafka consumer group)."""
-
-    def commit(self, next_offsets: Mapping[Partition, int]) -> None:
-        """Commit the next offset to read, per partition."""
-        ...
 
 
 class Sink(Protocol):
@@ -128,10 +125,13 @@ class Checkpoint:
         on_step: StepHook | None = None,
         on_saved: SavedHook | None = None,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        commit_interval_s: float = 0.0,
     ) -> None:
         self.step = step
         self.store = store
         self.source = source
+        #: Step 6, at most every ``commit_interval_s`` (0: every batch).
+        self.commits = DeferredCommits(source, interval_s=commit_interval_s)
         self.publisher = publisher
         #: What stamps ``emitted_at`` (None: each change's own event time, in replays).
         self.clock_ms = clock_ms
@@ -169,8 +169,14 @@ class Checkpoint:
         """The group took ``partitions`` away: stop holding them."""
         parts = list(partitions)
         self.store.release(parts)
+        self.commits.drop(parts)
         for tp in parts:
             self.saved.pop(tp, None)
+
+    def flush_commits(self) -> None:
+        """Step 6 now for everything applied and not yet committed (when idle, before
+        stopping): raises Fenced or BrokerError as a commit does."""
+        self.commits.flush()
 
     def run_batch(self, records: Sequence[InputRecord]) -> CheckpointStats:
         """Steps 1-7 for one batch, again for its rest while a partition stops early
@@ -265,7 +271,7 @@ class Checkpoint:
         self.on_step("publish")
         offsets = next_offsets(outcome)
         if offsets:
-            self.source.commit(offsets)  # 6. commit
+            self.commits.commit(offsets)  # 6. commit (at most every commit interval)
         self.on_step("commit")
         for tp, entries in outcome.save.outbox.items():  # 7. clear
             if entries:

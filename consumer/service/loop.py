@@ -171,6 +171,7 @@ class Service:
             timer=time.perf_counter,
             on_step=on_step,
             on_saved=self._count,
+            commit_interval_s=settings.commit_interval_ms / 1000,
         )
         self.ownership = Ownership(
             self.source,
@@ -248,9 +249,18 @@ class Service:
                     failures += 1
                     self._on_failure(exc, failures)
                     last_record = time.monotonic()
+            self._last_commit()
         finally:
             self._close()
         return self.summary
+
+    def _last_commit(self) -> None:
+        """Stopping: commit what the commit interval held back (best effort: the next
+        owner reads from the store's applied offsets whatever the group committed)."""
+        try:
+            self.checkpoint.flush_commits()
+        except (Fenced, BrokerError) as exc:
+            log.warning("the last offsets were not committed: %s", exc)
 
     def _step(self) -> bool:
         """One poll and the batch it brings; True if it brought records."""
@@ -264,6 +274,7 @@ class Service:
         records = self.ownership.follow(records)
         self._report_partitions(resync)
         if not records:
+            self.checkpoint.flush_commits()  # idle: the group's offsets catch up
             self._probe()
             return False
         self._record(self.checkpoint.run_batch(records), len(records))

@@ -85,6 +85,10 @@ class Settings:
     #: Upper bound of records per batch (one Redis round trip each way per batch).
     max_poll_records: int = 2000
     poll_timeout_ms: int = 500
+    #: The group's offsets are committed at most this often (and whenever the instance
+    #: is idle or stops); 0: after every batch. No guarantee rests on them (a partition
+    #: is read from the store's applied offset): they are what monitoring reads as lag.
+    commit_interval_ms: int = 1000
     #: Prometheus /metrics, /healthz and /readyz; 0 disables the HTTP server.
     metrics_port: int = 9108
     metrics_host: str = "0.0.0.0"
@@ -212,6 +216,7 @@ class Settings:
             or self.kafka_session_timeout_s <= 0
             or self.kafka_call_timeout_s <= 0
             or self.kafka_stall_s < 0
+            or self.commit_interval_ms < 0
             or self.topic_partitions < 0
             or self.topic_replication < 0
             or self.shutdown_timeout_s <= 0
@@ -219,7 +224,8 @@ class Settings:
             raise SettingsError(
                 "TIERSTREAM_STATE_TTL_DAYS, KAFKA_CONNECT_TIMEOUT_S, KAFKA_SESSION_TIMEOUT_S, "
                 "KAFKA_CALL_TIMEOUT_S and SHUTDOWN_TIMEOUT_S "
-                "must be > 0, KAFKA_STALL_S, TOPIC_PARTITIONS and TOPIC_REPLICATION >= 0"
+                "must be > 0, KAFKA_STALL_S, COMMIT_INTERVAL_MS, TOPIC_PARTITIONS and "
+                "TOPIC_REPLICATION >= 0"
             )
         if self.model_file and not Path(self.model_file).is_file():
             raise SettingsError(f"TIERSTREAM_MODEL_FILE={self.model_file!r}: no such file")

@@ -57,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--rates", help="latency: offered events/s, comma-separated")
     ap.add_argument("--latency-seconds", type=float, help="latency: how long each rate runs")
+    ap.add_argument(
+        "--latency-instances",
+        default="1,2",
+        help="latency: instance counts in one group, comma-separated (each at every rate)",
+    )
     ap.add_argument("--users", help="memory: user counts, comma-separated (e.g. 10000,1000000)")
     ap.add_argument("--empty-runs", type=int, help="empty tierstream runs per instance count")
     ap.add_argument(
@@ -87,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for w in workloads.QUICK if quick else workloads.FULL:
                 sections.append(bench.throughput(w, empties))
         if "latency" in parts:
-            sections.append(bench.latency(rates, seconds))
+            counts = [int(n) for n in _numbers(args.latency_instances)]
+            sections.append(bench.latency(rates, seconds, counts))
         if "memory" in parts:
             sections.append(bench.memory(users))
     finally:
@@ -186,19 +192,30 @@ class _Bench:
         assert use is not None
         return _throughput_table(w, rows, use)
 
-    def latency(self, rates: list[float], seconds: float) -> str:
+    def latency(self, rates: list[float], seconds: float, instances: list[int]) -> str:
         rows = []
-        for rate in rates:
-            say(f"latency: {rate:,.0f} events/s for {seconds:.0f} s, every event a new user")
+        for n, rate in ((n, rate) for n in instances for rate in rates):
+            say(
+                f"latency: {n} instance(s), {rate:,.0f} events/s for {seconds:.0f} s, "
+                "every event a new user"
+            )
             m = latency.measure(
-                self.kafka, self.redis, self.run, self.logs, rate=rate, seconds=seconds
+                self.kafka,
+                self.redis,
+                self.run,
+                self.logs,
+                rate=rate,
+                seconds=seconds,
+                instances=n,
             )
             say(
-                f"latency: {rate:,.0f}/s offered, {m.achieved:,.0f}/s achieved: "
-                f"p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms ({m.changes} of {m.events})"
+                f"latency: {n} instance(s), {rate:,.0f}/s offered, {m.achieved:,.0f}/s "
+                f"achieved: p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms "
+                f"({m.changes} of {m.events})"
             )
             rows.append(
                 [
+                    f"{n}",
                     f"{m.offered:,.0f}",
                     f"{m.achieved:,.0f}",
                     f"{m.events:,} ({seconds:.0f} s)",
@@ -210,6 +227,7 @@ class _Bench:
                 ]
             )
         header = [
+            "instances",
             "offered events/s",
             "achieved",
             "events",
@@ -217,11 +235,9 @@ class _Bench:
             "p50 (ms)",
             "p99 (ms)",
             "max (ms)",
-            "max RSS (MB)",
+            "max RSS (MB, largest instance)",
         ]
-        return "### Event-to-tier-change latency, `tierstream run` (1 instance)\n\n" + report.table(
-            header, rows
-        )
+        return "### Event-to-tier-change latency, `tierstream run`\n\n" + report.table(header, rows)
 
     def memory(self, users: list[int]) -> str:
         rows = []

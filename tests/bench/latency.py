@@ -15,12 +15,16 @@ one machine's clock:
 
 The service is started first and warmed up (a few events whose changes must come out),
 then the steady stream runs for the given seconds; the bench waits for every change and
-stops the service with SIGTERM (its peak memory comes from ``wait4``).
+stops the service with SIGTERM (its peak memory comes from ``wait4``). With several
+instances in one group, the warm-up also waits until each has acquired partitions and
+the group has settled (a second warm-up whose changes must come out after it), so that
+no rebalance falls in the measured stream.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +51,8 @@ class Latency:
     p50_ms: float
     p99_ms: float
     max_ms: float
-    max_rss_mb: float
+    max_rss_mb: float  #: the largest instance's
+    instances: int = 1
 
 
 class _Changes:
@@ -111,12 +116,40 @@ def _quantile(sorted_ms: list[int], q: float) -> float:
     return float(sorted_ms[min(len(sorted_ms) - 1, max(0, round(q * len(sorted_ms)) - 1))])
 
 
+def _settle(children: list[processes.Child], deadline: float) -> None:
+    """Wait until every instance has logged an acquisition of partitions, then a little
+    longer for the group's last rebalance to finish."""
+    while not all("partitions acquired" in c.stderr_so_far() for c in children):
+        if time.monotonic() > deadline:
+            raise RuntimeError("an instance acquired no partition during the warm-up")
+        time.sleep(0.2)
+    time.sleep(SETTLE_S)
+
+
+#: After every instance has acquired partitions: time for the group to settle.
+SETTLE_S = 5.0
+
+
 def measure(
-    kafka: str, redis: str, run: str, logs: Path, *, rate: float, seconds: float
+    kafka: str,
+    redis: str,
+    run: str,
+    logs: Path,
+    *,
+    rate: float,
+    seconds: float,
+    instances: int = 1,
+    extra_env: Mapping[str, str] | None = None,
+    module: str = "consumer.cli",
 ) -> Latency:
-    """Start the service, offer ``rate`` events/s for ``seconds``, measure, stop it."""
+    """Start ``instances`` of the service in one group (``python -m module run``, with
+    ``extra_env`` added to its environment), offer ``rate`` events/s for ``seconds``,
+    measure, stop them."""
     topic = unique(run, "latency-in")
-    env = service_env(kafka, redis, topic, run, unique(run, "latency-state"))
+    env = {
+        **service_env(kafka, redis, topic, run, unique(run, "latency-state")),
+        **(extra_env or {}),
+    }
     changes_topic = env["TIERSTREAM_OUTPUT_TOPIC"]
     ensure_topics(kafka, [topic], partitions=PARTITIONS)
     ensure_topics(
@@ -125,28 +158,37 @@ def measure(
         partitions=PARTITIONS,
         configs={changes_topic: {"message.timestamp.type": "LogAppendTime"}},
     )
-    service = processes.Child(
-        f"tierstream-latency-{int(rate)}",
-        processes.python("consumer.cli", "run"),
-        env={**env, "TIERSTREAM_INSTANCE_ID": f"{run}-latency"},
-        logs=logs,
-    )
+    services = [
+        processes.Child(
+            f"tierstream-latency-{int(rate)}-{instances}x{i}",
+            processes.python(module, "run"),
+            env={**env, "TIERSTREAM_INSTANCE_ID": f"{run}-latency-{i}"},
+            logs=logs,
+        )
+        for i in range(instances)
+    ]
     producer = KafkaProducer(bootstrap_servers=kafka, linger_ms=1)
     reader = _Changes(kafka, changes_topic)
     try:
-        warm, _ = _produce(producer, topic, run, "warm", WARM_UP / 2, WARM_UP)
-        reader.read(set(warm), time.monotonic() + 180)
-        if not set(warm) <= reader.appended.keys():
-            raise RuntimeError("the service published no tier change for the warm-up events")
+        rounds = ["warm"] if instances == 1 else ["warm", "settled"]
+        for stem in rounds:
+            if stem == "settled":
+                _settle(services, time.monotonic() + 180)
+            warm, _ = _produce(producer, topic, run, stem, WARM_UP / 2, WARM_UP)
+            reader.read(set(warm), time.monotonic() + 180)
+            if not set(warm) <= reader.appended.keys():
+                raise RuntimeError("the service published no tier change for the warm-up events")
         count = round(rate * seconds)
         created, achieved = _produce(producer, topic, run, "user", rate, count)
         reader.read(set(created), time.monotonic() + max(120.0, 10 * seconds))
     finally:
         producer.close()
         reader.close()
-        service.terminate()
-    done = service.reap(time.monotonic() - service.started + 60)
-    processes.check(done)
+        for service in services:
+            service.terminate()
+    done = [s.reap(time.monotonic() - s.started + 60) for s in services]
+    for d in done:
+        processes.check(d)
     redis_memory.delete_prefix(redis, env["TIERSTREAM_KEY_PREFIX"])
     late = sorted(reader.appended[k] - t for k, t in created.items() if k in reader.appended)
     if not late:
@@ -159,5 +201,6 @@ def measure(
         _quantile(late, 0.50),
         _quantile(late, 0.99),
         float(late[-1]),
-        done.max_rss_mb,
+        max(d.max_rss_mb for d in done),
+        instances,
     )

@@ -75,6 +75,10 @@ class Child:
             self._peak_kb = max(self._peak_kb, own_peak_kb(self._proc.pid))
             self._reaped.wait(0.02)
 
+    def stderr_so_far(self) -> str:
+        """What the child has written to stderr so far."""
+        return self._err.read_text(errors="replace")
+
     @property
     def pid(self) -> int:
         return self._proc.pid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -12,8 +13,17 @@ import urllib.error
 import urllib.request
 
 import pytest
+from kafka import KafkaProducer
 
-from tests.integration.support import REPO, Names, cli, committed_offsets, end_offsets
+from tests.integration.support import (
+    KAFKA,
+    REPO,
+    Names,
+    cli,
+    committed_offsets,
+    create_topic,
+    end_offsets,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +202,65 @@ def test_json_logs_are_one_object_per_line_with_the_events(names: Names) -> None
     assert sum(d["count"] for d in dead) == sum(sum(d["reasons"].values()) for d in dead) > 0
     bad = cli("run", env=env, timeout=120)  # a password never reaches a log line or an error
     assert bad.returncode == 2 and "s3cret-pw" not in bad.stderr + bad.stdout
+
+
+def _events(names: Names, start: int, n: int) -> list[tuple[bytes, bytes]]:
+    return [
+        (
+            f"u{i % 40}".encode(),
+            json.dumps(
+                {
+                    "event_id": f"{names.input}-{i}",
+                    "user_id": f"u{i % 40}",
+                    "event_type": "page_view",
+                    "timestamp": 1_767_225_600_000 + i * 1000,
+                }
+            ).encode(),
+        )
+        for i in range(start, start + n)
+    ]
+
+
+#: Records the instance is still busy with when it is stopped (50 a batch).
+BACKLOG = 30_000
+
+
+def test_the_commit_interval_holds_offsets_back_until_idle_or_stop(names: Names) -> None:
+    """With a commit interval far longer than the test, the group's offsets still reach
+    what was applied: at once when the instance goes idle, and when it stops in the
+    middle of a stream (the interval only spares the commits in between)."""
+    create_topic(names.input, 2)
+    producer = KafkaProducer(bootstrap_servers=KAFKA, linger_ms=5)
+    for key, value in _events(names, 0, 600):
+        producer.send(names.input, key=key, value=value)
+    producer.flush()
+    env = names.env(TIERSTREAM_COMMIT_INTERVAL_MS="600000", TIERSTREAM_MAX_POLL_RECORDS="50")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "run"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # idle after 12 batches or more: everything applied is committed
+        wait_for(lambda: committed_offsets(names.group, names.input) == end_offsets(names.input))
+        # a backlog it is busy with (no idle poll), and a stop in the middle of it
+        backlog = 600 + BACKLOG
+        for key, value in _events(names, 600, BACKLOG):
+            producer.send(names.input, key=key, value=value)
+        producer.flush()
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        producer.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    applied = int(re.search(r"tierstream: (\d+) records in", err).group(1))  # type: ignore[union-attr]
+    assert 600 < applied < backlog, "stopped while busy"
+    committed = committed_offsets(names.group, names.input)
+    assert sum(v or 0 for v in committed.values()) == applied, (committed, applied)

@@ -1,0 +1,112 @@
+"""Where a batch's wall time goes, step by step, at a steady rate of new users.
+
+Runs the latency measurement (:mod:`tests.bench.latency`) with each instance of the
+service timing the commit protocol's steps (:mod:`consumer.service.checkpoint`: load,
+apply, save the partitions, save the learning, check, publish, commit, clear) through the
+checkpoint's step hook, and prints the mean milliseconds of each per batch beside the
+latency::
+
+    python -m tests.bench.batch_steps --rate 1000 --seconds 20
+    python -m tests.bench.batch_steps --rate 1000 --env TIERSTREAM_COMMIT_INTERVAL_MS=0
+
+``python -m tests.bench.batch_steps run`` is the instrumented service itself (what the
+measurement starts): ``tierstream run`` with the step times written to stderr at exit.
+The hook's own cost (a clock read per step) is in the figures; they are for comparing
+settings, not for quoting as the service's speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import re
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.bench import latency, workloads
+from tests.integration.support import KAFKA, REDIS
+
+#: The steps of a batch, in order (``save`` is the learning's, 3b).
+BATCH_STEPS = ("load", "apply", "save-partitions", "save", "check", "publish", "commit", "clear")
+#: The line each instrumented instance writes at exit.
+STEPS_LINE = re.compile(r"^batch steps over (\d+) batches: (.*)$", re.M)
+
+
+def _instrumented_service(argv: Sequence[str]) -> int:
+    """``tierstream run`` with every checkpoint's steps timed (wall clock)."""
+    from consumer.cli import main as cli_main
+    from consumer.service import checkpoint
+
+    totals: defaultdict[str, float] = defaultdict(float)
+    counts: Counter[str] = Counter()
+    init = checkpoint.Checkpoint.__init__
+
+    def timed_init(self: checkpoint.Checkpoint, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        hook, run, last = self.on_step, self._run, [0.0]
+
+        def start(*a: Any, **k: Any) -> checkpoint.CheckpointStats:
+            last[0] = time.perf_counter()
+            return run(*a, **k)
+
+        def step(name: str) -> None:
+            now = time.perf_counter()
+            if name in BATCH_STEPS:  # not acquire, republish (outside a batch)
+                totals[name] += now - last[0]
+                counts[name] += 1
+            last[0] = now
+            hook(name)
+
+        self._run = start  # type: ignore[method-assign]
+        self.on_step = step
+
+    def report() -> None:
+        batches = max(1, counts["load"])
+        parts = ", ".join(f"{k} {1000 * v / batches:.2f}" for k, v in totals.items())
+        print(f"batch steps over {batches} batches: {parts}", file=sys.stderr, flush=True)
+
+    checkpoint.Checkpoint.__init__ = timed_init  # type: ignore[method-assign]
+    atexit.register(report)
+    return cli_main(list(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["run"]:
+        return _instrumented_service(args_in)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rate", type=float, default=1000.0, help="new users a second")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--instances", type=int, default=1)
+    ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the service")
+    args = ap.parse_args(args_in)
+    extra = dict(e.split("=", 1) for e in args.env)
+    logs = Path(tempfile.mkdtemp(prefix="batch-steps-"))
+    m = latency.measure(
+        KAFKA,
+        REDIS,
+        workloads.run_id(),
+        logs,
+        rate=args.rate,
+        seconds=args.seconds,
+        instances=args.instances,
+        extra_env=extra,
+        module="tests.bench.batch_steps",
+    )
+    print(
+        f"{args.instances} instance(s), {args.rate:,.0f} new users/s {extra or ''}: "
+        f"p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms, max {m.max_ms:,.0f} ms"
+    )
+    for err in sorted(logs.glob("*.err")):
+        for found in STEPS_LINE.finditer(err.read_text(errors="replace")):
+            print(f"  ms per batch over {found.group(1)} batches: {found.group(2)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
