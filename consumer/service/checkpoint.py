@@ -14,11 +14,11 @@ When the group gives this instance a partition (:meth:`Checkpoint.recover`):
 
 For one batch (:meth:`Checkpoint.run_batch`):
 
-1. **load** — WATCH, per partition, its epoch, applied offset and the batch's users of
-   it, and WATCH the model; read their states, offsets, due timers, tier populations
-   and the model in two round trips. An epoch that is not the one held fences the batch
-   (:class:`~consumer.service.errors.Fenced`); an applied offset below the one this
-   instance last saved means the store lost writes
+1. **load** — WATCH, per partition, its epoch and applied offset (whoever writes a
+   partition's users holds its epoch), and WATCH the model; read their states, offsets,
+   due timers, tier populations and the model in two round trips. An epoch that is not
+   the one held fences the batch (:class:`~consumer.service.errors.Fenced`); an applied
+   offset below the one this instance last saved means the store lost writes
    (:class:`~consumer.service.errors.StateRolledBack`).
 2. **apply** — records at or below their partition's applied offset were applied by a
    run that crashed before step 6; they are skipped. The rest go through the core in

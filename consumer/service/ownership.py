@@ -223,9 +223,8 @@ class Ownership:
 
         A partition whose stored epoch is higher than the one held has another owner:
         it is released, and taken back only if the group still gives it to this instance
-        after :data:`RELEASE_GRACE_S`. Any other partition (its epoch went back, its
-        applied offset went back, or a user of the batch was written concurrently) is
-        acquired again.
+        after :data:`RELEASE_GRACE_S`. Any other partition (its epoch went back, or its
+        applied offset moved since the load) is acquired again.
         """
         held = self.store.held()
         stored = self.store.epochs(sorted(held))

@@ -282,10 +282,13 @@ class _RedisTransaction:
         parts = self._partitions
         self._store._open.add(self)
         for tp in parts:
+            # The partition's epoch and applied offset, not its users one by one: every
+            # writer of a partition's users holds its epoch (a new owner raises it), and
+            # WATCH costs Redis time quadratic in the keys one connection watches
+            # (7.0 looks each new key up in a list of those already watched: 2,000 keys
+            # took 25 ms, 4,000 took 94 ms; docs/performance.md, "Per-batch costs").
             pipe = self._pipes[tp] = cast(Any, r.pipeline(transaction=True))
-            pipe.watch(
-                keys.epoch(*tp), keys.applied(*tp), *[keys.user(*tp, u) for u in users.get(tp, ())]
-            )
+            pipe.watch(keys.epoch(*tp), keys.applied(*tp))
         self._models = r.pipeline(transaction=True)
         self._models.watch(keys.model)
         reads = r.pipeline(transaction=False)
@@ -327,8 +330,8 @@ class _RedisTransaction:
         return loaded
 
     def _load_rest(self, loaded: Loaded, instances: Sequence[str]) -> None:
-        """The states of users with a due timer and no record in the batch (WATCHed
-        first), and the contributions."""
+        """The states of users with a due timer and no record in the batch, and the
+        contributions."""
         keys, r = self._store.keys, self._store._redis
         extra: dict[Partition, list[str]] = {}
         for tp, entries in loaded.timers.items():
@@ -336,7 +339,6 @@ class _RedisTransaction:
             wanted = sorted({u for _, u in entries} - set(known))
             if wanted:
                 extra[tp] = wanted
-                self._pipes[tp].watch(*[keys.user(*tp, u) for u in wanted])
         if not (extra or instances):
             return
         reads = r.pipeline(transaction=False)
@@ -392,8 +394,8 @@ class _RedisTransaction:
                     pipe.execute()
                 except WatchError as exc:
                     raise Fenced(
-                        f"partition {tp}: its epoch, applied offset or a user of the batch "
-                        f"changed since the load ({exc}); saved before it: {done}"
+                        f"partition {tp}: its epoch or applied offset changed since the "
+                        f"load ({exc}); saved before it: {done}"
                     ) from None
                 except REDIS_FAILURES as exc:
                     raise StateStoreError(

@@ -17,12 +17,14 @@ atomically (all its keys share one Redis Cluster slot, :mod:`consumer.service.ke
 then ``save_learning`` writes the model and this instance's contribution, atomically, in
 the models' slot. A partition's tier populations and conversion counts
 (:mod:`consumer.service.tier_counts`) are written with its states, as changes. Redis
-fences with ``WATCH``: per partition on its epoch, its applied offset and every user of
-it the batch reads, and on the model for the learning. A partition of which anything was
-written by someone else in between is not written (Fenced), nor any after it, nor the
-learning; learning that finds another model version stored is not written
-(``save_learning`` says False). :mod:`consumer.service.checkpoint` says what each
-outcome means.
+fences with ``WATCH``: per partition on its epoch and its applied offset, and on the
+model for the learning. Not on each user the batch reads: whoever writes a partition's
+users holds its epoch (an instance acquires it; the ``tierstream state`` tools that
+rewrite states run with the group stopped), and Redis's WATCH costs time quadratic in
+the keys one connection watches. A partition whose epoch or applied offset changed in
+between is not written (Fenced), nor any after it, nor the learning; learning that
+finds another model version stored is not written (``save_learning`` says False).
+:mod:`consumer.service.checkpoint` says what each outcome means.
 
 **Timers are loaded in bounded slices**: at most ``max_timers`` per batch, shared evenly
 by the batch's partitions (:func:`timer_slice`; plus every timer due at the same
@@ -456,8 +458,6 @@ class _MemoryTransaction:
         self._store = store
         self._partitions = list(partitions)
         self._seen: dict[Partition, int] = {}
-        #: The states the load read, per partition: what Redis WATCHes.
-        self._read: dict[Partition, dict[str, bytes | None]] = {}
         self._model: bytes | None = None
 
     def load(
@@ -481,7 +481,6 @@ class _MemoryTransaction:
         for tp in self._partitions:
             wanted = [*users.get(tp, ()), *(u for _, u in timers.get(tp, ()))]
             states[tp] = {u: s.users.get(u) for u in wanted}
-        self._read = {tp: dict(found) for tp, found in states.items()}
         return Loaded(
             states=states,
             applied=dict(self._seen),
@@ -503,10 +502,7 @@ class _MemoryTransaction:
             if write.empty:
                 continue
             s.check_owner([tp])
-            read = self._read.get(tp, {})
-            if s.applied.get(tp, -1) != self._seen.get(tp, -1) or any(
-                s.users.get(u) != value for u, value in read.items()
-            ):
+            if s.applied.get(tp, -1) != self._seen.get(tp, -1):
                 raise Fenced(f"partition {tp} was written concurrently")
             self._write(tp, write)
             if written is not None:

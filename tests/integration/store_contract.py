@@ -23,14 +23,6 @@ MakeStore = Callable[[], Store]
 A, B = ("events", 0), ("events", 1)
 
 
-def write_behind(store: Store, tp: tuple[str, int], user: str, value: bytes) -> None:
-    """Write a user's state bypassing the store's transactions (another writer)."""
-    if isinstance(store, MemoryStateStore):
-        store.users[user] = value
-    else:
-        store.client.set(store.keys.user(*tp, user), value)
-
-
 def forget_counted(store: Store, topic: str, partitions: int) -> None:
     """Make ``topic``'s state look written by a version that did not count populations:
     its partition count recorded, the topic not marked counted."""
@@ -156,15 +148,20 @@ def test_learning_is_a_compare_and_set_on_the_model(make_store: MakeStore) -> No
     assert one.get_contribution("one") is None and one.get_contribution("two") == b"c2"
 
 
-def test_a_user_written_meanwhile_fences_the_partition(make_store: MakeStore) -> None:
+def test_an_applied_offset_moved_meanwhile_fences_the_partition(make_store: MakeStore) -> None:
+    """The partition's epoch and applied offset are what fence a batch (each user is not
+    watched: whoever writes a partition's users holds its epoch and moves its offset)."""
     store = make_store()
     store.acquire([A])
     txn = store.begin([A])
     txn.load({A: ["u1"]}, {})
-    write_behind(store, A, "u1", b"written by someone else")
+    other = store.begin([A])  # another batch of the same holder, saved in between
+    other.load({A: ["u1"]}, {})
+    other.save_partitions(SaveSet({A: PartitionWrite({"u1": b"theirs"}, applied=1)}))
     with pytest.raises(Fenced):
-        txn.save_partitions(SaveSet({A: PartitionWrite({"u1": b"mine"}, applied=1)}))
-    assert store.applied_offsets([A]) == {A: None}
+        txn.save_partitions(SaveSet({A: PartitionWrite({"u1": b"mine"}, applied=2)}))
+    assert store.applied_offsets([A]) == {A: 1}
+    assert store.begin([A]).load({A: ["u1"]}, {}).states[A] == {"u1": b"theirs"}
 
 
 def test_timers_load_in_slices_with_their_users(make_store: MakeStore) -> None:
