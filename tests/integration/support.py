@@ -175,6 +175,18 @@ def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.Com
     )
 
 
+def start_service(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``tierstream run ARGS`` in the background; its stderr (text) kept for the test."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "run", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def read_topic(topic: str, *, settle_s: float = 30.0) -> list[InputRecord]:
     """Every record of ``topic``, from the beginning to the end offsets seen now."""
     return [rec for rec, _ in read_topic_with_headers(topic, settle_s=settle_s)]

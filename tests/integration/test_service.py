@@ -23,6 +23,7 @@ from tests.integration.support import (
     committed_offsets,
     create_topic,
     end_offsets,
+    start_service,
 )
 
 pytestmark = pytest.mark.integration
@@ -235,14 +236,7 @@ def test_the_commit_interval_holds_offsets_back_until_idle_or_stop(names: Names)
         producer.send(names.input, key=key, value=value)
     producer.flush()
     env = names.env(TIERSTREAM_COMMIT_INTERVAL_MS="600000", TIERSTREAM_MAX_POLL_RECORDS="50")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "consumer.cli", "run"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_service(env)
     try:
         # idle after 12 batches or more: everything applied is committed
         wait_for(lambda: committed_offsets(names.group, names.input) == end_offsets(names.input))

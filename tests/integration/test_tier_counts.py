@@ -32,6 +32,7 @@ from tests.integration.support import (
     end_offsets,
     free_port,
     populations,
+    start_service,
 )
 
 pytestmark = pytest.mark.integration
@@ -86,14 +87,7 @@ def test_metrics_and_snapshot_report_what_redis_counted(names: Names, tmp_path: 
         TIERSTREAM_METRICS_HOST="127.0.0.1",
         TIERSTREAM_TIERS_FILE=str(control_tiers(tmp_path)),
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "consumer.cli", "run"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_service(env)
     try:
         deadline = time.monotonic() + 120
         while committed_offsets(names.group, names.input) != end_offsets(names.input):
