@@ -150,6 +150,9 @@ class Checkpoint:
         if not parts:
             return 0
         self.store.acquire(parts)
+        # What was noted before is of an earlier holding: the partition is read from the
+        # store's applied offset now, which acquiring commits if the group is behind it.
+        self.commits.drop(parts)
         for tp in parts:
             self.saved.pop(tp, None)
         self.on_step("acquire")
