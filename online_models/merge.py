@@ -95,9 +95,15 @@ class MergePolicy:
 def merge_due(base: GlobalModel, *, learned: int, reservoir: int, p: MergePolicy) -> bool:
     """True when ``learned`` samples and labels (group-wide, since ``base``) or, before the
     first segments, ``reservoir`` pooled vectors warrant a new version."""
-    if not base.has_segments and base.traits.available:
+    if seeding(base):
         return reservoir >= p.min_init_samples
     return learned >= p.every_samples
+
+
+def seeding(base: GlobalModel) -> bool:
+    """True while ``base`` has no segments yet and a version must seed them: it then
+    waits for ``min_init_samples`` pooled vectors, whatever else was learned."""
+    return not base.has_segments and base.traits.available
 
 
 def learned_counts(base: GlobalModel, contributions: Sequence[dict[str, Any]]) -> tuple[int, int]:

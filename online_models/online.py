@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 from online_models.global_model import GlobalModel, ModelScore
 from online_models.learners import LocalLearner
-from online_models.merge import MergePolicy, learned_counts, merge, merge_due
+from online_models.merge import MergePolicy, learned_counts, merge, merge_due, seeding
 
 
 class Resolved(NamedTuple):
@@ -189,9 +189,8 @@ class OnlineModels:
         mine = self.learner
         if self.frozen or not (mine.samples or mine.labels or self._others_learned):
             return False
-        seeding = not self.model.has_segments and self.model.traits.available
         pooled = len(mine.reservoir) + self._others_reservoir
-        if seeding and pooled < self.policy.min_init_samples:
+        if seeding(self.model) and pooled < self.policy.min_init_samples:
             return False
         self._advance()
         return True

@@ -52,7 +52,6 @@ class Latency:
     p99_ms: float
     max_ms: float
     max_rss_mb: float  #: the largest instance's
-    instances: int = 1
 
 
 class _Changes:
@@ -116,6 +115,10 @@ def _quantile(sorted_ms: list[int], q: float) -> float:
     return float(sorted_ms[min(len(sorted_ms) - 1, max(0, round(q * len(sorted_ms)) - 1))])
 
 
+#: After every instance has acquired partitions: time for the group to settle.
+SETTLE_S = 5.0
+
+
 def _settle(children: list[processes.Child], deadline: float) -> None:
     """Wait until every instance has logged an acquisition of partitions, then a little
     longer for the group's last rebalance to finish."""
@@ -126,8 +129,12 @@ def _settle(children: list[processes.Child], deadline: float) -> None:
     time.sleep(SETTLE_S)
 
 
-#: After every instance has acquired partitions: time for the group to settle.
-SETTLE_S = 5.0
+def _warm_up(producer: KafkaProducer, reader: _Changes, topic: str, run: str, stem: str) -> None:
+    """:data:`WARM_UP` events whose changes must all come out."""
+    warm, _ = _produce(producer, topic, run, stem, WARM_UP / 2, WARM_UP)
+    reader.read(set(warm), time.monotonic() + 180)
+    if not set(warm) <= reader.appended.keys():
+        raise RuntimeError("the service published no tier change for the warm-up events")
 
 
 def measure(
@@ -170,14 +177,10 @@ def measure(
     producer = KafkaProducer(bootstrap_servers=kafka, linger_ms=1)
     reader = _Changes(kafka, changes_topic)
     try:
-        rounds = ["warm"] if instances == 1 else ["warm", "settled"]
-        for stem in rounds:
-            if stem == "settled":
-                _settle(services, time.monotonic() + 180)
-            warm, _ = _produce(producer, topic, run, stem, WARM_UP / 2, WARM_UP)
-            reader.read(set(warm), time.monotonic() + 180)
-            if not set(warm) <= reader.appended.keys():
-                raise RuntimeError("the service published no tier change for the warm-up events")
+        _warm_up(producer, reader, topic, run, "warm")
+        if instances > 1:
+            _settle(services, time.monotonic() + 180)
+            _warm_up(producer, reader, topic, run, "settled")
         count = round(rate * seconds)
         created, achieved = _produce(producer, topic, run, "user", rate, count)
         reader.read(set(created), time.monotonic() + max(120.0, 10 * seconds))
@@ -202,5 +205,4 @@ def measure(
         _quantile(late, 0.99),
         float(late[-1]),
         max(d.max_rss_mb for d in done),
-        instances,
     )

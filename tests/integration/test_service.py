@@ -13,15 +13,14 @@ import urllib.error
 import urllib.request
 
 import pytest
-from kafka import KafkaProducer
 
+from consumer.service.kafka_io import produce_records
 from tests.integration.support import (
     KAFKA,
     REPO,
     Names,
     cli,
     committed_offsets,
-    create_topic,
     end_offsets,
     start_service,
 )
@@ -230,11 +229,7 @@ def test_the_commit_interval_holds_offsets_back_until_idle_or_stop(names: Names)
     """With a commit interval far longer than the test, the group's offsets still reach
     what was applied: at once when the instance goes idle, and when it stops in the
     middle of a stream (the interval only spares the commits in between)."""
-    create_topic(names.input, 2)
-    producer = KafkaProducer(bootstrap_servers=KAFKA, linger_ms=5)
-    for key, value in _events(names, 0, 600):
-        producer.send(names.input, key=key, value=value)
-    producer.flush()
+    produce_records(KAFKA, names.input, _events(names, 0, 600), partitions=2)
     env = names.env(TIERSTREAM_COMMIT_INTERVAL_MS="600000", TIERSTREAM_MAX_POLL_RECORDS="50")
     proc = start_service(env)
     try:
@@ -242,14 +237,11 @@ def test_the_commit_interval_holds_offsets_back_until_idle_or_stop(names: Names)
         wait_for(lambda: committed_offsets(names.group, names.input) == end_offsets(names.input))
         # a backlog it is busy with (no idle poll), and a stop in the middle of it
         backlog = 600 + BACKLOG
-        for key, value in _events(names, 600, BACKLOG):
-            producer.send(names.input, key=key, value=value)
-        producer.flush()
+        produce_records(KAFKA, names.input, _events(names, 600, BACKLOG), partitions=2)
         time.sleep(2)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
-        producer.close()
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
