@@ -596,9 +596,12 @@ class TierEngine:
         }
 
     def _logit_terms(self, ms: ModelScore, top: int | None) -> list[dict[str, float | str]]:
-        names = self.models.model.feature_names
-        terms = sorted(zip(names, ms.logit_terms, strict=True), key=lambda t: -abs(t[1]))
-        return [{"feature": n, "contribution": c} for n, c in terms[:top] if c]
+        names, terms = self.models.model.feature_names, ms.logit_terms
+        if len(names) != len(terms):
+            raise ValueError(f"{len(terms)} logit terms for {len(names)} features")
+        # Largest magnitude first, ties in feature order (a stable sort, reversed).
+        order = sorted(range(len(terms)), key=list(map(abs, terms)).__getitem__, reverse=True)
+        return [{"feature": names[i], "contribution": terms[i]} for i in order[:top] if terms[i]]
 
     def _arm(self, state: UserState) -> None:
         """Set when this user's timer fires next (:meth:`Horizons.next_due`)."""

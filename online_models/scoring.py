@@ -84,8 +84,11 @@ class Score:
     @property
     def contributions(self) -> tuple[Contribution, ...]:
         """Contributions, largest magnitude first."""
-        ordered = sorted(self.parts, key=lambda p: -abs(p[2]))
-        return tuple(Contribution(n, v, c) for n, v, c in ordered)
+        parts = self.parts
+        size = [abs(p[2]) for p in parts]
+        # Largest magnitude first, ties in the weights' order (a stable sort, reversed).
+        order = sorted(range(len(parts)), key=size.__getitem__, reverse=True)
+        return tuple(Contribution(*parts[i]) for i in order)
 
 
 class ValueScorer:

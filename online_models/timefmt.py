@@ -14,11 +14,14 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 
+@lru_cache(maxsize=1 << 12)
 def iso_utc_ms(epoch_ms: int) -> str:
     """RFC 3339 UTC with milliseconds: one fixed format, so outputs are byte-stable.
 
-    The date is formatted once per day (a tier change carries three or five of these);
-    the time of day is arithmetic, as UTC has no leap seconds in epoch time."""
+    Cached: a tier change and its current-tier record carry five of these, of two or
+    three instants (a batch's changes share their ``emitted_at``; a new user's lifetime
+    starts at the event). The date is formatted once per day; the time of day is
+    arithmetic, as UTC has no leap seconds in epoch time."""
     seconds, millis = divmod(epoch_ms, 1000)
     days, second = divmod(seconds, 86_400)
     hours, second = divmod(second, 3_600)
