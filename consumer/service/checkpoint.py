@@ -37,7 +37,14 @@ For one batch (:meth:`Checkpoint.run_batch`):
 4. **check** — the partitions' epochs are still ours: an instance that stalled between 3
    and 4 while its partitions moved on stops here instead of publishing old outputs after
    the new owner's.
-5. **publish** — send the outputs, flush, and wait for every acknowledgement.
+5. **publish** — send the outputs, flush, and wait for every acknowledgement. In the
+   service (``pipelined``) a batch sends its outputs and returns: their
+   acknowledgements are awaited (and steps 6 and 7 taken) by the next batch once it is
+   saved, before it sends its own, or before anything else touches the partitions
+   (acquiring, releasing, forwarding, idle, stopping: :meth:`Checkpoint.settle`). The
+   broker's round trip overlaps the next batch's load, apply and save; one batch's
+   outputs are in flight at a time, so they are still published in order, and a
+   crash leaves the unacknowledged ones in the outboxes (step 0 publishes them).
 6. **commit** — commit the next offsets to Kafka: with a commit interval
    (``TIERSTREAM_COMMIT_INTERVAL_MS``), at most that often, the newest of each partition,
    and at once when the instance is idle or stops (:mod:`consumer.service.offset_commits`:
@@ -63,7 +70,10 @@ outbox, and the next owner of the partition publishes the outbox (step 0) before
 applies anything new there, which also keeps each user's changes in order. What remains:
 an instance that stalls *during* step 5 may, when it wakes, send a copy of outputs the
 new owner already published (identical bytes, after newer ones); subscribers drop it by
-``event_id``.
+``event_id``. Pipelined, step 5 lasts until the next poll's records are applied and
+saved, or until a rebalance that poll reports is acted on; the group cannot give the
+partitions to another member before this one rejoins, so the window is the same: a
+stall (or sends retried for longer than the rebalance takes).
 """
 
 from __future__ import annotations
@@ -75,7 +85,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from consumer.service.batch import BatchOutcome, BatchStep
-from consumer.service.errors import StateRolledBack
+from consumer.service.errors import Fenced, StateRolledBack
 from consumer.service.offset_commits import DeferredCommits, OffsetCommitter
 from consumer.service.records import InputRecord, OutputRecord
 from consumer.service.state_store import Loaded, StateStore
@@ -92,12 +102,36 @@ StepHook = Callable[[str], None]
 SavedHook = Callable[[BatchOutcome, Sequence[Partition] | None], None]
 
 
+class Sent(Protocol):
+    """Outputs handed to a :class:`Sink`."""
+
+    def wait(self) -> None:
+        """Return once all are durable (raise PublishError if one is not)."""
+        ...
+
+
 class Sink(Protocol):
     """Where outputs go (Kafka, or a list in a replay)."""
 
     def publish(self, records: Sequence[OutputRecord]) -> None:
         """Publish in order; return only once all are durable."""
         ...
+
+    def send(self, records: Sequence[OutputRecord]) -> Sent:
+        """Publish in order; :meth:`Sent.wait` returns once all are durable. Only once
+        the previous one was waited for."""
+        ...
+
+
+@dataclass
+class _InFlight:
+    """A batch's outputs sent and not yet settled (steps 5-7 of it left)."""
+
+    sent: Sent | None
+    #: Step 6: the next offsets of the batch's partitions.
+    offsets: Mapping[Partition, int]
+    #: Step 7: how many entries of each partition's outbox the batch appended.
+    outbox: dict[Partition, int]
 
 
 @dataclass
@@ -126,6 +160,7 @@ class Checkpoint:
         on_saved: SavedHook | None = None,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         commit_interval_s: float = 0.0,
+        pipelined: bool = False,
     ) -> None:
         self.step = step
         self.store = store
@@ -142,6 +177,13 @@ class Checkpoint:
         self.on_saved = on_saved or (lambda _o, _p: None)
         #: The applied offset this instance last saved, per partition it holds.
         self.saved: dict[Partition, int] = {}
+        #: Whether a batch's steps 5-7 wait for the next batch (``pipelined``: its
+        #: outputs are acknowledged while the next batch is read, loaded, applied and
+        #: saved) or are taken at its end.
+        self.pipelined = pipelined
+        #: The last batch's publication, settled by the next batch (after its save) or
+        #: before anything else touches the partitions (:meth:`settle`).
+        self._in_flight: _InFlight | None = None
 
     def recover(self, partitions: Iterable[Partition]) -> int:
         """Step 0 for ``partitions``: acquire them, then publish and trim what earlier
@@ -149,6 +191,8 @@ class Checkpoint:
         parts = sorted(partitions)
         if not parts:
             return 0
+        # The outbox is read below: what the last batch appended to it is cleared first.
+        self.settle()
         self.store.acquire(parts)
         # What was noted before is of an earlier holding: the partition is read from the
         # store's applied offset now, which acquiring commits if the group is behind it.
@@ -171,15 +215,51 @@ class Checkpoint:
     def release(self, partitions: Iterable[Partition]) -> None:
         """The group took ``partitions`` away: stop holding them."""
         parts = list(partitions)
+        # Acknowledged before another owner may publish after them; a trim another owner
+        # fenced leaves its entries to that owner (published again: at least once).
+        self.settle(tolerate_fenced=True)
         self.store.release(parts)
         self.commits.drop(parts)
         for tp in parts:
             self.saved.pop(tp, None)
 
     def flush_commits(self) -> None:
-        """Step 6 now for everything applied and not yet committed (when idle, before
-        stopping): raises Fenced or BrokerError as a commit does."""
+        """The last batch settled (:meth:`settle`) and step 6 now for everything applied
+        and not yet committed (when idle, before stopping): raises as a batch's steps
+        5-7 do."""
+        self.settle()
         self.commits.flush()
+
+    def settle(self, *, tolerate_fenced: bool = False) -> None:
+        """Steps 5-7 of the last batch, whose outputs were sent at its end: wait for
+        their acknowledgements, commit its offsets (at most every commit interval), trim
+        its entries from the outboxes. Raises PublishError (the entries stay in the
+        outboxes, published again when the partitions are acquired again), BrokerError
+        (a commit) or Fenced (a trim's epoch check, after the other trims; not with
+        ``tolerate_fenced``); settled either way.
+
+        An entry left in an outbox is never lost: a trim drops the oldest entries, and
+        the outputs of a partition are published in the order they were appended."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return
+        if in_flight.sent is not None:
+            in_flight.sent.wait()  # 5. publish: every output acknowledged
+        self.on_step("publish")
+        if in_flight.offsets:
+            self.commits.commit(in_flight.offsets)  # 6. commit (at most every interval)
+        self.on_step("commit")
+        fenced: list[Fenced] = []
+        for tp, count in in_flight.outbox.items():  # 7. clear
+            try:
+                self.store.clear_outbox(tp, count)
+            except Fenced as exc:
+                fenced.append(exc)
+        self.on_step("clear")
+        if fenced and not tolerate_fenced:
+            raise fenced[0]
+        for why in fenced:
+            log.info("outputs left to the partition's new owner: %s", why)
 
     def run_batch(self, records: Sequence[InputRecord]) -> CheckpointStats:
         """Steps 1-7 for one batch, again for its rest while a partition stops early
@@ -265,21 +345,23 @@ class Checkpoint:
             self._forget_learning(point, outcome)
         t2 = self.timer()
         self.on_step("save")
+        # The previous batch's outputs were acknowledged meanwhile (or are waited for
+        # now): this batch's are sent after them, in order.
+        self.settle()
         outputs = [o for outs in outcome.outputs.values() for o in outs]
+        sent = None
         if outputs:
             self.store.check_owner(partitions)  # 4. check
             self.on_step("check")
-            self.publisher.publish(outputs)  # 5. publish
+            sent = self.publisher.send(outputs)  # 5. publish: sent, acknowledged later
+        self._in_flight = _InFlight(
+            sent,
+            next_offsets(outcome),
+            {tp: len(entries) for tp, entries in outcome.save.outbox.items() if entries},
+        )
+        if not self.pipelined:
+            self.settle()
         t3 = self.timer()
-        self.on_step("publish")
-        offsets = next_offsets(outcome)
-        if offsets:
-            self.commits.commit(offsets)  # 6. commit (at most every commit interval)
-        self.on_step("commit")
-        for tp, entries in outcome.save.outbox.items():  # 7. clear
-            if entries:
-                self.store.clear_outbox(tp, len(entries))
-        self.on_step("clear")
         return CheckpointStats(outcome, t1 - t0, t2 - t1, t3 - t2)
 
     def _forget_learning(self, point: tuple[object, bytes | None], outcome: BatchOutcome) -> None:

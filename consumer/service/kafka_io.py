@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -535,7 +536,10 @@ def _queued(consumer: KafkaConsumer) -> set[TopicPartition] | None:
 
 
 class Publisher:
-    """An idempotent producer; :meth:`publish` returns once every record is acknowledged.
+    """An idempotent producer; :meth:`publish` returns once every record is acknowledged;
+    :meth:`send` hands records over and returns at once, their acknowledgements awaited
+    on a thread of its own (:meth:`Sent.wait`): a batch's outputs are acknowledged while
+    the service reads and applies the next batch.
 
     A producer that failed (a timeout, a fatal error such as an exhausted sequence) is
     closed and a new one made for the next attempt: a producer in a fatal state would fail
@@ -566,6 +570,8 @@ class Publisher:
             client_id="tierstream-publisher",
         )
         self._producer: KafkaProducer | None = self._new()
+        #: Flushes the producer and checks each record's acknowledgement for :meth:`send`.
+        self._acks = ThreadPoolExecutor(1, thread_name_prefix="tierstream-publish-acks")
 
     def _new(self) -> KafkaProducer:
         with _connecting() as why:
@@ -576,6 +582,12 @@ class Publisher:
 
     def publish(self, records: Sequence[OutputRecord], *, timeout_s: float = 60.0) -> None:
         """Send ``records`` in order and wait for all acknowledgements; raise PublishError."""
+        self.send(records, timeout_s=timeout_s).wait()
+
+    def send(self, records: Sequence[OutputRecord], *, timeout_s: float = 60.0) -> Sent:
+        """Hand ``records`` to the producer in order and flush them: :meth:`Sent.wait`
+        returns once every one is acknowledged (or raises PublishError). Not while an
+        earlier :class:`Sent` is still waited for: one publication in flight at a time."""
         try:
             if self._producer is None:
                 self._producer = self._new()
@@ -592,11 +604,19 @@ class Publisher:
                 )
                 for r in records
             ]
+        except (KafkaError, BrokerUnavailable) as exc:
+            self._discard()
+            raise PublishError(f"publishing failed: {exc}") from exc
+        return Sent(self._acks.submit(self._acknowledged, producer, futures, timeout_s))
+
+    def _acknowledged(self, producer: KafkaProducer, futures: list[Any], timeout_s: float) -> None:
+        try:
             producer.flush(timeout=timeout_s)
             for fut in futures:
                 fut.get(timeout=0)
         except (KafkaError, BrokerUnavailable) as exc:
-            self._discard()
+            if self._producer is producer:
+                self._discard()
             raise PublishError(f"publishing failed: {exc}") from exc
 
     def _discard(self) -> None:
@@ -606,8 +626,22 @@ class Publisher:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush and close."""
+        self._acks.shutdown(wait=False)
         if self._producer is not None:
             self._producer.close(timeout=timeout_s)
+
+
+class Sent:
+    """Records handed to the producer (:meth:`Publisher.send`)."""
+
+    __slots__ = ("_acks",)
+
+    def __init__(self, acks: Future[None]) -> None:
+        self._acks = acks
+
+    def wait(self) -> None:
+        """Return once every record is acknowledged; raise PublishError if one is not."""
+        self._acks.result()
 
 
 class _Routes:

@@ -172,6 +172,7 @@ class Service:
             on_step=on_step,
             on_saved=self._count,
             commit_interval_s=settings.commit_interval_ms / 1000,
+            pipelined=True,
         )
         self.ownership = Ownership(
             self.source,
@@ -255,12 +256,14 @@ class Service:
         return self.summary
 
     def _last_commit(self) -> None:
-        """Stopping: commit what the commit interval held back (best effort: the next
-        owner reads from the store's applied offsets whatever the group committed)."""
+        """Stopping: the last batch's outputs acknowledged and cleared, and what the
+        commit interval held back committed (best effort: outputs not acknowledged stay
+        in the outbox, published by the next owner; the next owner reads from the
+        store's applied offsets whatever the group committed)."""
         try:
             self.checkpoint.flush_commits()
-        except (Fenced, BrokerError) as exc:
-            log.warning("the last offsets were not committed: %s", exc)
+        except (Fenced, BrokerError, PublishError, StateStoreError) as exc:
+            log.warning("the last batch was not settled: %s", exc)
 
     def _step(self) -> bool:
         """One poll and the batch it brings; True if it brought records."""
@@ -308,6 +311,7 @@ class Service:
         """Forget requests into the input topic (:mod:`consumer.service.forget_forwarder`),
         then their offsets committed: at least once, and erasing twice changes nothing."""
         s = self.settings
+        self.checkpoint.settle()  # one publication at a time on the producer
         outputs = forwarded(
             requests,
             self.forget_decoder,
@@ -385,7 +389,7 @@ class Service:
         log.warning("batch fenced: %s", exc)
         try:
             self.ownership.fenced(exc)
-        except (StateStoreError, BrokerError) as more:
+        except (StateStoreError, BrokerError, PublishError) as more:
             self._on_failure(more, 1)
 
     def _on_failure(self, exc: Exception, failures: int) -> None:

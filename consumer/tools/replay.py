@@ -68,6 +68,14 @@ class ReplaySink:
         for rec in records:
             self.emit(rec)
 
+    def send(self, records: Sequence[OutputRecord]) -> ReplaySink:
+        """Published at once (its own :meth:`wait` has nothing to wait for)."""
+        self.publish(records)
+        return self
+
+    def wait(self) -> None:
+        """Nothing is left to wait for."""
+
 
 class LocalOffsets:
     """Remembers committed offsets in memory."""

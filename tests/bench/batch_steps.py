@@ -44,21 +44,32 @@ def _instrumented_service(argv: Sequence[str]) -> int:
 
     totals: defaultdict[str, float] = defaultdict(float)
     counts: Counter[str] = Counter()
+    per_batch: list[dict[str, float]] = []  # each batch's steps, for the slowest ones
     init = checkpoint.Checkpoint.__init__
 
     def timed_init(self: checkpoint.Checkpoint, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)
-        hook, run, last = self.on_step, self._run, [0.0]
+        hook, run, last, inside = self.on_step, self._run, [0.0], [False]
 
         def start(*a: Any, **k: Any) -> checkpoint.CheckpointStats:
             last[0] = time.perf_counter()
-            return run(*a, **k)
+            inside[0] = True
+            try:
+                return run(*a, **k)
+            finally:
+                inside[0] = False
 
         def step(name: str) -> None:
             now = time.perf_counter()
-            if name in BATCH_STEPS:  # not acquire, republish (outside a batch)
+            # Not acquire, republish, nor the steps of a batch settled while idle
+            # (between batches: the time since the last step is the idle wait).
+            if name in BATCH_STEPS and inside[0]:
                 totals[name] += now - last[0]
                 counts[name] += 1
+                if name == "load":
+                    per_batch.append({})
+                if per_batch:
+                    per_batch[-1][name] = now - last[0]
             last[0] = now
             hook(name)
 
@@ -69,6 +80,13 @@ def _instrumented_service(argv: Sequence[str]) -> int:
         batches = max(1, counts["load"])
         parts = ", ".join(f"{k} {1000 * v / batches:.2f}" for k, v in totals.items())
         print(f"batch steps over {batches} batches: {parts}", file=sys.stderr, flush=True)
+        walls = sorted(per_batch, key=lambda b: sum(b.values()))
+        if walls:
+            p99 = 1000 * sum(walls[min(len(walls) - 1, int(0.99 * len(walls)))].values())
+            print(f"batch wall p99 {p99:.1f} ms; the slowest:", file=sys.stderr)
+            for b in walls[-5:]:
+                steps = ", ".join(f"{k} {1000 * v:.1f}" for k, v in b.items())
+                print(f"  {1000 * sum(b.values()):.1f} ms: {steps}", file=sys.stderr)
 
     checkpoint.Checkpoint.__init__ = timed_init  # type: ignore[method-assign]
     atexit.register(report)
@@ -103,8 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms, max {m.max_ms:,.0f} ms"
     )
     for err in sorted(logs.glob("*.err")):
-        for found in STEPS_LINE.finditer(err.read_text(errors="replace")):
+        text = err.read_text(errors="replace")
+        for found in STEPS_LINE.finditer(text):
             print(f"  ms per batch over {found.group(1)} batches: {found.group(2)}")
+        slowest = text.find("batch wall p99")
+        if slowest >= 0:
+            print("  " + text[slowest:].strip().replace("\n", "\n  "))
     return 0
 
 

@@ -235,10 +235,15 @@ def test_the_commit_interval_holds_offsets_back_until_idle_or_stop(names: Names)
     try:
         # idle after 12 batches or more: everything applied is committed
         wait_for(lambda: committed_offsets(names.group, names.input) == end_offsets(names.input))
-        # a backlog it is busy with (no idle poll), and a stop in the middle of it
+        # a backlog it is busy with (no idle poll), and a stop in the middle of it: the
+        # instance is paused while the backlog is produced (it would keep up with it)
         backlog = 600 + BACKLOG
-        produce_records(KAFKA, names.input, _events(names, 600, BACKLOG), partitions=2)
-        time.sleep(2)
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            produce_records(KAFKA, names.input, _events(names, 600, BACKLOG), partitions=2)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:

@@ -1,0 +1,191 @@
+"""Steps 5-7 of the commit protocol taken by the next batch (``Checkpoint(pipelined=True)``,
+the service's mode): a batch's outputs are acknowledged while the next one runs, and
+nothing is lost, reordered or published before the previous batch's when an
+acknowledgement is late or fails. Memory store; the publisher is a sink whose
+acknowledgements the test gives (the real producer's are in the integration and crash
+tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import orjson
+import pytest
+
+from consumer.service.batch import BatchStep
+from consumer.service.checkpoint import Checkpoint
+from consumer.service.errors import PublishError
+from consumer.service.records import InputRecord, OutputRecord
+from consumer.service.state_store import MemoryStateStore
+from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
+from consumer.tools.replay import LocalOffsets
+from schemas.decode import EventDecoder
+
+TP = ("in", 0)
+DAY_MS = 86_400_000
+
+
+class Acks:
+    """What :meth:`Broker.send` returns: waited for by the checkpoint."""
+
+    def __init__(self, broker: Broker, records: list[OutputRecord]) -> None:
+        self.broker = broker
+        self.records = records
+        self.waited = False
+
+    def wait(self) -> None:
+        self.waited = True
+        if self.broker.fail_next:
+            self.broker.fail_next = False
+            raise PublishError("the broker refused the batch")
+        self.broker.acknowledged.extend(self.records)
+
+
+class Broker:
+    """Records what is sent and what is acknowledged (at :meth:`Acks.wait`, or failed)."""
+
+    def __init__(self) -> None:
+        self.sent: list[Acks] = []
+        self.acknowledged: list[OutputRecord] = []
+        self.fail_next = False
+
+    def publish(self, records: Sequence[OutputRecord]) -> None:
+        self.send(records).wait()
+
+    def send(self, records: Sequence[OutputRecord]) -> Acks:
+        # One publication in flight at a time: the one before must have been waited for.
+        assert all(a.waited for a in self.sent), "sent before the last batch was settled"
+        acks = Acks(self, list(records))
+        self.sent.append(acks)
+        return acks
+
+
+def _records(start: int, n: int) -> list[InputRecord]:
+    """``n`` first events of new users: one tier change (and current tier) each."""
+    out = []
+    for i in range(start, start + n):
+        user = f"u{i}"
+        value = orjson.dumps(
+            {
+                "event_id": f"e{i}",
+                "user_id": user,
+                "event_type": "page_view",
+                "timestamp": 1_780_000_000_000 + i,
+            }
+        )
+        out.append(InputRecord(TP[0], TP[1], i, 0, user.encode(), value))
+    return out
+
+
+def _checkpoint(
+    store: MemoryStateStore, broker: Broker, steps: list[str]
+) -> tuple[Checkpoint, LocalOffsets]:
+    step = BatchStep(
+        load_engine(DEFAULT_TIERS_FILE, frozen=True),
+        EventDecoder(),
+        output_topic="changes",
+        dlq_topic="dlq",
+        dlq_max_copy_bytes=1024,
+        tiers_topic="tiers",
+    )
+    offsets = LocalOffsets()
+    checkpoint = Checkpoint(
+        step,
+        store,
+        offsets,
+        broker,
+        clock_ms=lambda: 0,
+        timer=lambda: 0.0,
+        on_step=steps.append,
+        pipelined=True,
+    )
+    return checkpoint, offsets
+
+
+def _users(records: Sequence[OutputRecord]) -> list[bytes]:
+    return [r.key for r in records if r.topic == "changes" and r.key is not None]
+
+
+def _committed(offsets: LocalOffsets) -> Mapping[tuple[str, int], int]:
+    return offsets.committed
+
+
+def test_a_batch_is_settled_by_the_next_one_after_its_save() -> None:
+    store, broker, steps = MemoryStateStore(), Broker(), []
+    checkpoint, offsets = _checkpoint(store, broker, steps)
+    checkpoint.recover([TP])
+    checkpoint.run_batch(_records(0, 3))
+    # sent, not yet acknowledged: still in the outbox, its offsets not committed
+    assert _users(broker.sent[0].records) == [b"u0", b"u1", b"u2"]
+    assert not broker.sent[0].waited
+    assert len(store.outbox(TP)) == 6  # a change and a current tier each
+    assert _committed(offsets) == {}
+    steps.clear()
+    checkpoint.run_batch(_records(3, 2))
+    assert steps.index("save") < steps.index("publish") < steps.index("check")
+    assert broker.sent[0].waited and not broker.sent[1].waited
+    assert _committed(offsets) == {TP: 3}
+    assert len(store.outbox(TP)) == 4  # the first batch's trimmed, the second's kept
+    checkpoint.flush_commits()  # idle: the last batch settled too
+    assert _users(broker.acknowledged) == [f"u{i}".encode() for i in range(5)]
+    assert store.outbox(TP) == []
+    assert _committed(offsets) == {TP: 5}
+
+
+def test_a_failed_acknowledgement_loses_nothing_and_keeps_the_order() -> None:
+    store, broker, steps = MemoryStateStore(), Broker(), []
+    checkpoint, offsets = _checkpoint(store, broker, steps)
+    checkpoint.recover([TP])
+    checkpoint.run_batch(_records(0, 2))
+    broker.fail_next = True
+    with pytest.raises(PublishError):
+        checkpoint.run_batch(_records(2, 2))  # saved; the first batch's acks failed
+    assert len(broker.sent) == 1, "the second batch was sent before the first's acks"
+    assert broker.acknowledged == []
+    assert len(store.outbox(TP)) == 8  # both batches' outputs wait in the outbox
+    assert _committed(offsets) == {}
+    # what the service does after a failure: acquire again, which publishes the outbox
+    republished = checkpoint.recover([TP])
+    assert republished == 8
+    assert _users(broker.acknowledged) == [b"u0", b"u1", b"u2", b"u3"]
+    assert store.outbox(TP) == []
+    checkpoint.run_batch(_records(4, 1))
+    checkpoint.flush_commits()
+    assert _users(broker.acknowledged) == [f"u{i}".encode() for i in range(5)]
+
+
+def test_releasing_a_partition_settles_the_batch_in_flight_first() -> None:
+    store, broker, steps = MemoryStateStore(), Broker(), []
+    checkpoint, _ = _checkpoint(store, broker, steps)
+    checkpoint.recover([TP])
+    checkpoint.run_batch(_records(0, 2))
+    checkpoint.release([TP])  # another owner may publish next: ours are acknowledged
+    assert broker.sent[0].waited
+    assert _users(broker.acknowledged) == [b"u0", b"u1"]
+
+
+def test_without_pipelining_a_batch_settles_itself() -> None:
+    store, broker, steps = MemoryStateStore(), Broker(), []
+    checkpoint, offsets = _checkpoint(store, broker, steps)
+    checkpoint.pipelined = False
+    checkpoint.recover([TP])
+    checkpoint.run_batch(_records(0, 2))
+    assert broker.sent[0].waited and store.outbox(TP) == []
+    assert _committed(offsets) == {TP: 2}
+    assert steps[-4:] == ["check", "publish", "commit", "clear"]
+
+
+def test_acquiring_again_settles_the_batch_in_flight_before_reading_the_outbox() -> None:
+    """A resync (acquiring the partitions held) reads the outbox and trims what it
+    republished: the batch in flight must be trimmed first, or its own trim would later
+    drop the next batch's entries before they are acknowledged."""
+    store, broker, steps = MemoryStateStore(), Broker(), []
+    checkpoint, _ = _checkpoint(store, broker, steps)
+    checkpoint.recover([TP])
+    checkpoint.run_batch(_records(0, 2))
+    assert checkpoint.recover([TP]) == 0  # nothing left to republish: it was settled
+    assert broker.sent[0].waited and store.outbox(TP) == []
+    checkpoint.run_batch(_records(2, 2))
+    assert len(store.outbox(TP)) == 4  # the second batch's entries, awaiting their acks
+    checkpoint.flush_commits()
+    assert _users(broker.acknowledged) == [b"u0", b"u1", b"u2", b"u3"]
