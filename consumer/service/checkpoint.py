@@ -235,8 +235,9 @@ class Checkpoint:
         their acknowledgements, commit its offsets (at most every commit interval), trim
         its entries from the outboxes. Raises PublishError (the entries stay in the
         outboxes, published again when the partitions are acquired again), BrokerError
-        (a commit) or Fenced (a trim's epoch check, after the other trims; not with
-        ``tolerate_fenced``); settled either way.
+        (a commit) or Fenced (the group refused the commit, or a trim's epoch check
+        failed, after the other trims; not with ``tolerate_fenced``, when the partitions
+        are being given up); settled either way.
 
         An entry left in an outbox is never lost: a trim drops the oldest entries, and
         the outputs of a partition are published in the order they were appended."""
@@ -246,10 +247,15 @@ class Checkpoint:
         if in_flight.sent is not None:
             in_flight.sent.wait()  # 5. publish: every output acknowledged
         self.on_step("publish")
-        if in_flight.offsets:
-            self.commits.commit(in_flight.offsets)  # 6. commit (at most every interval)
-        self.on_step("commit")
         fenced: list[Fenced] = []
+        if in_flight.offsets:
+            try:
+                self.commits.commit(in_flight.offsets)  # 6. commit (at most every interval)
+            except Fenced as exc:  # the group moved on: refused, as a trim would be
+                if not tolerate_fenced:
+                    raise
+                fenced.append(exc)
+        self.on_step("commit")
         for tp, count in in_flight.outbox.items():  # 7. clear
             try:
                 self.store.clear_outbox(tp, count)

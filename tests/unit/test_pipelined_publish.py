@@ -14,7 +14,7 @@ import pytest
 
 from consumer.service.batch import BatchStep
 from consumer.service.checkpoint import Checkpoint
-from consumer.service.errors import PublishError
+from consumer.service.errors import Fenced, PublishError
 from consumer.service.records import InputRecord, OutputRecord
 from consumer.service.state_store import MemoryStateStore
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
@@ -189,3 +189,27 @@ def test_acquiring_again_settles_the_batch_in_flight_before_reading_the_outbox()
     assert len(store.outbox(TP)) == 4  # the second batch's entries, awaiting their acks
     checkpoint.flush_commits()
     assert _users(broker.acknowledged) == [b"u0", b"u1", b"u2", b"u3"]
+
+
+class MovedOnGroup(LocalOffsets):
+    """A group that has moved on without this instance: every commit is refused."""
+
+    def commit(self, next_offsets: Mapping[tuple[str, int], int]) -> None:
+        raise Fenced("the group rebalanced before the commit")
+
+
+def test_a_zombie_gives_its_partitions_up_though_the_group_refuses_its_commit() -> None:
+    """A stalled instance whose batch was fenced releases the partitions another owner
+    took: settling its batch in flight there must not fail on the group's refusal of the
+    commit (the new owner reads from the store's applied offsets), nor stop the release."""
+    store, broker, steps = MemoryStateStore(), Broker(), []
+    checkpoint, _ = _checkpoint(store, broker, steps)
+    checkpoint.source = checkpoint.commits.committer = MovedOnGroup()
+    checkpoint.recover([TP])
+    checkpoint.run_batch(_records(0, 2))
+    checkpoint.release([TP])
+    assert broker.sent[0].waited and store.held() == {}
+    checkpoint.recover([TP])
+    checkpoint.run_batch(_records(2, 2))
+    with pytest.raises(Fenced):  # in the batch path the refusal is the batch's to report
+        checkpoint.flush_commits()
