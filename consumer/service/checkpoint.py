@@ -196,9 +196,7 @@ class Checkpoint:
         self.store.acquire(parts)
         # What was noted before is of an earlier holding: the partition is read from the
         # store's applied offset now, which acquiring commits if the group is behind it.
-        self.commits.drop(parts)
-        for tp in parts:
-            self.saved.pop(tp, None)
+        self._forget_holding(parts)
         self.on_step("acquire")
         republished = 0
         for tp in parts:
@@ -219,6 +217,11 @@ class Checkpoint:
         # fenced leaves its entries to that owner (published again: at least once).
         self.settle(tolerate_fenced=True)
         self.store.release(parts)
+        self._forget_holding(parts)
+
+    def _forget_holding(self, parts: Sequence[Partition]) -> None:
+        """Drop what this instance noted of holding ``parts`` (offsets to commit, the
+        applied offsets it saved): they are of a holding that ended."""
         self.commits.drop(parts)
         for tp in parts:
             self.saved.pop(tp, None)

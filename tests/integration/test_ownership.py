@@ -17,7 +17,6 @@ import pytest
 import redis
 
 from consumer.demo.synthetic import GeneratorConfig, generate
-from consumer.service.batch import BatchStep
 from consumer.service.checkpoint import Checkpoint
 from consumer.service.errors import Fenced
 from consumer.service.kafka_io import produce_records
@@ -27,7 +26,7 @@ from consumer.service.redis_store import RedisStateStore
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import LocalOffsets, ReplaySink, replay
 from online_models.global_model import GlobalModel
-from schemas.decode import EventDecoder
+from tests.batch_step import frozen_step
 from tests.integration.support import (
     KAFKA,
     REDIS,
@@ -66,15 +65,8 @@ class Instance:
         def emit(rec: OutputRecord) -> None:
             published.append((name, rec))
 
-        step = BatchStep(
-            load_engine(DEFAULT_TIERS_FILE, frozen=True),
-            EventDecoder(),
-            output_topic="changes",
-            dlq_topic="dlq",
-            dlq_max_copy_bytes=1024,
-        )
         self.checkpoint = Checkpoint(
-            step,
+            frozen_step(),
             self.store,
             LocalOffsets(),
             ReplaySink(emit),

@@ -12,14 +12,12 @@ from collections.abc import Mapping, Sequence
 import orjson
 import pytest
 
-from consumer.service.batch import BatchStep
 from consumer.service.checkpoint import Checkpoint
 from consumer.service.errors import Fenced, PublishError
 from consumer.service.records import InputRecord, OutputRecord
 from consumer.service.state_store import MemoryStateStore
-from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import LocalOffsets
-from schemas.decode import EventDecoder
+from tests.batch_step import frozen_step
 
 TP = ("in", 0)
 DAY_MS = 86_400_000
@@ -80,17 +78,9 @@ def _records(start: int, n: int) -> list[InputRecord]:
 def _checkpoint(
     store: MemoryStateStore, broker: Broker, steps: list[str]
 ) -> tuple[Checkpoint, LocalOffsets]:
-    step = BatchStep(
-        load_engine(DEFAULT_TIERS_FILE, frozen=True),
-        EventDecoder(),
-        output_topic="changes",
-        dlq_topic="dlq",
-        dlq_max_copy_bytes=1024,
-        tiers_topic="tiers",
-    )
     offsets = LocalOffsets()
     checkpoint = Checkpoint(
-        step,
+        frozen_step(),
         store,
         offsets,
         broker,
@@ -106,10 +96,6 @@ def _users(records: Sequence[OutputRecord]) -> list[bytes]:
     return [r.key for r in records if r.topic == "changes" and r.key is not None]
 
 
-def _committed(offsets: LocalOffsets) -> Mapping[tuple[str, int], int]:
-    return offsets.committed
-
-
 def test_a_batch_is_settled_by_the_next_one_after_its_save() -> None:
     store, broker, steps = MemoryStateStore(), Broker(), []
     checkpoint, offsets = _checkpoint(store, broker, steps)
@@ -119,17 +105,17 @@ def test_a_batch_is_settled_by_the_next_one_after_its_save() -> None:
     assert _users(broker.sent[0].records) == [b"u0", b"u1", b"u2"]
     assert not broker.sent[0].waited
     assert len(store.outbox(TP)) == 6  # a change and a current tier each
-    assert _committed(offsets) == {}
+    assert offsets.committed == {}
     steps.clear()
     checkpoint.run_batch(_records(3, 2))
     assert steps.index("save") < steps.index("publish") < steps.index("check")
     assert broker.sent[0].waited and not broker.sent[1].waited
-    assert _committed(offsets) == {TP: 3}
+    assert offsets.committed == {TP: 3}
     assert len(store.outbox(TP)) == 4  # the first batch's trimmed, the second's kept
     checkpoint.flush_commits()  # idle: the last batch settled too
     assert _users(broker.acknowledged) == [f"u{i}".encode() for i in range(5)]
     assert store.outbox(TP) == []
-    assert _committed(offsets) == {TP: 5}
+    assert offsets.committed == {TP: 5}
 
 
 def test_a_failed_acknowledgement_loses_nothing_and_keeps_the_order() -> None:
@@ -143,7 +129,7 @@ def test_a_failed_acknowledgement_loses_nothing_and_keeps_the_order() -> None:
     assert len(broker.sent) == 1, "the second batch was sent before the first's acks"
     assert broker.acknowledged == []
     assert len(store.outbox(TP)) == 8  # both batches' outputs wait in the outbox
-    assert _committed(offsets) == {}
+    assert offsets.committed == {}
     # what the service does after a failure: acquire again, which publishes the outbox
     republished = checkpoint.recover([TP])
     assert republished == 8
@@ -171,7 +157,7 @@ def test_without_pipelining_a_batch_settles_itself() -> None:
     checkpoint.recover([TP])
     checkpoint.run_batch(_records(0, 2))
     assert broker.sent[0].waited and store.outbox(TP) == []
-    assert _committed(offsets) == {TP: 2}
+    assert offsets.committed == {TP: 2}
     assert steps[-4:] == ["check", "publish", "commit", "clear"]
 
 
