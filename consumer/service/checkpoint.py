@@ -14,23 +14,25 @@ When the group gives this instance a partition (:meth:`Checkpoint.recover`):
 
 For one batch (:meth:`Checkpoint.run_batch`):
 
-1. **load** — WATCH, per partition, its epoch and applied offset (whoever writes a
-   partition's users holds its epoch), and WATCH the model; read their states, offsets,
-   due timers, tier populations and the model in two round trips. An epoch that is not
+1. **load** — WATCH each partition's epoch and applied offset (whoever writes a
+   partition's users holds its epoch); read their states, offsets, due timers, tier
+   populations, the model and the contributions in one more round trip (two when
+   timers fell due). An epoch that is not
    the one held fences the batch (:class:`~consumer.service.errors.Fenced`); an applied
    offset below the one this instance last saved means the store lost writes
    (:class:`~consumer.service.errors.StateRolledBack`).
 2. **apply** — records at or below their partition's applied offset were applied by a
    run that crashed before step 6; they are skipped. The rest go through the core in
    offset order.
-3. **save** — a. *the partitions*, in partition order, one MULTI/EXEC each, in the
+3. **save** — a. *the partitions*, in partition order, one MULTI/EXEC each in the
    partition's own Redis Cluster slot: its users' states (deleted for users whose
    lifetime ended), timers and watermark, what the batch changes in its tier
    populations and conversion counts, its new applied offset, and its outputs (tier
    changes, current tiers, DLQ records) appended to its outbox.
    Each is all or nothing: if anything watched of it changed, it is not written, nor any
-   partition after it, nor b, and the batch is dropped (Fenced).
-   b. *the learning*, once every partition is written, one MULTI/EXEC in the models' slot:
+   partition after it, nor b, and the batch is dropped (Fenced). On one Redis server
+   (every key on it) one MULTI/EXEC writes every partition of the batch: all or none.
+   b. *the learning*, once every partition is written, in the models' slot (a script):
    the model version (if the batch advanced it) and this instance's contribution. If the
    stored model changed since step 1 (another instance wrote a version), nothing is
    written and the batch's learning is forgotten; its states stand and the batch goes on.
@@ -259,10 +261,10 @@ class Checkpoint:
                     raise
                 fenced.append(exc)
         self.on_step("commit")
-        for tp, count in in_flight.outbox.items():  # 7. clear
+        if in_flight.outbox:
             try:
-                self.store.clear_outbox(tp, count)
-            except Fenced as exc:
+                self.store.clear_outboxes(in_flight.outbox)  # 7. clear
+            except Fenced as exc:  # the others are trimmed
                 fenced.append(exc)
         self.on_step("clear")
         if fenced and not tolerate_fenced:

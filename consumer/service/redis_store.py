@@ -2,6 +2,16 @@
 (:mod:`consumer.service.redis_connection` opens each; :mod:`consumer.service.state_store`
 says what a store does, :mod:`consumer.service.keys` where each thing lives, every
 atomic write in one hash slot).
+
+A batch's round trips are few, since each is a wait on another process: on Redis
+Cluster a batch WATCHes and writes each partition on its own (their keys are in
+different slots, so on different nodes as the cluster grows); where every key is on one
+server (a single server, Sentinel's primary) one connection WATCHes every partition of
+the batch and one MULTI/EXEC writes them all, and one script trims all their outboxes.
+The learning needs no WATCH: a script writes it only over the model the load read. A
+batch of two partitions makes 6 round trips there (WATCH, read, save, learning, check,
+trim; one more when timers are due) where it made 11, of four 6 where it made 17
+(docs/performance.md, "Per-batch costs").
 """
 
 from __future__ import annotations
@@ -36,6 +46,49 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+"""
+#: Trim outboxes, each only if its partition's epoch is still the one held: KEYS an
+#: epoch and an outbox per partition, ARGV the epoch held and the count per partition;
+#: the (1-based) numbers of the partitions whose epoch is another (not trimmed).
+_GUARDED_TRIMS: Final = """
+local refused = {}
+for i = 1, #KEYS, 2 do
+  if redis.call('GET', KEYS[i]) == ARGV[i] then
+    redis.call('LTRIM', KEYS[i + 1], tonumber(ARGV[i + 1]), -1)
+  else
+    refused[#refused + 1] = (i + 1) / 2
+  end
+end
+return refused
+"""
+#: The learning (3b), written only if the stored model is still the one the batch
+#: loaded (a compare-and-set, in the models' slot). A model version's bytes begin with
+#: its version and end with its name, which carries a digest of its content
+#: (:meth:`GlobalModel.name <online_models.global_model.GlobalModel.name>`): their
+#: length and first and last 64 bytes tell one stored version from another without
+#: reading or hashing the whole (a SHA-1 of a 100 KB model costs Redis 0.26 ms).
+#: KEYS the model, the contributors set, this instance's contribution, the dropped
+#: ones' contributions; ARGV the loaded model's length (0: none), first and last 64
+#: bytes, then '1' and the new model (or '0' and ''), this instance and its
+#: contribution (or '' and ''), the instances whose contributions are dropped.
+#: 1 if written, 0 if the model changed meanwhile.
+_LEARNING: Final = """
+local n = redis.call('STRLEN', KEYS[1])
+if n ~= tonumber(ARGV[1]) then return 0 end
+if n > 0 and (redis.call('GETRANGE', KEYS[1], 0, 63) ~= ARGV[2]
+              or redis.call('GETRANGE', KEYS[1], -64, -1) ~= ARGV[3]) then
+  return 0
+end
+if ARGV[4] == '1' then redis.call('SET', KEYS[1], ARGV[5]) end
+for i = 8, #ARGV do
+  redis.call('DEL', KEYS[i - 4])
+  redis.call('SREM', KEYS[2], ARGV[i])
+end
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[7])
+  redis.call('SADD', KEYS[2], ARGV[6])
+end
+return 1
 """
 #: Record a topic's partition count (KEYS[1] hash, ARGV[1] topic, ARGV[2] count) unless
 #: one is recorded; the first record marks the topic's populations counted (KEYS[2] set):
@@ -72,9 +125,17 @@ class RedisStateStore(Holdings):
             self.address = parse_redis_url(url)
         except ValueError as exc:
             raise SettingsError(f"{mask_url(url)}: {exc}") from None
+        #: Every key on one server (not Redis Cluster): a batch's partitions are
+        #: WATCHed on one connection and written in one MULTI/EXEC, all or none.
+        self.one_server = self.address.kind != "cluster"
         self._client: Any = None
         self._trim: Any = None
+        self._trims: Any = None
+        self._learning: Any = None
         self._record_count: Any = None
+        #: The instances that had contributions at the last load: the next load reads
+        #: their contributions with everything else, in its first round trip.
+        self.contributors: list[str] = []
         #: Transactions whose WATCHes hold connections: released on close.
         self._open: set[_RedisTransaction] = set()
 
@@ -88,6 +149,8 @@ class RedisStateStore(Holdings):
             except REDIS_FAILURES as exc:
                 raise self.unreachable(exc) from None
             self._trim = self._client.register_script(_GUARDED_TRIM)
+            self._trims = self._client.register_script(_GUARDED_TRIMS)
+            self._learning = self._client.register_script(_LEARNING)
             self._record_count = self._client.register_script(_RECORD_COUNT)
         return self._client
 
@@ -160,17 +223,31 @@ class RedisStateStore(Holdings):
             raise StateStoreError(f"reading outbox {partition}: {exc}") from exc
 
     def clear_outbox(self, partition: Partition, count: int) -> None:
-        epoch = self._held.get(partition)
-        if epoch is None:
-            raise fenced([partition], self._held, "(not acquired)")
-        keys = [self.keys.epoch(*partition), self.keys.outbox(*partition)]
+        self.clear_outboxes({partition: count})
+
+    def clear_outboxes(self, counts: Mapping[Partition, int]) -> None:
+        held = self._held
+        missing = [tp for tp in counts if tp not in held]
+        if missing:
+            raise fenced(missing, held, "(not acquired)")
+        refused: list[Partition] = []
         try:
-            self._redis  # noqa: B018  (opens the client and its script)
-            trimmed = self._trim(keys=keys, args=[epoch, count])
+            self._redis  # noqa: B018  (opens the client and its scripts)
+            if self.one_server and len(counts) > 1:
+                keys, args, order = [], [], list(counts)
+                for tp in order:
+                    keys += [self.keys.epoch(*tp), self.keys.outbox(*tp)]
+                    args += [held[tp], counts[tp]]
+                refused = [order[i - 1] for i in self._trims(keys=keys, args=args)]
+            else:
+                for tp, count in counts.items():
+                    keys = [self.keys.epoch(*tp), self.keys.outbox(*tp)]
+                    if not self._trim(keys=keys, args=[held[tp], count]):
+                        refused.append(tp)
         except REDIS_FAILURES as exc:
-            raise StateStoreError(f"clearing outbox {partition}: {exc}") from exc
-        if not trimmed:
-            raise fenced([partition], self._held, "another epoch")
+            raise StateStoreError(f"clearing outboxes {sorted(counts)}: {exc}") from exc
+        if refused:
+            raise fenced(refused, held, "another epoch")
 
     def record_partition_count(self, topic: str, partitions: int) -> int:
         keys = [self.keys.partitions, self.keys.counted]
@@ -247,18 +324,21 @@ class RedisStateStore(Holdings):
 
 
 class _RedisTransaction:
-    """One batch: a WATCHed transaction per partition (its slot), one for the models.
+    """One batch: a WATCHed transaction per partition (its slot) on Redis Cluster, one
+    for all of them where every key is on one server; the learning is a script that
+    writes only over the model the load read (a compare-and-set).
 
     WATCH pins a connection per pipeline until the write or :meth:`_reset`; the reads go
     through plain pipelines, one round trip for every slot: a change after the WATCH
-    still makes that slot's EXEC fail.
+    still makes the EXEC that watched it fail.
     """
 
     def __init__(self, store: RedisStateStore, partitions: Sequence[Partition]) -> None:
         self._store = store
         self._partitions = list(partitions)
         self._pipes: dict[Partition, Any] = {}
-        self._models: Any = None
+        #: The model the load read: the learning is written only over the same one.
+        self._model: bytes | None = None
 
     def load(
         self, users: Mapping[Partition, Sequence[str]], timer_bounds: Mapping[Partition, int]
@@ -281,16 +361,19 @@ class _RedisTransaction:
         store, keys, r = self._store, self._store.keys, self._store._redis
         parts = self._partitions
         self._store._open.add(self)
-        for tp in parts:
-            # The partition's epoch and applied offset, not its users one by one: every
-            # writer of a partition's users holds its epoch (a new owner raises it), and
-            # WATCH costs Redis time quadratic in the keys one connection watches
-            # (7.0 looks each new key up in a list of those already watched: 2,000 keys
-            # took 25 ms, 4,000 took 94 ms; docs/performance.md, "Per-batch costs").
-            pipe = self._pipes[tp] = cast(Any, r.pipeline(transaction=True))
-            pipe.watch(keys.epoch(*tp), keys.applied(*tp))
-        self._models = r.pipeline(transaction=True)
-        self._models.watch(keys.model)
+        # The partition's epoch and applied offset, not its users one by one: every
+        # writer of a partition's users holds its epoch (a new owner raises it), and
+        # WATCH costs Redis time quadratic in the keys one connection watches
+        # (7.0 looks each new key up in a list of those already watched: 2,000 keys
+        # took 25 ms, 4,000 took 94 ms; docs/performance.md, "Per-batch costs").
+        if store.one_server:
+            pipe = cast(Any, r.pipeline(transaction=True))
+            pipe.watch(*[k for tp in parts for k in (keys.epoch(*tp), keys.applied(*tp))])
+            self._pipes = dict.fromkeys(parts, pipe)
+        else:
+            for tp in parts:
+                pipe = self._pipes[tp] = cast(Any, r.pipeline(transaction=True))
+                pipe.watch(keys.epoch(*tp), keys.applied(*tp))
         reads = r.pipeline(transaction=False)
         for tp in parts:
             mine = [keys.user(*tp, u) for u in users.get(tp, ())]
@@ -307,10 +390,16 @@ class _RedisTransaction:
                 num=timer_slice(store.max_timers, len(bounded)),
                 withscores=True,
             )
+        # The contributions of the instances that contributed at the last load, read now
+        # (they seldom change): a second round trip only if the set did.
+        guess = store.contributors
+        if guess:
+            _mget(reads, [keys.contribution(i) for i in guess])
         reads.get(keys.model)
         reads.smembers(keys.contributors)
         first = reads.execute()
         loaded = Loaded(states={}, applied={}, model=first[-2])
+        self._model = loaded.model
         stored_epochs = []
         for tp, values in zip(parts, first[: len(parts)], strict=True):
             mine = list(users.get(tp, ()))
@@ -326,6 +415,10 @@ class _RedisTransaction:
         timer_rows = first[2 * n : 2 * n + len(bounded)]
         loaded.timers, loaded.capped = self._slices(bounded, timer_rows)
         instances = sorted(m.decode() for m in cast(set[bytes], first[-1]))
+        store.contributors = instances
+        if guess and guess == instances:
+            loaded.contributions = _present(instances, first[-3])
+            instances = []  # read already
         self._load_rest(loaded, instances)
         return loaded
 
@@ -350,9 +443,7 @@ class _RedisTransaction:
         for (tp, wanted), states in zip(extra.items(), values[: len(extra)], strict=True):
             loaded.states[tp].update(zip(wanted, states, strict=True))
         if instances:
-            loaded.contributions = {
-                i: v for i, v in zip(instances, values[-1], strict=True) if v is not None
-            }
+            loaded.contributions = _present(instances, values[-1])
 
     def _slices(
         self, bounded: Sequence[Partition], results: Sequence[Any]
@@ -379,37 +470,51 @@ class _RedisTransaction:
     def save_partitions(
         self, batch: SaveSet, written: Callable[[Partition], None] | None = None
     ) -> None:
+        writes = [(tp, batch.partitions[tp]) for tp in sorted(batch.partitions)]
+        writes = [(tp, write) for tp, write in writes if not write.empty]
+        # One transaction for every partition on one server, one per partition (its
+        # slot) on a cluster.
+        groups = [writes] if self._store.one_server else [[w] for w in writes]
         done: list[Partition] = []
         try:
-            for tp in sorted(batch.partitions):
-                write = batch.partitions[tp]
-                if write.empty:
-                    continue
-                pipe = self._pipes.get(tp)
-                if pipe is None:
+            for tp, _ in writes:
+                if tp not in self._pipes:
                     raise StateStoreError(f"partition {tp} was not loaded by this batch")
-                try:
-                    pipe.multi()
-                    self._queue(pipe, tp, write)
-                    pipe.execute()
-                except WatchError as exc:
-                    raise Fenced(
-                        f"partition {tp}: its epoch or applied offset changed since the "
-                        f"load ({exc}); saved before it: {done}"
-                    ) from None
-                except REDIS_FAILURES as exc:
-                    raise StateStoreError(
-                        f"saving partition {tp}: {exc}; saved before it: {done}"
-                    ) from exc
-                done.append(tp)
-                if written is not None:
-                    written(tp)
+            for group in groups:
+                self._transact(group, done)
+                for tp, _ in group:
+                    done.append(tp)
+                    if written is not None:
+                        written(tp)
         except BaseException:
             self._reset()
             raise
-        for pipe in self._pipes.values():
-            pipe.reset()
-        self._pipes.clear()
+        self._release_partitions()
+
+    def _transact(
+        self, writes: Sequence[tuple[Partition, PartitionWrite]], done: Sequence[Partition]
+    ) -> None:
+        """``writes`` in one MULTI/EXEC, on the connection that WATCHed their partitions:
+        all or none."""
+        if not writes:
+            return
+        pipe = self._pipes[writes[0][0]]
+        try:
+            pipe.multi()
+            for tp, write in writes:
+                self._queue(pipe, tp, write)
+            pipe.execute()
+        except WatchError as exc:
+            watched = sorted(tp for tp, p in self._pipes.items() if p is pipe)
+            raise Fenced(
+                f"partitions {watched}: an epoch or applied offset changed since the load "
+                f"({exc}); saved before: {list(done)}"
+            ) from None
+        except REDIS_FAILURES as exc:
+            parts = [tp for tp, _ in writes]
+            raise StateStoreError(
+                f"saving partitions {parts}: {exc}; saved before: {list(done)}"
+            ) from exc
 
     def _queue(self, pipe: Any, tp: Partition, write: PartitionWrite) -> None:
         keys = self._store.keys
@@ -437,24 +542,34 @@ class _RedisTransaction:
                 pipe.hincrby(keys.conversions(*tp), field, n)
 
     def save_learning(self, batch: SaveSet) -> bool:
-        keys, pipe = self._store.keys, self._models
+        # No WATCH on the model (a round trip at every load, an UNWATCH at every batch
+        # that learns nothing): a script compares what is stored with what was loaded.
+        store, keys = self._store, self._store.keys
         try:
             if not batch.learns:
                 return True
-            pipe.multi()
-            if batch.model is not None:
-                pipe.set(keys.model, batch.model)
-            if batch.drop_contributions:
-                pipe.delete(*[keys.contribution(i) for i in batch.drop_contributions])
-                pipe.srem(keys.contributors, *batch.drop_contributions)
-            if batch.contribution is not None:
-                instance, value = batch.contribution
-                pipe.set(keys.contribution(instance), value)
-                pipe.sadd(keys.contributors, instance)
-            pipe.execute()
-            return True
-        except WatchError:
-            return False
+            model = self._model
+            drop = list(batch.drop_contributions)
+            instance, value = batch.contribution or ("", b"")
+            written = store._learning(
+                keys=[
+                    keys.model,
+                    keys.contributors,
+                    keys.contribution(instance) if instance else keys.model,
+                    *[keys.contribution(i) for i in drop],
+                ],
+                args=[
+                    0 if model is None else len(model),
+                    (model or b"")[:_ENDS],
+                    (model or b"")[-_ENDS:],
+                    "0" if batch.model is None else "1",
+                    batch.model or b"",
+                    instance,
+                    value,
+                    *drop,
+                ],
+            )
+            return bool(written)
         except REDIS_FAILURES as exc:
             raise StateStoreError(f"saving the model and contribution: {exc}") from exc
         finally:
@@ -463,15 +578,22 @@ class _RedisTransaction:
     def abort(self) -> None:
         self._reset()
 
+    def _release_partitions(self) -> None:
+        """UNWATCH the partitions (a pipeline that wrote already did) and give their
+        connections back."""
+        pipes = {id(p): p for p in self._pipes.values()}  # one for all on one server
+        self._pipes.clear()
+        for pipe in pipes.values():
+            pipe.reset()
+
     def _reset(self) -> None:
         """UNWATCH everything and give the connections back."""
-        pipes = [*self._pipes.values(), self._models]
-        self._pipes.clear()
-        self._models = None
+        self._release_partitions()
         self._store._open.discard(self)
-        for pipe in pipes:
-            if pipe is not None:
-                pipe.reset()
+
+
+#: The bytes of each end of a model the learning's compare-and-set compares.
+_ENDS: Final = 64
 
 
 def _mget(pipe: Any, keys: Sequence[str]) -> None:
@@ -484,6 +606,11 @@ def _mset(pipe: Any, pairs: Sequence[tuple[str, bytes]]) -> None:
     """Queue an MSET of ``pairs``, all in one slot: a cluster pipeline refuses its ``mset``
     method (keys may span slots), not the command."""
     pipe.execute_command("MSET", *[item for pair in pairs for item in pair])
+
+
+def _present(instances: Sequence[str], values: Sequence[bytes | None]) -> dict[str, bytes]:
+    """The contributions read for ``instances`` (one MGET), of those that have one."""
+    return {i: v for i, v in zip(instances, values, strict=True) if v is not None}
 
 
 def _int(value: bytes | None, default: int) -> int:

@@ -12,9 +12,10 @@ restore, a failover to a lagging replica): also fenced, and the owner acquires a
 **A batch** is one :class:`Transaction`: ``load`` reads everything the batch needs
 (users' states, applied offsets, watermarks, the timers due within the batch and their
 users, the global model and the other instances' contributions); ``save_partitions``
-writes the batch's :class:`SaveSet` one input partition at a time, each partition's part
-atomically (all its keys share one Redis Cluster slot, :mod:`consumer.service.keys`);
-then ``save_learning`` writes the model and this instance's contribution, atomically, in
+writes the batch's :class:`SaveSet`, each input partition's part atomically (all its
+keys share one Redis Cluster slot, :mod:`consumer.service.keys`): on Redis Cluster one
+partition at a time, on one Redis server all of them in one transaction (one round
+trip); then ``save_learning`` writes the model and this instance's contribution, atomically, in
 the models' slot. A partition's tier populations and conversion counts
 (:mod:`consumer.service.tier_counts`) are written with its states, as changes. Redis
 fences with ``WATCH``: per partition on its epoch and its applied offset, and on the
@@ -22,7 +23,8 @@ model for the learning. Not on each user the batch reads: whoever writes a parti
 users holds its epoch (an instance acquires it; the ``tierstream state`` tools that
 rewrite states run with the group stopped), and Redis's WATCH costs time quadratic in
 the keys one connection watches. A partition whose epoch or applied offset changed in
-between is not written (Fenced), nor any after it, nor the learning; learning that
+between is not written (Fenced), nor any after it (on one server: none of the
+batch's), nor the learning; learning that
 finds another model version stored is not written (``save_learning`` says False).
 :mod:`consumer.service.checkpoint` says what each outcome means.
 
@@ -175,10 +177,11 @@ class Transaction(Protocol):
     def save_partitions(
         self, batch: SaveSet, written: Callable[[Partition], None] | None = None
     ) -> None:
-        """Write each partition's part of ``batch`` at once (partition by partition),
-        calling ``written`` with each partition once it is; raises Fenced or
-        StateStoreError at the first partition not written (the ones before it are
-        written)."""
+        """Write each partition's part of ``batch`` at once, calling ``written`` with
+        each partition once it is; raises Fenced or StateStoreError at the first
+        partition not written. Partition by partition (the ones before it are written),
+        or, where a store writes them all in one transaction (Redis on one server), all
+        or none."""
         ...
 
     def save_learning(self, batch: SaveSet) -> bool:
@@ -235,6 +238,11 @@ class StateStore(Protocol):
     def clear_outbox(self, partition: Partition, count: int) -> None:
         """Drop the first ``count`` entries (the ones just published); Fenced if the
         partition's epoch is no longer the one held."""
+        ...
+
+    def clear_outboxes(self, counts: Mapping[Partition, int]) -> None:
+        """:meth:`clear_outbox` for each partition of ``counts``: the ones whose epoch
+        is still the one held are trimmed, then Fenced names the others, if any."""
         ...
 
     def record_partition_count(self, topic: str, partitions: int) -> int:
@@ -411,6 +419,16 @@ class MemoryStateStore(Holdings):
     def clear_outbox(self, partition: Partition, count: int) -> None:
         self.check_owner([partition])
         del self.outboxes.get(partition, [])[:count]
+
+    def clear_outboxes(self, counts: Mapping[Partition, int]) -> None:
+        refused: list[Fenced] = []
+        for tp, count in counts.items():
+            try:
+                self.clear_outbox(tp, count)
+            except Fenced as exc:
+                refused.append(exc)
+        if refused:
+            raise refused[0]
 
     def record_partition_count(self, topic: str, partitions: int) -> int:
         if topic not in self.partitions:

@@ -117,9 +117,12 @@ def test_a_zombie_writes_nothing_and_cannot_trim(make_store: MakeStore) -> None:
     assert owner.begin([A]).load({A: ["u1"]}, {}).states[A] == {"u1": None}
 
 
-def test_partitions_before_a_fenced_one_are_saved_the_learning_is_not(
+def test_a_fenced_partition_is_not_saved_nor_any_after_it_nor_the_learning(
     make_store: MakeStore,
 ) -> None:
+    """Partition by partition, the ones before the fenced one are saved (and reported
+    written); where a store writes a batch's partitions in one transaction (Redis on one
+    server), none is. Either way what is reported written is what is stored."""
     mine, other = make_store(), make_store()
     mine.acquire([A, B])
     txn = mine.begin([A, B])
@@ -129,10 +132,67 @@ def test_partitions_before_a_fenced_one_are_saved_the_learning_is_not(
         {A: PartitionWrite({"u1": b"1"}, applied=1), B: PartitionWrite({"u2": b"2"}, applied=1)},
         contribution=("me", b"learned"),
     )
+    written: list[tuple[str, int]] = []
     with pytest.raises(Fenced):
-        txn.save_partitions(batch)
-    assert mine.applied_offsets([A, B]) == {A: 1, B: None}
+        txn.save_partitions(batch, written.append)
+    together = isinstance(mine, RedisStateStore) and mine.one_server
+    assert written == ([] if together else [A])
+    assert mine.applied_offsets([A, B]) == {A: None if together else 1, B: None}
     assert mine.get_contribution("me") is None
+
+
+def test_outboxes_are_trimmed_where_the_epoch_is_held_and_the_others_named(
+    make_store: MakeStore,
+) -> None:
+    mine, other = make_store(), make_store()
+    mine.acquire([A, B])
+    txn = mine.begin([A, B])
+    txn.load({}, {})
+    txn.save_partitions(
+        SaveSet(
+            {
+                A: PartitionWrite(applied=1, outbox=[b"a1", b"a2"]),
+                B: PartitionWrite(applied=1, outbox=[b"b1", b"b2"]),
+            }
+        )
+    )
+    mine.clear_outboxes({A: 1, B: 1})
+    assert mine.outbox(A) == [b"a2"] and mine.outbox(B) == [b"b2"]
+    other.acquire([A])  # A has another owner now
+    with pytest.raises(Fenced, match="events"):
+        mine.clear_outboxes({A: 1, B: 1})
+    assert mine.outbox(A) == [b"a2"] and mine.outbox(B) == []
+
+
+def test_each_load_reads_the_contributions_as_they_are_now(make_store: MakeStore) -> None:
+    """Contributions come and go and change between loads (a Redis store reads those of
+    the instances it saw contributing at its last load early: the guess must never
+    stand in for what is stored)."""
+    mine, other = make_store(), make_store()
+    mine.acquire([A])
+    other.acquire([B])
+
+    def contributions() -> dict[str, bytes]:
+        txn = mine.begin([A])
+        loaded = txn.load({A: []}, {})
+        txn.abort()
+        return loaded.contributions
+
+    def contribute(value: bytes | None, drop: tuple[str, ...] = ()) -> None:
+        txn = other.begin([B])
+        txn.load({B: []}, {})
+        learned = None if value is None else ("other", value)
+        assert txn.save_learning(SaveSet(contribution=learned, drop_contributions=drop))
+
+    assert contributions() == {}
+    contribute(b"c1")
+    assert contributions() == {"other": b"c1"}
+    contribute(b"c2")
+    assert contributions() == {"other": b"c2"}
+    contribute(None, drop=("other",))
+    assert contributions() == {}
+    contribute(b"c3")
+    assert contributions() == {"other": b"c3"}
 
 
 def test_learning_is_a_compare_and_set_on_the_model(make_store: MakeStore) -> None:
@@ -146,6 +206,16 @@ def test_learning_is_a_compare_and_set_on_the_model(make_store: MakeStore) -> No
     assert t1.save_learning(SaveSet(model=b"v2 by one", contribution=("one", b"c1"))) is False
     assert one.get_model() == b"v2 by two"
     assert one.get_contribution("one") is None and one.get_contribution("two") == b"c2"
+    # Over a stored model too: each loads v2, two writes v3 first.
+    t1, t2 = one.begin([A]), two.begin([B])
+    assert t1.load({A: []}, {}).model == t2.load({B: []}, {}).model == b"v2 by two"
+    assert t2.save_learning(SaveSet(model=b"v3 by two", contribution=("two", b"c3")))
+    assert t1.save_learning(SaveSet(model=b"v3 by one", contribution=("one", b"c1"))) is False
+    assert one.get_model() == b"v3 by two"
+    t1 = one.begin([A])
+    t1.load({A: []}, {})
+    assert t1.save_learning(SaveSet(model=b"v4 by one", contribution=("one", b"c1")))
+    assert two.get_model() == b"v4 by one" and two.get_contribution("one") == b"c1"
 
 
 def test_an_applied_offset_moved_meanwhile_fences_the_partition(make_store: MakeStore) -> None:

@@ -423,9 +423,14 @@ def test_a_batch_that_fails_after_its_save_is_counted_once(names: Names, step: s
 class FailingAfterOnePartition(RedisStateStore):
     """The Redis store, whose first batch of two or more partitions fails (the store
     unreachable) right after its first partition is written, as when a Redis Cluster
-    primary dies between two partitions' MULTI/EXECs."""
+    primary dies between two partitions' MULTI/EXECs (so it writes partition by
+    partition, as on a cluster: on one server they are written in one transaction)."""
 
     failed = False
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.one_server = False
 
     def begin(self, partitions: Sequence[Partition]) -> _RedisTransaction:
         txn = super().begin(partitions)

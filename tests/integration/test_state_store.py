@@ -3,11 +3,13 @@ single Redis server of the local stack (`make stack-up`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from redis.connection import AbstractConnection
 
 from consumer.service.redis_store import RedisStateStore
+from consumer.service.state_store import PartitionWrite, SaveSet
 from tests.integration.store_contract import *  # noqa: F403  (the contract's tests)
 from tests.integration.store_contract import MakeStore
 from tests.integration.support import REDIS, Names
@@ -27,3 +29,43 @@ def make_store(names: Names) -> Iterator[MakeStore]:
     yield make
     for store in stores:
         store.close()
+
+
+def test_on_one_server_a_batch_watches_and_writes_its_partitions_at_once(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A single Redis server holds every key: one WATCH and one MULTI/EXEC for all the
+    batch's partitions, one script call for all their trims (Redis Cluster needs one of
+    each per slot); the learning is one script call, no WATCH. Counted as the client's
+    round trips (each a send on a connection)."""
+    store = make_store()
+    assert isinstance(store, RedisStateStore) and store.one_server
+    parts = [("events", p) for p in range(4)]
+    store.acquire(parts)
+    batch = SaveSet({tp: PartitionWrite({"u": b"s"}, applied=1, outbox=[b"o"]) for tp in parts})
+
+    def round_trips(step: Callable[[], object]) -> int:
+        sends: list[object] = []
+        original = AbstractConnection.send_packed_command
+
+        def counted(conn: AbstractConnection, command: object, check_health: bool = True) -> None:
+            sends.append(command)
+            original(conn, command, check_health)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(AbstractConnection, "send_packed_command", counted)
+            step()
+        return len(sends)
+
+    learning = SaveSet(contribution=("me", b"learned"))
+    for _ in range(3):  # the first opens the connections and loads the scripts
+        txn = store.begin(parts)
+        load = round_trips(lambda: txn.load({tp: ["u"] for tp in parts}, {}))  # noqa: B023
+        save = round_trips(lambda: txn.save_partitions(batch))  # noqa: B023
+        learned = round_trips(lambda: txn.save_learning(learning))  # noqa: B023
+        trims = round_trips(lambda: store.clear_outboxes(dict.fromkeys(parts, 1)))
+    # The load: the partitions' WATCH, then the reads (the contributions among them).
+    assert (load, save, learned, trims) == (2, 1, 1, 1)
+    assert store.get_contribution("me") == b"learned"
+    assert all(store.outbox(tp) == [] for tp in parts)
+    assert store.applied_offsets(parts) == dict.fromkeys(parts, 1)
