@@ -37,7 +37,7 @@ import orjson
 
 from consumer.service.dead_letters import dead_letter
 from consumer.service.model_files import stored_model
-from consumer.service.records import InputRecord, OutputRecord
+from consumer.service.records import InputRecord, OutputRecord, pack_outbox
 from consumer.service.state_store import Loaded, PartitionWrite, SaveSet, compact
 from consumer.service.tier_counts import conversion_key
 from online_models.engine import Decision, TierEngine
@@ -527,7 +527,7 @@ class _Run:
         for tp, user in self.unusable:  # its timers would only fire into nothing again
             save.at(tp).timers_clear.append(user)
         for tp, outs in out.outputs.items():
-            save.at(tp).outbox = [o.to_frame() for o in outs]
+            save.at(tp).outbox = [pack_outbox(outs)] if outs else []
         for tp, offset in self.applied.items():
             save.at(tp).applied = offset
         for tp, wm in self.watermarks.items():

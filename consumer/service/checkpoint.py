@@ -89,7 +89,7 @@ from typing import Protocol
 from consumer.service.batch import BatchOutcome, BatchStep
 from consumer.service.errors import Fenced, StateRolledBack
 from consumer.service.offset_commits import DeferredCommits, OffsetCommitter
-from consumer.service.records import InputRecord, OutputRecord
+from consumer.service.records import InputRecord, OutputRecord, unpack_outbox
 from consumer.service.state_store import Loaded, StateStore
 
 log = logging.getLogger(__name__)
@@ -205,11 +205,12 @@ class Checkpoint:
             entries = self.store.outbox(tp)
             if not entries:
                 continue
-            log.info("publishing %d pending outputs of %s:%d", len(entries), *tp)
-            self.publisher.publish([OutputRecord.from_frame(e) for e in entries])
+            pending = [record for entry in entries for record in unpack_outbox(entry)]
+            log.info("publishing %d pending outputs of %s:%d", len(pending), *tp)
+            self.publisher.publish(pending)
             self.on_step("republish")
             self.store.clear_outbox(tp, len(entries))
-            republished += len(entries)
+            republished += len(pending)
         return republished
 
     def release(self, partitions: Iterable[Partition]) -> None:

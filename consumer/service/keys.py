@@ -23,7 +23,8 @@ key                         value                                        lifetim
 ``<p>:T:conv``              hash: ``group:outcome:tier`` -> propensity   forever
                             labels resolved (conversion per tier)
 ``<p>:T:applied``           last input offset applied to state           forever
-``<p>:T:outbox``            list of outputs saved, not yet published     until published
+``<p>:T:outbox``            list of outputs saved, not yet published:    until published
+                            an entry per batch (``records.pack_outbox``)
 ``<p>:T:wm``                event-time watermark of the partition        forever
 ``<p>:T:timers``            sorted set: user -> when their timer fires   while armed
                             (label deadline, re-score)

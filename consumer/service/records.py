@@ -1,7 +1,7 @@
 """Records crossing the service boundary, independent of any Kafka client's classes.
 
-An :class:`OutputRecord` is stored in the outbox as one binary frame, so a re-publish
-after a crash sends the very same bytes.
+An :class:`OutputRecord` is one binary frame, so a re-publish after a crash sends the
+very same bytes:
 
 >>> rec = OutputRecord("user-tier-changes", b"u1", b'{"tier":"vip"}')
 >>> OutputRecord.from_frame(rec.to_frame()) == rec
@@ -10,16 +10,71 @@ True
 True
 >>> OutputRecord.from_frame(OutputRecord("user-tiers", b"u1", None).to_frame()).value is None
 True
+
+A batch's outputs of one partition go to its outbox as one entry, their frames
+compressed together (:func:`pack_outbox`): every output crosses to the state store and
+its append-only file, and a batch's tier changes share most of their bytes (the same
+keys, reasons, tiers), so a bundle of them is some 20 times smaller than the frames
+(docs/performance.md, "The outbox, compressed"). :func:`unpack_outbox` reads a bundle,
+and a single frame as earlier versions stored it:
+
+>>> outs = [rec, OutputRecord("user-tiers", b"u1", None), OutputRecord("dlq", None, b"x")]
+>>> unpack_outbox(pack_outbox(outs)) == outs
+True
+>>> unpack_outbox(rec.to_frame()) == [rec]
+True
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
+from collections.abc import Sequence
 from typing import Final, NamedTuple
 
 _HEADER: Final = struct.Struct(">HIB")
 _NO_KEY: Final = 0xFFFFFFFF
 _VALUE, _TOMBSTONE = 0, 1
+#: The first byte of an outbox bundle. A frame's is the high byte of its topic name's
+#: length (at most 249 bytes, Kafka's limit): always 0.
+_BUNDLE: Final = b"\xb5"
+_LENGTH: Final = struct.Struct(">I")
+#: zlib's fastest level: 1.2 µs an output, a 18-20x smaller bundle of tier changes;
+#: level 6 compressed 10% better at 2.5 times the CPU.
+_LEVEL: Final = 1
+
+
+def pack_outbox(records: Sequence[OutputRecord]) -> bytes:
+    """``records`` as one outbox entry: their frames, each after its length, compressed."""
+    parts: list[bytes] = []
+    for record in records:
+        frame = record.to_frame()
+        parts += (_LENGTH.pack(len(frame)), frame)
+    return _BUNDLE + zlib.compress(b"".join(parts), _LEVEL)
+
+
+def unpack_outbox(entry: bytes) -> list[OutputRecord]:
+    """The records of an outbox entry (a bundle, or one frame as earlier versions
+    stored them); ValueError if it is neither.
+
+    >>> unpack_outbox(_BUNDLE + b"not zlib")
+    Traceback (most recent call last):
+    ...
+    ValueError: unreadable outbox entry: Error -3 while decompressing data: incorrect header check
+    """
+    if entry[:1] != _BUNDLE:
+        return [OutputRecord.from_frame(entry)]
+    try:
+        data = zlib.decompress(entry[1:])
+    except zlib.error as exc:
+        raise ValueError(f"unreadable outbox entry: {exc}") from None
+    out, at = [], 0
+    while at < len(data):
+        (n,) = _LENGTH.unpack_from(data, at)
+        at += _LENGTH.size
+        out.append(OutputRecord.from_frame(data[at : at + n]))
+        at += n
+    return out
 
 
 class InputRecord(NamedTuple):

@@ -33,6 +33,8 @@ from tests.integration.support import KAFKA, REDIS
 
 #: The steps of a batch, in order (``save`` is the learning's, 3b).
 BATCH_STEPS = ("load", "apply", "save-partitions", "save", "check", "publish", "commit", "clear")
+#: Gaps between batches worth reporting (seconds).
+WIDE_GAP_S = 0.05
 #: The line each instrumented instance writes at exit.
 STEPS_LINE = re.compile(r"^batch steps over (\d+) batches: (.*)$", re.M)
 
@@ -45,6 +47,10 @@ def _instrumented_service(argv: Sequence[str]) -> int:
     totals: defaultdict[str, float] = defaultdict(float)
     counts: Counter[str] = Counter()
     per_batch: list[dict[str, float]] = []  # each batch's steps, for the slowest ones
+    #: Between batches (the send of the outputs, the poll): seconds, and when it ended
+    #: (the wall clock, as the events' timestamps).
+    gaps: list[tuple[float, float]] = []
+    ended: list[float] = []
     init = checkpoint.Checkpoint.__init__
 
     def timed_init(self: checkpoint.Checkpoint, *args: Any, **kwargs: Any) -> None:
@@ -53,11 +59,14 @@ def _instrumented_service(argv: Sequence[str]) -> int:
 
         def start(*a: Any, **k: Any) -> checkpoint.CheckpointStats:
             last[0] = time.perf_counter()
+            if ended:  # the time since the last batch: its send, the poll, idle waits
+                gaps.append((last[0] - ended[0], time.time()))
             inside[0] = True
             try:
                 return run(*a, **k)
             finally:
                 inside[0] = False
+                ended[:] = [time.perf_counter()]
 
         def step(name: str) -> None:
             now = time.perf_counter()
@@ -87,10 +96,38 @@ def _instrumented_service(argv: Sequence[str]) -> int:
             for b in walls[-5:]:
                 steps = ", ".join(f"{k} {1000 * v:.1f}" for k, v in b.items())
                 print(f"  {1000 * sum(b.values()):.1f} ms: {steps}", file=sys.stderr)
+        wide = [(at, g) for g, at in gaps if g > WIDE_GAP_S]
+        if wide:
+            shown = ", ".join(f"{1000 * g:.0f} ms to {at:.1f}" for at, g in wide[-8:])
+            print(f"between batches (send, poll, idle) over 50 ms: {shown}", file=sys.stderr)
 
+    _time_polls()
     checkpoint.Checkpoint.__init__ = timed_init  # type: ignore[method-assign]
     atexit.register(report)
     return cli_main(list(argv))
+
+
+def _time_polls() -> None:
+    """Time the service's polls; at exit, name those that brought records after more
+    than :data:`WIDE_GAP_S` (a wait on the broker, or the process short of CPU)."""
+    from consumer.service import kafka_io
+
+    polls: list[tuple[float, float, int]] = []  # seconds, when it ended, records
+    poll = kafka_io.EventSource.poll
+
+    def timed_poll(self: kafka_io.EventSource, timeout_ms: int) -> list[Any]:
+        began = time.perf_counter()
+        got = poll(self, timeout_ms)
+        polls.append((time.perf_counter() - began, time.time(), len(got)))
+        return got
+
+    def report() -> None:
+        wide = [(at, s, n) for s, at, n in polls if n and s > WIDE_GAP_S]
+        shown = ", ".join(f"{1000 * s:.0f} ms to {at:.1f} ({n} records)" for at, s, n in wide[-8:])
+        print(f"polls that brought records after over 50 ms: {shown or 'none'}", file=sys.stderr)
+
+    kafka_io.EventSource.poll = timed_poll  # type: ignore[method-assign]
+    atexit.register(report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.instances} instance(s), {args.rate:,.0f} new users/s {extra or ''}: "
         f"p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms, max {m.max_ms:,.0f} ms"
     )
+    worst = ", ".join(f"{ms} ms created at {at:.1f}" for at, ms in m.worst)
+    print(f"  the slowest events: {worst}")
     for err in sorted(logs.glob("*.err")):
         text = err.read_text(errors="replace")
         for found in STEPS_LINE.finditer(text):

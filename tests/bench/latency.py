@@ -38,6 +38,8 @@ from tests.bench.workloads import PARTITIONS, unique
 
 #: Events before the measured stream, whose changes show the service is consuming.
 WARM_UP = 200
+#: How many of the slowest events :class:`Latency` names.
+WORST = 5
 #: Kafka's code for a broker-stamped timestamp (ConsumerRecord.timestamp_type).
 LOG_APPEND_TIME = 1
 
@@ -52,6 +54,8 @@ class Latency:
     p99_ms: float
     max_ms: float
     max_rss_mb: float  #: the largest instance's
+    #: The slowest events' CreateTimes (s, the wall clock) and latencies (ms), slowest last.
+    worst: tuple[tuple[float, int], ...] = ()
 
 
 class _Changes:
@@ -193,7 +197,8 @@ def measure(
     for d in done:
         processes.check(d)
     redis_memory.delete_prefix(redis, env["TIERSTREAM_KEY_PREFIX"])
-    late = sorted(reader.appended[k] - t for k, t in created.items() if k in reader.appended)
+    timed = [(t / 1000, reader.appended[k] - t) for k, t in created.items() if k in reader.appended]
+    late = sorted(ms for _, ms in timed)
     if not late:
         raise RuntimeError("no tier change came out for the measured events")
     return Latency(
@@ -205,4 +210,5 @@ def measure(
         _quantile(late, 0.99),
         float(late[-1]),
         max(d.max_rss_mb for d in done),
+        tuple(sorted(timed, key=lambda w: w[1])[-WORST:]),
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import orjson
 
-from consumer.service.records import InputRecord, OutputRecord
+from consumer.service.records import InputRecord, OutputRecord, unpack_outbox
 from consumer.service.state_store import MemoryStateStore
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import Replay, replay
@@ -81,7 +81,8 @@ def test_a_forgotten_user_leaves_nothing_in_the_store() -> None:
     assert isinstance(store, MemoryStateStore)
     assert "u1" not in store.users and "u2" in store.users
     assert all("u1" not in t for t in store.timers.values())
-    assert not any(b"u1" in e for out in store.outboxes.values() for e in out)
+    pending = [r for out in store.outboxes.values() for e in out for r in unpack_outbox(e)]
+    assert not any(b"u1" in (r.key or b"") + (r.value or b"") for r in pending)
 
 
 def test_forgetting_an_unknown_user_publishes_only_the_tombstone() -> None:

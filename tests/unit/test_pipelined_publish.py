@@ -14,7 +14,7 @@ import pytest
 
 from consumer.service.checkpoint import Checkpoint
 from consumer.service.errors import Fenced, PublishError
-from consumer.service.records import InputRecord, OutputRecord
+from consumer.service.records import InputRecord, OutputRecord, unpack_outbox
 from consumer.service.state_store import MemoryStateStore
 from consumer.tools.replay import LocalOffsets
 from tests.batch_step import frozen_step
@@ -92,6 +92,11 @@ def _checkpoint(
     return checkpoint, offsets
 
 
+def _pending(store: MemoryStateStore) -> int:
+    """The outputs waiting in the partition's outbox (an entry per batch)."""
+    return sum(len(unpack_outbox(entry)) for entry in store.outbox(TP))
+
+
 def _users(records: Sequence[OutputRecord]) -> list[bytes]:
     return [r.key for r in records if r.topic == "changes" and r.key is not None]
 
@@ -104,14 +109,14 @@ def test_a_batch_is_settled_by_the_next_one_after_its_save() -> None:
     # sent, not yet acknowledged: still in the outbox, its offsets not committed
     assert _users(broker.sent[0].records) == [b"u0", b"u1", b"u2"]
     assert not broker.sent[0].waited
-    assert len(store.outbox(TP)) == 6  # a change and a current tier each
+    assert _pending(store) == 6  # a change and a current tier each
     assert offsets.committed == {}
     steps.clear()
     checkpoint.run_batch(_records(3, 2))
     assert steps.index("save") < steps.index("publish") < steps.index("check")
     assert broker.sent[0].waited and not broker.sent[1].waited
     assert offsets.committed == {TP: 3}
-    assert len(store.outbox(TP)) == 4  # the first batch's trimmed, the second's kept
+    assert _pending(store) == 4  # the first batch's trimmed, the second's kept
     checkpoint.flush_commits()  # idle: the last batch settled too
     assert _users(broker.acknowledged) == [f"u{i}".encode() for i in range(5)]
     assert store.outbox(TP) == []
@@ -128,7 +133,7 @@ def test_a_failed_acknowledgement_loses_nothing_and_keeps_the_order() -> None:
         checkpoint.run_batch(_records(2, 2))  # saved; the first batch's acks failed
     assert len(broker.sent) == 1, "the second batch was sent before the first's acks"
     assert broker.acknowledged == []
-    assert len(store.outbox(TP)) == 8  # both batches' outputs wait in the outbox
+    assert _pending(store) == 8  # both batches' outputs wait in the outbox
     assert offsets.committed == {}
     # what the service does after a failure: acquire again, which publishes the outbox
     republished = checkpoint.recover([TP])
@@ -172,7 +177,7 @@ def test_acquiring_again_settles_the_batch_in_flight_before_reading_the_outbox()
     assert checkpoint.recover([TP]) == 0  # nothing left to republish: it was settled
     assert broker.sent[0].waited and store.outbox(TP) == []
     checkpoint.run_batch(_records(2, 2))
-    assert len(store.outbox(TP)) == 4  # the second batch's entries, awaiting their acks
+    assert _pending(store) == 4  # the second batch's entries, awaiting their acks
     checkpoint.flush_commits()
     assert _users(broker.acknowledged) == [b"u0", b"u1", b"u2", b"u3"]
 
@@ -199,3 +204,25 @@ def test_a_zombie_gives_its_partitions_up_though_the_group_refuses_its_commit() 
     checkpoint.run_batch(_records(2, 2))
     with pytest.raises(Fenced):  # in the batch path the refusal is the batch's to report
         checkpoint.flush_commits()
+
+
+def test_a_batchs_outputs_are_one_compressed_outbox_entry_read_back_in_order() -> None:
+    """The outputs of a batch's partition go to its outbox as one entry, compressed (a
+    tenth of their frames' bytes or less for tier changes); a new owner publishes them
+    as they were, after an entry written by an earlier version (one frame)."""
+    store, broker, steps = MemoryStateStore(), Broker(), []
+    checkpoint, _ = _checkpoint(store, broker, steps)
+    checkpoint.recover([TP])
+    earlier = OutputRecord("changes", b"u-earlier", b'{"tier":"vip"}')
+    store.outboxes[TP] = [earlier.to_frame()]  # left by an earlier version's batch
+    assert checkpoint.recover([TP]) == 1
+    checkpoint.run_batch(_records(0, 40))
+    (entry,) = store.outbox(TP)
+    sent = broker.sent[-1].records
+    assert unpack_outbox(entry) == sent and len(sent) == 80
+    assert len(entry) * 10 < sum(len(r.to_frame()) for r in sent)
+    broker.fail_next = True  # its acknowledgement fails: the next owner publishes it
+    with pytest.raises(PublishError):
+        checkpoint.flush_commits()
+    assert checkpoint.recover([TP]) == 80
+    assert broker.acknowledged == [earlier, *sent]
