@@ -10,8 +10,9 @@ server (a single server, Sentinel's primary) one connection WATCHes every partit
 the batch and one MULTI/EXEC writes them all, and one script trims all their outboxes.
 The learning needs no WATCH: a script writes it only over the model the load read. A
 batch of two partitions makes 6 round trips there (WATCH, read, save, learning, check,
-trim; one more when timers are due) where it made 11, of four 6 where it made 17
-(docs/performance.md, "Per-batch costs").
+trim; one more when timers are due or the contributing instances changed) where it made
+11, of four 6 where it made 17 (docs/performance.md, "Fewer round trips to Redis per
+batch").
 """
 
 from __future__ import annotations
