@@ -39,7 +39,7 @@ _VALUE, _TOMBSTONE = 0, 1
 #: length (at most 249 bytes, Kafka's limit): always 0.
 _BUNDLE: Final = b"\xb5"
 _LENGTH: Final = struct.Struct(">I")
-#: zlib's fastest level: 1.2 µs an output, a 18-20x smaller bundle of tier changes;
+#: zlib's fastest level: 1.2 µs an output, an 18-20x smaller bundle of tier changes;
 #: level 6 compressed 10% better at 2.5 times the CPU.
 _LEVEL: Final = 1
 
@@ -61,19 +61,23 @@ def unpack_outbox(entry: bytes) -> list[OutputRecord]:
     Traceback (most recent call last):
     ...
     ValueError: unreadable outbox entry: Error -3 while decompressing data: incorrect header check
+    >>> unpack_outbox(bytes(1))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unreadable outbox entry: unpack_from requires a buffer of at least 7 bytes ...
     """
-    if entry[:1] != _BUNDLE:
-        return [OutputRecord.from_frame(entry)]
     try:
+        if entry[:1] != _BUNDLE:
+            return [OutputRecord.from_frame(entry)]
         data = zlib.decompress(entry[1:])
-    except zlib.error as exc:
+        out, at = [], 0
+        while at < len(data):
+            (n,) = _LENGTH.unpack_from(data, at)
+            at += _LENGTH.size
+            out.append(OutputRecord.from_frame(data[at : at + n]))
+            at += n
+    except (zlib.error, struct.error) as exc:
         raise ValueError(f"unreadable outbox entry: {exc}") from None
-    out, at = [], 0
-    while at < len(data):
-        (n,) = _LENGTH.unpack_from(data, at)
-        at += _LENGTH.size
-        out.append(OutputRecord.from_frame(data[at : at + n]))
-        at += n
     return out
 
 
