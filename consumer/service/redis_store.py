@@ -18,7 +18,7 @@ batch").
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 from redis.exceptions import WatchError
 
@@ -39,15 +39,8 @@ from consumer.service.state_store import (
 )
 from consumer.service.tier_counts import TierCounts
 
-#: Trim the first ARGV[2] entries of an outbox (KEYS[2]) only if the partition's epoch
-#: (KEYS[1]) is still ARGV[1]; 1 if trimmed, 0 if the partition has another owner.
-_GUARDED_TRIM: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('LTRIM', KEYS[2], tonumber(ARGV[2]), -1)
-  return 1
-end
-return 0
-"""
+_Item = TypeVar("_Item")
+
 #: Trim outboxes, each only if its partition's epoch is still the one held: KEYS an
 #: epoch and an outbox per partition, ARGV the epoch held and the count per partition;
 #: the (1-based) numbers of the partitions whose epoch is another (not trimmed).
@@ -130,7 +123,6 @@ class RedisStateStore(Holdings):
         #: WATCHed on one connection and written in one MULTI/EXEC, all or none.
         self.one_server = self.address.kind != "cluster"
         self._client: Any = None
-        self._trim: Any = None
         self._trims: Any = None
         self._learning: Any = None
         self._record_count: Any = None
@@ -149,7 +141,6 @@ class RedisStateStore(Holdings):
                 self._client = connect(self.address)
             except REDIS_FAILURES as exc:
                 raise self.unreachable(exc) from None
-            self._trim = self._client.register_script(_GUARDED_TRIM)
             self._trims = self._client.register_script(_GUARDED_TRIMS)
             self._learning = self._client.register_script(_LEARNING)
             self._record_count = self._client.register_script(_RECORD_COUNT)
@@ -234,21 +225,19 @@ class RedisStateStore(Holdings):
         refused: list[Partition] = []
         try:
             self._redis  # noqa: B018  (opens the client and its scripts)
-            if self.one_server and len(counts) > 1:
-                keys, args, order = [], [], list(counts)
-                for tp in order:
-                    keys += [self.keys.epoch(*tp), self.keys.outbox(*tp)]
-                    args += [held[tp], counts[tp]]
-                refused = [order[i - 1] for i in self._trims(keys=keys, args=args)]
-            else:
-                for tp, count in counts.items():
-                    keys = [self.keys.epoch(*tp), self.keys.outbox(*tp)]
-                    if not self._trim(keys=keys, args=[held[tp], count]):
-                        refused.append(tp)
+            for group in self.transactions(list(counts)):
+                keys = [k for tp in group for k in (self.keys.epoch(*tp), self.keys.outbox(*tp))]
+                args = [a for tp in group for a in (held[tp], counts[tp])]
+                refused += [group[i - 1] for i in self._trims(keys=keys, args=args)]
         except REDIS_FAILURES as exc:
             raise StateStoreError(f"clearing outboxes {sorted(counts)}: {exc}") from exc
         if refused:
             raise fenced(refused, held, "another epoch")
+
+    def transactions(self, items: list[_Item]) -> list[list[_Item]]:
+        """``items`` (of partitions, in order) as the atomic writes they go in: all in
+        one on one server, one each (its slot) on Redis Cluster."""
+        return [items] if self.one_server else [[item] for item in items]
 
     def record_partition_count(self, topic: str, partitions: int) -> int:
         keys = [self.keys.partitions, self.keys.counted]
@@ -473,15 +462,12 @@ class _RedisTransaction:
     ) -> None:
         writes = [(tp, batch.partitions[tp]) for tp in sorted(batch.partitions)]
         writes = [(tp, write) for tp, write in writes if not write.empty]
-        # One transaction for every partition on one server, one per partition (its
-        # slot) on a cluster.
-        groups = [writes] if self._store.one_server else [[w] for w in writes]
         done: list[Partition] = []
         try:
             for tp, _ in writes:
                 if tp not in self._pipes:
                     raise StateStoreError(f"partition {tp} was not loaded by this batch")
-            for group in groups:
+            for group in self._store.transactions(writes):
                 self._transact(group, done)
                 for tp, _ in group:
                     done.append(tp)
