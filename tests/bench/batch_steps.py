@@ -99,7 +99,8 @@ def _instrumented_service(argv: Sequence[str]) -> int:
         wide = [(at, g) for g, at in gaps if g > WIDE_GAP_S]
         if wide:
             shown = ", ".join(f"{1000 * g:.0f} ms to {at:.1f}" for at, g in wide[-8:])
-            print(f"between batches (send, poll, idle) over 50 ms: {shown}", file=sys.stderr)
+            over = f"over {WIDE_GAP_S * 1000:.0f} ms"
+            print(f"between batches (send, poll, idle) {over}: {shown}", file=sys.stderr)
 
     _time_polls()
     checkpoint.Checkpoint.__init__ = timed_init  # type: ignore[method-assign]
@@ -124,7 +125,10 @@ def _time_polls() -> None:
     def report() -> None:
         wide = [(at, s, n) for s, at, n in polls if n and s > WIDE_GAP_S]
         shown = ", ".join(f"{1000 * s:.0f} ms to {at:.1f} ({n} records)" for at, s, n in wide[-8:])
-        print(f"polls that brought records after over 50 ms: {shown or 'none'}", file=sys.stderr)
+        print(
+            f"polls that brought records after over {WIDE_GAP_S * 1000:.0f} ms: {shown or 'none'}",
+            file=sys.stderr,
+        )
 
     kafka_io.EventSource.poll = timed_poll  # type: ignore[method-assign]
     atexit.register(report)

@@ -197,8 +197,11 @@ def measure(
     for d in done:
         processes.check(d)
     redis_memory.delete_prefix(redis, env["TIERSTREAM_KEY_PREFIX"])
-    timed = [(t / 1000, reader.appended[k] - t) for k, t in created.items() if k in reader.appended]
-    late = sorted(ms for _, ms in timed)
+    timed = sorted(
+        ((t / 1000, reader.appended[k] - t) for k, t in created.items() if k in reader.appended),
+        key=lambda w: w[1],
+    )
+    late = [ms for _, ms in timed]
     if not late:
         raise RuntimeError("no tier change came out for the measured events")
     return Latency(
@@ -210,5 +213,5 @@ def measure(
         _quantile(late, 0.99),
         float(late[-1]),
         max(d.max_rss_mb for d in done),
-        tuple(sorted(timed, key=lambda w: w[1])[-WORST:]),
+        tuple(timed[-WORST:]),
     )
