@@ -197,8 +197,11 @@ def test_an_instance_takes_over_a_dead_ones_partitions(names: Names, quick_model
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # The victim's partitions come to the survivor once its session expires (10 s, the
+    # default TIERSTREAM_KAFKA_SESSION_TIMEOUT_S): a survivor idle for less than that
+    # after its own partitions' records could stop before the takeover.
     survivor = subprocess.Popen(
-        [sys.executable, "-m", "consumer.cli", "run", "--stop-when-idle", "3"],
+        [sys.executable, "-m", "consumer.cli", "run", "--stop-when-idle", "15"],
         env={**base, "TIERSTREAM_INSTANCE_ID": f"{names.instance}-survivor"},
         cwd=REPO,
         stdout=subprocess.DEVNULL,
