@@ -4,9 +4,11 @@ ceiling and a minimal Quix Streams app, in one run on the real Kafka + Redis of
 
 1. Throughput, for each workload (:mod:`tests.bench.workloads`), on one 4-partition
    topic: the raw kafka-python client, the Quix Streams app, ``tierstream run
-   --stop-when-idle`` with 1 and with 2 instances (:mod:`tests.bench.contenders` says
-   how each is timed), events/s and the ratio to Quix Streams, each process's max RSS,
-   and the service's Redis bytes per user.
+   --stop-when-idle`` with 1 and with 2 instances, and the same with the engine cut
+   down to the Quix app's work (:mod:`tests.bench.floor_service`: the floor of the
+   service's exactly-once path), :mod:`tests.bench.contenders` says how each is timed;
+   events/s and the ratio to Quix Streams, each process's max RSS, and the service's
+   Redis bytes per user.
 2. Event-to-tier-change latency p50/p99 at steady offered rates (:mod:`tests.bench.latency`).
 3. Memory: max RSS of ``tierstream run`` and Redis bytes per user at several user counts
    (:mod:`tests.bench.redis_memory`).
@@ -38,6 +40,9 @@ from tests.bench.workloads import Workload
 from tests.integration.support import KAFKA, REDIS, REPO
 
 SECTION = "bench"
+#: The module the floor's instances run, and what their rows add to the service's name.
+FLOOR = "tests.bench.floor_service"
+FLOOR_NAME = " with the engine cut to the Quix app's work (dedup + feature fold)"
 #: The heading of each generated section, when the doc has no such section yet.
 HEADINGS = {
     "bench": "## `make bench`: throughput, latency and memory of the live service",
@@ -140,7 +145,9 @@ class _Bench:
         self.run = workloads.run_id()
         self.logs = Path(tempfile.mkdtemp(prefix=f"{self.run}-logs-"))
 
-    def service(self, topic: str, instances: int) -> tuple[ServiceRun, RedisUse]:
+    def service(
+        self, topic: str, instances: int, module: str = "consumer.cli"
+    ) -> tuple[ServiceRun, RedisUse]:
         """tierstream run on ``topic``; its Redis use measured, then its keys deleted."""
         before = redis_memory.used_memory(self.redis)
         done = contenders.service(
@@ -151,6 +158,7 @@ class _Bench:
             self.logs,
             instances=instances,
             idle_s=self.idle_s,
+            module=module,
         )
         try:
             use = redis_memory.measure(self.redis, done.prefix, before) if done.records else None
@@ -179,12 +187,13 @@ class _Bench:
         rows.append(contenders.quix(self.kafka, topic, self.run, self.logs))
         _progress(w, rows[-1])
         use = None
-        for instances in (1, 2):
-            done, measured = self.service(topic, instances)
-            use = use or measured
-            name = f"`tierstream run`, {instances} instance{'s' if instances > 1 else ''}"
-            rows.append(contenders.tierstream(name, done, empties[instances]))
-            _progress(w, rows[-1])
+        for module, what in (("consumer.cli", ""), (FLOOR, FLOOR_NAME)):
+            for instances in (1, 2):
+                done, measured = self.service(topic, instances, module)
+                use = use or measured
+                name = f"`tierstream run`{what}, {instances} instance{'s' if instances > 1 else ''}"
+                rows.append(contenders.tierstream(name, done, empties[instances]))
+                _progress(w, rows[-1])
         workloads.delete_topics(self.kafka, topic)
         for r in rows:
             if r.records != w.events:
@@ -309,11 +318,12 @@ def _throughput_table(w: Workload, rows: list[Throughput], use: RedisUse) -> str
         ]
         for r in rows
     ]
+    per_count = {  # each instance count's empty runs, once
+        r.name.rsplit(", ", 1)[1]: r.extra for r in rows if "empty_run_s" in r.extra
+    }
     empties = ", ".join(
-        f"{r.extra['empty_run_s']:.1f} s and {r.extra['empty_run_cpu_s']:.1f} CPU-s "
-        f"({r.name.split(', ')[1]})"
-        for r in rows
-        if "empty_run_s" in r.extra
+        f"{e['empty_run_s']:.1f} s and {e['empty_run_cpu_s']:.1f} CPU-s ({count})"
+        for count, e in per_count.items()
     )
     return (
         f"### {w.name.capitalize()}: {w.describe()}\n\n"

@@ -1,7 +1,9 @@
-"""The three ways the throughput bench consumes one input topic, each in processes of its
-own: the raw client (:mod:`tests.bench.raw_client`), the minimal Quix Streams app
-(:mod:`tests.bench.quix_app`), and ``tierstream run --stop-when-idle`` with one or more
-instances in one consumer group (learning on, Kafka + Redis).
+"""The ways the throughput bench consumes one input topic, each in processes of its own:
+the raw client (:mod:`tests.bench.raw_client`), the minimal Quix Streams app
+(:mod:`tests.bench.quix_app`), ``tierstream run --stop-when-idle`` with one or more
+instances in one consumer group (learning on, Kafka + Redis), and the same with the
+engine cut down to the Quix app's work (:mod:`tests.bench.floor_service`: the floor of
+the service's exactly-once path).
 
 How each is timed:
 
@@ -157,15 +159,16 @@ def service(
     *,
     instances: int,
     idle_s: float = IDLE_S,
+    module: str = "consumer.cli",
 ) -> ServiceRun:
     """``instances`` x ``tierstream run --stop-when-idle idle_s`` in one group, started
-    together."""
+    together (``python -m module run``: :mod:`tests.bench.floor_service` for the floor)."""
     prefix = unique(run, "state")
     env = service_env(kafka, redis, topic, run, prefix)
     children = [
         processes.Child(
             f"tierstream-{prefix}-{i}",
-            processes.python("consumer.cli", "run", "--stop-when-idle", str(idle_s)),
+            processes.python(module, "run", "--stop-when-idle", str(idle_s)),
             env={**env, "TIERSTREAM_INSTANCE_ID": f"{prefix}-{i}"},
             logs=logs,
         )

@@ -23,6 +23,10 @@ CONTENDERS = (
     "Quix Streams app (RocksDB state + changelog, produce on change)",
     "`tierstream run`, 1 instance",
     "`tierstream run`, 2 instances",
+    "`tierstream run` with the engine cut to the Quix app's work (dedup + feature fold), "
+    "1 instance",
+    "`tierstream run` with the engine cut to the Quix app's work (dedup + feature fold), "
+    "2 instances",
 )
 
 
@@ -65,6 +69,8 @@ def test_the_bench_runs_every_measurement_and_writes_its_section(
         assert [r[0] for r in rows] == list(CONTENDERS)
         assert all(_number(r[1]) > 0 and _number(r[4]) > 0 for r in rows), rows  # events/s
         assert [r[2] for r in rows][1] == "1.00x"  # the ratio is to Quix Streams
+        assert [r[7] for r in rows][4:] == ["0", "0"], rows  # the floor decides nothing
+        assert all(_number(r[7]) > 0 for r in rows[1:4]), rows  # the others do
         assert all(_number(m) > 20 for r in rows for m in r[6].split(" + ")), rows  # RSS
         assert re.search(r"Redis after the 1-instance run: [\d,]+ bytes per user key", text)
 
