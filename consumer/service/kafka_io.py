@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import OffsetSpec
@@ -151,6 +151,15 @@ class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]
         return out
 
 
+#: Longest interval between the consumer's heartbeats (it is also at most a third of the
+#: session timeout). A member hears that the group is forming again (a member joined, left
+#: or was given up on) only at its next heartbeat; until every member has, the group cannot
+#: form and a joining member reads nothing: Kafka's heartbeat interval "can be adjusted even
+#: lower to control the expected time for normal rebalances". A third of the default 10-s
+#: session left the second of two instances started together idle for up to 3.3 s; one
+#: heartbeat a second per member is no load for the brokers.
+HEARTBEAT_MS: Final = 1000
+
 #: Commit errors that mean the group moved on without this member: fencing, not failure.
 _FENCING_ERRORS = (
     CommitFailedError,
@@ -216,10 +225,12 @@ class EventSource:
             max_poll_interval_ms=300_000,
             session_timeout_ms=round(session_timeout_s * 1000),
             # The broker expects a heartbeat several times per session timeout.
-            heartbeat_interval_ms=max(1000, round(session_timeout_s * 1000 / 3)),
+            heartbeat_interval_ms=max(100, min(HEARTBEAT_MS, round(session_timeout_s * 1000 / 3))),
             isolation_level="read_committed",
             client_id=f"tierstream-{group_id}",
         )
+        #: Whether the current consumer knows the subscribed topics (:meth:`_learn_topics`).
+        self._knows_topics = False
         with _connecting() as why:
             try:
                 self._consumer: KafkaConsumer | None = self._new_consumer()
@@ -229,7 +240,18 @@ class EventSource:
     def _new_consumer(self) -> KafkaConsumer:
         consumer = KafkaConsumer(**self._config)
         consumer.subscribe(self.topics, listener=self._rebalances)
+        self._knows_topics = False
         return consumer
+
+    def _learn_topics(self, consumer: KafkaConsumer) -> None:
+        """Have the new consumer know the subscribed topics' partitions before its first
+        poll joins the group: kafka-python joins with the metadata it has, a leader that
+        lacks the topics assigns nothing, and the group forms a second time once the
+        metadata comes (the other members hear of it at their next heartbeat, and no one
+        is given partitions until they have)."""
+        for topic in self.topics:
+            consumer.partitions_for_topic(topic)  # fetched if not known; a topic never
+            # created is left to the group as before
 
     def _member(self) -> KafkaConsumer:
         """The consumer; a new one if the last was replaced (BrokerError if the brokers
@@ -259,6 +281,9 @@ class EventSource:
         """The next batch, in offset order within each partition."""
         consumer = self._member()
         try:
+            if not self._knows_topics:
+                self._calls(self._learn_topics, consumer)
+                self._knows_topics = True
             batches = self._calls(
                 consumer.poll,
                 timeout_ms=timeout_ms,
