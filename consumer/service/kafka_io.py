@@ -249,9 +249,8 @@ class EventSource:
         lacks the topics assigns nothing, and the group forms a second time once the
         metadata comes (the other members hear of it at their next heartbeat, and no one
         is given partitions until they have)."""
-        for topic in self.topics:
-            consumer.partitions_for_topic(topic)  # fetched if not known; a topic never
-            # created is left to the group as before
+        for topic in self.topics:  # fetched if not known (a topic that does not exist
+            consumer.partitions_for_topic(topic)  # is left to the group, as before)
 
     def _member(self) -> KafkaConsumer:
         """The consumer; a new one if the last was replaced (BrokerError if the brokers
