@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import OffsetSpec
@@ -151,15 +151,6 @@ class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]
         return out
 
 
-#: Longest interval between the consumer's heartbeats (it is also at most a third of the
-#: session timeout). A member hears that the group is forming again (a member joined, left
-#: or was given up on) only at its next heartbeat; until every member has, the group cannot
-#: form and a joining member reads nothing: Kafka's heartbeat interval "can be adjusted even
-#: lower to control the expected time for normal rebalances". A third of the default 10-s
-#: session left the second of two instances started together idle for up to 3.3 s; one
-#: heartbeat a second per member is no load for the brokers.
-HEARTBEAT_MS: Final = 1000
-
 #: Commit errors that mean the group moved on without this member: fencing, not failure.
 _FENCING_ERRORS = (
     CommitFailedError,
@@ -225,7 +216,7 @@ class EventSource:
             max_poll_interval_ms=300_000,
             session_timeout_ms=round(session_timeout_s * 1000),
             # The broker expects a heartbeat several times per session timeout.
-            heartbeat_interval_ms=max(100, min(HEARTBEAT_MS, round(session_timeout_s * 1000 / 3))),
+            heartbeat_interval_ms=max(1000, round(session_timeout_s * 1000 / 3)),
             isolation_level="read_committed",
             client_id=f"tierstream-{group_id}",
         )
