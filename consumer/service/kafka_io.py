@@ -239,7 +239,8 @@ class EventSource:
         poll joins the group: kafka-python joins with the metadata it has, a leader that
         lacks the topics assigns nothing, and the group forms a second time once the
         metadata comes (the other members hear of it at their next heartbeat, and no one
-        is given partitions until they have)."""
+        is given partitions until they have). kafka-python fetches every topic's
+        metadata the client may see for it: once per consumer."""
         for topic in self.topics:  # fetched if not known (a topic that does not exist
             consumer.partitions_for_topic(topic)  # is left to the group, as before)
 
