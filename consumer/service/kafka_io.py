@@ -220,8 +220,6 @@ class EventSource:
             isolation_level="read_committed",
             client_id=f"tierstream-{group_id}",
         )
-        #: Whether the current consumer knows the subscribed topics (:meth:`_learn_topics`).
-        self._knows_topics = False
         with _connecting() as why:
             try:
                 self._consumer: KafkaConsumer | None = self._new_consumer()
@@ -231,6 +229,8 @@ class EventSource:
     def _new_consumer(self) -> KafkaConsumer:
         consumer = KafkaConsumer(**self._config)
         consumer.subscribe(self.topics, listener=self._rebalances)
+        #: Whether the current consumer knows the subscribed topics (:meth:`_learn_topics`,
+        #: in a bounded call at its first poll).
         self._knows_topics = False
         return consumer
 
