@@ -11,6 +11,14 @@ them (:mod:`online_models.glm`: a Bayesian update needs the labels together). It
 (:mod:`online_models.merge`) folds into the next version, and from which
 :meth:`LocalLearner.restore` rebuilds the learner exactly after a restart.
 
+Samples are learnt in chunks of :data:`CHUNK`, counted from the version's start (so the
+chunks are the same whatever the batch cut and wherever a batch was saved): a chunk's
+feature statistics are merged into the running ones at once (the pooled formula of
+Chan et al., as versions merge instances), and its traits are read with one array
+expression; k-means then takes its samples one by one, in order, as River's
+``learn_one`` would. A chunk not yet full is part of the contribution (``queued``), and
+is learnt (:func:`settled`) before a version merges it.
+
 K-means step size: River's ``KMeans`` moves the nearest centre by ``halflife``. We set it
 to ``1 / n_k`` before each update (``n_k``: points the centre has absorbed), which makes
 each centre the running mean of its points (sequential k-means, MacQueen 1967), floored
@@ -21,10 +29,12 @@ at :data:`MIN_STEP` so centres keep following a drifting population.
 >>> learner = LocalLearner(base)
 >>> learner.learn_sample([1.0, 2.0]); learner.learn_label([1.0, 2.0], {0: 1.0})
 >>> c = learner.contribution()
->>> c["samples"], c["labels"], c["reservoir"], c["labelled"]
-(1, 1, [[1.0, 2.0]], [[0, 1.0, 1.0, 2.0]])
+>>> c["samples"], c["labels"], c["reservoir"], c["labelled"], c["queued"]
+(1, 1, [[1.0, 2.0]], [[0, 1.0, 1.0, 2.0]], [[1.0, 2.0]])
 >>> LocalLearner.restore(base, c).contribution() == c
 True
+>>> settled(base, c)["scaler"], settled(base, c)["queued"]
+({'n': 1, 'mean': [1.0, 2.0], 'var': [0.0, 0.0]}, [])
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
+import numpy as np
 from river import cluster
 
 from online_models.global_model import GlobalModel
@@ -41,6 +52,8 @@ from online_models.segment_traits import TRAIT_NAMES
 MIN_STEP: Final = 1e-3
 #: Vectors kept before the first segments exist, to seed them with k-means++.
 RESERVOIR_SIZE: Final = 2000
+#: Samples learnt together (see the module docstring).
+CHUNK: Final = 64
 
 
 class _OrderedKMeans(cluster.KMeans):
@@ -97,6 +110,8 @@ class LocalLearner:
         #: Samples the feature statistics have seen, and their running means and
         #: variances (population), per feature in ``names`` order.
         self.n = 0
+        #: Samples counted but not learnt yet (fewer than :data:`CHUNK`).
+        self.queued: list[list[float]] = []
         self.means = [0.0] * len(names)
         self.vars = [0.0] * len(names)
         k = len(base.centroids)
@@ -111,23 +126,44 @@ class LocalLearner:
         self.labelled: list[list[float]] = []
 
     def learn_sample(self, x: list[float]) -> None:
-        """Learn feature statistics and segments from one raw feature vector."""
-        n = self.n = self.n + 1
-        means, vars_ = self.means, self.vars
-        for i, xi in enumerate(x):  # River's StandardScaler.learn_one, feature by feature
-            old = means[i]
-            mean = means[i] = old + (xi - old) / n
-            vars_[i] += ((xi - old) * (xi - mean) - vars_[i]) / n
+        """Count one raw feature vector, learnt with its chunk (:meth:`settle`): feature
+        statistics and segments."""
         self.samples += 1
-        if not self.counts:
-            if len(self.reservoir) < RESERVOIR_SIZE:
-                self.reservoir.append(list(x))
+        if not self.counts and len(self.reservoir) < RESERVOIR_SIZE:
+            self.reservoir.append(list(x))
+        queued = self.queued
+        queued.append(x)
+        if len(queued) >= CHUNK:
+            self.settle()
+
+    def settle(self) -> None:
+        """Learn the queued samples: their statistics pooled with the running ones, then
+        the segments' moves, one sample at a time in order."""
+        if not self.queued:
             return
-        z = self.base.traits.one(x)
-        k = self.kmeans.nearest(z)
-        n_k = self.base.centroid_counts[k] + self.counts[k] + 1.0
-        self.kmeans.move(k, z, max(1.0 / n_k, MIN_STEP))
-        self.counts[k] += 1.0
+        x = np.array(self.queued, dtype=float)
+        self.queued = []
+        n_b = len(x)
+        mean_b = x.mean(axis=0)
+        var_b = x.var(axis=0)
+        if self.n:
+            total = self.n + n_b
+            mean_a = np.array(self.means)
+            delta = mean_b - mean_a
+            m2 = np.array(self.vars) * self.n + var_b * n_b + delta * delta * self.n * n_b / total
+            self.means = (mean_a + delta * n_b / total).tolist()
+            self.vars = (m2 / total).tolist()
+            self.n = total
+        else:
+            self.n, self.means, self.vars = n_b, mean_b.tolist(), var_b.tolist()
+        if not self.counts:
+            return
+        kmeans, counts, base_counts = self.kmeans, self.counts, self.base.centroid_counts
+        for z in self.base.traits.of(x).tolist():
+            k = kmeans.nearest(z)
+            n_k = base_counts[k] + counts[k] + 1.0
+            kmeans.move(k, z, max(1.0 / n_k, MIN_STEP))
+            counts[k] += 1.0
 
     def learn_label(self, x: list[float], labels: dict[int, float]) -> None:
         """Keep the resolved labels (head index -> label) of one snapshot's raw vector."""
@@ -153,6 +189,7 @@ class LocalLearner:
             "counts": list(self.counts),
             "labelled": [list(row) for row in self.labelled],  # copies: rollback keeps them
             "reservoir": list(self.reservoir),
+            "queued": [list(x) for x in self.queued],
         }
 
     @classmethod
@@ -176,4 +213,15 @@ class LocalLearner:
         learner.samples = data["samples"]
         learner.labels = data["labels"]
         learner.reservoir = [list(x) for x in data["reservoir"]]
+        learner.queued = [list(x) for x in data.get("queued", ())]
         return learner
+
+
+def settled(base: GlobalModel, contribution: dict[str, Any]) -> dict[str, Any]:
+    """``contribution`` (made on top of ``base``) with its queued samples learnt: what
+    a version merges."""
+    if not contribution.get("queued"):
+        return contribution
+    learner = LocalLearner.restore(base, contribution)
+    learner.settle()
+    return learner.contribution()

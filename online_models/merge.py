@@ -45,6 +45,7 @@ import numpy as np
 from online_models import calibration
 from online_models.glm import MAX_ETA, Head
 from online_models.global_model import MIN_VAR, GlobalModel
+from online_models.learners import settled
 from online_models.segment_choice import (
     SWITCH_MARGIN,
     assign,
@@ -115,8 +116,9 @@ def learned_counts(base: GlobalModel, contributions: Sequence[dict[str, Any]]) -
 def merge(
     base: GlobalModel, contributions: Sequence[dict[str, Any]], p: MergePolicy
 ) -> GlobalModel:
-    """The next version: ``base`` plus every contribution made on top of it."""
-    mine = [c for c in contributions if c.get("base") == base.name]
+    """The next version: ``base`` plus every contribution made on top of it (their
+    queued samples learnt first)."""
+    mine = [settled(base, c) for c in contributions if c.get("base") == base.name]
     n, mean, var = _pooled_scaler(base, mine)
     new_scale = np.array([math.sqrt(v) if v > MIN_VAR else 1.0 for v in var])
     old_mean, old_scale = np.array(base.mean), np.array(base.scale)
