@@ -68,7 +68,7 @@ import zlib
 from collections import deque
 from functools import lru_cache
 from itertools import compress, filterfalse
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 
@@ -574,9 +574,10 @@ _SNAPSHOT_HEAD: Final = bytes((_T_LIST, _SNAPSHOT_ITEMS))
 # IEEE-754 doubles, each group packed by one ``struct`` call, the whole raw-deflated
 # (zlib level 1: the words' high bytes, the zeros and the floats a state repeats, such
 # as the vector two snapshots of one moment share, are what it takes out). It holds the
-# shapes the code makes (lists of floats, snapshots of eight items, ...); a state of any
-# other shape is written in the tagged form, which stays readable, as do states written
-# by earlier versions in it.
+# shapes the code makes (lists of floats, snapshots of eight items, ...) and no -0.0 (its
+# reader makes every zero one shared 0.0 object, as the tagged form's pool did: a batch
+# holds thousands of states, mostly zeros); a state of any other shape is written in the
+# tagged form, which stays readable, as do states written by earlier versions in it.
 #
 # After the head: the number of dedup digests and the digests (random bytes: left out
 # of the deflated part), then the deflated body: seven bytes (flags; snapshots; the
@@ -597,6 +598,13 @@ _SNAPSHOT_FLOATS = 2
 #: a snapshot: no propensity yet, no tier.
 _NO_LAST_PURCHASE, _NO_FIRST_PURCHASE, _NO_PENDING, _NO_TIER = 1, 2, 4, 8
 _NO_P, _NO_SNAPSHOT_TIER = 1, 2
+#: The deflate window (2 KiB: a body is some hundreds of bytes to a few KiB) and memory
+#: level: zlib's buffers for a state are then 16 KiB at most. Its defaults (a 32 KiB
+#: window, 64 KiB buffers), allocated and freed for every state, left the heap
+#: fragmented: a memory replay of a sparse history peaked 45 MB higher.
+_WINDOW_BITS: Final = 11
+_DEFLATE_MEMORY: Final = 6
+_ONE_ZERO: Final = {0.0: 0.0}
 #: A body is never longer (a state is some hundreds of bytes): damaged bytes cannot make
 #: the reader allocate more.
 _BODY_MAX: Final = 1 << 20
@@ -730,8 +738,14 @@ def _encode_packed(state: UserState) -> bytes:
         values = _values(len(ints), len(floats)).pack(*ints, *floats)
     except struct.error:  # an integer past 64 bits: the tagged form says so
         raise _Unusual from None
+    if 0x80 in values[8 * len(ints) + 7 :: 8] and any(
+        v == 0.0 and math.copysign(1.0, v) < 0 for v in floats
+    ):
+        raise _Unusual  # a -0.0: the reader makes every zero one 0.0
     body = _HEADER.pack(flags, *sizes) + values + tail
-    return _PACKED_HEAD + bytes((len(keys),)) + b"".join(keys) + zlib.compress(body, 1, -15)
+    deflate = zlib.compressobj(1, zlib.DEFLATED, -_WINDOW_BITS, _DEFLATE_MEMORY)
+    head = _PACKED_HEAD + bytes((len(keys),)) + b"".join(keys)
+    return head + deflate.compress(body) + deflate.flush()
 
 
 def _decode_packed(raw: bytes) -> UserState:
@@ -746,7 +760,7 @@ def _decode_packed(raw: bytes) -> UserState:
     if start > len(raw):
         raise ValueError("corrupt user state: truncated")
     keys = [raw[i : i + _KEY_BYTES] for i in range(4, start, _KEY_BYTES)]
-    inflate = zlib.decompressobj(-15)
+    inflate = zlib.decompressobj(-_WINDOW_BITS)
     try:
         body = inflate.decompress(raw[start:], _BODY_MAX)
     except zlib.error as exc:
@@ -781,14 +795,17 @@ def _unpack(body: bytes, keys: list[bytes]) -> UserState:
     tier = None
     if not flags & _NO_TIER:
         tier, pos = _name(body, pos)
-    ints, fl = values[:n_ints], values[n_ints:]
-    counts = [list(fl[i : i + width]) for i in range(0, rows * width, width)]
+    ints = values[:n_ints]
+    # One 0.0 for all (and -0.0 too: the encoder leaves states with one to the tagged
+    # form): a state's floats are mostly zeros, and a batch holds thousands of states.
+    fl = cast(list[float], list(map(_ONE_ZERO.get, values[n_ints:], values[n_ints:])))
+    counts = [fl[i : i + width] for i in range(0, rows * width, width)]
     o = rows * width
-    spend, refunded = list(fl[o : o + halves]), list(fl[o + halves : o + 2 * halves])
+    spend, refunded = fl[o : o + halves], fl[o + halves : o + 2 * halves]
     o += 3 * halves
-    sessions = list(fl[o - halves : o])
+    sessions = fl[o - halves : o]
     total_spend, total_refunded = fl[o], fl[o + 1]
-    categories = list(fl[o + 2 : o + 2 + cats])
+    categories = fl[o + 2 : o + 2 + cats]
     o += 2 + cats
     finite = math.isfinite(sum(fl[:o]))
     pending: list[Any] | None = None if flags & _NO_PENDING else []
@@ -801,7 +818,7 @@ def _unpack(body: bytes, keys: list[bytes]) -> UserState:
         if not item & _NO_SNAPSHOT_TIER:
             snap_tier, pos = _name(body, pos)
         a = _STATE_INTS + _SNAPSHOT_INTS * k
-        x = list(fl[o : o + dim])
+        x = fl[o : o + dim]
         p = None if item & _NO_P else fl[o + dim]
         pending.append(  # type: ignore[union-attr]  # n is 0 when there is no list
             [ints[a], ints[a + 1], x, p, ints[a + 2], ints[a + 3], snap_tier, fl[o + dim + 1]]
