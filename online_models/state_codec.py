@@ -27,8 +27,8 @@ what the deployment costs in memory. The binary form keeps the same tree of valu
 Any layout and any value is written and read by a walk over that tree (``_Writer``,
 ``_Reader``): the *tagged* form (format 1). The states the code makes are written in a
 *packed* form (format 2) instead: the same values without tags, in two ``struct`` calls,
-raw-deflated (``_encode_packed``, ``_decode_packed``): read in about half the CPU of
-the tagged form, written in about the same, and some 5-15% smaller. It reads back the
+raw-deflated (``_encode_packed``, ``_decode_packed``): read in 1.3-1.5x less CPU than
+the tagged form, written in about the same, and 5-14% smaller. It reads back the
 same state as the tagged form of the same state (tests/unit/test_state_codec.py
 compares them); a state of another shape is written in the tagged form. Tagged states
 of the current layout (what earlier versions wrote) are read by a path unrolled for
