@@ -750,16 +750,17 @@ def _encode_packed(state: UserState) -> bytes:
 
 def _decode_packed(raw: bytes) -> UserState:
     """:func:`decode_state` of the packed form; ValueError when the bytes are damaged."""
-    if len(raw) < len(_PACKED_HEAD):
+    head = len(_PACKED_HEAD)  # then the number of digests, and the digests
+    if len(raw) <= head:
         raise ValueError("corrupt user state: truncated")
     if raw[2] != _FAST_LAYOUT:
         raise ValueError(
             f"corrupt user state: unknown layout {raw[2]} (written by a newer version?)"
         )
-    start = 4 + _KEY_BYTES * (raw[3] if len(raw) > 3 else 0)
+    start = head + 1 + _KEY_BYTES * raw[head]
     if start > len(raw):
         raise ValueError("corrupt user state: truncated")
-    keys = [raw[i : i + _KEY_BYTES] for i in range(4, start, _KEY_BYTES)]
+    keys = [raw[i : i + _KEY_BYTES] for i in range(head + 1, start, _KEY_BYTES)]
     inflate = zlib.decompressobj(-_WINDOW_BITS)
     try:
         body = inflate.decompress(raw[start:], _BODY_MAX)
@@ -798,7 +799,8 @@ def _unpack(body: bytes, keys: list[bytes]) -> UserState:
     ints = values[:n_ints]
     # One 0.0 for all (and -0.0 too: the encoder leaves states with one to the tagged
     # form): a state's floats are mostly zeros, and a batch holds thousands of states.
-    fl = cast(list[float], list(map(_ONE_ZERO.get, values[n_ints:], values[n_ints:])))
+    floats = values[n_ints:]
+    fl = cast(list[float], list(map(_ONE_ZERO.get, floats, floats)))
     counts = [fl[i : i + width] for i in range(0, rows * width, width)]
     o = rows * width
     spend, refunded = fl[o : o + halves], fl[o + halves : o + 2 * halves]
