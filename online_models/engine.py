@@ -441,11 +441,18 @@ class TierEngine:
         at ``now`` also resolves the windows that end at ``now`` (a horizon that is a
         multiple of the re-score period ends on a re-score; an event of the user at that
         very millisecond comes after the timer and falls outside the window)."""
-        if not state.pending:
+        pending = state.pending
+        if not pending:
+            return []
+        for p in pending:  # most calls resolve nothing: say so without building lists
+            end = p[1] + p[0]
+            if now > end or (now == end and closing):
+                break
+        else:
             return []
         keep = []
         observed: list[_Label] = []
-        for p in state.pending:
+        for p in pending:
             span, t0, x0, _, purchases, events, _, spend = p
             if now < t0 + span or (now == t0 + span and not closing):
                 keep.append(p)
@@ -931,16 +938,18 @@ class EnginePass:
         if rows is None or rows.scored is None:
             return
         scored, i = rows.scored, d._row
+        if d._grid:  # its snapshots' propensity and tier, nothing else
+            propensity = scored.propensity(i)
+            label_ms = engine.horizons.label_ms
+            for snap in d._snapshots:
+                snap[3] = propensity
+                if snap[0] == label_ms:
+                    snap[6] = state.tier
+            return
         predictions = scored.predictions(i)
         propensity = predictions[0]
         for snap in d._snapshots:
             snap[3] = propensity
-        if d._grid:
-            label_ms = engine.horizons.label_ms
-            for snap in d._snapshots:
-                if snap[0] == label_ms:
-                    snap[6] = state.tier
-            return
         terms = engine._terms(predictions, scored.segments[i], rows.model)
         total, parts = d._parts
         value = engine.scorer.value(total, terms)

@@ -32,7 +32,7 @@ from online_models.event import (
     EVENT_TYPES,
     PURCHASE_INDEX,
 )
-from online_models.features import DAY_MS, UserFeatures
+from online_models.features import DAY_MS, RATES_PER_MS, UserFeatures
 
 __all__ = ["FEATURE_NAMES", "vector"]
 
@@ -44,6 +44,7 @@ _H1, _H7, _H30, _H365 = 0, 1, 2, 3
 _VIEW = (EVENT_TYPES.index("page_view"), EVENT_TYPES.index("product_view"))
 _SEARCH = EVENT_TYPES.index("search")
 _PRIOR: Final = BuyingPrior()
+_DECAY1, _DECAY7, _DECAY30, _DECAY365 = (-rate for rate in RATES_PER_MS)
 
 FEATURE_NAMES: Final = (
     "activity_1d_log",
@@ -80,61 +81,74 @@ FEATURE_NAMES: Final = (
 
 def vector(f: UserFeatures, now_ms: int) -> list[float]:
     """The feature vector of ``f`` as of event time ``now_ms`` (>= the last event)."""
-    k1 = f.decay_factor(now_ms, _H1)
-    k7 = f.decay_factor(now_ms, _H7)
-    k30 = f.decay_factor(now_ms, _H30)
-    k365 = f.decay_factor(now_ms, _H365)
-    c7, c30, c365 = f.counts[_H7], f.counts[_H30], f.counts[_H365]
+    # The sums' decay from the last event to ``now_ms``, per half-life, as
+    # :meth:`UserFeatures.decay_factor` computes it (the same numbers), inlined: this
+    # runs for every scored event and every moment of the learning grid.
+    exp = math.exp
+    dt = now_ms - f.last_ms
+    if dt < 0:
+        dt = 0
+    k1 = exp(_DECAY1 * dt)
+    k7 = exp(_DECAY7 * dt)
+    k30 = exp(_DECAY30 * dt)
+    k365 = exp(_DECAY365 * dt)
+    counts = f.counts
+    c7, c30, c365 = counts[_H7], counts[_H30], counts[_H365]
     log1p = math.log1p
-    since_event = min(max(0, now_ms - f.last_ms) / DAY_MS, MAX_RECENCY_DAYS)
-    if f.last_purchase_ms is None:
+    since_event = min(dt / DAY_MS, MAX_RECENCY_DAYS)
+    purchases = f.purchases
+    last_purchase = f.last_purchase_ms
+    if last_purchase is None:
         since_purchase = MAX_RECENCY_DAYS
     else:
-        since_purchase = min(max(0, now_ms - f.last_purchase_ms) / DAY_MS, MAX_RECENCY_DAYS)
+        since_purchase = min(max(0, now_ms - last_purchase) / DAY_MS, MAX_RECENCY_DAYS)
     tenure = max(0, now_ms - f.first_ms) / DAY_MS
-    aov = f.total_spend / f.purchases if f.purchases else 0.0
-    abandon = max(0.0, 1.0 - f.purchases / f.carts) if f.carts else 0.0
+    aov = f.total_spend / purchases if purchases else 0.0
+    abandon = max(0.0, 1.0 - purchases / f.carts) if f.carts else 0.0
     refund_ratio = min(1.0, f.total_refunded / f.total_spend) if f.total_spend > 0 else 0.0
     first_purchase = span = gap = overdue = alive = per_year = 0.0
-    if f.first_purchase_ms is not None and f.last_purchase_ms is not None:
+    if f.first_purchase_ms is not None and last_purchase is not None:
         first_purchase = max(0, now_ms - f.first_purchase_ms) / DAY_MS
-        span = (f.last_purchase_ms - f.first_purchase_ms) / DAY_MS
-        if f.purchases > 1:
-            gap = span / (f.purchases - 1)
+        span = (last_purchase - f.first_purchase_ms) / DAY_MS
+        if purchases > 1:
+            gap = span / (purchases - 1)
             overdue = since_purchase / max(gap, 1.0)
-        alive = p_alive(_PRIOR, f.purchases - 1, span, first_purchase)
-        per_year = expected_per_year(_PRIOR, f.purchases - 1, span, first_purchase)
+        alive = p_alive(_PRIOR, purchases - 1, span, first_purchase)
+        per_year = expected_per_year(_PRIOR, purchases - 1, span, first_purchase)
     categories = f.categories
     touched = sum(categories)
     top_share = max(categories) / touched if touched else 0.0
+    aov_log = log1p(aov)
+    spend = f.spend
     return [
-        log1p(sum(f.counts[_H1]) * k1),
+        log1p(sum(counts[_H1]) * k1),
         log1p(sum(c7) * k7),
         log1p(sum(c30) * k30),
         log1p((c7[_VIEW[0]] + c7[_VIEW[1]]) * k7),
         log1p(c7[_SEARCH] * k7),
         log1p(c30[ADD_TO_CART_INDEX] * k30),
         log1p(c30[PURCHASE_INDEX] * k30),
-        log1p(f.spend[_H30] * k30),
+        log1p(spend[_H30] * k30),
         log1p(f.sessions[_H30] * k30),
         log1p(since_event),
         log1p(since_purchase),
         log1p(tenure),
-        log1p(aov),
+        aov_log,
         abandon,
         refund_ratio,
         log1p(sum(c365) * k365),
         log1p(c365[PURCHASE_INDEX] * k365),
-        log1p(f.spend[_H365] * k365),
-        log1p(f.purchases),
+        log1p(spend[_H365] * k365),
+        log1p(purchases),
         log1p(first_purchase),
         log1p(span),
         log1p(gap),
         log1p(overdue),
-        0.0 if f.purchases else 1.0,
+        0.0 if purchases else 1.0,
         top_share,
-        log1p(sum(1 for c in categories if c)),
+        # Categories touched: every bucket not zero (a count is never negative).
+        log1p(len(categories) - categories.count(0.0)),
         alive,
         log1p(per_year),
-        order_value_weight(f.purchases - 1) * log1p(aov),
+        order_value_weight(purchases - 1) * aov_log,
     ]

@@ -343,9 +343,16 @@ class ScoredRows:
         """Every head's prediction for row ``i`` (the first is the propensity)."""
         exp = math.exp
         return tuple(
-            (1.0 / (1.0 + exp(-e)) if is_logistic else exp(e))
-            for e, is_logistic in zip(self._eta[i], self._logistic, strict=True)
+            [
+                (1.0 / (1.0 + exp(-e)) if is_logistic else exp(e))
+                for e, is_logistic in zip(self._eta[i], self._logistic, strict=True)
+            ]
         )
+
+    def propensity(self, i: int) -> float:
+        """The first head's prediction for row ``i``: ``predictions(i)[0]``, alone."""
+        e = self._eta[i][0]
+        return 1.0 / (1.0 + math.exp(-e)) if self._logistic[0] else math.exp(e)
 
     def model_score(self, i: int, predictions: tuple[float, ...] | None = None) -> ModelScore:
         """Row ``i`` as a :class:`ModelScore`, with its propensity logit terms."""

@@ -22,32 +22,53 @@ from dataclasses import dataclass
 from typing import Final
 
 from online_models.event import ADD_TO_CART_INDEX, PURCHASE_INDEX, REFUND_INDEX
-from online_models.features import DAY_MS, UserFeatures
+from online_models.features import DAY_MS, RATES_PER_MS, UserFeatures
 
 __all__ = ["FEATURES", "Contribution", "Score", "ValueScorer"]
 
 _H1, _H7, _H30, _H365 = 0, 1, 2, 3
 
 
-def _decayed(f: UserFeatures, now_ms: int, h: int, value: float) -> float:
-    return value * f.decay_factor(now_ms, h) if value else 0.0
+#: The decayed sums a score can weigh: name -> (half-life index, the sum at the last
+#: event). Evaluated at ``now_ms`` as ``sum * decay_factor(now_ms, h)`` (0 when the sum is).
+_DECAYED: Final[Mapping[str, tuple[int, Callable[[UserFeatures], float]]]] = {
+    "spend_30d": (_H30, lambda f: f.spend[_H30]),
+    "spend_7d": (_H7, lambda f: f.spend[_H7]),
+    "spend_365d": (_H365, lambda f: f.spend[_H365]),
+    "purchases_365d": (_H365, lambda f: f.counts[_H365][PURCHASE_INDEX]),
+    "purchases_30d": (_H30, lambda f: f.counts[_H30][PURCHASE_INDEX]),
+    "refunded_30d": (_H30, lambda f: f.refunded[_H30]),
+    "refunds_30d": (_H30, lambda f: f.counts[_H30][REFUND_INDEX]),
+    "carts_7d": (_H7, lambda f: f.counts[_H7][ADD_TO_CART_INDEX]),
+    "activity_1d": (_H1, lambda f: sum(f.counts[_H1])),
+    "activity_7d": (_H7, lambda f: sum(f.counts[_H7])),
+    "activity_30d": (_H30, lambda f: sum(f.counts[_H30])),
+}
+#: The features that are not decayed sums, each evaluated at an event time ``now_ms``.
+_PLAIN: Final[Mapping[str, Callable[[UserFeatures, int], float]]] = {
+    "days_since_last_event": lambda f, now: max(0, now - f.last_ms) / DAY_MS,
+    "tenure_days": lambda f, now: max(0, now - f.first_ms) / DAY_MS,
+}
+#: ``-rate`` per half-life: ``exp(rate * dt)`` is :meth:`UserFeatures.decay_factor`.
+_DECAY_RATES: Final = tuple(-rate for rate in RATES_PER_MS)
+
+
+def _decayed_feature(
+    h: int, raw: Callable[[UserFeatures], float]
+) -> Callable[[UserFeatures, int], float]:
+    """The feature ``raw`` decayed at half-life ``h`` to an event time."""
+
+    def value(f: UserFeatures, now_ms: int) -> float:
+        v = raw(f)
+        return v * f.decay_factor(now_ms, h) if v else 0.0
+
+    return value
 
 
 #: Named features a score can weigh, each evaluated at an event time ``now_ms``.
 FEATURES: Final[Mapping[str, Callable[[UserFeatures, int], float]]] = {
-    "spend_30d": lambda f, now: _decayed(f, now, _H30, f.spend[_H30]),
-    "spend_7d": lambda f, now: _decayed(f, now, _H7, f.spend[_H7]),
-    "spend_365d": lambda f, now: _decayed(f, now, _H365, f.spend[_H365]),
-    "purchases_365d": lambda f, now: _decayed(f, now, _H365, f.counts[_H365][PURCHASE_INDEX]),
-    "purchases_30d": lambda f, now: _decayed(f, now, _H30, f.counts[_H30][PURCHASE_INDEX]),
-    "refunded_30d": lambda f, now: _decayed(f, now, _H30, f.refunded[_H30]),
-    "refunds_30d": lambda f, now: _decayed(f, now, _H30, f.counts[_H30][REFUND_INDEX]),
-    "carts_7d": lambda f, now: _decayed(f, now, _H7, f.counts[_H7][ADD_TO_CART_INDEX]),
-    "activity_1d": lambda f, now: _decayed(f, now, _H1, sum(f.counts[_H1])),
-    "activity_7d": lambda f, now: _decayed(f, now, _H7, sum(f.counts[_H7])),
-    "activity_30d": lambda f, now: _decayed(f, now, _H30, sum(f.counts[_H30])),
-    "days_since_last_event": lambda f, now: max(0, now - f.last_ms) / DAY_MS,
-    "tenure_days": lambda f, now: max(0, now - f.first_ms) / DAY_MS,
+    **{name: _decayed_feature(h, raw) for name, (h, raw) in _DECAYED.items()},
+    **_PLAIN,
 }
 
 
@@ -107,8 +128,11 @@ class ValueScorer:
         if not weights:
             raise ValueError("the score needs at least one weighted feature")
         self.weights = dict(weights)
-        self._terms = tuple(
-            (name, FEATURES[name], float(w)) for name, w in weights.items() if name in FEATURES
+        #: (name, half-life index or -1, the undecayed sum or the plain feature, weight).
+        self._terms: tuple[tuple[str, int, Callable[..., float], float], ...] = tuple(
+            (name, *(_DECAYED[name] if name in _DECAYED else (-1, _PLAIN[name])), float(w))
+            for name, w in weights.items()
+            if name in FEATURES
         )
         self._model_terms = tuple(
             (name, float(w)) for name, w in weights.items() if name in MODEL_TERMS
@@ -131,8 +155,20 @@ class ValueScorer:
         parts = []
         total = 0.0
         log1p = math.log1p
-        for name, fn, weight in self._terms:
-            value = fn(features, now_ms)
+        dt = max(0, now_ms - features.last_ms)
+        factors: list[float | None] = [None] * len(_DECAY_RATES)  # each computed once
+        for name, h, fn, weight in self._terms:
+            if h < 0:
+                value = fn(features, now_ms)
+            else:
+                value = fn(features)
+                if value:
+                    k = factors[h]
+                    if k is None:
+                        k = factors[h] = math.exp(_DECAY_RATES[h] * dt)
+                    value *= k
+                else:
+                    value = 0.0
             c = weight * log1p(value)
             total += c
             parts.append((name, value, c))
