@@ -72,6 +72,7 @@ from typing import Any, Final, cast
 
 import orjson
 
+from online_models.feature_vector import FEATURE_NAMES
 from online_models.features import HALF_LIVES_DAYS, UserFeatures
 from online_models.user_state import DEDUP_WINDOW, STATE_VERSION, UserState, current_snapshots
 
@@ -610,6 +611,8 @@ _ONE_ZERO: Final = {0.0: 0.0}
 _BODY_MAX: Final = 1 << 20
 _INT_ONLY: Final = frozenset((int,))
 _MAX_COUNT: Final = 0xFF
+#: The length of today's feature vectors (a snapshot's of another length is dropped).
+_VECTOR_DIM: Final = len(FEATURE_NAMES)
 
 
 @lru_cache(maxsize=64)
@@ -853,7 +856,9 @@ def _unpack(body: bytes, keys: list[bytes]) -> UserState:
             ints[8],
             ints[9],
             deque(keys, maxlen=DEDUP_WINDOW),
-            pending=current_snapshots(pending),
+            # current_snapshots(pending), knowing every vector is ``dim`` long (0 when
+            # there is none: an empty list reads as None, as there).
+            pending=pending if dim == _VECTOR_DIM else None,
             learned_ms=ints[10],
             rescored_ms=ints[11],
             due_ms=ints[12],

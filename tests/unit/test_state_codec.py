@@ -154,6 +154,7 @@ def _unusual_states() -> Iterator[tuple[str, UserState]]:
     yield "a long tier name", state(lambda s, p: setattr(s, "tier", "t" * 300))
     yield "vectors of two lengths", state(lambda s, p: s.pending.append([*p[:2], [1.0], *p[3:]]))
     yield "300 snapshots", state(lambda s, p: s.pending.extend([p] * 299))
+    yield "an empty snapshot list", state(lambda s, p: setattr(s, "pending", []))
 
 
 @pytest.mark.parametrize(("why", "state"), list(_unusual_states()))
