@@ -6,7 +6,8 @@ A JSONL file of input events is replayed in memory (the service's batch step, as
 ``--sample`` of them, evenly spread over the run, are encoded and decoded: the binary
 form (:mod:`online_models.state_codec`) and, for scale, orjson's JSON of the same state
 (``orjson.dumps(state.to_json())`` and ``UserState.from_json(orjson.loads(raw))``).
-Min of ``--repeat`` passes, CPU microseconds per state.
+Min of ``--repeat`` passes, CPU microseconds per state. Then the deflate call alone, by
+quarter of the packed bodies' sizes (before deflate): what a state's bytes cost it.
 
     python -m tests.bench.codec_cpu /work/perf/sparse10k.jsonl [--sample 5000] [--repeat 5]
 """
@@ -17,6 +18,7 @@ import argparse
 import sys
 import time
 import timeit
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from consumer.service.state_store import MemoryStateStore
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import Replay
 from consumer.tools.sources import jsonl_records
+from online_models import state_codec
 from online_models.state_codec import decode_state, encode_state
 from online_models.user_state import UserState
 
@@ -75,6 +78,46 @@ def per_state_us(states: list[UserState], repeat: int) -> dict[str, float]:
     }
 
 
+def packed_bodies(saved: Iterable[bytes]) -> list[bytes]:
+    """The bodies of the packed states among ``saved``, inflated (what the encoder
+    deflates)."""
+    head = len(state_codec._PACKED_HEAD)
+    bodies = []
+    for raw in saved:
+        if raw[:head] == state_codec._PACKED_HEAD:
+            start = head + 1 + state_codec._KEY_BYTES * raw[head]
+            bodies.append(zlib.decompress(raw[start:], -state_codec._WINDOW_BITS))
+    return bodies
+
+
+def deflate_by_size(bodies: list[bytes], repeat: int) -> list[tuple[float, float, float]]:
+    """Per quarter of ``bodies`` by size: (mean bytes in, mean bytes out, µs a deflate as
+    the encoder calls it), min of ``repeat`` passes."""
+
+    def deflate(body: bytes) -> bytes:
+        d = zlib.compressobj(
+            1, zlib.DEFLATED, -state_codec._WINDOW_BITS, state_codec._DEFLATE_MEMORY
+        )
+        return d.compress(body) + d.flush()
+
+    ordered = sorted(bodies, key=len)
+    q = len(ordered) // 4
+    rows = []
+    for part in (ordered[i * q : (i + 1) * q] for i in range(4)):
+        fastest = min(
+            timeit.repeat(
+                lambda part=part: [deflate(b) for b in part],  # type: ignore[misc]
+                number=1,
+                repeat=repeat,
+                timer=time.process_time,
+            )
+        )
+        size = sum(map(len, part)) / len(part)
+        out = sum(len(deflate(b)) for b in part) / len(part)
+        rows.append((size, out, fastest / len(part) * 1e6))
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("file", type=Path, help="a JSONL file of input events")
@@ -91,6 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in us.items():
         print(f"  {name}: {value:.1f} µs")
     print(f"  binary {binary:.1f} µs, JSON {json:.1f} µs per state: {binary / json:.2f}x")
+    bodies = packed_bodies(saved[::step][: args.sample])
+    if len(bodies) >= 4:
+        print(f"  deflate of the {len(bodies):,} packed bodies, by quarter of their size:")
+        for size, out, us_each in deflate_by_size(bodies, args.repeat):
+            print(f"    {size:,.0f} -> {out:,.0f} bytes: {us_each:.1f} µs")
     return 0
 
 
