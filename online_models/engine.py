@@ -484,9 +484,7 @@ class TierEngine:
     def _terms(
         self, predictions: tuple[float, ...], segment: int | None, model: GlobalModel
     ) -> dict[str, float]:
-        k = len(model.centroids)
-        rank = segment / (k - 1) if segment is not None and k > 1 else 0.0
-        terms = {"propensity": predictions[0], "segment_rank": rank}
+        terms = {"propensity": predictions[0], "segment_rank": _segment_rank(segment, model)}
         for spec, value in zip(self.head_specs, predictions, strict=False):
             if spec.target == "purchase" and spec.horizon_ms != self.horizons.label_ms:
                 terms["propensity_long"] = value
@@ -925,6 +923,14 @@ class EnginePass:
         self._decisions = []
         self._rows = None
 
+    def _take_moment(self, d: Decision, propensity: float) -> None:
+        """A grid moment's decision: its snapshots' propensity and tier, nothing else."""
+        label_ms = self.engine.horizons.label_ms
+        for snap in d._snapshots:
+            snap[3] = propensity
+            if snap[0] == label_ms:
+                snap[6] = d._state.tier
+
     def _take(self, d: Decision, rows: _Rows | None) -> None:
         engine, state = self.engine, d._state
         for snap, label, control in d._labels:
@@ -938,30 +944,36 @@ class EnginePass:
         if rows is None or rows.scored is None:
             return
         scored, i = rows.scored, d._row
-        if d._grid:  # its snapshots' propensity and tier, nothing else
-            propensity = scored.propensity(i)
-            label_ms = engine.horizons.label_ms
-            for snap in d._snapshots:
-                snap[3] = propensity
-                if snap[0] == label_ms:
-                    snap[6] = state.tier
+        if d._grid:
+            self._take_moment(d, scored.propensity(i))
             return
-        predictions = scored.predictions(i)
-        propensity = predictions[0]
+        scorer = engine.scorer
+        total, parts = d._parts
+        predictions: tuple[float, ...] | None = None
+        terms: dict[str, float] | None = None
+        if scorer.needs_only_propensity:  # the other heads only if the tier changes
+            propensity = scored.propensity(i)
+            rank = _segment_rank(scored.segments[i], rows.model)
+            value = scorer.value_with(total, propensity, rank)
+        else:
+            predictions = scored.predictions(i)
+            propensity = predictions[0]
+            terms = engine._terms(predictions, scored.segments[i], rows.model)
+            value = scorer.value(total, terms)
         for snap in d._snapshots:
             snap[3] = propensity
-        terms = engine._terms(predictions, scored.segments[i], rows.model)
-        total, parts = d._parts
-        value = engine.scorer.value(total, terms)
         decision = engine.policy.decide(
             state.tier, value, since_ms=state.tier_since_ms, now_ms=d._now
         )
         if decision is not None:
+            if predictions is None or terms is None:
+                predictions = scored.predictions(i)
+                terms = engine._terms(predictions, scored.segments[i], rows.model)
             d.change = engine._change(
                 state,
                 d._user,
                 decision,
-                engine.scorer.with_model(total, parts, terms),
+                scorer.with_model(total, parts, terms),
                 scored.model_score(i, predictions),
                 terms,
                 rows.model,
@@ -974,6 +986,12 @@ class EnginePass:
         for snap in d._snapshots:
             if snap[0] == label_ms and snap[6] is None:
                 snap[6] = state.tier
+
+
+def _segment_rank(segment: int | None, model: GlobalModel) -> float:
+    """The segment's rank on the value axis, 0 (the lowest) to 1 (the highest)."""
+    k = len(model.centroids)
+    return segment / (k - 1) if segment is not None and k > 1 else 0.0
 
 
 def _contribution(feature: str, value: float, contribution: float) -> dict[str, Any]:

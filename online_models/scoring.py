@@ -137,6 +137,11 @@ class ValueScorer:
         self._model_terms = tuple(
             (name, float(w)) for name, w in weights.items() if name in MODEL_TERMS
         )
+        #: Whether the weighted model terms are at most the propensity and the segment's
+        #: rank (:meth:`value_with` then gives the score without the other heads).
+        self.needs_only_propensity = all(
+            name in ("propensity", "segment_rank") for name, _ in self._model_terms
+        )
 
     def score(
         self, features: UserFeatures, now_ms: int, model: Mapping[str, float] | None = None
@@ -179,6 +184,19 @@ class ValueScorer:
         :meth:`with_model` without the terms, summed in the same order (the same number)."""
         for name, weight in self._model_terms:
             total += weight * model.get(name, 0.0)
+        return total
+
+    def value_with(self, total: float, propensity: float, segment_rank: float) -> float:
+        """:meth:`value` when :attr:`needs_only_propensity`: the same sum, in the same
+        order, of the two terms it weighs (a decision that changes no tier needs no other
+        head's prediction).
+
+        >>> s = ValueScorer({"spend_30d": 1.0, "propensity": 6.0, "segment_rank": 0.5})
+        >>> s.value_with(1.25, 0.4, 0.5) == s.value(1.25, {"propensity": 0.4, "segment_rank": 0.5})
+        True
+        """
+        for name, weight in self._model_terms:
+            total += weight * (propensity if name == "propensity" else segment_rank)
         return total
 
     def with_model(

@@ -148,3 +148,25 @@ def test_a_rows_propensity_is_its_first_prediction() -> None:
     rows = model.score_rows([[0.1 * i + j for i in range(len(FEATURE_NAMES))] for j in range(5)])
     for i in range(5):
         assert rows.propensity(i) == rows.predictions(i)[0]
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(finite, st.floats(min_value=0.0, max_value=1.0), st.floats(min_value=0.0, max_value=1.0))
+def test_the_score_of_the_propensity_alone_is_the_general_sum_to_the_bit(
+    total: float, propensity: float, rank: float
+) -> None:
+    """A decision that needs only the propensity and the segment's rank sums them as
+    :meth:`ValueScorer.value` sums every model term: the same number, so the same tier."""
+    for weights in (
+        {"propensity": 6.0, "spend_30d": 0.8},
+        {"segment_rank": 0.7, "propensity": 6.0},
+        {"propensity": 2.5, "segment_rank": -1.5, "activity_7d": 0.3},
+    ):
+        scorer = ValueScorer(weights)
+        assert scorer.needs_only_propensity
+        general = scorer.value(total, {"propensity": propensity, "segment_rank": rank})
+        assert bits([scorer.value_with(total, propensity, rank)]) == bits([general])
+    assert not ValueScorer({"propensity": 6.0, "churn_risk": -1.0}).needs_only_propensity

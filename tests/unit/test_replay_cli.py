@@ -133,6 +133,60 @@ def test_what_the_dwell_time_holds_is_not_scored_and_decides_the_same(
     assert unscored == 0
 
 
+@pytest.mark.parametrize("weights", ["propensity = 6.0", "propensity = 6.0\nsegment_rank = 0.7"])
+def test_a_score_of_the_propensity_alone_decides_as_one_of_every_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weights: str
+) -> None:
+    """When the score weighs no model term but the propensity and the segment's rank, a
+    decision that changes no tier skips the other heads' predictions
+    (:meth:`ValueScorer.value_with`): the changes and the snapshot are those of the
+    general path, which predicts every head for every decision. A short dwell and a
+    narrow margin make tiers move often enough to tell, and early segments give a rank."""
+    from consumer.service.tier_config import DEFAULT_TIERS_FILE
+    from online_models.global_model import ScoredRows
+    from online_models.scoring import ValueScorer
+
+    events = tmp_path / "dense.jsonl"
+    dense = GeneratorConfig(users=40, events=4000, seed=5, days=40, bad_fraction=0.0)
+    events.write_bytes(b"".join(r.value + b"\n" for r in generate(dense)))
+    text = DEFAULT_TIERS_FILE.read_text()
+    short = text.replace("min_dwell_days = 16", "min_dwell_days = 2")
+    short = short.replace("hysteresis = 1.0", "hysteresis = 0.2")
+    short = short.replace("propensity = 6.0 ", weights + " ", 1)
+    # Segments (and so a rank) from the stream's second week on.
+    short = short.replace("merge_every_samples = 2000", "merge_every_samples = 200")
+    short = short.replace("min_init_samples = 1000", "min_init_samples = 100")
+    assert short.count("min_dwell_days = 2\n") == 1 and "hysteresis = 0.2" in short
+    assert weights in short and "min_init_samples = 100 " in short
+    tiers = tmp_path / "tiers.toml"
+    tiers.write_text(short)
+    predicted = 0
+    predictions = ScoredRows.predictions
+
+    def counted(self: ScoredRows, i: int) -> tuple[float, ...]:
+        nonlocal predicted
+        predicted += 1
+        return predictions(self, i)
+
+    monkeypatch.setattr(ScoredRows, "predictions", counted)
+    first = replay(tmp_path, events, "--tiers", str(tiers), tag="a")
+    reasons = [orjson.loads(line)["reason"] for line in first["changes"].splitlines()]
+    changes = len(reasons)
+    assert len([r for r in reasons if r["kind"] != "first_tier"]) > 15
+    assert predicted <= changes + dense.users, "a decision that keeps the tier predicts no head"
+    fast = predicted
+    init = ValueScorer.__init__
+
+    def general(self: ValueScorer, weights: Any) -> None:
+        init(self, weights)
+        self.needs_only_propensity = False
+
+    monkeypatch.setattr(ValueScorer, "__init__", general)
+    predicted = 0
+    assert replay(tmp_path, events, "--tiers", str(tiers), tag="b") == first
+    assert predicted > 2 * fast
+
+
 def test_snapshot_lines_have_the_issue_fields(tmp_path: Path, events: Path) -> None:
     snap = lines(replay(tmp_path, events)["snapshot"])
     fields = ["user_id", "tier", "segment", "propensity", "value_score", "propensity_long"]
