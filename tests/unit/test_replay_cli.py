@@ -93,6 +93,36 @@ def test_small_timer_slices_give_the_same_bytes(
     assert replay(tmp_path, events, tag="b") == first
 
 
+#: The users of :func:`_tiers_that_move`'s stream.
+_MOVING_USERS = 40
+
+
+def _tiers_that_move(
+    tmp_path: Path, *, seed: int, days: int, dwell_days: int, also: dict[str, str] | None = None
+) -> tuple[Path, Path]:
+    """A dense stream of 40 users and the packaged tier file with a short dwell, a narrow
+    margin and the ``also`` replacements (each found once): tiers move often enough to
+    tell two ways of deciding apart. The stream's and the tier file's paths."""
+    from consumer.service.tier_config import DEFAULT_TIERS_FILE
+
+    events = tmp_path / "dense.jsonl"
+    dense = GeneratorConfig(
+        users=_MOVING_USERS, events=4000, seed=seed, days=days, bad_fraction=0.0
+    )
+    events.write_bytes(b"".join(r.value + b"\n" for r in generate(dense)))
+    text = DEFAULT_TIERS_FILE.read_text()
+    changes = {
+        "min_dwell_days = 16": f"min_dwell_days = {dwell_days}",
+        "hysteresis = 1.0": "hysteresis = 0.2",
+    }
+    for old, new in {**changes, **(also or {})}.items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    tiers = tmp_path / "tiers.toml"
+    tiers.write_text(text)
+    return events, tiers
+
+
 def test_what_the_dwell_time_holds_is_not_scored_and_decides_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,18 +131,9 @@ def test_what_the_dwell_time_holds_is_not_scored_and_decides_the_same(
     snapshot (the scores of every user's last moment) are those of scoring everything.
     A dense stream, a short dwell and a narrow margin make tiers move often enough to
     tell."""
-    from consumer.service.tier_config import DEFAULT_TIERS_FILE
     from online_models.engine import EnginePass
 
-    events = tmp_path / "dense.jsonl"
-    dense = GeneratorConfig(users=40, events=4000, seed=4, days=20, bad_fraction=0.0)
-    events.write_bytes(b"".join(r.value + b"\n" for r in generate(dense)))
-    text = DEFAULT_TIERS_FILE.read_text()
-    short = text.replace("min_dwell_days = 16", "min_dwell_days = 4")
-    short = short.replace("hysteresis = 1.0", "hysteresis = 0.2")
-    assert short.count("min_dwell_days = 4\n") == 1 and "hysteresis = 0.2" in short
-    tiers = tmp_path / "tiers.toml"
-    tiers.write_text(short)
+    events, tiers = _tiers_that_move(tmp_path, seed=4, days=20, dwell_days=4)
     unscored = 0
     take = EnginePass._unscored
 
@@ -142,24 +163,21 @@ def test_a_score_of_the_propensity_alone_decides_as_one_of_every_head(
     (:meth:`ValueScorer.value_with`): the changes and the snapshot are those of the
     general path, which predicts every head for every decision. A short dwell and a
     narrow margin make tiers move often enough to tell, and early segments give a rank."""
-    from consumer.service.tier_config import DEFAULT_TIERS_FILE
     from online_models.global_model import ScoredRows
     from online_models.scoring import ValueScorer
 
-    events = tmp_path / "dense.jsonl"
-    dense = GeneratorConfig(users=40, events=4000, seed=5, days=40, bad_fraction=0.0)
-    events.write_bytes(b"".join(r.value + b"\n" for r in generate(dense)))
-    text = DEFAULT_TIERS_FILE.read_text()
-    short = text.replace("min_dwell_days = 16", "min_dwell_days = 2")
-    short = short.replace("hysteresis = 1.0", "hysteresis = 0.2")
-    short = short.replace("propensity = 6.0 ", weights + " ", 1)
-    # Segments (and so a rank) from the stream's second week on.
-    short = short.replace("merge_every_samples = 2000", "merge_every_samples = 200")
-    short = short.replace("min_init_samples = 1000", "min_init_samples = 100")
-    assert short.count("min_dwell_days = 2\n") == 1 and "hysteresis = 0.2" in short
-    assert weights in short and "min_init_samples = 100 " in short
-    tiers = tmp_path / "tiers.toml"
-    tiers.write_text(short)
+    events, tiers = _tiers_that_move(
+        tmp_path,
+        seed=5,
+        days=40,
+        dwell_days=2,
+        also={
+            "propensity = 6.0 ": weights + " ",
+            # Segments (and so a rank) from the stream's second week on.
+            "merge_every_samples = 2000": "merge_every_samples = 200",
+            "min_init_samples = 1000": "min_init_samples = 100",
+        },
+    )
     predicted = 0
     predictions = ScoredRows.predictions
 
@@ -173,7 +191,7 @@ def test_a_score_of_the_propensity_alone_decides_as_one_of_every_head(
     reasons = [orjson.loads(line)["reason"] for line in first["changes"].splitlines()]
     changes = len(reasons)
     assert len([r for r in reasons if r["kind"] != "first_tier"]) > 15
-    assert predicted <= changes + dense.users, "a decision that keeps the tier predicts no head"
+    assert predicted <= changes + _MOVING_USERS, "a decision keeping the tier predicts no head"
     fast = predicted
     init = ValueScorer.__init__
 
