@@ -32,7 +32,7 @@ from online_models.event import (
     EVENT_TYPES,
     PURCHASE_INDEX,
 )
-from online_models.features import DAY_MS, RATES_PER_MS, UserFeatures
+from online_models.features import DAY_MS, DECAY_RATES, UserFeatures
 
 __all__ = ["FEATURE_NAMES", "vector"]
 
@@ -44,7 +44,7 @@ _H1, _H7, _H30, _H365 = 0, 1, 2, 3
 _VIEW = (EVENT_TYPES.index("page_view"), EVENT_TYPES.index("product_view"))
 _SEARCH = EVENT_TYPES.index("search")
 _PRIOR: Final = BuyingPrior()
-_DECAY1, _DECAY7, _DECAY30, _DECAY365 = (-rate for rate in RATES_PER_MS)
+_DECAY1, _DECAY7, _DECAY30, _DECAY365 = DECAY_RATES
 
 FEATURE_NAMES: Final = (
     "activity_1d_log",

@@ -51,6 +51,8 @@ DAY_MS: Final = 86_400_000
 HALF_LIVES_DAYS: Final = (1.0, 7.0, 30.0, 365.0)
 #: Decay rate per millisecond for each half-life: ``ln 2 / half_life``.
 RATES_PER_MS: Final = tuple(math.log(2.0) / (h * DAY_MS) for h in HALF_LIVES_DAYS)
+#: ``-rate`` per half-life: a sum decays by ``exp(DECAY_RATES[h] * dt)`` over ``dt`` ms.
+DECAY_RATES: Final = tuple(-rate for rate in RATES_PER_MS)
 #: A gap longer than this (event time) between two events starts a new session.
 SESSION_GAP_MS: Final = 30 * 60 * 1000
 #: Product categories are counted in this many buckets (a stable hash of the name): a
@@ -229,7 +231,7 @@ class UserFeatures:
     def decay_factor(self, now_ms: int, half_life_index: int) -> float:
         """How much the sums at ``half_life_index`` shrink from ``last_ms`` to ``now_ms``."""
         dt = max(0, now_ms - self.last_ms)
-        return math.exp(-RATES_PER_MS[half_life_index] * dt)
+        return math.exp(DECAY_RATES[half_life_index] * dt)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able form (floats round-trip exactly through orjson)."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from online_models.event import ADD_TO_CART_INDEX, PURCHASE_INDEX, REFUND_INDEX
-from online_models.features import DAY_MS, RATES_PER_MS, UserFeatures
+from online_models.features import DAY_MS, DECAY_RATES, UserFeatures
 
 __all__ = ["FEATURES", "Contribution", "Score", "ValueScorer"]
 
@@ -49,8 +49,6 @@ _PLAIN: Final[Mapping[str, Callable[[UserFeatures, int], float]]] = {
     "days_since_last_event": lambda f, now: max(0, now - f.last_ms) / DAY_MS,
     "tenure_days": lambda f, now: max(0, now - f.first_ms) / DAY_MS,
 }
-#: ``-rate`` per half-life: ``exp(rate * dt)`` is :meth:`UserFeatures.decay_factor`.
-_DECAY_RATES: Final = tuple(-rate for rate in RATES_PER_MS)
 
 
 def _decayed_feature(
@@ -161,7 +159,7 @@ class ValueScorer:
         total = 0.0
         log1p = math.log1p
         dt = max(0, now_ms - features.last_ms)
-        factors: list[float | None] = [None] * len(_DECAY_RATES)  # each computed once
+        factors: list[float | None] = [None] * len(DECAY_RATES)  # each computed once
         for name, h, fn, weight in self._terms:
             if h < 0:
                 value = fn(features, now_ms)
@@ -170,7 +168,7 @@ class ValueScorer:
                 if value:
                     k = factors[h]
                     if k is None:
-                        k = factors[h] = math.exp(_DECAY_RATES[h] * dt)
+                        k = factors[h] = math.exp(DECAY_RATES[h] * dt)
                     value *= k
                 else:
                     value = 0.0

@@ -746,13 +746,27 @@ def _encode_packed(state: UserState) -> bytes:
     ):
         raise _Unusual  # a -0.0: the reader makes every zero one 0.0
     body = _HEADER.pack(flags, *sizes) + values + tail
+    return _PACKED_HEAD + bytes((len(keys),)) + b"".join(keys) + _deflate(body)
+
+
+def _deflate(body: bytes) -> bytes:
+    """A packed state's body, raw-deflated as the packed form stores it."""
     deflate = zlib.compressobj(1, zlib.DEFLATED, -_WINDOW_BITS, _DEFLATE_MEMORY)
-    head = _PACKED_HEAD + bytes((len(keys),)) + b"".join(keys)
-    return head + deflate.compress(body) + deflate.flush()
+    return deflate.compress(body) + deflate.flush()
 
 
 def _decode_packed(raw: bytes) -> UserState:
     """:func:`decode_state` of the packed form; ValueError when the bytes are damaged."""
+    keys, body = _packed_parts(raw)
+    try:
+        return _unpack(body, keys)
+    except (struct.error, IndexError):
+        raise ValueError("corrupt user state: truncated") from None
+
+
+def _packed_parts(raw: bytes) -> tuple[list[bytes], bytes]:
+    """A packed state's dedup digests and its body, inflated; ValueError when the bytes
+    are damaged."""
     head = len(_PACKED_HEAD)  # then the number of digests, and the digests
     if len(raw) <= head:
         raise ValueError("corrupt user state: truncated")
@@ -775,10 +789,7 @@ def _decode_packed(raw: bytes) -> UserState:
         raise ValueError("corrupt user state: truncated")
     if inflate.unused_data:
         raise ValueError("corrupt user state: bytes after its end")
-    try:
-        return _unpack(body, keys)
-    except (struct.error, IndexError):
-        raise ValueError("corrupt user state: truncated") from None
+    return keys, body
 
 
 def _name(body: bytes, pos: int) -> tuple[str, int]:

@@ -18,7 +18,6 @@ import argparse
 import sys
 import time
 import timeit
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,25 +80,14 @@ def per_state_us(states: list[UserState], repeat: int) -> dict[str, float]:
 def packed_bodies(saved: Iterable[bytes]) -> list[bytes]:
     """The bodies of the packed states among ``saved``, inflated (what the encoder
     deflates)."""
-    head = len(state_codec._PACKED_HEAD)
-    bodies = []
-    for raw in saved:
-        if raw[:head] == state_codec._PACKED_HEAD:
-            start = head + 1 + state_codec._KEY_BYTES * raw[head]
-            bodies.append(zlib.decompress(raw[start:], -state_codec._WINDOW_BITS))
-    return bodies
+    head = state_codec._PACKED_HEAD
+    return [state_codec._packed_parts(raw)[1] for raw in saved if raw[: len(head)] == head]
 
 
 def deflate_by_size(bodies: list[bytes], repeat: int) -> list[tuple[float, float, float]]:
     """Per quarter of ``bodies`` by size: (mean bytes in, mean bytes out, µs a deflate as
     the encoder calls it), min of ``repeat`` passes."""
-
-    def deflate(body: bytes) -> bytes:
-        d = zlib.compressobj(
-            1, zlib.DEFLATED, -state_codec._WINDOW_BITS, state_codec._DEFLATE_MEMORY
-        )
-        return d.compress(body) + d.flush()
-
+    deflate = state_codec._deflate
     ordered = sorted(bodies, key=len)
     q = len(ordered) // 4
     rows = []
