@@ -54,7 +54,7 @@ from online_models.online import OnlineModels, Resolved
 from online_models.scoring import Score, ValueScorer
 from online_models.tier_change import TierChange
 from online_models.tier_policy import TierDecision, TierPolicy
-from online_models.user_state import UserState
+from online_models.user_state import Recomputable, UserState
 
 #: How many contributions (value score and propensity logit) a tier change reports.
 TOP_CONTRIBUTIONS: Final = 3
@@ -409,6 +409,7 @@ class TierEngine:
         scored (:meth:`EnginePass.finish`)."""
         pending = state.pending or []
         taken = []
+        x = Recomputable(x)  # until an event changes the features (fix_snapshots)
         for span in spans:
             snap = [span, now, x, None, 0, 0, None, 0.0]
             pending.append(snap)
@@ -470,6 +471,8 @@ class TierEngine:
             if labels:
                 # Not learnt if a fitted model learnt them in its fit (resolved by its time).
                 at = now if learnt_at is None else learnt_at
+                if x0 is None:  # left out of the stored state: the features' at t0
+                    x0 = state.snapshot_vector(p)
                 self.models.learn_label(x0, labels, at_ms=at)
                 if 0 in labels:
                     observed.append((p, bool(labels[0]), self.control.holds(user_id)))
@@ -714,6 +717,7 @@ class EnginePass:
             state.born_ms = event.timestamp_ms  # the first event of this lifetime
         features = state.features
         late = features.events > 0 and event.timestamp_ms < features.last_ms
+        state.fix_snapshots()  # their vectors are of the features before the event
         features.apply(event)
         now = features.last_ms
         model = engine.models.model  # the version that scores it: before it learns

@@ -28,9 +28,12 @@ Any layout and any value is written and read by a walk over that tree (``_Writer
 ``_Reader``): the *tagged* form (format 1). The states the code makes are written in a
 *packed* form (format 2) instead: the same values without tags, in two ``struct`` calls,
 raw-deflated (``_encode_packed``, ``_decode_packed``): read in 1.3-1.5x less CPU than
-the tagged form, written in about the same, and 5-14% smaller. It reads back the
-same state as the tagged form of the same state (tests/unit/test_state_codec.py
-compares them); a state of another shape is written in the tagged form. Tagged states
+the tagged form, written in about the same, and 5-14% smaller. A pending snapshot taken
+since the user's last event leaves its vector out (format 3: it is ``vector(features,
+t)`` of the stored features, made again when needed): a silent user's state is then
+about half as long. It reads back the same state as the tagged form of the same state
+(tests/unit/test_state_codec.py compares them); a state of another shape is written in
+the tagged form. Tagged states
 of the current layout (what earlier versions wrote) are read by a path unrolled for
 them (``_decode_fast``), which hands whatever it does not expect to the walk.
 
@@ -74,7 +77,13 @@ import orjson
 
 from online_models.feature_vector import FEATURE_NAMES
 from online_models.features import HALF_LIVES_DAYS, UserFeatures
-from online_models.user_state import DEDUP_WINDOW, STATE_VERSION, UserState, current_snapshots
+from online_models.user_state import (
+    DEDUP_WINDOW,
+    STATE_VERSION,
+    Recomputable,
+    UserState,
+    current_snapshots,
+)
 
 __all__ = [
     "LAYOUTS",
@@ -226,7 +235,7 @@ def decode_state(raw: bytes) -> UserState:
     ...
     ValueError: corrupt user state: unknown layout 99 (written by a newer version?)
     """
-    if raw[:2] == _PACKED_FORM:
+    if raw[:2] == _PACKED_FORM or raw[:2] == _LEAN_FORM:
         return _decode_packed(raw)
     if raw[:3] == _FAST_HEAD:
         try:
@@ -585,12 +594,25 @@ _SNAPSHOT_HEAD: Final = bytes((_T_LIST, _SNAPSHOT_ITEMS))
 # count rows and their width; the half-lives; the category buckets; the snapshot
 # vectors' length), the integers, the floats, the tier, and per snapshot a byte of
 # flags and its tier.
+#
+# Format 3 is format 2 whose snapshots may leave out their vector: one taken since the
+# user's last event is ``vector(features, t)`` of the stored features (a
+# :class:`~online_models.user_state.Recomputable`), so a flag of the snapshot says so and
+# the reader leaves None in its place (made again when needed). Two thirds of a silent
+# user's body are such vectors. Its header has an eighth byte, the number of snapshots
+# that keep their vector. A state with none left out is written in format 2, which
+# earlier versions read.
 
-#: The format number of the packed form.
+#: The format number of the packed form, and of the packed form that may leave out
+#: snapshots' vectors.
 PACKED: Final = 2
+PACKED_LEAN: Final = 3
 _PACKED_FORM: Final = MAGIC + bytes((PACKED,))
+_LEAN_FORM: Final = MAGIC + bytes((PACKED_LEAN,))
 _PACKED_HEAD: Final = _PACKED_FORM + bytes((_FAST_LAYOUT,))
+_LEAN_HEAD: Final = _LEAN_FORM + bytes((_FAST_LAYOUT,))
 _HEADER: Final = struct.Struct("<7B")
+_LEAN_HEADER: Final = struct.Struct("<8B")
 #: Integers of the state outside its snapshots, and of each snapshot.
 _STATE_INTS, _SNAPSHOT_INTS = 14, 4
 #: Floats of a snapshot besides its vector: its propensity and the spend since.
@@ -599,6 +621,8 @@ _SNAPSHOT_FLOATS = 2
 #: a snapshot: no propensity yet, no tier.
 _NO_LAST_PURCHASE, _NO_FIRST_PURCHASE, _NO_PENDING, _NO_TIER = 1, 2, 4, 8
 _NO_P, _NO_SNAPSHOT_TIER = 1, 2
+#: A snapshot flag of format 3: its vector is left out (made again from the features).
+_MADE_AGAIN = 4
 #: The deflate window (2 KiB: a body is some hundreds of bytes to a few KiB) and memory
 #: level: zlib's buffers, allocated and freed for every state, are then 16 KiB at most
 #: (its defaults: a 32 KiB window and 64 KiB buffers), for the same bytes and speed.
@@ -662,19 +686,28 @@ def _feature_floats(f: UserFeatures) -> tuple[list[Any], tuple[int, int, int, in
     return floats, (len(counts), width, halves, len(categories))
 
 
-def _put_snapshots(pending: list[Any], ints: list[Any], floats: list[Any], tail: bytearray) -> int:
-    """Each snapshot's integers, floats, flags and tier; the length of their vectors."""
-    dim = 0
+def _put_snapshots(
+    pending: list[Any], ints: list[Any], floats: list[Any], tail: bytearray
+) -> tuple[int, int]:
+    """Each snapshot's integers, floats, flags and tier; the length of their vectors and
+    how many keep theirs (the others are left out: made again from the features)."""
+    dim = kept = 0
     for snap in pending:
         if type(snap) is not list or len(snap) != _SNAPSHOT_ITEMS:
             raise _Unusual
         horizon, t, x, p, purchases, events, tier, spent = snap
-        if type(x) is not list or not x or (dim and len(x) != dim):
-            raise _Unusual
-        dim = len(x)
         ints += (horizon, t, purchases, events)
-        floats += x
-        item = 0
+        if type(x) is list:
+            if not x or (dim and len(x) != dim):
+                raise _Unusual
+            dim = len(x)
+            kept += 1
+            floats += x
+            item = 0
+        elif x is None or type(x) is Recomputable:
+            item = _MADE_AGAIN
+        else:
+            raise _Unusual
         if p is None:
             item = _NO_P
             p = 0.0
@@ -685,7 +718,11 @@ def _put_snapshots(pending: list[Any], ints: list[Any], floats: list[Any], tail:
         else:
             tail.append(item)
             _put_name(tail, tier)
-    return dim
+    if kept < len(pending):  # a left-out vector is of today's length
+        if dim not in (0, _VECTOR_DIM):
+            raise _Unusual
+        dim = _VECTOR_DIM
+    return dim, kept
 
 
 def _encode_packed(state: UserState) -> bytes:
@@ -731,7 +768,7 @@ def _encode_packed(state: UserState) -> bytes:
         pending = []
     elif type(pending) is not list:
         raise _Unusual
-    dim = _put_snapshots(pending, ints, floats, tail)
+    dim, kept = _put_snapshots(pending, ints, floats, tail)
     sizes = (len(pending), *shape, dim)
     if max(*sizes, len(keys)) > _MAX_COUNT:
         raise _Unusual
@@ -745,8 +782,11 @@ def _encode_packed(state: UserState) -> bytes:
         v == 0.0 and math.copysign(1.0, v) < 0 for v in floats
     ):
         raise _Unusual  # a -0.0: the reader makes every zero one 0.0
-    body = _HEADER.pack(flags, *sizes) + values + tail
-    return _PACKED_HEAD + bytes((len(keys),)) + b"".join(keys) + _deflate(body)
+    if kept == len(pending):
+        head, body = _PACKED_HEAD, _HEADER.pack(flags, *sizes) + values + tail
+    else:
+        head, body = _LEAN_HEAD, _LEAN_HEADER.pack(flags, *sizes, kept) + values + tail
+    return head + bytes((len(keys),)) + b"".join(keys) + _deflate(body)
 
 
 def _deflate(body: bytes) -> bytes:
@@ -759,7 +799,7 @@ def _decode_packed(raw: bytes) -> UserState:
     """:func:`decode_state` of the packed form; ValueError when the bytes are damaged."""
     keys, body = _packed_parts(raw)
     try:
-        return _unpack(body, keys)
+        return _unpack(body, keys, raw[1] == PACKED_LEAN)
     except (struct.error, IndexError):
         raise ValueError("corrupt user state: truncated") from None
 
@@ -799,14 +839,23 @@ def _name(body: bytes, pos: int) -> tuple[str, int]:
     return body[pos + 1 : end].decode("utf-8", "surrogatepass"), end
 
 
-def _unpack(body: bytes, keys: list[bytes]) -> UserState:
-    flags, n, rows, width, halves, cats, dim = _HEADER.unpack_from(body)
+def _unpack(body: bytes, keys: list[bytes], lean: bool) -> UserState:
+    if lean:
+        header = _LEAN_HEADER
+        flags, n, rows, width, halves, cats, dim, kept = header.unpack_from(body)
+        if kept >= n:
+            raise ValueError(f"corrupt user state: {kept} of {n} snapshots keep their vector")
+        top = _NO_P | _NO_SNAPSHOT_TIER | _MADE_AGAIN
+    else:
+        header = _HEADER
+        flags, n, rows, width, halves, cats, dim = header.unpack_from(body)
+        kept, top = n, _NO_P | _NO_SNAPSHOT_TIER
     if flags > 0x0F or (flags & _NO_PENDING and n):
         raise ValueError(f"corrupt user state: header flags {flags:#04x} with {n} snapshots")
     n_ints = _STATE_INTS + _SNAPSHOT_INTS * n
-    packing = _values(n_ints, rows * width + 3 * halves + 2 + cats + n * (dim + 2))
-    values = packing.unpack_from(body, _HEADER.size)
-    pos = _HEADER.size + packing.size
+    packing = _values(n_ints, rows * width + 3 * halves + 2 + cats + 2 * n + kept * dim)
+    values = packing.unpack_from(body, header.size)
+    pos = header.size + packing.size
     tier = None
     if not flags & _NO_TIER:
         tier, pos = _name(body, pos)
@@ -825,21 +874,29 @@ def _unpack(body: bytes, keys: list[bytes]) -> UserState:
     o += 2 + cats
     finite = math.isfinite(sum(fl[:o]))
     pending: list[Any] | None = None if flags & _NO_PENDING else []
+    left_out = 0
     for k in range(n):
         item = body[pos]
         pos += 1
-        if item > _NO_P | _NO_SNAPSHOT_TIER:
+        if item > top:
             raise ValueError(f"corrupt user state: snapshot flags {item:#04x}")
         snap_tier = None
         if not item & _NO_SNAPSHOT_TIER:
             snap_tier, pos = _name(body, pos)
         a = _STATE_INTS + _SNAPSHOT_INTS * k
-        x = fl[o : o + dim]
-        p = None if item & _NO_P else fl[o + dim]
+        x: list[float] | None = None
+        if item & _MADE_AGAIN:
+            left_out += 1
+        else:
+            x = fl[o : o + dim]
+            o += dim
+        p = None if item & _NO_P else fl[o]
         pending.append(  # type: ignore[union-attr]  # n is 0 when there is no list
-            [ints[a], ints[a + 1], x, p, ints[a + 2], ints[a + 3], snap_tier, fl[o + dim + 1]]
+            [ints[a], ints[a + 1], x, p, ints[a + 2], ints[a + 3], snap_tier, fl[o + 1]]
         )
-        o += dim + _SNAPSHOT_FLOATS
+        o += _SNAPSHOT_FLOATS
+    if left_out != n - kept:
+        raise ValueError(f"corrupt user state: {left_out} vectors left out, not {n - kept}")
     if pos != len(body):
         raise ValueError("corrupt user state: bytes after its end")
     block = {

@@ -21,7 +21,7 @@ import math
 from collections import deque
 from typing import Any, Final
 
-from online_models.feature_vector import FEATURE_NAMES
+from online_models.feature_vector import FEATURE_NAMES, vector
 from online_models.features import UserFeatures
 
 STATE_VERSION: Final = 1
@@ -50,6 +50,29 @@ def event_key(event_id: str) -> bytes:
     return hashlib.blake2b(
         event_id.encode("utf-8", "surrogatepass"), digest_size=EVENT_KEY_BYTES, key=_KEY
     ).digest()
+
+
+class Recomputable(list[float]):
+    """A pending snapshot's vector taken from the user's features as they still are (no
+    event applied since): ``vector(features, t)`` of the snapshot's time ``t``, so the
+    stored state leaves it out and the reader makes it again when it is needed (its
+    label, or an event that changes the features; :meth:`UserState.fix_snapshots`). A
+    snapshot read back without its vector holds None in its place.
+
+    >>> from online_models.event import Event
+    >>> s = UserState.new()
+    >>> s.features.apply(Event("e1", "u", "purchase", 0, 20.0))
+    >>> day = 86_400_000
+    >>> s.pending = [[day, day, Recomputable(vector(s.features, day)), None, 0, 0, None, 0.0]]
+    >>> s.pending[0][2] = None          # as a stored state reads back
+    >>> s.snapshot_vector(s.pending[0]) == vector(s.features, day)
+    True
+    >>> s.fix_snapshots()               # an event comes: the vector is the snapshot's own
+    >>> type(s.pending[0][2]) is list, s.pending[0][2] == vector(s.features, day)
+    (True, True)
+    """
+
+    __slots__ = ()
 
 
 class UserState:
@@ -91,6 +114,8 @@ class UserState:
         #: Snapshots awaiting their labels, one per horizon of the heads:
         #: ``[horizon ms, event time, raw vector, predicted p, purchases since, events
         #: since, tier then, spend since]`` (:class:`~online_models.engine.TierEngine`).
+        #: The vector is a :class:`Recomputable` while no event has been applied since
+        #: the snapshot, or None when such a vector was left out of the stored state.
         self.pending = pending
         #: Event time of the last learning sample taken from this user.
         self.learned_ms = learned_ms
@@ -129,6 +154,42 @@ class UserState:
         self.recent_ids.append(key)
         return True
 
+    def snapshot_vector(self, snap: list[Any]) -> list[float]:
+        """The vector of the pending snapshot ``snap``: its own, or the features' at its
+        time when the stored state left it out (:class:`Recomputable`)."""
+        x: list[float] | None = snap[2]
+        return vector(self.features, snap[1]) if x is None else x
+
+    def fix_snapshots(self) -> None:
+        """Make every pending snapshot's vector its own, before an event changes the
+        features: a vector left out of the stored state is made now (once per moment,
+        shared by the snapshots of that moment), a :class:`Recomputable` one becomes a
+        plain list (the stored state then keeps it)."""
+        made: dict[int, list[float]] = {}
+        for p in self.pending or ():
+            x = p[2]
+            if type(x) is not list:
+                if x is None:
+                    t = p[1]
+                    x = made.get(t)
+                    if x is None:
+                        x = made[t] = vector(self.features, t)
+                    p[2] = x
+                else:
+                    p[2] = list(x)
+
+    def stored_pending(self) -> list[Any] | None:
+        """The pending snapshots with every vector a plain list (a left-out one made
+        again), as JSON and the tagged form write them; the snapshots themselves when
+        they all are."""
+        pending = self.pending
+        if not isinstance(pending, list) or not any(map(_made_again, pending)):
+            return pending
+        return [
+            [p[0], p[1], list(self.snapshot_vector(p)), *p[3:]] if _made_again(p) else p
+            for p in pending
+        ]
+
     def fields(self) -> dict[str, Any]:
         """Every field, versioned, as :meth:`to_json` has them but for the dedup window,
         whose digests stay bytes (what the binary encoding writes)."""
@@ -139,7 +200,7 @@ class UserState:
             "seq": self.seq,
             "tier_since_ms": self.tier_since_ms,
             "recent_digests": list(self.recent_ids),
-            "pending": self.pending,
+            "pending": self.stored_pending(),
             "learned_ms": self.learned_ms,
             "rescored_ms": self.rescored_ms,
             "due_ms": self.due_ms,
@@ -199,6 +260,13 @@ def _recent(data: dict[str, Any]) -> deque[bytes]:
     if set(map(len, keys)) - {EVENT_KEY_BYTES}:
         raise ValueError(f"recent_digests holds a digest not of {EVENT_KEY_BYTES} bytes")
     return deque(keys, maxlen=DEDUP_WINDOW)
+
+
+def _made_again(snap: Any) -> bool:
+    """Whether the snapshot's vector is one the stored state leaves out."""
+    return (
+        type(snap) is list and len(snap) > 2 and (snap[2] is None or type(snap[2]) is Recomputable)
+    )
 
 
 def current_snapshots(pending: Any) -> list[Any] | None:

@@ -6,8 +6,10 @@ A JSONL file of input events is replayed in memory (the service's batch step, as
 ``--sample`` of them, evenly spread over the run, are encoded and decoded: the binary
 form (:mod:`online_models.state_codec`) and, for scale, orjson's JSON of the same state
 (``orjson.dumps(state.to_json())`` and ``UserState.from_json(orjson.loads(raw))``).
-Min of ``--repeat`` passes, CPU microseconds per state. Then the deflate call alone, by
-quarter of the packed bodies' sizes (before deflate): what a state's bytes cost it.
+Min of ``--repeat`` passes, CPU microseconds per state (a decode leaves out what a
+state made again later costs: a vector the stored form left out is computed when it is
+needed). Then the deflate call alone, by quarter of the packed bodies' sizes (before
+deflate): what a state's bytes cost it.
 
     python -m tests.bench.codec_cpu /work/perf/sparse10k.jsonl [--sample 5000] [--repeat 5]
 """
@@ -78,10 +80,11 @@ def per_state_us(states: list[UserState], repeat: int) -> dict[str, float]:
 
 
 def packed_bodies(saved: Iterable[bytes]) -> list[bytes]:
-    """The bodies of the packed states among ``saved``, inflated (what the encoder
-    deflates)."""
-    head = state_codec._PACKED_HEAD
-    return [state_codec._packed_parts(raw)[1] for raw in saved if raw[: len(head)] == head]
+    """The bodies of the packed states among ``saved`` (either packed format), inflated
+    (what the encoder deflates)."""
+    heads = (state_codec._PACKED_HEAD, state_codec._LEAN_HEAD)
+    n = len(heads[0])
+    return [state_codec._packed_parts(raw)[1] for raw in saved if raw[:n] in heads]
 
 
 def deflate_by_size(bodies: list[bytes], repeat: int) -> list[tuple[float, float, float]]:
@@ -119,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     us = per_state_us(states, args.repeat)
     binary, json = us["binary encode"] + us["binary decode"], us["json encode"] + us["json decode"]
     print(f"{args.file}: {len(saved):,} states saved, {len(states):,} measured")
+    print(f"  stored bytes a state: {sum(map(len, saved)) / len(saved):,.0f} (mean of all saved)")
     for name, value in us.items():
         print(f"  {name}: {value:.1f} µs")
     print(f"  binary {binary:.1f} µs, JSON {json:.1f} µs per state: {binary / json:.2f}x")

@@ -17,6 +17,7 @@ from online_models.engine import TierEngine
 from online_models.event import Event
 from online_models.feature_vector import FEATURE_NAMES
 from online_models.features import DAY_MS
+from online_models.state_codec import PACKED_LEAN, decode_state, encode_state
 from online_models.user_state import UserState
 from tests.unit.test_silent_schedule import buy, engine_with, silent_fires, tiers_file
 
@@ -202,3 +203,45 @@ def test_what_a_fitted_model_made_is_not_learnt_again(tmp_path: Path) -> None:
     assert models.learner.samples == 0
     engine.fire(late, "u2", 35 * DAY_MS, emitted_at_ms=0)  # days 7 ... 35, after the fit
     assert models.learner.samples == 5
+
+
+def test_a_vector_left_out_of_the_stored_state_is_learnt_as_it_was_taken() -> None:
+    """A snapshot taken at a timer is stored without its vector (the features' own at its
+    time, made again when its label is learnt); an event in between (one that comes back
+    after a silence, whose touch takes snapshots before applying it; one dated before the
+    user's others) first makes it the snapshot's own. The labels learnt are
+    those of a user whose state never left memory."""
+
+    def life(stored: bool) -> tuple[list[Any], int]:
+        engine = load_engine(DEFAULT_TIERS_FILE)
+        spy = Spy(engine)
+        state = UserState.new()
+        lean = 0
+
+        def store() -> UserState:
+            nonlocal lean
+            if not stored:
+                return state
+            raw = encode_state(state)
+            lean += raw[1] == PACKED_LEAN
+            return decode_state(raw)
+
+        engine.apply(state, buy(0.5), emitted_at_ms=0)
+        state = store()
+        while 0 <= state.due_ms < 20 * DAY_MS:  # silent: snapshots on the grid at timers
+            engine.fire(state, "u1", state.due_ms, emitted_at_ms=0)
+            state = store()
+        # back after a silence: the touch makes the grid's moments first, then applies it
+        engine.apply(state, view(27.3, 9), emitted_at_ms=0)
+        state = store()
+        late = Event("late", "u1", "purchase", round(0.2 * DAY_MS), 80.0)
+        engine.apply(state, late, emitted_at_ms=0)  # dated before the first purchase
+        state = store()
+        while state.due_ms >= 0 and not engine.expires(state, "u1", state.due_ms):
+            engine.fire(state, "u1", state.due_ms, emitted_at_ms=0)
+            state = store()
+        return spy.labels, lean
+
+    labels, lean = life(stored=True)
+    assert lean >= 2 and len(labels) > 10
+    assert labels == life(stored=False)[0]

@@ -21,16 +21,17 @@ from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import replay
 from online_models import state_codec
 from online_models.event import Event
-from online_models.feature_vector import FEATURE_NAMES
+from online_models.feature_vector import FEATURE_NAMES, vector
 from online_models.state_codec import (
     LAYOUTS,
     MAGIC,
+    PACKED_LEAN,
     current_layout,
     decode_state,
     encode_state,
     state_json,
 )
-from online_models.user_state import DEDUP_WINDOW, UserState, event_key
+from online_models.user_state import DEDUP_WINDOW, Recomputable, UserState, event_key
 from tests.bench.codec_cpu import saved_states
 
 T0 = 1_767_225_600_000  # 2026-01-01
@@ -98,16 +99,18 @@ def test_every_state_a_replay_saves_is_written_and_read_as_the_walk_does() -> No
     records = (InputRecord("in", 0, i, None, None, r.value) for i, r in enumerate(generate(config)))
     saved = saved_states(records, batch_size=200)
     assert len(saved) > 2000
-    with_snapshots = 0
+    with_snapshots = lean = 0
     for raw in saved:
-        assert raw[:2] == MAGIC + bytes((state_codec.PACKED,))
+        assert raw[:2] in (MAGIC + bytes((state_codec.PACKED,)), MAGIC + bytes((PACKED_LEAN,)))
         state = state_codec._decode_packed(raw)
         tagged = state_codec._encode_tree(state)
         assert _same(state, _walk_decoded(tagged))
         assert _same(state_codec._decode_fast(tagged), state)  # raises if it hands it on
         assert encode_state(state) == raw
         with_snapshots += bool(state.pending)
+        lean += raw[1] == PACKED_LEAN
     assert with_snapshots > 500
+    assert lean > 500  # the states of users whose last touch was a timer
 
 
 def test_the_unrolled_paths_are_of_the_current_layout() -> None:
@@ -155,6 +158,18 @@ def _unusual_states() -> Iterator[tuple[str, UserState]]:
     yield "vectors of two lengths", state(lambda s, p: s.pending.append([*p[:2], [1.0], *p[3:]]))
     yield "300 snapshots", state(lambda s, p: s.pending.extend([p] * 299))
     yield "an empty snapshot list", state(lambda s, p: setattr(s, "pending", []))
+
+    def left_out(s: UserState, p: list[Any], other: list[float] | None) -> None:
+        s.pending.append([*p[:2], other, *p[3:]])
+        p[2] = None  # as read back: the features' own vector at its time
+
+    yield "a vector left out", state(lambda s, p: p.__setitem__(2, None))
+    yield "a vector left out, one kept", state(lambda s, p: left_out(s, p, [2.0] * DIM))
+    yield "a vector left out, one short", state(lambda s, p: left_out(s, p, [1.0]))
+    yield (
+        "a vector of the features",
+        state(lambda s, p: p.__setitem__(2, Recomputable(vector(s.features, T0)))),
+    )
 
 
 @pytest.mark.parametrize(("why", "state"), list(_unusual_states()))
@@ -289,7 +304,7 @@ def _damages(raw: bytes) -> Iterator[bytes]:
             yield raw[:i] + bytes([b]) + raw[i + 1 :]
 
 
-@pytest.mark.parametrize("form", ["packed", "tagged"])
+@pytest.mark.parametrize("form", ["packed", "lean", "tagged"])
 def test_damaged_bytes_raise_value_error_or_read_as_a_valid_state(form: str) -> None:
     """Hostile or damaged bytes: a ValueError (the batch sets the user aside), never
     another exception; a change that still reads is a state that encodes again."""
@@ -297,8 +312,14 @@ def test_damaged_bytes_raise_value_error_or_read_as_a_valid_state(form: str) -> 
     s.features.apply(Event("e1", "u", "purchase", T0, 19.99, category="x"))
     s.remember("e1")
     s.tier, s.pending = "vip", [[7, T0, [0.5, 0.0, 2.0], 0.3, 0, 1, "vip", 0.0]]
-    raw = encode_state(s) if form == "packed" else state_codec._encode_tree(s)
-    assert raw[1] == (state_codec.PACKED if form == "packed" else state_codec.FORMAT)
+    if form == "lean":  # one vector kept, one left out
+        s.pending = [
+            [7, T0, [0.5] * DIM, 0.3, 0, 1, "vip", 0.0],
+            [9, T0 + 5, Recomputable(vector(s.features, T0 + 5)), None, 0, 0, None, 1.5],
+        ]
+    raw = encode_state(s) if form != "tagged" else state_codec._encode_tree(s)
+    expected = {"packed": state_codec.PACKED, "lean": PACKED_LEAN, "tagged": state_codec.FORMAT}
+    assert raw[1] == expected[form]
     refused = 0
     for bad in _damages(raw):
         try:
@@ -350,6 +371,7 @@ def test_damaged_bytes_are_read_or_refused_as_the_walk_reads_or_refuses_them() -
         (b"\xa7\x02\x01\x00" + zlib.compress(b"\x00" * 7, 1, -15), "truncated"),
         (b"\xa7\x02\x01\x00" + zlib.compress(b"\x01", 1, -15) + b"x", "after its end"),
         (b"\xa7\x02\x01\x00" + zlib.compress(bytes(2**21), 1, -15), "longer than any"),
+        (b"\xa7\x03\x01\x00" + zlib.compress(bytes((0, 1, 0, 0, 0, 0, 29, 1)), 1, -11), "1 of 1"),
         (b"{not json", "unexpected character"),
         (b"[1, 2]", "not a state"),
     ],
@@ -388,3 +410,33 @@ def test_a_packed_state_reads_back_with_one_zero_for_all() -> None:
     zeros += [v for v in back.pending[0][2] if v == 0.0] if back.pending else []
     assert len(zeros) > 40
     assert len({id(v) for v in zeros}) == 1
+
+
+def test_a_snapshot_taken_since_the_last_event_is_stored_without_its_vector() -> None:
+    """A pending snapshot's vector that is the features' own at its time (no event since)
+    is left out of the stored state (format 3) and made again, bit for bit, when read;
+    once an event makes it the snapshot's own, it is stored (format 2, which earlier
+    versions read)."""
+    s = UserState.new()
+    s.features.apply(Event("e1", "u", "purchase", T0, 19.99, category="x"))
+    s.remember("e1")
+    week, month = T0 + 7 * 86_400_000, T0 + 30 * 86_400_000
+    x = Recomputable(vector(s.features, week))
+    s.pending = [
+        [30 * 86_400_000, week, x, 0.25, 0, 0, "vip", 0.0],
+        [365 * 86_400_000, week, x, 0.5, 0, 0, None, 0.0],
+    ]
+    lean = encode_state(s)
+    assert lean[1] == PACKED_LEAN
+    back = decode_state(lean)
+    assert back.pending is not None and [p[2] for p in back.pending] == [None, None]
+    assert _same(back, s)  # its JSON makes the vectors again
+    assert _bits(back.snapshot_vector(back.pending[1])) == _bits(list(x))
+    assert encode_state(back) == lean
+    back.fix_snapshots()  # an event comes
+    kept = encode_state(back)
+    assert kept[1] == state_codec.PACKED and len(kept) > len(lean) + 100
+    assert _same(decode_state(kept), s)
+    back.features.apply(Event("e2", "u", "page_view", month))
+    assert _bits(back.pending[0][2]) == _bits(list(x))  # the moment's vector, not today's
+    assert vector(back.features, week) != list(x)
