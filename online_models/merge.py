@@ -50,6 +50,7 @@ from online_models.segment_choice import (
     SWITCH_MARGIN,
     assign,
     choose_k,
+    distances,
     kmeans,
     member_means,
     profiles,
@@ -255,8 +256,9 @@ def _segments(
     t = traits.of(sample) if traits.available else np.zeros((0, 0))
     due = (base.version + 1) % p.choose_every_versions == 0
     if len(centroids) and len(t) >= 100 and due and p.segments_min < p.segments_max:
-        k, best, found = choose_k(t, range(p.segments_min, p.segments_max + 1), p.seed)
-        current = silhouette_of(t, assign(t, centroids))
+        d = distances(t)  # one matrix for every k's silhouette and the current one's
+        k, best, found = choose_k(t, range(p.segments_min, p.segments_max + 1), p.seed, d)
+        current = silhouette_of(t, assign(t, centroids), d)
         silhouette = current
         if k != len(centroids) and best > current + SWITCH_MARGIN:
             members = member_means(sample, assign(t, found), k)

@@ -66,8 +66,16 @@ def assign(z: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return out
 
 
-def silhouette(z: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette coefficient (Rousseeuw 1987); 0 when there is one cluster.
+def distances(z: np.ndarray) -> np.ndarray:
+    """The Euclidean distance between every two rows (n x n): what :func:`silhouette`
+    reads, computed once for every labelling of the same rows."""
+    out: np.ndarray = np.sqrt(((z[:, None, :] - z[None]) ** 2).sum(axis=2))
+    return out
+
+
+def silhouette(z: np.ndarray, labels: np.ndarray, d: np.ndarray | None = None) -> float:
+    """Mean silhouette coefficient (Rousseeuw 1987); 0 when there is one cluster. ``d``:
+    the rows' :func:`distances`, if already computed.
 
     >>> z = np.array([[0.0], [0.1], [5.0], [5.1]])
     >>> round(silhouette(z, np.array([0, 0, 1, 1])), 3)
@@ -76,7 +84,8 @@ def silhouette(z: np.ndarray, labels: np.ndarray) -> float:
     ks = np.unique(labels)
     if len(ks) < 2:
         return 0.0
-    d = np.sqrt(((z[:, None, :] - z[None]) ** 2).sum(axis=2))
+    if d is None:
+        d = distances(z)
     mean_to = np.stack([d[:, labels == k].mean(axis=1) for k in ks], axis=1)
     own = np.searchsorted(ks, labels)
     sizes = np.array([(labels == k).sum() for k in ks])
@@ -89,14 +98,19 @@ def silhouette(z: np.ndarray, labels: np.ndarray) -> float:
     return float(s.mean())
 
 
-def choose_k(z: np.ndarray, ks: Iterable[int], seed: int) -> tuple[int, float, np.ndarray]:
-    """The k of ``ks`` whose k-means has the best silhouette: (k, silhouette, centres)."""
+def choose_k(
+    z: np.ndarray, ks: Iterable[int], seed: int, d: np.ndarray | None = None
+) -> tuple[int, float, np.ndarray]:
+    """The k of ``ks`` whose k-means has the best silhouette: (k, silhouette, centres).
+    ``d``: the rows' :func:`distances`, if already computed."""
     best: tuple[int, float, np.ndarray] | None = None
+    if d is None:
+        d = distances(z)
     for k in ks:
         if k < 2 or k >= len(z):
             continue
         centers = kmeans(z, k, seed)
-        score = silhouette(z, assign(z, centers))
+        score = silhouette(z, assign(z, centers), d)
         if best is None or score > best[1]:
             best = (k, score, centers)
     if best is None:
