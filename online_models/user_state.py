@@ -168,15 +168,14 @@ class UserState:
         made: dict[int, list[float]] = {}
         for p in self.pending or ():
             x = p[2]
-            if type(x) is not list:
+            if x is None:
+                t = p[1]
+                x = made.get(t)
                 if x is None:
-                    t = p[1]
-                    x = made.get(t)
-                    if x is None:
-                        x = made[t] = vector(self.features, t)
-                    p[2] = x
-                else:
-                    p[2] = list(x)
+                    x = made[t] = vector(self.features, t)
+                p[2] = x
+            elif type(x) is Recomputable:
+                p[2] = list(x)
 
     def stored_pending(self) -> list[Any] | None:
         """The pending snapshots with every vector a plain list (a left-out one made
