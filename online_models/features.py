@@ -233,6 +233,36 @@ class UserFeatures:
         dt = max(0, now_ms - self.last_ms)
         return math.exp(DECAY_RATES[half_life_index] * dt)
 
+    def impossible(self) -> str | None:
+        """Why no stream of events could have made these features, or None: a count or
+        a sum below zero (amounts are never negative), or a first purchase after the
+        last. Such features come only from damaged or forged bytes, and would break the
+        feature vector's logarithms.
+
+        >>> f = UserFeatures.new()
+        >>> f.impossible() is None
+        True
+        >>> f.spend[1] = -2.0
+        >>> f.impossible()
+        'spend holds -2.0, below 0'
+        """
+        for name in ("events", "purchases", "refunds", "carts"):
+            if getattr(self, name) < 0:
+                return f"{name} is {getattr(self, name)}, below 0"
+        for name in ("counts", "spend", "refunded", "sessions", "categories"):
+            value = getattr(self, name)
+            low = min(min(row, default=0.0) for row in value) if name == "counts" else None
+            low = min(value, default=0.0) if low is None else low
+            if low < 0.0:
+                return f"{name} holds {low!r}, below 0"
+        for name in ("total_spend", "total_refunded"):
+            if getattr(self, name) < 0.0:
+                return f"{name} is {getattr(self, name)!r}, below 0"
+        first, last = self.first_purchase_ms, self.last_purchase_ms
+        if first is not None and last is not None and first > last:
+            return f"first_purchase_ms {first} is after last_purchase_ms {last}"
+        return None
+
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able form (floats round-trip exactly through orjson)."""
         return {

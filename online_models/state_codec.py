@@ -709,7 +709,7 @@ def _put_snapshots(
         else:
             raise _Unusual
         if p is None:
-            item = _NO_P
+            item |= _NO_P
             p = 0.0
         floats.append(p)
         floats.append(spent)
@@ -872,7 +872,10 @@ def _unpack(body: bytes, keys: list[bytes], lean: bool) -> UserState:
     total_spend, total_refunded = fl[o], fl[o + 1]
     categories = fl[o + 2 : o + 2 + cats]
     o += 2 + cats
-    finite = math.isfinite(sum(fl[:o]))
+    # Finite and not below zero (as from_json checks: else it reads them and says why).
+    plain = math.isfinite(sum(fl[:o])) and min(fl[:o], default=0.0) >= 0.0
+    no_purchase_times = flags & (_NO_LAST_PURCHASE | _NO_FIRST_PURCHASE)
+    plain = plain and min(ints[3:7]) >= 0 and bool(no_purchase_times or ints[7] <= ints[2])
     pending: list[Any] | None = None if flags & _NO_PENDING else []
     left_out = 0
     for k in range(n):
@@ -916,7 +919,7 @@ def _unpack(body: bytes, keys: list[bytes], lean: bool) -> UserState:
         "first_purchase_ms": None if flags & _NO_FIRST_PURCHASE else ints[7],
         "categories": categories,
     }
-    if finite and halves >= len(HALF_LIVES_DAYS):
+    if plain and halves >= len(HALF_LIVES_DAYS):
         features = UserFeatures(**block)
         return UserState(
             features,
@@ -932,7 +935,7 @@ def _unpack(body: bytes, keys: list[bytes], lean: bool) -> UserState:
             due_ms=ints[12],
             born_ms=ints[13],
         )
-    # An older state's features (completed) or ones that are not finite (refused), as
+    # An older state's features (completed) or ones no stream could make (refused), as
     # from JSON.
     return UserState.from_json(
         {
@@ -983,6 +986,8 @@ def _decode_fast(raw: bytes) -> UserState:
         first_purchase_ms=first_purchase_ms,
         categories=categories,
     )
+    if features.impossible() is not None:
+        raise _Unusual  # from_json says why
     tier = r.string()
     seq, tier_since_ms = r.whole(), r.whole()
     keys, pending = r.keys(), r.pending()

@@ -228,8 +228,12 @@ class UserState:
         if version != STATE_VERSION:
             raise ValueError(f"unsupported user state version {version!r}")
         _check_numbers(data["features"], "features")
+        features = UserFeatures.from_json(data["features"])
+        why = features.impossible()
+        if why is not None:
+            raise ValueError(f"features: {why}")
         return cls(
-            UserFeatures.from_json(data["features"]),
+            features,
             data["tier"],
             data["seq"],
             data["tier_since_ms"],
