@@ -251,8 +251,8 @@ class UserFeatures:
                 return f"{name} is {getattr(self, name)}, below 0"
         for name in ("counts", "spend", "refunded", "sessions", "categories"):
             value = getattr(self, name)
-            low = min(min(row, default=0.0) for row in value) if name == "counts" else None
-            low = min(value, default=0.0) if low is None else low
+            rows = value if name == "counts" else [value]
+            low = min((min(row, default=0.0) for row in rows), default=0.0)
             if low < 0.0:
                 return f"{name} holds {low!r}, below 0"
         for name in ("total_spend", "total_refunded"):

@@ -286,6 +286,10 @@ class _Bench:
         return "### Memory, `tierstream run` (1 instance)\n\n" + report.table(header, rows)
 
 
+#: What a rate cell says when the run's time is not above its empty runs' (``--quick``).
+TOO_SHORT = "too short to time"
+
+
 def _progress(w: Workload, r: Throughput) -> None:
     say(
         f"{w.name}: {r.name}: {r.records:,} records in {r.seconds:.1f} s = {r.rate:,.0f}/s "
@@ -308,16 +312,17 @@ def _throughput_table(w: Workload, rows: list[Throughput], use: RedisUse) -> str
     body = [
         [
             r.name,
-            f"**{r.rate:,.0f}**",
-            f"{r.rate / quix.rate:.2f}x",
+            f"**{r.rate:,.0f}**" if r.seconds > 0 else TOO_SHORT,
+            f"{r.rate / quix.rate:.2f}x" if r.seconds > 0 else "—",
             f"{r.seconds:.1f}",
-            f"{r.rate_per_cpu:,.0f}",
+            f"{r.rate_per_cpu:,.0f}" if r.cpu_s > 0 else TOO_SHORT,
             f"{r.wall_s:.1f}",
             " + ".join(f"{m:,.0f}" for m in r.max_rss_mb),
             f"{r.outputs:,}",
         ]
         for r in rows
     ]
+    short = any(r.seconds <= 0 or r.cpu_s <= 0 for r in rows)
     per_count = {  # each instance count's empty runs, once
         r.name.rsplit(", ", 1)[1]: r.extra for r in rows if "empty_run_s" in r.extra
     }
@@ -332,6 +337,13 @@ def _throughput_table(w: Workload, rows: list[Throughput], use: RedisUse) -> str
         f"1-instance run: {use.sampled_bytes:,.0f} bytes per user key (`MEMORY USAGE`, "
         f"{min(use.users, redis_memory.SAMPLE):,} keys), {use.delta_bytes:,.0f} bytes per "
         f"user in all (`used_memory` growth / {use.users:,} users)."
+        + (
+            f" *{TOO_SHORT}*: the run took no longer (or no more CPU) than the same "
+            "instances on an empty topic, so what its records cost is within the start-up's "
+            "and group join's spread (small workloads only, as with `--quick`)."
+            if short
+            else ""
+        )
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.bench import report
+from tests.bench.bench_throughput import TOO_SHORT
 from tests.integration.support import KAFKA, REDIS, REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -67,7 +68,12 @@ def test_the_bench_runs_every_measurement_and_writes_its_section(
     for workload in ("### Dense: 300 users", "### Sparse catch-up: 1,000 users"):
         rows = _rows(text, workload)
         assert [r[0] for r in rows] == list(CONTENDERS)
-        assert all(_number(r[1]) > 0 and _number(r[4]) > 0 for r in rows), rows  # events/s
+        # events/s: the raw client and Quix Streams time themselves; a `tierstream run`
+        # of --quick's few records may take no longer than its empty runs (whose group
+        # join alone varies by seconds with two instances), which the table then says
+        assert all(_number(r[1]) > 0 and _number(r[4]) > 0 for r in rows[:2]), rows
+        assert all(TOO_SHORT in r[1] or _number(r[1]) > 0 for r in rows[2:]), rows
+        assert all(TOO_SHORT in r[4] or _number(r[4]) > 0 for r in rows[2:]), rows
         assert [r[2] for r in rows][1] == "1.00x"  # the ratio is to Quix Streams
         assert [r[7] for r in rows][4:] == ["0", "0"], rows  # the floor decides nothing
         assert all(_number(r[7]) > 0 for r in rows[1:4]), rows  # the others do
