@@ -454,7 +454,7 @@ class TierEngine:
         keep = []
         observed: list[_Label] = []
         for p in pending:
-            span, t0, x0, _, purchases, events, _, spend = p
+            span, t0, _, _, purchases, events, _, spend = p
             if now < t0 + span or (now == t0 + span and not closing):
                 keep.append(p)
                 continue
@@ -471,9 +471,8 @@ class TierEngine:
             if labels:
                 # Not learnt if a fitted model learnt them in its fit (resolved by its time).
                 at = now if learnt_at is None else learnt_at
-                if x0 is None:  # left out of the stored state: the features' at t0
-                    x0 = state.snapshot_vector(p)
-                self.models.learn_label(x0, labels, at_ms=at)
+                # (its vector, or the features' at t0 when the stored state left it out)
+                self.models.learn_label(state.snapshot_vector(p), labels, at_ms=at)
                 if 0 in labels:
                     observed.append((p, bool(labels[0]), self.control.holds(user_id)))
         state.pending = keep or None

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
+from itertools import chain
 from typing import Any, Final
 
 from online_models.event import (
@@ -71,6 +73,26 @@ def category_bucket(category: str) -> int:
     (True, True)
     """
     return zlib.crc32(category.encode()) % CATEGORY_BUCKETS
+
+
+def possible(
+    floats: Sequence[float],
+    counts: Sequence[int],
+    first_purchase: int | None,
+    last_purchase: int | None,
+) -> bool:
+    """Whether a feature block's values are ones some stream of events makes: its
+    ``floats`` (counts and sums) and ``counts`` (events, purchases, refunds, carts) not
+    below zero, its first purchase not after its last. :meth:`UserFeatures.impossible`
+    says why not; the state codec checks the values it reads with it, before it builds
+    the features.
+
+    >>> possible([0.0, 2.5], (3, 1, 0, 0), 5, 9), possible([0.0, -1.0], (3, 1, 0, 0), 5, 9)
+    (True, False)
+    """
+    if min(floats, default=0.0) < 0.0 or min(counts, default=0) < 0:
+        return False
+    return first_purchase is None or last_purchase is None or first_purchase <= last_purchase
 
 
 class UserFeatures:
@@ -246,6 +268,11 @@ class UserFeatures:
         >>> f.impossible()
         'spend holds -2.0, below 0'
         """
+        floats = [*chain.from_iterable(self.counts), *self.spend, *self.refunded]
+        floats += [*self.sessions, *self.categories, self.total_spend, self.total_refunded]
+        counts = (self.events, self.purchases, self.refunds, self.carts)
+        if possible(floats, counts, self.first_purchase_ms, self.last_purchase_ms):
+            return None
         for name in ("events", "purchases", "refunds", "carts"):
             if getattr(self, name) < 0:
                 return f"{name} is {getattr(self, name)}, below 0"

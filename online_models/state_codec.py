@@ -76,7 +76,7 @@ from typing import Any, Final, cast
 import orjson
 
 from online_models.feature_vector import FEATURE_NAMES
-from online_models.features import HALF_LIVES_DAYS, UserFeatures
+from online_models.features import HALF_LIVES_DAYS, UserFeatures, possible
 from online_models.user_state import (
     DEDUP_WINDOW,
     STATE_VERSION,
@@ -872,10 +872,13 @@ def _unpack(body: bytes, keys: list[bytes], lean: bool) -> UserState:
     total_spend, total_refunded = fl[o], fl[o + 1]
     categories = fl[o + 2 : o + 2 + cats]
     o += 2 + cats
-    # Finite and not below zero (as from_json checks: else it reads them and says why).
-    plain = math.isfinite(sum(fl[:o])) and min(fl[:o], default=0.0) >= 0.0
-    no_purchase_times = flags & (_NO_LAST_PURCHASE | _NO_FIRST_PURCHASE)
-    plain = plain and min(ints[3:7]) >= 0 and bool(no_purchase_times or ints[7] <= ints[2])
+    last_purchase = None if flags & _NO_LAST_PURCHASE else ints[2]
+    first_purchase = None if flags & _NO_FIRST_PURCHASE else ints[7]
+    feature_floats = fl[:o]
+    # Finite and possible (as from_json checks: else it reads them and says why).
+    plain = math.isfinite(sum(feature_floats)) and possible(
+        feature_floats, ints[3:7], first_purchase, last_purchase
+    )
     pending: list[Any] | None = None if flags & _NO_PENDING else []
     left_out = 0
     for k in range(n):
@@ -905,7 +908,7 @@ def _unpack(body: bytes, keys: list[bytes], lean: bool) -> UserState:
     block = {
         "last_ms": ints[0],
         "first_ms": ints[1],
-        "last_purchase_ms": None if flags & _NO_LAST_PURCHASE else ints[2],
+        "last_purchase_ms": last_purchase,
         "counts": counts,
         "spend": spend,
         "refunded": refunded,
@@ -916,7 +919,7 @@ def _unpack(body: bytes, keys: list[bytes], lean: bool) -> UserState:
         "carts": ints[6],
         "total_spend": total_spend,
         "total_refunded": total_refunded,
-        "first_purchase_ms": None if flags & _NO_FIRST_PURCHASE else ints[7],
+        "first_purchase_ms": first_purchase,
         "categories": categories,
     }
     if plain and halves >= len(HALF_LIVES_DAYS):
