@@ -29,12 +29,26 @@ consumer.service.errors.ClientWedged: example client: wait did not return within
 >>> call(max, 4, 7)  # a fresh worker: the wedged one is left behind
 7
 >>> stuck.set()  # (it ends once its call returns)
+
+While a call is in progress, :meth:`BoundedCall.overdue_s` says how long it has outlasted
+what it may take by design (``expected_s``: a poll's own wait), from any thread: what
+/readyz reads, since the caller's thread is the one waiting.
+
+>>> slow = threading.Event()
+>>> worker = threading.Thread(target=call, args=(slow.wait,), kwargs={"expected_s": 0.05})
+>>> worker.start(); slow.wait(0.2)
+False
+>>> 0.1 < call.overdue_s() < 5.0
+True
+>>> slow.set(); worker.join(); call.overdue_s()
+0.0
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -81,15 +95,25 @@ class BoundedCall:
         #: Calls that overran, since this object was made.
         self.overruns = 0
         self._worker: _Worker | None = None
+        #: When the call in progress would be overdue (monotonic), None when none is.
+        self._due: float | None = None
 
     def __call__(
-        self, fn: Callable[..., T], /, *args: Any, limit_s: float | None = None, **kwargs: Any
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        limit_s: float | None = None,
+        expected_s: float = 0.0,
+        **kwargs: Any,
     ) -> T:
         """``fn(*args, **kwargs)``, or ClientWedged after ``limit_s`` (default: the
-        object's). An exception of ``fn`` is raised here, unchanged."""
+        object's). An exception of ``fn`` is raised here, unchanged. ``expected_s``: how
+        long the call may take by design (:meth:`overdue_s`)."""
         if self._worker is None:
             self._worker = _Worker(f"bounded {self.name}")
         future: Future[T] = Future()
+        self._due = time.monotonic() + expected_s
         self._worker.jobs.put((future, fn, args, kwargs))
         limit = self.limit_s if limit_s is None else limit_s
         try:
@@ -102,6 +126,14 @@ class BoundedCall:
             self._worker = None
             what = getattr(fn, "__name__", "a call")
             raise ClientWedged(f"{self.name}: {what} did not return within {limit:g} s") from None
+        finally:
+            self._due = None
+
+    def overdue_s(self) -> float:
+        """How long the call in progress has outlasted its ``expected_s``, in seconds (0
+        when no call is in progress, or it is within it). Safe from any thread."""
+        due = self._due
+        return 0.0 if due is None else max(0.0, time.monotonic() - due)
 
     def close(self) -> None:
         """Let the worker end (after its call in progress, if any)."""

@@ -279,6 +279,7 @@ class EventSource:
                 consumer.poll,
                 timeout_ms=timeout_ms,
                 limit_s=timeout_ms / 1000 + self._call_timeout_s,
+                expected_s=timeout_ms / 1000,
             )
         except ClientWedged as exc:
             self._replace(exc)
@@ -476,6 +477,12 @@ class EventSource:
             )
         return lag
 
+    def overdue_s(self) -> float:
+        """How long a call of this source to the brokers (a poll past its own wait, a
+        commit, an admin request) has been waiting for its answer beyond what it takes by
+        design, in seconds; 0 when none is. Safe from any thread (/readyz)."""
+        return max(self._calls.overdue_s(), self._admin_calls.overdue_s())
+
     def reachable(self) -> bool:
         """Whether a broker answers now (readiness); never raises."""
         try:
@@ -588,6 +595,9 @@ class Publisher:
         self._producer: KafkaProducer | None = self._new()
         #: Flushes the producer and checks each record's acknowledgement for :meth:`send`.
         self._acks = ThreadPoolExecutor(1, thread_name_prefix="tierstream-publish-acks")
+        #: When the records awaiting acknowledgement were handed over (monotonic), None
+        #: when none is awaited: read by other threads (:meth:`unacknowledged_for`).
+        self._handed_at: float | None = None
 
     def _new(self) -> KafkaProducer:
         with _connecting() as why:
@@ -604,6 +614,8 @@ class Publisher:
         """Hand ``records`` to the producer in order and flush them: :meth:`Sent.wait`
         returns once every one is acknowledged (or raises PublishError). Not while an
         earlier :class:`Sent` is still waited for: one publication in flight at a time."""
+        # From here: the producer may block for a topic's metadata as well.
+        self._handed_at = time.monotonic()
         try:
             if self._producer is None:
                 self._producer = self._new()
@@ -621,9 +633,22 @@ class Publisher:
                 for r in records
             ]
         except (KafkaError, BrokerUnavailable) as exc:
+            self._handed_at = None
             self._discard()
             raise PublishError(f"publishing failed: {exc}") from exc
+        except BaseException:
+            self._handed_at = None
+            raise
         return Sent(self._acks.submit(self._acknowledged, producer, futures, timeout_s))
+
+    def unacknowledged_for(self) -> float:
+        """How long the records of the last :meth:`send` have been awaiting their
+        acknowledgement (from the moment they were handed over, a wait for a topic's
+        metadata included), in seconds; 0 when none is awaited. A broker that is down or
+        hangs keeps it growing until the wait gives up (its ``timeout_s``). Safe from any
+        thread."""
+        handed_at = self._handed_at
+        return 0.0 if handed_at is None else time.monotonic() - handed_at
 
     def _acknowledged(self, producer: KafkaProducer, futures: list[Any], timeout_s: float) -> None:
         try:
@@ -634,6 +659,8 @@ class Publisher:
             if self._producer is producer:
                 self._discard()
             raise PublishError(f"publishing failed: {exc}") from exc
+        finally:
+            self._handed_at = None
 
     def _discard(self) -> None:
         producer, self._producer = self._producer, None

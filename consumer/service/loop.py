@@ -75,6 +75,12 @@ SHUTDOWN_OVERDUE_STATUS = 4
 GROUP_PROGRESS_WAIT_S = 60.0
 #: While idle, how often Redis and the brokers are probed (what /readyz reports).
 PROBE_EVERY_S = 5.0
+#: /readyz says "not ready" while the loop has waited this long for the brokers: a
+#: batch's outputs for their acknowledgement, or a call (a commit, an admin request, a
+#: poll past its own wait) for its answer; milliseconds when they are up. The loop itself
+#: waits, up to the call's timeout (15 s for a commit, a minute for outputs), and cannot
+#: probe meanwhile.
+BROKER_WAIT_READY_S = 3.0
 
 
 @dataclass
@@ -228,7 +234,7 @@ class Service:
         s = self.settings
         if s.metrics_port:
             self.health = HealthServer(
-                self.metrics, host=s.metrics_host, port=s.metrics_port, is_ready=lambda: self._ready
+                self.metrics, host=s.metrics_host, port=s.metrics_port, is_ready=self.ready
             )
             self.health.start()
         last_record = time.monotonic()
@@ -254,6 +260,16 @@ class Service:
         finally:
             self._close()
         return self.summary
+
+    def ready(self) -> bool:
+        """What /readyz says (from the HTTP server's thread): the last batch or probe
+        went through, and the loop has not waited :data:`BROKER_WAIT_READY_S` for the
+        brokers since."""
+        return (
+            self._ready
+            and self.publisher.unacknowledged_for() < BROKER_WAIT_READY_S
+            and self.source.overdue_s() < BROKER_WAIT_READY_S
+        )
 
     def _last_commit(self) -> None:
         """Stopping: the last batch's outputs acknowledged and cleared, and what the

@@ -6,7 +6,9 @@ while it cannot work."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -312,6 +314,70 @@ def test_outputs_the_broker_refuses_wait_in_the_outbox_until_it_accepts_them(
             service.communicate()
     assert service.returncode == 0, err
     assert "PublishError" in err, err
+    check_exact(names, env["TIERSTREAM_REDIS_URL"], trained_model)
+
+
+@contextlib.contextmanager
+def frozen_broker() -> Iterator[None]:
+    """The broker of ``ops/stack.sh`` stopped (SIGSTOP) for the block, resumed after it
+    whatever happens: connections stay open and nothing answers, as a broker that hangs
+    or a network that drops every packet. Skips the test for another broker."""
+    run = Path(os.environ.get("TIERSTREAM_STACK_DIR", REPO / ".stack")) / "run"
+    try:
+        pid = int((run / "kafka.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        ports = (run / "kafka.ports").read_text().split()
+    except (OSError, ValueError):
+        pytest.skip("freezes the broker of ops/stack.sh, which is not running here")
+    if b"kafka.Kafka" not in cmdline or KAFKA.rsplit(":", 1)[-1] not in ports:
+        pytest.skip(f"freezes the broker of ops/stack.sh, and the tests use {KAFKA}")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_broker_that_stops_answering_makes_the_service_not_ready_at_once(
+    names: Names, trained_model: GlobalModel, trained_model_file: Path
+) -> None:
+    """The broker hangs while the service is in the middle of the stream: the loop waits
+    for its last batch's acknowledgement (up to the publication's timeout, a minute) and
+    cannot probe meanwhile. /readyz says "not ready" within seconds all the same
+    (BROKER_WAIT_READY_S) and stays so; once the broker answers again, everything is
+    published, nothing applied twice. (It said "ready" for the whole minute before: the
+    chaos suite's kafka-restart scenario caught it.)"""
+    port = free_port()
+    env = names.env(
+        TIERSTREAM_MODEL_FILE=str(trained_model_file),
+        TIERSTREAM_METRICS_PORT=str(port),
+        TIERSTREAM_METRICS_HOST="127.0.0.1",
+        TIERSTREAM_MAX_POLL_RECORDS="100",
+    )
+    produce_records(KAFKA, names.input, [(r.key, r.value) for r in generate(CONFIG)], partitions=2)
+    service = start_service(env)
+    try:
+        redis_url = env["TIERSTREAM_REDIS_URL"]
+        wait_for("some progress", lambda: _applied(names, redis_url) > 1000, 90)
+        assert ready(port) == 200
+        with frozen_broker():
+            frozen = time.monotonic()
+            wait_for("/readyz to say not ready", lambda: ready(port) == 503, 20)
+            took = time.monotonic() - frozen
+            answers = []
+            for _ in range(10):  # 2 s more: the wait goes on, and so does the answer
+                answers.append(ready(port))
+                time.sleep(0.2)
+        assert took < 8.0, f"not ready {took:.1f} s after the broker froze"
+        assert set(answers) == {503}, answers
+        assert service.poll() is None, "the service gave up"
+        _, err = service.communicate(timeout=180)
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.communicate()
+    assert service.returncode == 0, err
+    assert committed_offsets(names.group, names.input) == end_offsets(names.input)
     check_exact(names, env["TIERSTREAM_REDIS_URL"], trained_model)
 
 
