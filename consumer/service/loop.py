@@ -75,12 +75,12 @@ SHUTDOWN_OVERDUE_STATUS = 4
 GROUP_PROGRESS_WAIT_S = 60.0
 #: While idle, how often Redis and the brokers are probed (what /readyz reports).
 PROBE_EVERY_S = 5.0
-#: /readyz says "not ready" while the loop has waited this long for the brokers: a
-#: batch's outputs for their acknowledgement, or a call (a commit, an admin request, a
-#: poll past its own wait) for its answer; milliseconds when they are up. The loop itself
-#: waits, up to the call's timeout (15 s for a commit, a minute for outputs), and cannot
-#: probe meanwhile.
-BROKER_WAIT_READY_S = 3.0
+#: /readyz says "not ready" while the loop has waited this long for a server: the
+#: brokers for a batch's outputs' acknowledgement or a call's answer (a commit, an admin
+#: request, a poll past its own wait), Redis for a call's; milliseconds when they are up.
+#: The loop itself waits, up to the call's timeout (15 s for a commit, 30 s for Redis, a
+#: minute for outputs), and cannot probe meanwhile.
+SERVER_WAIT_READY_S = 3.0
 
 
 @dataclass
@@ -263,12 +263,13 @@ class Service:
 
     def ready(self) -> bool:
         """What /readyz says (from the HTTP server's thread): the last batch or probe
-        went through, and the loop has not waited :data:`BROKER_WAIT_READY_S` for the
-        brokers since."""
+        went through, and the loop has not waited :data:`SERVER_WAIT_READY_S` for the
+        brokers or Redis since."""
         return (
             self._ready
-            and self.publisher.unacknowledged_for() < BROKER_WAIT_READY_S
-            and self.source.overdue_s() < BROKER_WAIT_READY_S
+            and self.publisher.unacknowledged_for() < SERVER_WAIT_READY_S
+            and self.source.overdue_s() < SERVER_WAIT_READY_S
+            and self.store.waiting_s() < SERVER_WAIT_READY_S
         )
 
     def _last_commit(self) -> None:

@@ -36,6 +36,7 @@ from consumer.service.state_store import (
     SaveSet,
     fenced,
     timer_slice,
+    waits_on_server,
 )
 from consumer.service.tier_counts import TierCounts
 
@@ -154,6 +155,7 @@ class RedisStateStore(Holdings):
             "stack-up) or set TIERSTREAM_REDIS_URL"
         )
 
+    @waits_on_server
     def ping(self) -> None:
         try:
             self._redis.ping()
@@ -165,6 +167,7 @@ class RedisStateStore(Holdings):
         """The Redis client (for tools that scan keys)."""
         return self._redis
 
+    @waits_on_server
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of ``keys``, in any slots, in one round trip."""
         if not keys:
@@ -174,6 +177,7 @@ class RedisStateStore(Holdings):
             pipe.get(key)
         return cast(list[bytes | None], pipe.execute())
 
+    @waits_on_server
     def acquire(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
         try:
             pipe = self._redis.pipeline(transaction=False)
@@ -186,6 +190,7 @@ class RedisStateStore(Holdings):
         self._held.update(got)
         return got
 
+    @waits_on_server
     def epochs(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
         try:
             values = self.get_many([self.keys.epoch(*tp) for tp in partitions])
@@ -193,11 +198,13 @@ class RedisStateStore(Holdings):
             raise StateStoreError(f"reading epochs: {exc}") from exc
         return {tp: _int(v, 0) for tp, v in zip(partitions, values, strict=True)}
 
+    @waits_on_server
     def check_owner(self, partitions: Sequence[Partition]) -> None:
         stored = self.epochs(partitions)
         if any(stored[tp] != self._held.get(tp) for tp in partitions):
             raise fenced(partitions, self._held, [stored[tp] for tp in partitions])
 
+    @waits_on_server
     def applied_offsets(self, partitions: Sequence[Partition]) -> dict[Partition, int | None]:
         try:
             values = self.get_many([self.keys.applied(*tp) for tp in partitions])
@@ -208,15 +215,18 @@ class RedisStateStore(Holdings):
     def begin(self, partitions: Sequence[Partition]) -> _RedisTransaction:
         return _RedisTransaction(self, partitions)
 
+    @waits_on_server
     def outbox(self, partition: Partition) -> list[bytes]:
         try:
             return cast(list[bytes], self._redis.lrange(self.keys.outbox(*partition), 0, -1))
         except REDIS_FAILURES as exc:
             raise StateStoreError(f"reading outbox {partition}: {exc}") from exc
 
+    @waits_on_server
     def clear_outbox(self, partition: Partition, count: int) -> None:
         self.clear_outboxes({partition: count})
 
+    @waits_on_server
     def clear_outboxes(self, counts: Mapping[Partition, int]) -> None:
         held = self._held
         missing = [tp for tp in counts if tp not in held]
@@ -239,6 +249,7 @@ class RedisStateStore(Holdings):
         one on one server, one each (its slot) on Redis Cluster."""
         return [items] if self.one_server else [[item] for item in items]
 
+    @waits_on_server
     def record_partition_count(self, topic: str, partitions: int) -> int:
         keys = [self.keys.partitions, self.keys.counted]
         try:
@@ -248,16 +259,19 @@ class RedisStateStore(Holdings):
             raise StateStoreError(f"recording the partition count of {topic}: {exc}") from exc
         return int(recorded)
 
+    @waits_on_server
     def partition_counts(self) -> dict[str, int]:
         raw = cast(dict[bytes, bytes], self._redis.hgetall(self.keys.partitions))
         return {k.decode(): int(v) for k, v in raw.items()}
 
+    @waits_on_server
     def populations_counted(self, topic: str) -> bool:
         try:
             return bool(self._redis.sismember(self.keys.counted, topic))
         except REDIS_FAILURES as exc:
             raise StateStoreError(f"reading whether {topic} is counted: {exc}") from exc
 
+    @waits_on_server
     def tier_counts(self, partitions: Sequence[Partition]) -> dict[Partition, TierCounts]:
         if not partitions:
             return {}
@@ -274,9 +288,11 @@ class RedisStateStore(Holdings):
             for i, tp in enumerate(partitions)
         }
 
+    @waits_on_server
     def get_user(self, user_id: str) -> bytes | None:
         return self.get_users([user_id])[user_id]
 
+    @waits_on_server
     def get_users(self, user_ids: Sequence[str]) -> dict[str, bytes | None]:
         """The stored states of ``user_ids``, in one round trip. A user is looked for in
         their partition of each topic with state (by the recorded partition counts), the
@@ -291,15 +307,19 @@ class RedisStateStore(Holdings):
             found[user] = next((v for v in mine if v is not None), None)
         return found
 
+    @waits_on_server
     def get_model(self) -> bytes | None:
         return cast(bytes | None, self._redis.get(self.keys.model))
 
+    @waits_on_server
     def get_contribution(self, instance: str) -> bytes | None:
         return cast(bytes | None, self._redis.get(self.keys.contribution(instance)))
 
+    @waits_on_server
     def put_model(self, model: bytes) -> None:
         self._redis.set(self.keys.model, model)
 
+    @waits_on_server
     def watermark(self) -> int | None:
         counts = self.partition_counts()
         keys = [self.keys.watermark(t, p) for t, n in sorted(counts.items()) for p in range(n)]
@@ -330,6 +350,7 @@ class _RedisTransaction:
         #: The model the load read: the learning is written only over the same one.
         self._model: bytes | None = None
 
+    @waits_on_server
     def load(
         self, users: Mapping[Partition, Sequence[str]], timer_bounds: Mapping[Partition, int]
     ) -> Loaded:
@@ -457,6 +478,7 @@ class _RedisTransaction:
             timers[tp] = entries
         return timers, capped
 
+    @waits_on_server
     def save_partitions(
         self, batch: SaveSet, written: Callable[[Partition], None] | None = None
     ) -> None:
@@ -528,6 +550,7 @@ class _RedisTransaction:
             if n:
                 pipe.hincrby(keys.conversions(*tp), field, n)
 
+    @waits_on_server
     def save_learning(self, batch: SaveSet) -> bool:
         # No WATCH on the model (a round trip at every load, an UNWATCH at every batch
         # that learns nothing): a script compares what is stored with what was loaded.

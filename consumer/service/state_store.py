@@ -40,9 +40,11 @@ whatever the number of users or of partitions.
 from __future__ import annotations
 
 import copy
+import functools
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Concatenate, Final, ParamSpec, Protocol, TypeVar
 
 from consumer.service.errors import Fenced
 from consumer.service.tier_counts import TierCounts
@@ -199,6 +201,10 @@ class Transaction(Protocol):
 class StateStore(Protocol):
     """The state backend interface (Redis or memory)."""
 
+    def waiting_s(self) -> float:
+        """How long a call of this store has been waiting for its server (0: none)."""
+        ...
+
     def ping(self) -> None:
         """Raise StateStoreUnavailable when the store cannot be reached."""
         ...
@@ -314,10 +320,19 @@ def compact(value: bytes) -> bytes:
 
 
 class Holdings:
-    """The partitions a store handle holds (its instance's), with their epochs."""
+    """The partitions a store handle holds (its instance's), with their epochs, and how
+    long a call of it has been waiting for its server (:meth:`waiting_s`)."""
 
     def __init__(self) -> None:
         self._held: dict[Partition, int] = {}
+        #: When the call waiting for the server began (monotonic), None when none is.
+        self._waiting_since: float | None = None
+
+    def waiting_s(self) -> float:
+        """How long the call in progress (:func:`waits_on_server`) has been waiting for
+        the server, in seconds; 0 when none is. Safe from any thread (/readyz)."""
+        since = self._waiting_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def release(self, partitions: Sequence[Partition]) -> None:
         """Stop holding ``partitions`` (they were revoked)."""
@@ -327,6 +342,41 @@ class Holdings:
     def held(self) -> dict[Partition, int]:
         """The partitions held, with their epochs."""
         return dict(self._held)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def waits_on_server(
+    method: Callable[Concatenate[Any, _P], _R],
+) -> Callable[Concatenate[Any, _P], _R]:
+    """Mark a method of a store (or of its transaction, whose ``_store`` it is) as a call
+    that waits for the server: :meth:`Holdings.waiting_s` counts from its start until it
+    returns (an outer call's start when one calls another).
+
+    >>> class Store(Holdings):
+    ...     @waits_on_server
+    ...     def read(self, seconds: float) -> float:
+    ...         time.sleep(seconds)
+    ...         return self.waiting_s()
+    >>> store = Store()
+    >>> store.read(0.05) >= 0.05, store.waiting_s()
+    (True, 0.0)
+    """
+
+    @functools.wraps(method)
+    def waiting(self: Any, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        holdings: Holdings = getattr(self, "_store", self)
+        if holdings._waiting_since is not None:
+            return method(self, *args, **kwargs)
+        holdings._waiting_since = time.monotonic()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            holdings._waiting_since = None
+
+    return waiting
 
 
 class MemoryStateStore(Holdings):

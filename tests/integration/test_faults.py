@@ -208,6 +208,51 @@ def test_redis_killed_and_restarted_mid_stream(
     check_exact(names, private_redis.url, trained_model)
 
 
+def test_a_redis_that_stops_answering_makes_the_service_not_ready_at_once(
+    names: Names, private_redis: PrivateRedis, trained_model: GlobalModel, trained_model_file: Path
+) -> None:
+    """Redis hangs (SIGSTOP: connections open, no answer, no refusal) mid-stream: the
+    loop waits in its call up to the client's socket timeout (30 s) and cannot probe.
+    /readyz says "not ready" within seconds all the same (SERVER_WAIT_READY_S) and stays
+    so; once Redis answers again, everything is applied exactly once. (It kept its last
+    verdict for the whole wait before.)"""
+    port = free_port()
+    env = names.env(
+        TIERSTREAM_REDIS_URL=private_redis.url,
+        TIERSTREAM_MODEL_FILE=str(trained_model_file),
+        TIERSTREAM_MAX_POLL_RECORDS="100",
+        TIERSTREAM_METRICS_PORT=str(port),
+        TIERSTREAM_METRICS_HOST="127.0.0.1",
+    )
+    produce_records(KAFKA, names.input, [(r.key, r.value) for r in generate(CONFIG)], partitions=2)
+    service = start_service(env)
+    try:
+        wait_for("some progress", lambda: _applied(names, private_redis.url) > 1000, 90)
+        assert ready(port) == 200
+        assert private_redis.proc is not None
+        private_redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            frozen = time.monotonic()
+            wait_for("/readyz to say not ready", lambda: ready(port) == 503, 20)
+            took = time.monotonic() - frozen
+            answers = []
+            for _ in range(10):  # 2 s more: the wait goes on, and so does the answer
+                answers.append(ready(port))
+                time.sleep(0.2)
+        finally:
+            private_redis.proc.send_signal(signal.SIGCONT)
+        assert took < 8.0, f"not ready {took:.1f} s after Redis froze"
+        assert set(answers) == {503}, answers
+        _, err = service.communicate(timeout=180)
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.communicate()
+    assert service.returncode == 0, err
+    assert committed_offsets(names.group, names.input) == end_offsets(names.input)
+    check_exact(names, private_redis.url, trained_model)
+
+
 def test_a_stop_is_bounded_by_the_shutdown_timeout_and_loses_nothing(
     names: Names, private_redis: PrivateRedis, trained_model: GlobalModel, trained_model_file: Path
 ) -> None:
@@ -344,7 +389,7 @@ def test_a_broker_that_stops_answering_makes_the_service_not_ready_at_once(
     """The broker hangs while the service is in the middle of the stream: the loop waits
     for its last batch's acknowledgement (up to the publication's timeout, a minute) and
     cannot probe meanwhile. /readyz says "not ready" within seconds all the same
-    (BROKER_WAIT_READY_S) and stays so; once the broker answers again, everything is
+    (SERVER_WAIT_READY_S) and stays so; once the broker answers again, everything is
     published, nothing applied twice. (It said "ready" for the whole minute before: the
     chaos suite's kafka-restart scenario caught it.)"""
     port = free_port()
