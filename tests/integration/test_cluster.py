@@ -188,7 +188,11 @@ def test_an_instance_takes_over_a_dead_ones_partitions(names: Names, quick_model
         (r.key, r.value)
         for r in generate(GeneratorConfig(users=400, events=30_000, seed=12, days=90))
     ]
-    produce_records(KAFKA, names.input, records, partitions=4)
+    # A third of the stream comes after the kill, into every partition: the victim's
+    # cannot be done before it dies (on a fast machine they could be, and the survivor
+    # then stopped when idle before the victim's session expired).
+    later = len(records) * 2 // 3
+    produce_records(KAFKA, names.input, records[:later], partitions=4)
     base = names.env(TIERSTREAM_TIERS_FILE=str(quick_models), TIERSTREAM_MAX_POLL_RECORDS="200")
     victim = subprocess.Popen(
         [sys.executable, "-m", "consumer.cli", "run"],
@@ -216,6 +220,7 @@ def test_an_instance_takes_over_a_dead_ones_partitions(names: Names, quick_model
             time.sleep(0.2)
         victim.kill()
         victim.wait()
+        produce_records(KAFKA, names.input, records[later:], partitions=4)
         _, err = survivor.communicate(timeout=300)
     finally:
         for p in (victim, survivor):
