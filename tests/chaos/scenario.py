@@ -325,12 +325,39 @@ def _code_state() -> str:
     return f"{head}{' + uncommitted changes' if dirty else ''}"
 
 
+#: The hand-written part of ``docs/reliability.md`` (what a run found, and what was done
+#: about it): kept as it is when the figures are written again.
+FINDINGS_MARKS = (
+    "<!-- findings: written by hand, kept by make chaos -->",
+    "<!-- end of findings -->",
+)
+
+
+def kept_findings(text: str) -> str:
+    """The hand-written findings block of ``text`` (marks included), or "".
+
+    >>> start, end = FINDINGS_MARKS
+    >>> kept_findings(f"head\\n{start}\\nA run found...\\n{end}\\n## Kill") == (
+    ...     f"{start}\\nA run found...\\n{end}"
+    ... )
+    True
+    >>> kept_findings("no marks")
+    ''
+    """
+    start, end = text.find(FINDINGS_MARKS[0]), text.find(FINDINGS_MARKS[1])
+    return text[start : end + len(FINDINGS_MARKS[1])] if 0 <= start < end else ""
+
+
 def write_reliability_doc() -> None:
-    """Regenerate ``docs/reliability.md`` from every scenario's latest figures."""
+    """Regenerate ``docs/reliability.md`` from every scenario's latest figures, keeping
+    its hand-written findings (:func:`kept_findings`)."""
     files = sorted(FIGURES_DIR.glob("*.json")) if FIGURES_DIR.is_dir() else []
     if not files:
         return
+    findings = kept_findings(RELIABILITY_DOC.read_text()) if RELIABILITY_DOC.exists() else ""
     parts = [DOC_HEAD]
+    if findings:
+        parts.append(findings + "\n")
     for f in files:
         d = json.loads(f.read_text())
         parts.append(f"## {d['title']}\n")
