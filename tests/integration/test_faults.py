@@ -6,7 +6,6 @@ while it cannot work."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -208,51 +207,6 @@ def test_redis_killed_and_restarted_mid_stream(
     check_exact(names, private_redis.url, trained_model)
 
 
-def test_a_redis_that_stops_answering_makes_the_service_not_ready_at_once(
-    names: Names, private_redis: PrivateRedis, trained_model: GlobalModel, trained_model_file: Path
-) -> None:
-    """Redis hangs (SIGSTOP: connections open, no answer, no refusal) mid-stream: the
-    loop waits in its call up to the client's socket timeout (30 s) and cannot probe.
-    /readyz says "not ready" within seconds all the same (SERVER_WAIT_READY_S) and stays
-    so; once Redis answers again, everything is applied exactly once. (It kept its last
-    verdict for the whole wait before.)"""
-    port = free_port()
-    env = names.env(
-        TIERSTREAM_REDIS_URL=private_redis.url,
-        TIERSTREAM_MODEL_FILE=str(trained_model_file),
-        TIERSTREAM_MAX_POLL_RECORDS="100",
-        TIERSTREAM_METRICS_PORT=str(port),
-        TIERSTREAM_METRICS_HOST="127.0.0.1",
-    )
-    produce_records(KAFKA, names.input, [(r.key, r.value) for r in generate(CONFIG)], partitions=2)
-    service = start_service(env)
-    try:
-        wait_for("some progress", lambda: _applied(names, private_redis.url) > 1000, 90)
-        assert ready(port) == 200
-        assert private_redis.proc is not None
-        private_redis.proc.send_signal(signal.SIGSTOP)
-        try:
-            frozen = time.monotonic()
-            wait_for("/readyz to say not ready", lambda: ready(port) == 503, 20)
-            took = time.monotonic() - frozen
-            answers = []
-            for _ in range(10):  # 2 s more: the wait goes on, and so does the answer
-                answers.append(ready(port))
-                time.sleep(0.2)
-        finally:
-            private_redis.proc.send_signal(signal.SIGCONT)
-        assert took < 8.0, f"not ready {took:.1f} s after Redis froze"
-        assert set(answers) == {503}, answers
-        _, err = service.communicate(timeout=180)
-    finally:
-        if service.poll() is None:
-            service.kill()
-            service.communicate()
-    assert service.returncode == 0, err
-    assert committed_offsets(names.group, names.input) == end_offsets(names.input)
-    check_exact(names, private_redis.url, trained_model)
-
-
 def test_a_stop_is_bounded_by_the_shutdown_timeout_and_loses_nothing(
     names: Names, private_redis: PrivateRedis, trained_model: GlobalModel, trained_model_file: Path
 ) -> None:
@@ -362,11 +316,9 @@ def test_outputs_the_broker_refuses_wait_in_the_outbox_until_it_accepts_them(
     check_exact(names, env["TIERSTREAM_REDIS_URL"], trained_model)
 
 
-@contextlib.contextmanager
-def frozen_broker() -> Iterator[None]:
-    """The broker of ``ops/stack.sh`` stopped (SIGSTOP) for the block, resumed after it
-    whatever happens: connections stay open and nothing answers, as a broker that hangs
-    or a network that drops every packet. Skips the test for another broker."""
+def stack_broker_pid() -> int:
+    """The pid of the broker of ``ops/stack.sh`` that the tests use; skips the test when
+    they use another broker."""
     run = Path(os.environ.get("TIERSTREAM_STACK_DIR", REPO / ".stack")) / "run"
     try:
         pid = int((run / "kafka.pid").read_text())
@@ -376,46 +328,59 @@ def frozen_broker() -> Iterator[None]:
         pytest.skip("freezes the broker of ops/stack.sh, which is not running here")
     if b"kafka.Kafka" not in cmdline or KAFKA.rsplit(":", 1)[-1] not in ports:
         pytest.skip(f"freezes the broker of ops/stack.sh, and the tests use {KAFKA}")
+    return pid
+
+
+def not_ready_while_frozen(port: int, pid: int) -> None:
+    """Freeze the server process ``pid`` (SIGSTOP: connections stay open, nothing answers,
+    nothing is refused) and resume it whatever happens: /readyz must say "not ready"
+    within 8 s and go on saying so for 2 s more."""
     os.kill(pid, signal.SIGSTOP)
     try:
-        yield
+        frozen = time.monotonic()
+        wait_for("/readyz to say not ready", lambda: ready(port) == 503, 20)
+        took = time.monotonic() - frozen
+        answers = []
+        for _ in range(10):  # the wait goes on, and so does the answer
+            answers.append(ready(port))
+            time.sleep(0.2)
     finally:
         os.kill(pid, signal.SIGCONT)
+    assert took < 8.0, f"not ready {took:.1f} s after the server froze"
+    assert set(answers) == {503}, answers
 
 
-def test_a_broker_that_stops_answering_makes_the_service_not_ready_at_once(
-    names: Names, trained_model: GlobalModel, trained_model_file: Path
+@pytest.mark.parametrize("server", ["kafka", "redis"])
+def test_a_server_that_stops_answering_makes_the_service_not_ready_at_once(
+    server: str,
+    names: Names,
+    private_redis: PrivateRedis,
+    trained_model: GlobalModel,
+    trained_model_file: Path,
 ) -> None:
-    """The broker hangs while the service is in the middle of the stream: the loop waits
-    for its last batch's acknowledgement (up to the publication's timeout, a minute) and
-    cannot probe meanwhile. /readyz says "not ready" within seconds all the same
-    (SERVER_WAIT_READY_S) and stays so; once the broker answers again, everything is
-    published, nothing applied twice. (It said "ready" for the whole minute before: the
-    chaos suite's kafka-restart scenario caught it.)"""
+    """The broker (the stack's) or Redis (a private one) hangs mid-stream: the loop waits
+    in its call, up to the call's timeout (a minute for a batch's acknowledgement, 15 s
+    for a commit, 30 s for Redis), and cannot probe meanwhile. /readyz says "not ready"
+    within seconds all the same (SERVER_WAIT_READY_S) and stays so; once the server
+    answers again, everything is published and applied exactly once. (It kept its last
+    verdict, "ready", for the whole wait before: the chaos suite's kafka-restart scenario
+    caught it.)"""
     port = free_port()
     env = names.env(
+        TIERSTREAM_REDIS_URL=private_redis.url,
         TIERSTREAM_MODEL_FILE=str(trained_model_file),
+        TIERSTREAM_MAX_POLL_RECORDS="100",
         TIERSTREAM_METRICS_PORT=str(port),
         TIERSTREAM_METRICS_HOST="127.0.0.1",
-        TIERSTREAM_MAX_POLL_RECORDS="100",
     )
+    assert private_redis.proc is not None
+    pid = stack_broker_pid() if server == "kafka" else private_redis.proc.pid
     produce_records(KAFKA, names.input, [(r.key, r.value) for r in generate(CONFIG)], partitions=2)
     service = start_service(env)
     try:
-        redis_url = env["TIERSTREAM_REDIS_URL"]
-        wait_for("some progress", lambda: _applied(names, redis_url) > 1000, 90)
+        wait_for("some progress", lambda: _applied(names, private_redis.url) > 1000, 90)
         assert ready(port) == 200
-        with frozen_broker():
-            frozen = time.monotonic()
-            wait_for("/readyz to say not ready", lambda: ready(port) == 503, 20)
-            took = time.monotonic() - frozen
-            answers = []
-            for _ in range(10):  # 2 s more: the wait goes on, and so does the answer
-                answers.append(ready(port))
-                time.sleep(0.2)
-        assert took < 8.0, f"not ready {took:.1f} s after the broker froze"
-        assert set(answers) == {503}, answers
-        assert service.poll() is None, "the service gave up"
+        not_ready_while_frozen(port, pid)
         _, err = service.communicate(timeout=180)
     finally:
         if service.poll() is None:
@@ -423,7 +388,7 @@ def test_a_broker_that_stops_answering_makes_the_service_not_ready_at_once(
             service.communicate()
     assert service.returncode == 0, err
     assert committed_offsets(names.group, names.input) == end_offsets(names.input)
-    check_exact(names, env["TIERSTREAM_REDIS_URL"], trained_model)
+    check_exact(names, private_redis.url, trained_model)
 
 
 def test_a_poll_whose_answer_never_comes_costs_its_deadline_and_loses_nothing(
