@@ -632,13 +632,12 @@ class Publisher:
                 )
                 for r in records
             ]
-        except (KafkaError, BrokerUnavailable) as exc:
+        except BaseException as exc:
             self._handed_at = None
+            if not isinstance(exc, (KafkaError, BrokerUnavailable)):
+                raise
             self._discard()
             raise PublishError(f"publishing failed: {exc}") from exc
-        except BaseException:
-            self._handed_at = None
-            raise
         return Sent(self._acks.submit(self._acknowledged, producer, futures, timeout_s))
 
     def unacknowledged_for(self) -> float:

@@ -190,7 +190,6 @@ class RedisStateStore(Holdings):
         self._held.update(got)
         return got
 
-    @waits_on_server
     def epochs(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
         try:
             values = self.get_many([self.keys.epoch(*tp) for tp in partitions])
@@ -198,13 +197,11 @@ class RedisStateStore(Holdings):
             raise StateStoreError(f"reading epochs: {exc}") from exc
         return {tp: _int(v, 0) for tp, v in zip(partitions, values, strict=True)}
 
-    @waits_on_server
     def check_owner(self, partitions: Sequence[Partition]) -> None:
         stored = self.epochs(partitions)
         if any(stored[tp] != self._held.get(tp) for tp in partitions):
             raise fenced(partitions, self._held, [stored[tp] for tp in partitions])
 
-    @waits_on_server
     def applied_offsets(self, partitions: Sequence[Partition]) -> dict[Partition, int | None]:
         try:
             values = self.get_many([self.keys.applied(*tp) for tp in partitions])
@@ -222,7 +219,6 @@ class RedisStateStore(Holdings):
         except REDIS_FAILURES as exc:
             raise StateStoreError(f"reading outbox {partition}: {exc}") from exc
 
-    @waits_on_server
     def clear_outbox(self, partition: Partition, count: int) -> None:
         self.clear_outboxes({partition: count})
 
@@ -288,7 +284,6 @@ class RedisStateStore(Holdings):
             for i, tp in enumerate(partitions)
         }
 
-    @waits_on_server
     def get_user(self, user_id: str) -> bytes | None:
         return self.get_users([user_id])[user_id]
 
@@ -319,7 +314,6 @@ class RedisStateStore(Holdings):
     def put_model(self, model: bytes) -> None:
         self._redis.set(self.keys.model, model)
 
-    @waits_on_server
     def watermark(self) -> int | None:
         counts = self.partition_counts()
         keys = [self.keys.watermark(t, p) for t, n in sorted(counts.items()) for p in range(n)]
