@@ -171,9 +171,12 @@ class LocalLearner:
             self.labelled.append([head, float(y), *x])
         self.labels += 1
 
-    def contribution(self) -> dict[str, Any]:
-        """Everything learned since ``base``, as plain JSON."""
+    def contribution(self, *, copy: bool = True) -> dict[str, Any]:
+        """Everything learned since ``base``, as plain JSON; ``copy=False`` hands over
+        the learner's own lists (for a caller that drops the learner: a version's merge,
+        with thousands of labelled rows)."""
         n = self.n if self.samples else 0
+        rows = (lambda xs: [list(x) for x in xs]) if copy else list
         return {
             "base": self.base.name,
             "samples": self.samples,
@@ -187,9 +190,9 @@ class LocalLearner:
                 [self.kmeans.centers[i][f] for f in TRAIT_NAMES] for i in range(len(self.counts))
             ],
             "counts": list(self.counts),
-            "labelled": [list(row) for row in self.labelled],  # copies: rollback keeps them
+            "labelled": rows(self.labelled),  # copies: rollback keeps them
             "reservoir": list(self.reservoir),
-            "queued": [list(x) for x in self.queued],
+            "queued": rows(self.queued),
         }
 
     @classmethod

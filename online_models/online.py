@@ -206,7 +206,12 @@ class OnlineModels:
             self._advance()
 
     def _advance(self) -> None:
-        self.model = merge(self.model, [self.learner.contribution(), *self.others], self.policy)
+        # The learner's queued chunk learnt here rather than by the merge's `settled`
+        # (the same arithmetic): its contribution then goes over without copies.
+        learner = self.learner
+        learner.settle()
+        contribution = learner.contribution(copy=False)
+        self.model = merge(self.model, [contribution, *self.others], self.policy)
         self.learner = self._new_learner(self.model)
         self.others = []
         self._others_learned = self._others_reservoir = 0

@@ -14,6 +14,7 @@ from online_models.feature_vector import FEATURE_NAMES
 from online_models.global_model import GlobalModel
 from online_models.learners import CHUNK, MIN_STEP, LocalLearner, settled
 from online_models.merge import MergePolicy, merge
+from online_models.online import OnlineModels
 
 
 def _vectors(n: int, seed: int) -> list[list[float]]:
@@ -79,3 +80,26 @@ def test_a_chunk_not_yet_full_is_carried_into_the_merge(base: GlobalModel) -> No
     policy = MergePolicy(n_segments=3)
     assert merge(base, [c], policy) == merge(base, [done], policy)
     assert merge(base, [c], policy).n == base.n + CHUNK + 5
+
+
+def test_a_version_made_from_the_learner_itself_is_the_one_made_from_its_contribution(
+    base: GlobalModel,
+) -> None:
+    # OnlineModels settles its learner in place and hands its lists over to the merge
+    # (no copies of thousands of labelled rows): the version must be the one the merge
+    # makes of a copied contribution, whose queued chunk it settles itself.
+    xs = _vectors(CHUNK + 4, seed=4)
+    policy = MergePolicy(n_segments=3, every_samples=2 * len(xs) + 1)  # at the last sample
+    models = OnlineModels(base, policy)
+    for i, x in enumerate(xs):
+        models.learn_sample(x)
+        models.learn_label(x, {0: float(i % 2)})  # labels count toward the version too
+    before = models.contribution()
+    # no version yet, a chunk not yet full, labels kept
+    assert models.model is base and before["queued"] and before["labelled"]
+    models.learn_sample(xs[0])  # the count reaches every_samples: a version
+    assert models.model.version == base.version + 1
+    learner = LocalLearner.restore(base, before)
+    learner.learn_sample(xs[0])
+    assert models.model == merge(base, [learner.contribution()], policy)
+    assert before == LocalLearner.restore(base, before).contribution()  # left as it was
