@@ -628,11 +628,11 @@ _MADE_AGAIN = 4
 #: (its defaults: a 32 KiB window and 64 KiB buffers), for the same bytes and speed.
 _WINDOW_BITS: Final = 11
 _DEFLATE_MEMORY: Final = 6
-#: What the reader maps every zero to (and any other float to itself): one 0.0 object.
-_ONE_ZERO: Final = {0.0: 0.0}
 #: A body is never longer (a state is some hundreds of bytes): damaged bytes cannot make
 #: the reader allocate more.
 _BODY_MAX: Final = 1 << 20
+#: The top bytes of a little-endian double whose sign bit is clear (deleted by translate).
+_SIGN_CLEAR: Final = bytes(range(0x80))
 _INT_ONLY: Final = frozenset((int,))
 _MAX_COUNT: Final = 0xFF
 #: The length of today's feature vectors (a snapshot's of another length is dropped).
@@ -860,10 +860,10 @@ def _unpack(body: bytes, keys: list[bytes], lean: bool) -> UserState:
     if not flags & _NO_TIER:
         tier, pos = _name(body, pos)
     ints = values[:n_ints]
-    # One 0.0 for all (and -0.0 too: the encoder leaves states with one to the tagged
-    # form): a state's floats are mostly zeros, and a batch holds thousands of states.
-    floats = values[n_ints:]
-    fl = cast(list[float], list(map(_ONE_ZERO.get, floats, floats)))
+    # One 0.0 object for all (the constant `v or 0.0` gives; -0.0 too: the encoder
+    # leaves states with one to the tagged form): a state's floats are mostly zeros, and
+    # a batch holds thousands of states. (2.5x faster than a dict lookup per float.)
+    fl = cast(list[float], [v or 0.0 for v in values[n_ints:]])
     counts = [fl[i : i + width] for i in range(0, rows * width, width)]
     o = rows * width
     spend, refunded = fl[o : o + halves], fl[o + halves : o + 2 * halves]
@@ -875,9 +875,14 @@ def _unpack(body: bytes, keys: list[bytes], lean: bool) -> UserState:
     last_purchase = None if flags & _NO_LAST_PURCHASE else ints[2]
     first_purchase = None if flags & _NO_FIRST_PURCHASE else ints[7]
     feature_floats = fl[:o]
-    # Finite and possible (as from_json checks: else it reads them and says why).
-    plain = math.isfinite(sum(feature_floats)) and possible(
-        feature_floats, ints[3:7], first_purchase, last_purchase
+    # Finite and possible (as from_json checks: else it reads them and says why); no
+    # float below zero read off their sign bits (a byte string's translate: a tenth of a
+    # min() over the floats; a -0.0, which the encoder never writes, goes the long way).
+    start = header.size + 8 * n_ints
+    plain = (
+        math.isfinite(sum(feature_floats))
+        and not body[start + 7 : start + 8 * o : 8].translate(None, _SIGN_CLEAR)
+        and possible((), ints[3:7], first_purchase, last_purchase)
     )
     pending: list[Any] | None = None if flags & _NO_PENDING else []
     left_out = 0
