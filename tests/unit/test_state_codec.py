@@ -469,3 +469,24 @@ def test_features_no_stream_could_make_are_refused(
     for raw in (encode_state(s), state_codec._encode_tree(s), orjson.dumps(s.to_json())):
         with pytest.raises(ValueError, match=why):
             decode_state(raw)
+
+
+def test_a_negative_zero_forged_into_a_packed_state_reads_as_the_zero_it_stands_for() -> None:
+    """The reader tells a float below zero by its sign bit, so a -0.0 (which the encoder
+    never writes: it leaves such a state to the tagged form) takes the long way, through
+    the checks of the JSON form; it must read as the state with 0.0 there, not as a
+    damaged one."""
+    s = UserState.new()
+    s.features.apply(Event("e1", "u", "purchase", T0, 19.99, category="x"))
+    raw = encode_state(s)
+    assert raw[1] == state_codec.PACKED
+    _, body = state_codec._packed_parts(raw)
+    start = state_codec._HEADER.size + 8 * state_codec._STATE_INTS  # the first float
+    zeros = [i for i in range(start, start + 8 * 40, 8) if body[i : i + 8] == bytes(8)]
+    assert zeros  # a decayed count no event touched
+    forged = bytearray(body)
+    forged[zeros[0] + 7] = 0x80  # 0.0 -> -0.0
+    assert struct.unpack_from("<d", forged, zeros[0])[0] == 0.0
+    head = raw[: len(raw) - len(state_codec._deflate(body))]
+    read = decode_state(head + state_codec._deflate(bytes(forged)))
+    assert _same(read, s) and read.to_json() == decode_state(raw).to_json()
