@@ -708,7 +708,7 @@ class EnginePass:
 
     def event(self, state: UserState, event: Event, *, emitted_at_ms: int) -> Decision | _Duplicate:
         """Fold ``event`` into ``state`` (DUPLICATE if the user already had it)."""
-        if not state.first_sight(event.event_id):
+        if not state.first_sight(event.event_id, event.timestamp_ms):
             return DUPLICATE
         engine = self.engine
         grid = self._catch_up(state, event.user_id, event.timestamp_ms - 1, event.timestamp_ms)

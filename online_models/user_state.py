@@ -25,9 +25,14 @@ from online_models.feature_vector import FEATURE_NAMES, vector
 from online_models.features import UserFeatures
 
 STATE_VERSION: Final = 1
-#: How many recent event ids a user remembers to drop redeliveries. At-least-once
-#: producers resend within seconds; 64 covers that (as digests, at most 512 bytes a user).
+#: How many recent event ids a user remembers to drop redeliveries, at most (as digests,
+#: at most 512 bytes a user).
 DEDUP_WINDOW: Final = 64
+#: An event more than this after the user's newest (event time) starts a new dedup
+#: window: at-least-once producers resend within seconds (Kafka's producer gives up after
+#: two minutes), so the ids of a burst that ended this long before cannot come again. A
+#: user active now and then keeps the ids of their last burst, not of their last 64 events.
+DEDUP_GAP_MS: Final = 10 * 60_000
 #: Bytes of an event id's digest in the dedup window.
 EVENT_KEY_BYTES: Final = 8
 _KEY: Final = b"tierstream dedup window"
@@ -140,18 +145,29 @@ class UserState:
         """Record ``event_id`` as applied."""
         self.recent_ids.append(event_key(event_id))
 
-    def first_sight(self, event_id: str) -> bool:
+    def first_sight(self, event_id: str, at_ms: int | None = None) -> bool:
         """Record ``event_id`` as applied unless the user already had it (a redelivery):
-        whether it is new. :meth:`seen` then :meth:`remember`, with one digest.
+        whether it is new. :meth:`seen` then :meth:`remember`, with one digest. An event
+        at ``at_ms`` more than :data:`DEDUP_GAP_MS` after the user's newest starts a new
+        window (a redelivery has its original's time, never after the newest, so it never
+        does).
 
         >>> s = UserState.new()
         >>> s.first_sight("e1"), s.first_sight("e1"), s.seen("e1")
         (True, False, True)
+        >>> s.features.last_ms = 0  # the user's newest event (the engine folds it in)
+        >>> s.first_sight("e2", DEDUP_GAP_MS), s.first_sight("e1", 0), len(s.recent_ids)
+        (True, False, 2)
+        >>> s.first_sight("e3", DEDUP_GAP_MS + 1), s.seen("e1"), len(s.recent_ids)
+        (True, False, 1)
         """
         key = event_key(event_id)
-        if key in self.recent_ids:
+        recent = self.recent_ids
+        if at_ms is not None and at_ms - self.features.last_ms > DEDUP_GAP_MS:
+            recent.clear()
+        elif key in recent:
             return False
-        self.recent_ids.append(key)
+        recent.append(key)
         return True
 
     def snapshot_vector(self, snap: list[Any]) -> list[float]:

@@ -41,7 +41,7 @@ def _fold_only(
     self: EnginePass, state: UserState, event: Event, *, emitted_at_ms: int
 ) -> Decision | Any:
     """The event's dedup and its fold into the features; a decision that decides nothing."""
-    if not state.first_sight(event.event_id):
+    if not state.first_sight(event.event_id, event.timestamp_ms):
         return DUPLICATE
     if state.born_ms < 0:
         state.born_ms = event.timestamp_ms

@@ -309,3 +309,33 @@ def test_a_watermark_advance_goes_through_every_slice() -> None:
     b.run(records, until_ms=until)
     assert isinstance(a.store, MemoryStateStore)
     assert small.users == a.store.users and small.timers == a.store.timers
+
+
+def test_the_dedup_window_holds_the_users_last_burst() -> None:
+    """A user remembers the ids of their current burst of events (each within
+    DEDUP_GAP_MS of the one before), at most DEDUP_WINDOW of them, so a producer's
+    retry seconds later is dropped; a user active now and then does not carry the ids
+    of their last 64 events in every stored state."""
+    from online_models.user_state import DEDUP_GAP_MS, DEDUP_WINDOW, UserState
+
+    minute = 60_000
+    # a week of daily bursts of 5 events a minute apart, then a burst of 90 events
+    items: list[object] = [
+        (1, "page_view", day * DAY_MS + i * minute, 0.0, 10 * day + i)
+        for day in range(7)
+        for i in range(5)
+    ]
+    burst = [(1, "page_view", 8 * DAY_MS + i * 1_000, 0.0, 100 + i) for i in range(90)]
+    items += burst
+    retry = [burst[-60], burst[-1]]  # the producer resent two of them, a second later
+    records = to_records(items + retry, partitions=1)
+    records = [r._replace(offset=i) for i, r in enumerate(records)]
+    _, store = replay(records, ENGINE)
+    state = UserState.from_json(state_json(store.users["u1"]))
+    assert state.features.events == 7 * 5 + 90  # the retries were dropped
+    assert len(state.recent_ids) == DEDUP_WINDOW  # the burst's newest 64 ids
+    # the next day's first event starts a new window: one id, not 64
+    later = to_records([*items, (1, "page_view", 9 * DAY_MS, 0.0, 999)], partitions=1)
+    _, store = replay(later, ENGINE)
+    assert len(UserState.from_json(state_json(store.users["u1"])).recent_ids) == 1
+    assert 9 * DAY_MS - (8 * DAY_MS + 89 * 1_000) > DEDUP_GAP_MS
