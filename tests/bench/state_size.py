@@ -2,7 +2,8 @@
 (:mod:`online_models.state_codec`) against the JSON the earlier version stored
 (docs/performance.md, "User state in Redis").
 
-For each workload of :data:`tests.bench.workloads.FULL`: the stream is replayed in memory
+For each workload of :data:`tests.bench.workloads.FULL` (and ``active``,
+:data:`~tests.bench.workloads.ACTIVE_YEAR`, when asked): the stream is replayed in memory
 (the service's batch step and commit protocol, 4 partitions), and each final state is
 taken twice, as stored now and as the earlier version's JSON of the same state (the
 dedup window as the event ids, taken from the stream). Both are written into Redis under
@@ -11,7 +12,7 @@ encoded and decoded (min of 5 passes over up to 2,000 states). ``--live`` also r
 ``tierstream run`` on the workload through Kafka and measures its user keys as
 ``make bench`` does (:mod:`tests.bench.redis_memory`); ``--live-only`` does that alone.
 
-    python -m tests.bench.state_size [--workloads dense,sparse] [--live | --live-only]
+    python -m tests.bench.state_size [--workloads dense,sparse,active] [--live | --live-only]
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from consumer.service.records import InputRecord
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import replay
 from online_models.state_codec import decode_state, encode_state
-from online_models.user_state import DEDUP_WINDOW, UserState
+from online_models.user_state import DEDUP_WINDOW, Recomputable, UserState
 from tests.bench import contenders, redis_memory, report, workloads
 from tests.bench.processes import say
 from tests.bench.workloads import Workload
@@ -48,7 +49,9 @@ CPU_SAMPLE = 2000
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workloads", default="dense,sparse", help="which of tests.bench.workloads")
+    ap.add_argument(
+        "--workloads", default="dense,sparse", help="which of dense, sparse, active (a year)"
+    )
     ap.add_argument("--redis", default=REDIS, help="Redis URL (TIERSTREAM_TEST_REDIS)")
     ap.add_argument("--kafka", default=KAFKA, help="bootstrap (TIERSTREAM_TEST_KAFKA), --live")
     ap.add_argument("--live", action="store_true", help="also measure `tierstream run`")
@@ -56,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     wanted = set(args.workloads.split(","))
     rows = []
-    for w in workloads.FULL:
+    for w in (*workloads.FULL, workloads.ACTIVE_YEAR):
         if w.name.split()[0] in wanted:
             if args.live_only:
                 use = _live(w, args.kafka, args.redis)
@@ -73,7 +76,8 @@ def measure(w: Workload, redis_url: str, kafka: str | None) -> list[str]:
     users = list(stored)
     now = [stored[u] for u in users]
     then = [before[u] for u in users]
-    say(f"{w.name}: {len(users):,} users; Redis MEMORY USAGE of each form")
+    say(f"{w.name}: {len(users):,} users; {holds([decode_state(raw) for raw in now])}")
+    say(f"{w.name}: Redis MEMORY USAGE of each form")
     usage_now = _memory_usage(redis_url, users, now)
     usage_then = _memory_usage(redis_url, users, then)
     cpu = _cpu([decode_state(raw) for raw in now[:CPU_SAMPLE]], then[:CPU_SAMPLE])
@@ -89,6 +93,22 @@ def measure(w: Workload, redis_url: str, kafka: str | None) -> list[str]:
         live,
         cpu,
     ]
+
+
+def holds(states: Sequence[UserState]) -> str:
+    """What the states hold on average: the parts that grow with a user's activity.
+
+    >>> holds([UserState.new()])
+    'per user: 0.00 pending snapshots (0.00 with a vector of their own), 0.00 digests'
+    """
+    pending = [p for s in states for p in s.pending or ()]
+    own = sum(1 for p in pending if p[2] is not None and not isinstance(p[2], Recomputable))
+    digests = sum(len(s.recent_ids) for s in states)
+    n = max(1, len(states))
+    return (
+        f"per user: {len(pending) / n:.2f} pending snapshots ({own / n:.2f} with a vector "
+        f"of their own), {digests / n:.2f} digests"
+    )
 
 
 def table(rows: list[list[str]]) -> str:

@@ -44,6 +44,9 @@ FULL = (
     Workload("dense", users=10_000, events=300_000, days=30),
     Workload("sparse catch-up", users=50_000, events=200_000, days=180),
 )
+#: Users as active as a shop's regulars, for a year: some 60 events each, so each stored
+#: state carries what an active user keeps (``python -m tests.bench.state_size``).
+ACTIVE_YEAR = Workload("active year", users=5_000, events=300_000, days=365)
 QUICK = (
     Workload("dense", users=300, events=6_000, days=30),
     Workload("sparse catch-up", users=1_000, events=4_000, days=180),
