@@ -190,7 +190,7 @@ class LocalLearner:
                 [self.kmeans.centers[i][f] for f in TRAIT_NAMES] for i in range(len(self.counts))
             ],
             "counts": list(self.counts),
-            "labelled": rows(self.labelled),  # copies: rollback keeps them
+            "labelled": rows(self.labelled),  # copied unless handed over: rollback keeps them
             "reservoir": list(self.reservoir),
             "queued": rows(self.queued),
         }
