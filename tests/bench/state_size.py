@@ -76,11 +76,12 @@ def measure(w: Workload, redis_url: str, kafka: str | None) -> list[str]:
     users = list(stored)
     now = [stored[u] for u in users]
     then = [before[u] for u in users]
-    say(f"{w.name}: {len(users):,} users; {holds([decode_state(raw) for raw in now])}")
+    decoded = [decode_state(raw) for raw in now]
+    say(f"{w.name}: {len(users):,} users; {holds(decoded)}")
     say(f"{w.name}: Redis MEMORY USAGE of each form")
     usage_now = _memory_usage(redis_url, users, now)
     usage_then = _memory_usage(redis_url, users, then)
-    cpu = _cpu([decode_state(raw) for raw in now[:CPU_SAMPLE]], then[:CPU_SAMPLE])
+    cpu = _cpu(decoded[:CPU_SAMPLE], then[:CPU_SAMPLE])
     live = "not run"
     if kafka is not None:
         live = _live_cell(_live(w, kafka, redis_url))

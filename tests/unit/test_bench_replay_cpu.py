@@ -1,20 +1,14 @@
 """The replay yardstick (tests/bench/replay_cpu.py) that docs/performance.md quotes: its
-example runs here (the bench's directory is not collected), and a change that makes a
+example runs in test_bench_examples.py, and a change that makes a
 replay publish other bytes changes its digest."""
 
 from __future__ import annotations
 
-import doctest
 import io
 
 from consumer.demo.synthetic import GeneratorConfig, generate
 from consumer.tools.sources import jsonl_records
 from tests.bench import replay_cpu
-
-
-def test_its_example_holds() -> None:
-    failed, attempted = doctest.testmod(replay_cpu)
-    assert attempted >= 2 and failed == 0
 
 
 def test_other_outputs_give_another_digest() -> None:

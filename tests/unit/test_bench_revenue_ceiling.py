@@ -1,20 +1,13 @@
 """The windows tests/bench/revenue_ceiling.py fits its stream-only reference on (what
-docs/models.md quotes): its examples run here (the bench's directory is not collected),
+docs/models.md quotes): its examples run in test_bench_examples.py,
 and no window reads an order after T."""
 
 from __future__ import annotations
-
-import doctest
 
 from tests.bench import revenue_ceiling
 from tests.bench.bench_models import ORDER_HOLDOUT_MS
 
 DAY = 86_400_000
-
-
-def test_its_examples_hold() -> None:
-    failed, attempted = doctest.testmod(revenue_ceiling)
-    assert attempted >= 5 and failed == 0
 
 
 def test_the_windows_outcomes_end_by_t_and_reach_back_to_500_customers() -> None:

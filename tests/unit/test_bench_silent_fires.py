@@ -1,10 +1,9 @@
 """The count of silent users' re-scores (tests/bench/silent_fires.py) that
-docs/performance.md quotes: its example runs here (the bench's directory is not
-collected), and it counts what the replay fires."""
+docs/performance.md quotes: its example runs in test_bench_examples.py, and it counts
+what the replay fires."""
 
 from __future__ import annotations
 
-import doctest
 import io
 
 from consumer.demo.synthetic import GeneratorConfig, generate
@@ -17,11 +16,6 @@ def _records(days: int) -> list[InputRecord]:
     config = GeneratorConfig(users=30, events=600, days=days, seed=5, bad_fraction=0.0)
     lines = b"\n".join(r.value for r in generate(config))
     return list(jsonl_records(io.BytesIO(lines), "events"))
-
-
-def test_its_example_holds() -> None:
-    failed, attempted = doctest.testmod(silent_fires)
-    assert attempted >= 3 and failed == 0
 
 
 def test_a_day_of_events_has_no_silence_to_count_and_months_do() -> None:
