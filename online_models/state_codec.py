@@ -26,14 +26,15 @@ what the deployment costs in memory. The binary form keeps the same tree of valu
 
 Any layout and any value is written and read by a walk over that tree (``_Writer``,
 ``_Reader``): the *tagged* form (format 1). The states the code makes are written in a
-*packed* form (format 2) instead: the same values without tags, in two ``struct`` calls,
-raw-deflated (``_encode_packed``, ``_decode_packed``): read in 1.3-1.5x less CPU than
-the tagged form, written in about the same, and 5-14% smaller. A pending snapshot taken
-since the user's last event leaves its vector out (format 3: it is ``vector(features,
-t)`` of the stored features, made again when needed): a silent user's state is then
-about half as long. It reads back the same state as the tagged form of the same state
-(tests/unit/test_state_codec.py compares them); a state of another shape is written in
-the tagged form. Tagged states
+*packed* form (format 4) instead: the same values without tags, in two ``struct`` calls,
+compressed by Zstandard with a dictionary trained on such bodies
+(:mod:`~online_models.state_compression`; ``_encode_packed``, ``_decode_packed``). A
+pending snapshot taken since the user's last event leaves its vector out (format 5: it
+is ``vector(features, t)`` of the stored features, made again when needed): a silent
+user's state is then about half as long. Formats 2 and 3 are the same, raw-deflated, as
+earlier versions wrote them: still read. It reads back the same state as the tagged form
+of the same state (tests/unit/test_state_codec.py compares them); a state of another
+shape is written in the tagged form. Tagged states
 of the current layout (what earlier versions wrote) are read by a path unrolled for
 them (``_decode_fast``), which hands whatever it does not expect to the walk.
 
@@ -67,7 +68,6 @@ from __future__ import annotations
 
 import math
 import struct
-import zlib
 from collections import deque
 from functools import lru_cache
 from itertools import compress, filterfalse
@@ -75,6 +75,7 @@ from typing import Any, Final, cast
 
 import orjson
 
+from online_models import state_compression
 from online_models.feature_vector import FEATURE_NAMES
 from online_models.features import HALF_LIVES_DAYS, UserFeatures, possible
 from online_models.user_state import (
@@ -235,7 +236,7 @@ def decode_state(raw: bytes) -> UserState:
     ...
     ValueError: corrupt user state: unknown layout 99 (written by a newer version?)
     """
-    if raw[:2] == _PACKED_FORM or raw[:2] == _LEAN_FORM:
+    if raw[:2] in _PACKED_FORMS:
         return _decode_packed(raw)
     if raw[:3] == _FAST_HEAD:
         try:
@@ -577,20 +578,20 @@ _SNAPSHOT_ITEMS: Final = 8
 _SNAPSHOT_HEAD: Final = bytes((_T_LIST, _SNAPSHOT_ITEMS))
 
 
-# The packed form (format 2), what encode_state writes. The tagged form above is read
-# and written by a Python loop over its values (a few dozen calls a state, the larger
-# part of a touch's CPU on states with snapshots); the packed form holds the values of
-# the current layout without tags: the integers as 64-bit words and the floats as
-# IEEE-754 doubles, each group packed by one ``struct`` call, the whole raw-deflated
-# (zlib level 1: the words' high bytes, the zeros and the floats a state repeats, such
-# as the vector two snapshots of one moment share, are what it takes out). It holds the
+# The packed form (format 2, and 4 as written now), what encode_state writes. The tagged
+# form above is read and written by a Python loop over its values (a few dozen calls a
+# state, the larger part of a touch's CPU on states with snapshots); the packed form
+# holds the values of the current layout without tags: the integers as 64-bit words and
+# the floats as IEEE-754 doubles, each group packed by one ``struct`` call, the whole
+# compressed (the words' high bytes, the zeros and the floats a state repeats, such as
+# the vector two snapshots of one moment share, are what it takes out). It holds the
 # shapes the code makes (lists of floats, snapshots of eight items, ...) and no -0.0 (its
 # reader makes every zero one shared 0.0 object, as the tagged form's pool did: a batch
 # holds thousands of states, mostly zeros); a state of any other shape is written in the
 # tagged form, which stays readable, as do states written by earlier versions in it.
 #
 # After the head: the number of dedup digests and the digests (random bytes: left out
-# of the deflated part), then the deflated body: seven bytes (flags; snapshots; the
+# of the compressed part), then the compressed body: seven bytes (flags; snapshots; the
 # count rows and their width; the half-lives; the category buckets; the snapshot
 # vectors' length), the integers, the floats, the tier, and per snapshot a byte of
 # flags and its tier.
@@ -600,17 +601,25 @@ _SNAPSHOT_HEAD: Final = bytes((_T_LIST, _SNAPSHOT_ITEMS))
 # :class:`~online_models.user_state.Recomputable`), so a flag of the snapshot says so and
 # the reader leaves None in its place (made again when needed). Two thirds of a silent
 # user's body are such vectors. Its header has an eighth byte, the number of snapshots
-# that keep their vector. A state with none left out is written in format 2, which
-# earlier versions read.
+# that keep their vector. A state with none left out is written in format 2 (4).
+#
+# Formats 2 and 3 raw-deflate the body (zlib level 1, a 2 KiB window); formats 4 and 5
+# are the same bodies compressed by Zstandard with a dictionary trained on them
+# (online_models/state_compression.py), in a tenth of the CPU and 10-20% fewer bytes.
+# The code writes 4 and 5 and reads all four.
 
-#: The format number of the packed form, and of the packed form that may leave out
-#: snapshots' vectors.
-PACKED: Final = 2
-PACKED_LEAN: Final = 3
-_PACKED_FORM: Final = MAGIC + bytes((PACKED,))
-_LEAN_FORM: Final = MAGIC + bytes((PACKED_LEAN,))
-_PACKED_HEAD: Final = _PACKED_FORM + bytes((_FAST_LAYOUT,))
-_LEAN_HEAD: Final = _LEAN_FORM + bytes((_FAST_LAYOUT,))
+#: The format numbers of the packed form and of the packed form that may leave out
+#: snapshots' vectors, as written now: formats 2 and 3 with the body compressed by
+#: :mod:`~online_models.state_compression` (Zstandard and a dictionary; formats 4 and 5).
+PACKED: Final = 4
+PACKED_LEAN: Final = 5
+#: The same, raw-deflated: what earlier versions wrote, still read.
+DEFLATED_PACKED: Final = 2
+DEFLATED_LEAN: Final = 3
+_LEAN_FORMATS: Final = frozenset((PACKED_LEAN, DEFLATED_LEAN))
+_PACKED_FORMS: Final = frozenset(MAGIC + bytes((f,)) for f in (2, 3, 4, 5))
+_PACKED_HEAD: Final = MAGIC + bytes((PACKED, _FAST_LAYOUT))
+_LEAN_HEAD: Final = MAGIC + bytes((PACKED_LEAN, _FAST_LAYOUT))
 _HEADER: Final = struct.Struct("<7B")
 _LEAN_HEADER: Final = struct.Struct("<8B")
 #: Integers of the state outside its snapshots, and of each snapshot.
@@ -623,11 +632,6 @@ _NO_LAST_PURCHASE, _NO_FIRST_PURCHASE, _NO_PENDING, _NO_TIER = 1, 2, 4, 8
 _NO_P, _NO_SNAPSHOT_TIER = 1, 2
 #: A snapshot flag of format 3: its vector is left out (made again from the features).
 _MADE_AGAIN = 4
-#: The deflate window (2 KiB: a body is some hundreds of bytes to a few KiB) and memory
-#: level: zlib's buffers, allocated and freed for every state, are then 16 KiB at most
-#: (its defaults: a 32 KiB window and 64 KiB buffers), for the same bytes and speed.
-_WINDOW_BITS: Final = 11
-_DEFLATE_MEMORY: Final = 6
 #: A body is never longer (a state is some hundreds of bytes): damaged bytes cannot make
 #: the reader allocate more.
 _BODY_MAX: Final = 1 << 20
@@ -786,27 +790,31 @@ def _encode_packed(state: UserState) -> bytes:
         head, body = _PACKED_HEAD, _HEADER.pack(flags, *sizes) + values + tail
     else:
         head, body = _LEAN_HEAD, _LEAN_HEADER.pack(flags, *sizes, kept) + values + tail
-    return head + bytes((len(keys),)) + b"".join(keys) + _deflate(body)
-
-
-def _deflate(body: bytes) -> bytes:
-    """A packed state's body, raw-deflated as the packed form stores it."""
-    deflate = zlib.compressobj(1, zlib.DEFLATED, -_WINDOW_BITS, _DEFLATE_MEMORY)
-    return deflate.compress(body) + deflate.flush()
+    return head + bytes((len(keys),)) + b"".join(keys) + state_compression.compress(body)
 
 
 def _decode_packed(raw: bytes) -> UserState:
     """:func:`decode_state` of the packed form; ValueError when the bytes are damaged."""
     keys, body = _packed_parts(raw)
     try:
-        return _unpack(body, keys, raw[1] == PACKED_LEAN)
+        return _unpack(body, keys, raw[1] in _LEAN_FORMATS)
     except (struct.error, IndexError):
         raise ValueError("corrupt user state: truncated") from None
 
 
+def packed_body(raw: bytes) -> bytes | None:
+    """The body of a packed state (any packed format), decompressed: what the encoder
+    compresses; None for a state stored in another form. ValueError when damaged.
+
+    >>> packed_body(encode_state(UserState.new()))[:1], packed_body(b"{}") is None
+    (b'\\x0f', True)
+    """
+    return _packed_parts(raw)[1] if raw[:2] in _PACKED_FORMS else None
+
+
 def _packed_parts(raw: bytes) -> tuple[list[bytes], bytes]:
-    """A packed state's dedup digests and its body, inflated; ValueError when the bytes
-    are damaged."""
+    """A packed state's dedup digests and its body, decompressed; ValueError when the
+    bytes are damaged."""
     head = len(_PACKED_HEAD)  # then the number of digests, and the digests
     if len(raw) <= head:
         raise ValueError("corrupt user state: truncated")
@@ -818,17 +826,10 @@ def _packed_parts(raw: bytes) -> tuple[list[bytes], bytes]:
     if start > len(raw):
         raise ValueError("corrupt user state: truncated")
     keys = [raw[i : i + _KEY_BYTES] for i in range(head + 1, start, _KEY_BYTES)]
-    inflate = zlib.decompressobj(-_WINDOW_BITS)
-    try:
-        body = inflate.decompress(raw[start:], _BODY_MAX)
-    except zlib.error as exc:
-        raise ValueError(f"corrupt user state: {exc}") from None
-    if inflate.unconsumed_tail:
-        raise ValueError("corrupt user state: longer than any state")
-    if not inflate.eof:
-        raise ValueError("corrupt user state: truncated")
-    if inflate.unused_data:
-        raise ValueError("corrupt user state: bytes after its end")
+    if raw[1] >= PACKED:
+        body = state_compression.decompress(raw[start:], limit=_BODY_MAX)
+    else:
+        body = state_compression.inflate(raw[start:], limit=_BODY_MAX)
     return keys, body
 
 
@@ -908,6 +909,9 @@ def _unpack(body: bytes, keys: list[bytes], lean: bool) -> UserState:
         o += _SNAPSHOT_FLOATS
     if left_out != n - kept:
         raise ValueError(f"corrupt user state: {left_out} vectors left out, not {n - kept}")
+    snapshot_floats = fl[len(feature_floats) :]  # a sum that overflows: each one then
+    if not math.isfinite(sum(snapshot_floats)) and not all(map(math.isfinite, snapshot_floats)):
+        raise ValueError("corrupt user state: a snapshot holds a number that is not finite")
     if pos != len(body):
         raise ValueError("corrupt user state: bytes after its end")
     block = {
@@ -1000,8 +1004,8 @@ def _decode_fast(raw: bytes) -> UserState:
     seq, tier_since_ms = r.whole(), r.whole()
     keys, pending = r.keys(), r.pending()
     learned_ms, rescored_ms, due_ms, born_ms = r.whole(), r.whole(), r.whole(), r.whole()
-    if r.pos != len(raw) or r.at != len(r.floats):
-        raise _Unusual
+    if r.pos != len(raw) or r.at != len(r.floats) or not math.isfinite(sum(r.floats)):
+        raise _Unusual  # (a snapshot's NaN: from_json says why)
     return UserState(
         features,
         tier,

@@ -257,7 +257,7 @@ class UserState:
             # A state saved before the heads had horizons held one snapshot of an older
             # feature vector, which no model can learn from now: dropped; so is a
             # snapshot of a vector of another length (saved before features were added).
-            pending=current_snapshots(data.get("pending")),
+            pending=_finite_snapshots(current_snapshots(data.get("pending"))),
             learned_ms=data.get("learned_ms", -1),
             rescored_ms=data.get("rescored_ms", -1),
             due_ms=data.get("due_ms", -1),
@@ -305,6 +305,25 @@ def current_snapshots(pending: Any) -> list[Any] | None:
         if isinstance(p, list) and len(p) > 2 and isinstance(p[2], list) and len(p[2]) == d
     ]
     return kept or None
+
+
+def _finite_snapshots(pending: list[Any] | None) -> list[Any] | None:
+    """``pending``, once every number its snapshots learn from is known finite: the
+    vector, the propensity (or None, not scored yet) and the spend since. A NaN there
+    would reach a head's labels and every version after it.
+
+    >>> snap = [7, 0, [0.0] * len(FEATURE_NAMES), 0.2, 0, 0, None, float("nan")]
+    >>> _finite_snapshots([snap])
+    Traceback (most recent call last):
+    ...
+    ValueError: pending[0][7] is nan, not a finite number
+    """
+    for i, snap in enumerate(pending or ()):
+        for j in (2, 3, 7):
+            value = snap[j] if j < len(snap) else 0.0
+            if not (value is None or type(value) is Recomputable or _all_finite(value)):
+                _find_bad(value, f"pending[{i}][{j}]")
+    return pending
 
 
 def _check_numbers(value: Any, where: str) -> None:

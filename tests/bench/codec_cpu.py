@@ -8,8 +8,9 @@ form (:mod:`online_models.state_codec`) and, for scale, orjson's JSON of the sam
 (``orjson.dumps(state.to_json())`` and ``UserState.from_json(orjson.loads(raw))``).
 Min of ``--repeat`` passes, CPU microseconds per state (a decode leaves out what a
 state made again later costs: a vector the stored form left out is computed when it is
-needed). Then the deflate call alone, by quarter of the packed bodies' sizes (before
-deflate): what a state's bytes cost it.
+needed). Then the compression alone, by quarter of the packed bodies' sizes: what a
+state's bytes cost it, with the compressor the code writes (Zstandard and the packaged
+dictionary, formats 4 and 5) and with the raw deflate of the earlier formats 2 and 3.
 
     python -m tests.bench.codec_cpu /work/perf/sparse10k.jsonl [--sample 5000] [--repeat 5]
 """
@@ -20,6 +21,7 @@ import argparse
 import sys
 import time
 import timeit
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from consumer.service.state_store import MemoryStateStore
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import Replay
 from consumer.tools.sources import jsonl_records
-from online_models import state_codec
+from online_models import state_codec, state_compression
 from online_models.state_codec import decode_state, encode_state
 from online_models.user_state import UserState
 
@@ -80,31 +82,36 @@ def per_state_us(states: list[UserState], repeat: int) -> dict[str, float]:
 
 
 def packed_bodies(saved: Iterable[bytes]) -> list[bytes]:
-    """The bodies of the packed states among ``saved`` (either packed format), inflated
-    (what the encoder deflates)."""
-    heads = (state_codec._PACKED_HEAD, state_codec._LEAN_HEAD)
-    n = len(heads[0])
-    return [state_codec._packed_parts(raw)[1] for raw in saved if raw[:n] in heads]
+    """The bodies of the packed states among ``saved`` (any packed format), decompressed
+    (what the encoder compresses)."""
+    return [body for body in map(state_codec.packed_body, saved) if body is not None]
 
 
-def deflate_by_size(bodies: list[bytes], repeat: int) -> list[tuple[float, float, float]]:
-    """Per quarter of ``bodies`` by size: (mean bytes in, mean bytes out, µs a deflate as
-    the encoder calls it), min of ``repeat`` passes."""
-    deflate = state_codec._deflate
+def deflate(body: bytes) -> bytes:
+    """A body as formats 2 and 3 stored it: raw deflate, level 1, a 2 KiB window."""
+    d = zlib.compressobj(1, zlib.DEFLATED, -11, 6)
+    return d.compress(body) + d.flush()
+
+
+def compression_by_size(
+    bodies: list[bytes], repeat: int, compress: Callable[[bytes], bytes]
+) -> list[tuple[float, float, float]]:
+    """Per quarter of ``bodies`` by size: (mean bytes in, mean bytes out, µs a call of
+    ``compress``), min of ``repeat`` passes."""
     ordered = sorted(bodies, key=len)
     q = len(ordered) // 4
     rows = []
     for part in (ordered[i * q : (i + 1) * q] for i in range(4)):
         fastest = min(
             timeit.repeat(
-                lambda part=part: [deflate(b) for b in part],  # type: ignore[misc]
+                lambda part=part: [compress(b) for b in part],  # type: ignore[misc]
                 number=1,
                 repeat=repeat,
                 timer=time.process_time,
             )
         )
         size = sum(map(len, part)) / len(part)
-        out = sum(len(deflate(b)) for b in part) / len(part)
+        out = sum(len(compress(b)) for b in part) / len(part)
         rows.append((size, out, fastest / len(part) * 1e6))
     return rows
 
@@ -128,9 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  binary {binary:.1f} µs, JSON {json:.1f} µs per state: {binary / json:.2f}x")
     bodies = packed_bodies(saved[::step][: args.sample])
     if len(bodies) >= 4:
-        print(f"  deflate of the {len(bodies):,} packed bodies, by quarter of their size:")
-        for size, out, us_each in deflate_by_size(bodies, args.repeat):
-            print(f"    {size:,.0f} -> {out:,.0f} bytes: {us_each:.1f} µs")
+        print(f"  the {len(bodies):,} packed bodies compressed, by quarter of their size:")
+        now = compression_by_size(bodies, args.repeat, state_compression.compress)
+        then = compression_by_size(bodies, args.repeat, deflate)
+        for (size, out, us_each), (_, d_out, d_us) in zip(now, then, strict=True):
+            print(
+                f"    {size:,.0f} -> {out:,.0f} bytes in {us_each:.1f} µs"
+                f" (deflate, formats 2 and 3: {d_out:,.0f} bytes in {d_us:.1f} µs)"
+            )
     return 0
 
 
