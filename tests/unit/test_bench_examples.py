@@ -2,7 +2,8 @@
 directory is not collected by pytest): the floor (tests/bench/floor_service.py, which
 cuts the engine down to the Quix app's work: a change of the engine's interface cannot
 leave it measuring something else unnoticed), the replay yardstick, the count of silent
-users' re-scores, the revenue ceiling's windows and what a stored state holds."""
+users' re-scores, the revenue ceiling's windows, what a stored state holds and the
+state dictionary's training."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ from types import ModuleType
 
 import pytest
 
-from tests.bench import floor_service, replay_cpu, revenue_ceiling, silent_fires, state_size
+from tests.bench import (
+    floor_service,
+    replay_cpu,
+    revenue_ceiling,
+    silent_fires,
+    state_dictionary,
+    state_size,
+)
 
 
 @pytest.mark.parametrize(
@@ -22,6 +30,7 @@ from tests.bench import floor_service, replay_cpu, revenue_ceiling, silent_fires
         (silent_fires, 3),
         (revenue_ceiling, 5),
         (state_size, 1),
+        (state_dictionary, 1),
     ],
     ids=lambda v: v.__name__.rsplit(".", 1)[-1] if isinstance(v, ModuleType) else str(v),
 )
