@@ -601,7 +601,8 @@ _SNAPSHOT_HEAD: Final = bytes((_T_LIST, _SNAPSHOT_ITEMS))
 # :class:`~online_models.user_state.Recomputable`), so a flag of the snapshot says so and
 # the reader leaves None in its place (made again when needed). Two thirds of a silent
 # user's body are such vectors. Its header has an eighth byte, the number of snapshots
-# that keep their vector. A state with none left out is written in format 2 (4).
+# that keep their vector. A state with none left out is written in format 2 (4 since
+# the dictionary below).
 #
 # Formats 2 and 3 raw-deflate the body (zlib level 1, a 2 KiB window); formats 4 and 5
 # are the same bodies compressed by Zstandard with a dictionary trained on them
@@ -617,7 +618,9 @@ PACKED_LEAN: Final = 5
 DEFLATED_PACKED: Final = 2
 DEFLATED_LEAN: Final = 3
 _LEAN_FORMATS: Final = frozenset((PACKED_LEAN, DEFLATED_LEAN))
-_PACKED_FORMS: Final = frozenset(MAGIC + bytes((f,)) for f in (2, 3, 4, 5))
+_PACKED_FORMS: Final = frozenset(
+    MAGIC + bytes((f,)) for f in (PACKED, PACKED_LEAN, DEFLATED_PACKED, DEFLATED_LEAN)
+)
 _PACKED_HEAD: Final = MAGIC + bytes((PACKED, _FAST_LAYOUT))
 _LEAN_HEAD: Final = MAGIC + bytes((PACKED_LEAN, _FAST_LAYOUT))
 _HEADER: Final = struct.Struct("<7B")
@@ -630,7 +633,8 @@ _SNAPSHOT_FLOATS = 2
 #: a snapshot: no propensity yet, no tier.
 _NO_LAST_PURCHASE, _NO_FIRST_PURCHASE, _NO_PENDING, _NO_TIER = 1, 2, 4, 8
 _NO_P, _NO_SNAPSHOT_TIER = 1, 2
-#: A snapshot flag of format 3: its vector is left out (made again from the features).
+#: A snapshot flag of formats 3 and 5: its vector is left out (made again from the
+#: features).
 _MADE_AGAIN = 4
 #: A body is never longer (a state is some hundreds of bytes): damaged bytes cannot make
 #: the reader allocate more.
@@ -826,7 +830,7 @@ def _packed_parts(raw: bytes) -> tuple[list[bytes], bytes]:
     if start > len(raw):
         raise ValueError("corrupt user state: truncated")
     keys = [raw[i : i + _KEY_BYTES] for i in range(head + 1, start, _KEY_BYTES)]
-    if raw[1] >= PACKED:
+    if raw[1] in (PACKED, PACKED_LEAN):
         body = state_compression.decompress(raw[start:], limit=_BODY_MAX)
     else:
         body = state_compression.inflate(raw[start:], limit=_BODY_MAX)
@@ -909,7 +913,9 @@ def _unpack(body: bytes, keys: list[bytes], lean: bool) -> UserState:
         o += _SNAPSHOT_FLOATS
     if left_out != n - kept:
         raise ValueError(f"corrupt user state: {left_out} vectors left out, not {n - kept}")
-    snapshot_floats = fl[len(feature_floats) :]  # a sum that overflows: each one then
+    # The snapshots' floats, finite (a head learns from them): their sum, and each one
+    # only if the sum is not (it may be an overflow of finite ones).
+    snapshot_floats = fl[len(feature_floats) :]
     if not math.isfinite(sum(snapshot_floats)) and not all(map(math.isfinite, snapshot_floats)):
         raise ValueError("corrupt user state: a snapshot holds a number that is not finite")
     if pos != len(body):

@@ -16,7 +16,7 @@ It then compresses the bodies of streams of another seed (2024: a clickstream of
 users, an order export of 3,000 customers) with it and with the raw deflate of the
 earlier formats: bytes and CPU µs a body, min of 5 passes.
 
-    python -m tests.bench.state_dictionary --check      # about 40 s
+    python -m tests.bench.state_dictionary --check      # about a minute
     python -m tests.bench.state_dictionary --out /tmp/new.zdict
 
 >>> train([bytes([i % 7]) * 64 + bytes(range(i % 50)) for i in range(400)], size=1024)[:4]
