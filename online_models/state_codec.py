@@ -985,7 +985,8 @@ def _decode_fast(raw: bytes) -> UserState:
     total_spend, total_refunded = r.one_float(), r.one_float()
     first_purchase_ms = r.integer()
     categories = r.float_list()
-    if len(spend) < len(HALF_LIVES_DAYS) or not math.isfinite(sum(r.floats[: r.at])):
+    features_end = r.at
+    if len(spend) < len(HALF_LIVES_DAYS) or not math.isfinite(sum(r.floats[:features_end])):
         raise _Unusual  # a state from_json refuses, or an older one it completes
     features = UserFeatures(
         last_ms=last_ms,
@@ -1010,8 +1011,10 @@ def _decode_fast(raw: bytes) -> UserState:
     seq, tier_since_ms = r.whole(), r.whole()
     keys, pending = r.keys(), r.pending()
     learned_ms, rescored_ms, due_ms, born_ms = r.whole(), r.whole(), r.whole(), r.whole()
-    if r.pos != len(raw) or r.at != len(r.floats) or not math.isfinite(sum(r.floats)):
-        raise _Unusual  # (a snapshot's NaN: from_json says why)
+    if r.pos != len(raw) or r.at != len(r.floats):
+        raise _Unusual
+    if not math.isfinite(sum(r.floats[features_end:])):
+        raise _Unusual  # a snapshot's NaN (or a sum's overflow): from_json says which
     return UserState(
         features,
         tier,

@@ -41,7 +41,15 @@ from typing import Final
 
 import zstandard
 
-__all__ = ["DICTIONARY_FILE", "DICTIONARY_SHA256", "compress", "decompress", "inflate"]
+__all__ = [
+    "DICTIONARY_FILE",
+    "DICTIONARY_SHA256",
+    "compress",
+    "compressor",
+    "decompress",
+    "dictionary",
+    "inflate",
+]
 
 #: The dictionary, beside this module (package data).
 DICTIONARY_FILE: Final = "state_dictionary.zdict"
@@ -60,6 +68,22 @@ _MAX_WINDOW: Final = 1 << 20
 _DEFLATE_WINDOW_BITS: Final = 11
 
 
+_PARAMETERS: Final = zstandard.ZstdCompressionParameters.from_level(
+    LEVEL, format=_FORMAT, write_content_size=1, write_checksum=0, write_dict_id=0
+)
+
+
+def dictionary(data: bytes) -> zstandard.ZstdCompressionDict:
+    """The dictionary of ``data`` (a trained, full dictionary's bytes)."""
+    return zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
+
+
+def compressor(with_dictionary: zstandard.ZstdCompressionDict) -> zstandard.ZstdCompressor:
+    """A compressor of bodies as formats 4 and 5 store them, with ``with_dictionary``
+    (the packaged one, or one being trained: ``tests/bench/state_dictionary.py``)."""
+    return zstandard.ZstdCompressor(dict_data=with_dictionary, compression_params=_PARAMETERS)
+
+
 def _load_dictionary() -> zstandard.ZstdCompressionDict:
     data = files("online_models").joinpath(DICTIONARY_FILE).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
@@ -69,14 +93,11 @@ def _load_dictionary() -> zstandard.ZstdCompressionDict:
             f"with (SHA-256 {digest}, expected {DICTIONARY_SHA256}): restore it from the "
             "release; states compressed with it cannot be read with any other"
         )
-    dictionary = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
-    dictionary.precompute_compress(compression_params=_PARAMETERS)
-    return dictionary
+    packaged = dictionary(data)
+    packaged.precompute_compress(compression_params=_PARAMETERS)
+    return packaged
 
 
-_PARAMETERS: Final = zstandard.ZstdCompressionParameters.from_level(
-    LEVEL, format=_FORMAT, write_content_size=1, write_checksum=0, write_dict_id=0
-)
 _DICTIONARY: Final = _load_dictionary()
 
 
@@ -85,9 +106,7 @@ class _Contexts(threading.local):
     at once); made on a thread's first use, from the dictionary's precomputed tables."""
 
     def __init__(self) -> None:
-        self.compressor = zstandard.ZstdCompressor(
-            dict_data=_DICTIONARY, compression_params=_PARAMETERS
-        )
+        self.compressor = compressor(_DICTIONARY)
         self.decompressor = zstandard.ZstdDecompressor(
             dict_data=_DICTIONARY, max_window_size=_MAX_WINDOW, format=_FORMAT
         )

@@ -28,10 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
-import time
-import timeit
-import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import zstandard
@@ -41,7 +38,7 @@ from consumer.demo.synthetic import GeneratorConfig, generate
 from consumer.service.records import InputRecord
 from online_models import state_compression
 from online_models.state_codec import packed_body
-from tests.bench.codec_cpu import saved_states
+from tests.bench.codec_cpu import deflate, saved_states, us_each
 
 #: The dictionary's size: 2-16 KiB compress held-out bodies within 2% of each other.
 SIZE = 8192
@@ -92,38 +89,19 @@ def training_set(every: int) -> list[bytes]:
     return out
 
 
-def _deflate(body: bytes) -> bytes:
-    d = zlib.compressobj(1, zlib.DEFLATED, -11, 6)
-    return d.compress(body) + d.flush()
-
-
-def _us(f: Callable[[bytes], bytes], items: list[bytes]) -> float:
-    best = min(
-        timeit.repeat(lambda: [f(b) for b in items], number=1, repeat=5, timer=time.process_time)
-    )
-    return best / len(items) * 1e6
-
-
-def held_out(dictionary: bytes) -> list[str]:
+def held_out(trained: bytes) -> list[str]:
     """Table rows: the held-out streams' bodies, raw, deflated and compressed."""
-    d = zstandard.ZstdCompressionDict(dictionary, dict_type=zstandard.DICT_TYPE_FULLDICT)
-    params = zstandard.ZstdCompressionParameters.from_level(
-        state_compression.LEVEL,
-        format=zstandard.FORMAT_ZSTD1_MAGICLESS,
-        write_content_size=1,
-        write_checksum=0,
-        write_dict_id=0,
-    )
-    zstd = zstandard.ZstdCompressor(dict_data=d, compression_params=params).compress
+    zstd = state_compression.compressor(state_compression.dictionary(trained)).compress
     rows = []
     for name, values in streams(2024, training=False).items():
         found = bodies(values)[::5][:5000]
         raw = sum(map(len, found)) / len(found)
-        deflated = sum(len(_deflate(b)) for b in found) / len(found)
+        deflated = sum(len(deflate(b)) for b in found) / len(found)
         packed = sum(len(zstd(b)) for b in found) / len(found)
         rows.append(
             f"| {name} (seed 2024) | {len(found):,} | {raw:,.0f} | {deflated:,.0f} B, "
-            f"{_us(_deflate, found):.1f} µs | {packed:,.0f} B, {_us(zstd, found):.1f} µs |"
+            f"{us_each(deflate, found, 5):.1f} µs | {packed:,.0f} B, "
+            f"{us_each(zstd, found, 5):.1f} µs |"
         )
     return rows
 
