@@ -381,7 +381,8 @@ class TierEngine:
             "scores": self._scores(score, ms, self._model_terms(ms, self.models.model)),
             "score_tier": self.policy.tiers[self.policy.raw_tier(score.value)].name,
             "contributions": [
-                _contribution(c.feature, c.value, c.contribution) for c in score.contributions
+                {"feature": feature, "value": value, "contribution": contribution}
+                for feature, value, contribution in score.top(None)
             ],
             "propensity_terms": self._logit_terms(ms, None),
             "model_version": self.model_version,
@@ -522,8 +523,8 @@ class TierEngine:
         state.seq += 1
         state.tier_since_ms = now
         top = [
-            _contribution(c.feature, c.value, c.contribution)
-            for c in score.contributions[:TOP_CONTRIBUTIONS]
+            {"feature": feature, "value": value, "contribution": contribution}
+            for feature, value, contribution in score.top(TOP_CONTRIBUTIONS)
         ]
         if kind == "inactivity" and decision.direction == "up":
             kind = "rescore"  # a move the dwell time held back, applied on the timer
@@ -995,10 +996,6 @@ def _segment_rank(segment: int | None, model: GlobalModel) -> float:
     """The segment's rank on the value axis, 0 (the lowest) to 1 (the highest)."""
     k = len(model.centroids)
     return segment / (k - 1) if segment is not None and k > 1 else 0.0
-
-
-def _contribution(feature: str, value: float, contribution: float) -> dict[str, Any]:
-    return {"feature": feature, "value": value, "contribution": contribution}
 
 
 def _digest(obj: Any) -> str:

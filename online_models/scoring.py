@@ -103,11 +103,20 @@ class Score:
     @property
     def contributions(self) -> tuple[Contribution, ...]:
         """Contributions, largest magnitude first."""
+        return tuple(Contribution(*part) for part in self.top(None))
+
+    def top(self, k: int | None) -> list[tuple[str, float, float]]:
+        """The ``k`` largest parts by magnitude (all of them for None), largest first,
+        ties in the weights' order: (feature, value, contribution) as in :attr:`parts`,
+        without a :class:`Contribution` made for the parts left out.
+
+        >>> Score(1.0, (("a", 1.0, 0.5), ("b", 2.0, -2.0), ("c", 3.0, 0.5))).top(2)
+        [('b', 2.0, -2.0), ('a', 1.0, 0.5)]
+        """
         parts = self.parts
-        size = [abs(p[2]) for p in parts]
         # Largest magnitude first, ties in the weights' order (a stable sort, reversed).
-        order = sorted(range(len(parts)), key=size.__getitem__, reverse=True)
-        return tuple(Contribution(*parts[i]) for i in order)
+        order = sorted(range(len(parts)), key=[abs(p[2]) for p in parts].__getitem__, reverse=True)
+        return [parts[i] for i in order[:k]]
 
 
 class ValueScorer:

@@ -53,9 +53,12 @@ def change_event_id(user_id: str, seq: int, lifetime_ms: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TierChange:
-    """One change of one user's tier, with the scores and reason behind it."""
+    """One change of one user's tier, with the scores and reason behind it. Made once
+    by the engine and published as it is; not frozen only because a frozen dataclass's
+    constructor costs four times as much (every field set through
+    ``object.__setattr__``), and a stream of new users makes one change per event."""
 
     user_id: str
     previous_tier: str | None
@@ -81,8 +84,7 @@ class TierChange:
 
     def __post_init__(self) -> None:
         if not self.event_id:
-            event_id = change_event_id(self.user_id, self.seq, self.lifetime_ms)
-            object.__setattr__(self, "event_id", event_id)
+            self.event_id = change_event_id(self.user_id, self.seq, self.lifetime_ms)
 
     def to_json(self) -> dict[str, Any]:
         """The message body, in the field order of the schema."""
