@@ -2,8 +2,8 @@
 directory is not collected by pytest): the floor (tests/bench/floor_service.py, which
 cuts the engine down to the Quix app's work: a change of the engine's interface cannot
 leave it measuring something else unnoticed), the replay yardstick, the count of silent
-users' re-scores, the revenue ceiling's windows, what a stored state holds and the
-state dictionary's training."""
+users' re-scores, the revenue ceiling's windows, what a stored state holds, the state
+dictionary's training and the median of the latency runs `make bench` reports."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from types import ModuleType
 import pytest
 
 from tests.bench import (
+    bench_throughput,
     floor_service,
     replay_cpu,
     revenue_ceiling,
@@ -31,6 +32,7 @@ from tests.bench import (
         (revenue_ceiling, 5),
         (state_size, 1),
         (state_dictionary, 1),
+        (bench_throughput, 1),
     ],
     ids=lambda v: v.__name__.rsplit(".", 1)[-1] if isinstance(v, ModuleType) else str(v),
 )
