@@ -2,8 +2,9 @@
 directory is not collected by pytest): the floor (tests/bench/floor_service.py, which
 cuts the engine down to the Quix app's work: a change of the engine's interface cannot
 leave it measuring something else unnoticed), the replay yardstick, the count of silent
-users' re-scores, the revenue ceiling's windows, what a stored state holds, the state
-dictionary's training and the median of the latency runs `make bench` reports."""
+users' re-scores, the revenue ceiling's windows, the spend head's rows a non-linear head
+would be fitted on, what a stored state holds, the state dictionary's training and the
+median of the latency runs `make bench` reports."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.bench import (
     silent_fires,
     state_dictionary,
     state_size,
+    value_head,
 )
 
 
@@ -33,6 +35,7 @@ from tests.bench import (
         (state_size, 1),
         (state_dictionary, 1),
         (bench_throughput, 1),
+        (value_head, 1),
     ],
     ids=lambda v: v.__name__.rsplit(".", 1)[-1] if isinstance(v, ModuleType) else str(v),
 )
