@@ -278,8 +278,9 @@ class _Bench:
             "max RSS (MB, largest instance)",
         ]
         note = (
-            f"Each row is the median of {runs} runs by p99 (its p50 and max are that run's); "
-            "the runs' own p99s beside it, in the order they ran."
+            f"Each row is the median of {runs} runs by p99 (its p50 and max are that run's, "
+            "its max RSS the largest of all); the runs' own p99s beside it, in the order they "
+            "ran."
             if runs > 1
             else "One run per row."
         )

@@ -20,7 +20,7 @@ and judged as the bench judges ``expected_value`` (its ``capture``):
   is built on.
 
 It reads the ``orders.jsonl`` an earlier ``python -m tests.bench.bench_models --only
-orders --work DIR`` left in ``DIR`` (about 4 minutes, most of it River's forest)::
+orders --work DIR`` left in ``DIR`` (about 2 minutes: the replay, then River's forest)::
 
     nice -n 10 .venv/bin/python -m tests.bench.value_head --work DIR
 
