@@ -41,13 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 import online_models.online
 from online_models.feature_vector import FEATURE_NAMES, vector
 from online_models.features import DAY_MS, UserFeatures
 from online_models.global_model import GlobalModel
-from online_models.learners import settled
 from online_models.merge import MergePolicy, merge
 from tests.bench.bench_models import (
     ORDER_HOLDOUT_MS,
@@ -57,7 +55,9 @@ from tests.bench.bench_models import (
     is_customer,
     order_export,
     purchase_log_tiers,
+    read_lines,
 )
+from tests.bench.revenue_ceiling import fit_predict
 
 #: The spend head's place in the model's heads (``TierEngine``'s order).
 SPEND_HEAD = 4
@@ -87,7 +87,9 @@ def replay_rows(events: Path, until: int, tiers: Path, snap: Path) -> list[np.nd
     def recording(
         base: GlobalModel, contributions: Sequence[dict[str, Any]], p: MergePolicy
     ) -> GlobalModel:
-        mine = [settled(base, c) for c in contributions if c.get("base") == base.name]
+        # A contribution's labelled rows are as the merge learns them (settling its queued
+        # samples moves the segments and the scaler, not these).
+        mine = [c for c in contributions if c.get("base") == base.name]
         rows = [r for c in mine for r in c["labelled"]]
         learnt.append(np.array(rows, dtype=float).reshape(len(rows), len(FEATURE_NAMES) + 2))
         return merge(base, contributions, p)
@@ -104,7 +106,6 @@ def replay_rows(events: Path, until: int, tiers: Path, snap: Path) -> list[np.nd
 def learners() -> dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]]:
     """Name -> fit(rows' vectors, labels) and predict at T's vectors."""
     from river import forest, preprocessing, tree
-    from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import PoissonRegressor
     from sklearn.preprocessing import StandardScaler
 
@@ -115,10 +116,7 @@ def learners() -> dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.nd
         return out
 
     def gbm(x: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
-        out: np.ndarray = (
-            HistGradientBoostingRegressor(loss="poisson", random_state=0).fit(x, y).predict(at)
-        )
-        return out
+        return fit_predict([(x, y)], at)  # the revenue ceiling's boosting, on these rows
 
     def river(make: Callable[[], Any]) -> Callable[[np.ndarray, np.ndarray, np.ndarray], Any]:
         def fit(x: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -162,8 +160,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         snap_path = Path(tmp) / "orders.snap"
         learnt = replay_rows(path, until, purchase_log_tiers(Path(tmp)), snap_path)
-        with snap_path.open("rb") as fh:
-            lines = {line["user_id"]: line for line in map(orjson.loads, fh)}
+        lines = read_lines(snap_path)
     rows = head_rows(learnt, SPEND_HEAD)
     x, y = rows[:, :-1], rows[:, -1]
     users = sorted(u for u, line in lines.items() if is_customer(line))

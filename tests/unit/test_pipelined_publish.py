@@ -230,6 +230,11 @@ def test_a_batchs_outputs_are_one_compressed_outbox_entry_read_back_in_order() -
     assert broker.acknowledged == [earlier, *sent]
 
 
+def _framed(records: Sequence[OutputRecord]) -> bytes:
+    """The records' frames, each after its length: a bundle's content, uncompressed."""
+    return b"".join(struct.pack(">I", len(r.to_frame())) + r.to_frame() for r in records)
+
+
 def test_outbox_bundles_are_zstd_and_an_earlier_versions_zlib_bundle_is_published() -> None:
     """A bundle is compressed by Zstandard (smaller than zlib's of the same frames, and
     in a third of the CPU: docs/performance.md); a bundle an earlier version compressed
@@ -238,14 +243,12 @@ def test_outbox_bundles_are_zstd_and_an_earlier_versions_zlib_bundle_is_publishe
     checkpoint, _ = _checkpoint(store, broker, steps)
     checkpoint.recover([TP])
     earlier = [OutputRecord("changes", f"u{i}".encode(), b'{"tier":"vip"}') for i in range(3)]
-    frames = b"".join(struct.pack(">I", len(r.to_frame())) + r.to_frame() for r in earlier)
-    store.outboxes[TP] = [b"\xb5" + zlib.compress(frames, 1)]  # an earlier version's bundle
+    store.outboxes[TP] = [b"\xb5" + zlib.compress(_framed(earlier), 1)]  # an earlier version's
     assert checkpoint.recover([TP]) == 3
     checkpoint.run_batch(_records(0, 40))
     (entry,) = store.outbox(TP)
     sent = broker.sent[-1].records
-    frames = b"".join(struct.pack(">I", len(r.to_frame())) + r.to_frame() for r in sent)
-    assert entry[:1] == b"\xb6" and len(entry) < len(zlib.compress(frames, 1))
+    assert entry[:1] == b"\xb6" and len(entry) < len(zlib.compress(_framed(sent), 1))
     broker.fail_next = True
     with pytest.raises(PublishError):
         checkpoint.flush_commits()

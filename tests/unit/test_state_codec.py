@@ -494,9 +494,14 @@ def test_a_negative_zero_forged_into_a_packed_state_reads_as_the_zero_it_stands_
     forged = bytearray(body)
     forged[zeros[0] + 7] = 0x80  # 0.0 -> -0.0
     assert struct.unpack_from("<d", forged, zeros[0])[0] == 0.0
-    head = raw[: len(raw) - len(compress(body))]
-    read = decode_state(head + compress(bytes(forged)))
+    read = decode_state(_with_body(raw, body, bytes(forged)))
     assert _same(read, s) and read.to_json() == decode_state(raw).to_json()
+
+
+def _with_body(raw: bytes, body: bytes, forged: bytes) -> bytes:
+    """``raw`` (a packed state whose body is ``body``) with ``forged`` compressed in its
+    body's place."""
+    return raw[: len(raw) - len(compress(body))] + compress(forged)
 
 
 def _deflated(raw: bytes) -> bytes:
@@ -570,9 +575,8 @@ def test_a_snapshot_holding_a_number_that_is_not_finite_is_refused(where: int, b
     mark = {2: 0.5, 3: 0.3, 7: 2.5}[where]
     at = body.rindex(struct.pack("<d", mark))  # the snapshot's floats follow the features'
     forged = body[:at] + struct.pack("<d", bad) + body[at + 8 :]
-    head = raw[: len(raw) - len(compress(body))]
     with pytest.raises(ValueError, match="not finite"):
-        decode_state(head + compress(forged))
+        decode_state(_with_body(raw, body, forged))
     data = s.to_json()
     value = data["pending"][0][where]
     data["pending"][0][where] = [bad, *value[1:]] if where == 2 else bad
