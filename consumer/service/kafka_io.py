@@ -63,6 +63,13 @@ ADMIN_TIMEOUT_S = 10.0
 #: How long a held partition may go unread while the broker has records past the
 #: consumer's position (:mod:`consumer.service.stall_watch`): ``TIERSTREAM_KAFKA_STALL_S``.
 STALL_S = 60.0
+#: How often a group member heartbeats (at most; a third of the session timeout if that
+#: is shorter). A member hears that the group rebalances (a member joined or left) only
+#: in a heartbeat's answer, and a joining member is given nothing until every other one
+#: has heard and rejoined: with heartbeats at a third of the default 10-s session, a
+#: second instance started beside a first one waited up to 3.3 s while the first read
+#: alone (docs/performance.md, "Heartbeats every half second").
+HEARTBEAT_S = 0.5
 
 
 class _WhyNot(logging.Handler):
@@ -215,8 +222,9 @@ class EventSource:
             # Larger than the biggest batch we may need to process between polls.
             max_poll_interval_ms=300_000,
             session_timeout_ms=round(session_timeout_s * 1000),
-            # The broker expects a heartbeat several times per session timeout.
-            heartbeat_interval_ms=max(1000, round(session_timeout_s * 1000 / 3)),
+            # The broker expects several heartbeats per session timeout; the members
+            # hear of a rebalance at their next one.
+            heartbeat_interval_ms=round(min(HEARTBEAT_S, session_timeout_s / 3) * 1000),
             isolation_level="read_committed",
             client_id=f"tierstream-{group_id}",
         )
