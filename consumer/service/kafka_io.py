@@ -43,6 +43,7 @@ from consumer.service.errors import (
 )
 from consumer.service.kafka_connection import KafkaConnection
 from consumer.service.partitioning import key_hash
+from consumer.service.record_appender import Appender, appender
 from consumer.service.records import InputRecord, KafkaOffsets, OutputRecord
 from consumer.service.stall_watch import StallWatch
 
@@ -600,19 +601,25 @@ class Publisher:
             max_request_size=max_request_size,
             client_id="tierstream-publisher",
         )
-        self._producer: KafkaProducer | None = self._new()
+        self._producer: KafkaProducer | None = None
+        #: Hands records to the producer's accumulator (None: through ``send``).
+        self._append: Appender | None = None
+        self._start()
         #: Flushes the producer and checks each record's acknowledgement for :meth:`send`.
         self._acks = ThreadPoolExecutor(1, thread_name_prefix="tierstream-publish-acks")
         #: When the records awaiting acknowledgement were handed over (monotonic), None
         #: when none is awaited: read by other threads (:meth:`unacknowledged_for`).
         self._handed_at: float | None = None
 
-    def _new(self) -> KafkaProducer:
+    def _start(self) -> KafkaProducer:
+        """A new producer, and the appender that feeds it."""
         with _connecting() as why:
             try:
-                return KafkaProducer(**self._config)
+                producer = KafkaProducer(**self._config)
             except KafkaError as exc:
                 raise _unreachable(self._kafka, exc, why) from None
+        self._producer, self._append = producer, appender(producer, self._headers)
+        return producer
 
     def publish(self, records: Sequence[OutputRecord], *, timeout_s: float = 60.0) -> None:
         """Send ``records`` in order and wait for all acknowledgements; raise PublishError."""
@@ -625,21 +632,28 @@ class Publisher:
         # From here: the producer may block for a topic's metadata as well.
         self._handed_at = time.monotonic()
         try:
-            if self._producer is None:
-                self._producer = self._new()
             producer = self._producer
+            if producer is None:
+                producer = self._start()
             route = _Routes(producer)
             headers = self._headers
-            futures = [
-                producer.send(
-                    r.topic,
-                    key=r.key,
-                    value=r.value,
-                    headers=headers.get(r.topic),
-                    partition=route(r.topic, r.key),
-                )
-                for r in records
-            ]
+            append = self._append
+            futures = []
+            for r in records:
+                key = r.key
+                partition = route(r.topic, key)
+                future = None
+                if append is not None and partition is not None and key is not None:
+                    future = append(r.topic, partition, key, r.value)
+                if future is None:
+                    future = producer.send(
+                        r.topic,
+                        key=key,
+                        value=r.value,
+                        headers=headers.get(r.topic),
+                        partition=partition,
+                    )
+                futures.append(future)
         except BaseException as exc:
             self._handed_at = None
             if not isinstance(exc, (KafkaError, BrokerUnavailable)):
@@ -670,7 +684,7 @@ class Publisher:
             self._handed_at = None
 
     def _discard(self) -> None:
-        producer, self._producer = self._producer, None
+        producer, self._producer, self._append = self._producer, None, None
         if producer is not None:
             close_quietly(producer)
 

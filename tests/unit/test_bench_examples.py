@@ -3,8 +3,8 @@ directory is not collected by pytest): the floor (tests/bench/floor_service.py, 
 cuts the engine down to the Quix app's work: a change of the engine's interface cannot
 leave it measuring something else unnoticed), the replay yardstick, the count of silent
 users' re-scores, the revenue ceiling's windows, the spend head's rows a non-linear head
-would be fitted on, what a stored state holds, the state dictionary's training and the
-median of the latency runs `make bench` reports."""
+would be fitted on, what a stored state holds, the state dictionary's training, the
+median of the latency runs `make bench` reports and the publisher's CPU table."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 from tests.bench import (
     bench_throughput,
     floor_service,
+    publisher_cpu,
     replay_cpu,
     revenue_ceiling,
     silent_fires,
@@ -36,6 +37,7 @@ from tests.bench import (
         (state_dictionary, 1),
         (bench_throughput, 1),
         (value_head, 1),
+        (publisher_cpu, 1),
     ],
     ids=lambda v: v.__name__.rsplit(".", 1)[-1] if isinstance(v, ModuleType) else str(v),
 )
