@@ -159,9 +159,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"{args.instances} instance(s), {args.rate:,.0f} new users/s {extra or ''}: "
-        f"p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms, max {m.max_ms:,.0f} ms"
+        f"p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms, max {m.max_ms:,.0f} ms; p99 until "
+        f"the broker appended the event {m.p99_to_broker_ms:,.0f} ms, from there "
+        f"{m.p99_after_broker_ms:,.0f} ms"
     )
-    worst = ", ".join(f"{ms} ms created at {at:.1f}" for at, ms in m.worst)
+    worst = ", ".join(
+        f"{ms} ms created at {at:.1f} ({before} ms to the broker)" for at, ms, before in m.worst
+    )
     print(f"  the slowest events: {worst}")
     for err in sorted(logs.glob("*.err")):
         text = err.read_text(errors="replace")

@@ -247,7 +247,8 @@ class _Bench:
                 say(
                     f"latency: {n} instance(s), {rate:,.0f}/s offered, {m.achieved:,.0f}/s "
                     f"achieved: p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms "
-                    f"({m.changes} of {m.events})"
+                    f"({m.changes} of {m.events}; p99 until the broker appended the event "
+                    f"{m.p99_to_broker_ms:,.0f} ms, from there {m.p99_after_broker_ms:,.0f})"
                 )
                 measured.append(m)
             m = median_run(measured)
@@ -261,6 +262,7 @@ class _Bench:
                     f"**{m.p50_ms:,.0f}**",
                     f"**{m.p99_ms:,.0f}**",
                     ", ".join(f"{r.p99_ms:,.0f}" for r in measured),
+                    f"{m.p99_to_broker_ms:,.0f} / {m.p99_after_broker_ms:,.0f}",
                     f"{m.max_ms:,.0f}",
                     f"{max(r.max_rss_mb for r in measured):,.0f}",
                 ]
@@ -274,6 +276,7 @@ class _Bench:
             "p50 (ms)",
             "p99 (ms)",
             "p99 of each run (ms)",
+            "p99 until the broker appended the event / from there (ms)",
             "max (ms)",
             "max RSS (MB, largest instance)",
         ]
@@ -283,6 +286,10 @@ class _Bench:
             "ran."
             if runs > 1
             else "One run per row."
+        ) + (
+            " The two parts of an event's latency, until the broker appended it and from "
+            "there to its change's append, each have their own p99 (the input topic is "
+            "stamped by the broker too: `tests/bench/latency.py`)."
         )
         return (
             "### Event-to-tier-change latency, `tierstream run`\n\n"

@@ -13,6 +13,12 @@ one machine's clock:
   there). Each change's ``timestamp_type`` is checked to be log-append time: the figure
   includes the publish, not only the decision.
 
+The input topic is stamped ``LogAppendTime`` too (the service reads a record's Kafka
+timestamp only into a dead letter), and read back once the changes are in: each event's
+latency then splits into the time until the broker appended the event (the load
+generator's send, the broker) and the time from there to its change's append (the
+service's fetch, batch and publish). The producer's own CreateTimes are kept apart.
+
 The service is started first and warmed up (a few events whose changes must come out),
 then the steady stream runs for the given seconds; the bench waits for every change and
 stops the service with SIGTERM (its peak memory comes from ``wait4``). With several
@@ -54,12 +60,18 @@ class Latency:
     p99_ms: float
     max_ms: float
     max_rss_mb: float  #: the largest instance's
-    #: The slowest events' CreateTimes (s, the wall clock) and latencies (ms), slowest last.
-    worst: tuple[tuple[float, int], ...] = ()
+    #: The slowest events' CreateTimes (s, the wall clock), latencies and the part of
+    #: them before the broker appended the event (ms), slowest last.
+    worst: tuple[tuple[float, int, int], ...] = ()
+    #: p99 of the time until the broker appended the events, and of the time from there
+    #: to their changes' append (each its own quantile: they need not add up).
+    p99_to_broker_ms: float = 0.0
+    p99_after_broker_ms: float = 0.0
 
 
 class _Changes:
-    """Reads the tier-change topic from its start: each user's first change's append time."""
+    """Reads a topic stamped ``LogAppendTime`` from its start: each key's first record's
+    append time (the tier changes; the input events)."""
 
     def __init__(self, kafka: str, topic: str) -> None:
         self._consumer = KafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
@@ -74,7 +86,7 @@ class _Changes:
             for batch in self._consumer.poll(timeout_ms=500).values():
                 for r in batch:
                     if r.timestamp_type != LOG_APPEND_TIME:
-                        raise RuntimeError("the tier-change topic is not stamped LogAppendTime")
+                        raise RuntimeError(f"{r.topic} is not stamped LogAppendTime")
                     self.appended.setdefault(r.key, r.timestamp)
 
     def close(self) -> None:
@@ -162,12 +174,12 @@ def measure(
         **(extra_env or {}),
     }
     changes_topic = env["TIERSTREAM_OUTPUT_TOPIC"]
-    ensure_topics(kafka, [topic], partitions=PARTITIONS)
+    stamped = {"message.timestamp.type": "LogAppendTime"}
     ensure_topics(
         kafka,
-        [changes_topic],
+        [topic, changes_topic],
         partitions=PARTITIONS,
-        configs={changes_topic: {"message.timestamp.type": "LogAppendTime"}},
+        configs={topic: stamped, changes_topic: stamped},
     )
     services = [
         processes.Child(
@@ -188,6 +200,11 @@ def measure(
         count = round(rate * seconds)
         created, achieved = _produce(producer, topic, run, "user", rate, count)
         reader.read(set(created), time.monotonic() + max(120.0, 10 * seconds))
+        events = _Changes(kafka, topic)
+        try:
+            events.read(set(created), time.monotonic() + 120.0)
+        finally:
+            events.close()
     finally:
         producer.close()
         reader.close()
@@ -197,13 +214,20 @@ def measure(
     for d in done:
         processes.check(d)
     redis_memory.delete_prefix(redis, env["TIERSTREAM_KEY_PREFIX"])
+    arrived = events.appended
     timed = sorted(
-        ((t / 1000, reader.appended[k] - t) for k, t in created.items() if k in reader.appended),
+        (
+            (t / 1000, reader.appended[k] - t, arrived.get(k, t) - t)
+            for k, t in created.items()
+            if k in reader.appended
+        ),
         key=lambda w: w[1],
     )
-    late = [ms for _, ms in timed]
+    late = [ms for _, ms, _ in timed]
     if not late:
         raise RuntimeError("no tier change came out for the measured events")
+    before = sorted(b for _, _, b in timed)
+    after = sorted(ms - b for _, ms, b in timed)
     return Latency(
         rate,
         achieved,
@@ -214,4 +238,6 @@ def measure(
         float(late[-1]),
         max(d.max_rss_mb for d in done),
         tuple(timed[-WORST:]),
+        _quantile(before, 0.99),
+        _quantile(after, 0.99),
     )
