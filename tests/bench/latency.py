@@ -69,7 +69,7 @@ class Latency:
     p99_after_broker_ms: float = 0.0
 
 
-class _Changes:
+class _AppendTimes:
     """Reads a topic stamped ``LogAppendTime`` from its start: each key's first record's
     append time (the tier changes; the input events)."""
 
@@ -145,7 +145,9 @@ def _settle(children: list[processes.Child], deadline: float) -> None:
     time.sleep(SETTLE_S)
 
 
-def _warm_up(producer: KafkaProducer, reader: _Changes, topic: str, run: str, stem: str) -> None:
+def _warm_up(
+    producer: KafkaProducer, reader: _AppendTimes, topic: str, run: str, stem: str
+) -> None:
     """:data:`WARM_UP` events whose changes must all come out."""
     warm, _ = _produce(producer, topic, run, stem, WARM_UP / 2, WARM_UP)
     reader.read(set(warm), time.monotonic() + 180)
@@ -191,7 +193,7 @@ def measure(
         for i in range(instances)
     ]
     producer = KafkaProducer(bootstrap_servers=kafka, linger_ms=1)
-    reader = _Changes(kafka, changes_topic)
+    reader = _AppendTimes(kafka, changes_topic)
     try:
         _warm_up(producer, reader, topic, run, "warm")
         if instances > 1:
@@ -200,7 +202,7 @@ def measure(
         count = round(rate * seconds)
         created, achieved = _produce(producer, topic, run, "user", rate, count)
         reader.read(set(created), time.monotonic() + max(120.0, 10 * seconds))
-        events = _Changes(kafka, topic)
+        events = _AppendTimes(kafka, topic)
         try:
             events.read(set(created), time.monotonic() + 120.0)
         finally:
