@@ -12,7 +12,10 @@ latency::
 ``python -m tests.bench.batch_steps run`` is the instrumented service itself (what the
 measurement starts): ``tierstream run`` with the step times written to stderr at exit.
 The hook's own cost (a clock read per step) is in the figures; they are for comparing
-settings, not for quoting as the service's speed.
+settings, not for quoting as the service's speed. Each instance also names its polls
+that took long to bring records and those whose oldest record the broker had appended
+over 100 ms before (the input topic is stamped by the broker): a batch late because its
+records came late, not because it ran long.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from tests.integration.support import KAFKA, REDIS
 BATCH_STEPS = ("load", "apply", "save-partitions", "save", "check", "publish", "commit", "clear")
 #: Gaps between batches worth reporting (seconds).
 WIDE_GAP_S = 0.05
+#: Records a poll brings this long after the broker appended them are worth reporting (ms).
+STALE_MS = 100
 #: The line each instrumented instance writes at exit.
 STEPS_LINE = re.compile(r"^batch steps over (\d+) batches: (.*)$", re.M)
 
@@ -114,12 +119,20 @@ def _time_polls() -> None:
     from consumer.service import kafka_io
 
     polls: list[tuple[float, float, int]] = []  # seconds, when it ended, records
+    #: Polls whose oldest record the broker had appended over STALE_MS before: when it
+    #: ended, that age (ms), records (the input topic is stamped LogAppendTime by
+    #: tests/bench/latency.py, so a record's timestamp is its append time).
+    stale: list[tuple[float, float, int]] = []
     poll = kafka_io.EventSource.poll
 
     def timed_poll(self: kafka_io.EventSource, timeout_ms: int) -> list[Any]:
         began = time.perf_counter()
         got = poll(self, timeout_ms)
-        polls.append((time.perf_counter() - began, time.time(), len(got)))
+        now = time.time()
+        polls.append((time.perf_counter() - began, now, len(got)))
+        stamps = [r.timestamp_ms for r in got if r.timestamp_ms is not None]
+        if stamps and now * 1000 - min(stamps) > STALE_MS:
+            stale.append((now, now * 1000 - min(stamps), len(got)))
         return got
 
     def report() -> None:
@@ -127,6 +140,11 @@ def _time_polls() -> None:
         shown = ", ".join(f"{1000 * s:.0f} ms to {at:.1f} ({n} records)" for at, s, n in wide[-8:])
         print(
             f"polls that brought records after over {WIDE_GAP_S * 1000:.0f} ms: {shown or 'none'}",
+            file=sys.stderr,
+        )
+        old = ", ".join(f"{age:.0f} ms old to {at:.1f} ({n} records)" for at, age, n in stale[-12:])
+        print(
+            f"polls whose oldest record was appended over {STALE_MS} ms before: {old or 'none'}",
             file=sys.stderr,
         )
 
