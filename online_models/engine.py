@@ -380,10 +380,7 @@ class TierEngine:
             "as_of_ms": now,
             "scores": self._scores(score, ms, self._model_terms(ms, self.models.model)),
             "score_tier": self.policy.tiers[self.policy.raw_tier(score.value)].name,
-            "contributions": [
-                {"feature": feature, "value": value, "contribution": contribution}
-                for feature, value, contribution in score.top(None)
-            ],
+            "contributions": _contributions(score.top(None)),
             "propensity_terms": self._logit_terms(ms, None),
             "model_version": self.model_version,
             "features": features.to_json(),
@@ -522,10 +519,7 @@ class TierEngine:
         state.tier = decision.tier
         state.seq += 1
         state.tier_since_ms = now
-        top = [
-            {"feature": feature, "value": value, "contribution": contribution}
-            for feature, value, contribution in score.top(TOP_CONTRIBUTIONS)
-        ]
+        top = _contributions(score.top(TOP_CONTRIBUTIONS))
         if kind == "inactivity" and decision.direction == "up":
             kind = "rescore"  # a move the dwell time held back, applied on the timer
         tier = self.policy.tier(decision.tier)
@@ -996,6 +990,11 @@ def _segment_rank(segment: int | None, model: GlobalModel) -> float:
     """The segment's rank on the value axis, 0 (the lowest) to 1 (the highest)."""
     k = len(model.centroids)
     return segment / (k - 1) if segment is not None and k > 1 else 0.0
+
+
+def _contributions(parts: list[tuple[str, float, float]]) -> list[dict[str, Any]]:
+    """Score parts as a change and a snapshot show them."""
+    return [{"feature": f, "value": v, "contribution": c} for f, v, c in parts]
 
 
 def _digest(obj: Any) -> str:
