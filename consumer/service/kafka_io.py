@@ -71,6 +71,16 @@ STALL_S = 60.0
 #: second instance started beside a first one waited up to 3.3 s while the first read
 #: alone (docs/performance.md, "Heartbeats every half second").
 HEARTBEAT_S = 0.5
+#: How long the broker may hold a fetch that finds no records (kafka-python's default is
+#: 500 ms). kafka-python keeps one fetch in flight per broker and leaves out of it the
+#: partitions whose records it already holds (unreturned by the last poll, or just
+#: arrived on its network thread): then the fetch may ask for idle partitions alone (the
+#: forget requests' topic), the broker holds it this long, and the busy partitions'
+#: records wait behind it. At 5,000 new users a second that was some 1,300 records of an
+#: instance half a second late at once, in 3 of 4 runs (docs/performance.md, "Fetches
+#: held for idle partitions"). An idle instance fetches this often instead: 2.5% of a
+#: core against 1% at 500 ms. ``TIERSTREAM_KAFKA_CLIENT_OPTIONS`` may set another.
+FETCH_WAIT_MS = 100
 
 
 class _WhyNot(logging.Handler):
@@ -226,6 +236,7 @@ class EventSource:
             # The broker expects several heartbeats per session timeout; the members
             # hear of a rebalance at their next one.
             heartbeat_interval_ms=round(min(HEARTBEAT_S, session_timeout_s / 3) * 1000),
+            fetch_max_wait_ms=FETCH_WAIT_MS,
             isolation_level="read_committed",
             client_id=f"tierstream-{group_id}",
         )

@@ -15,7 +15,9 @@ The hook's own cost (a clock read per step) is in the figures; they are for comp
 settings, not for quoting as the service's speed. Each instance also names its polls
 that took long to bring records and those whose oldest record the broker had appended
 over 100 ms before (the input topic is stamped by the broker): a batch late because its
-records came late, not because it ran long.
+records came late, not because it ran long; and the fetches the broker held over 100 ms
+that asked for some of the instance's partitions only (those it held records of were
+left out, and waited behind it: ``kafka_io.FETCH_WAIT_MS``).
 """
 
 from __future__ import annotations
@@ -142,13 +144,48 @@ def _time_polls() -> None:
             f"polls that brought records after over {WIDE_GAP_S * 1000:.0f} ms: {shown or 'none'}",
             file=sys.stderr,
         )
-        old = ", ".join(f"{age:.0f} ms old to {at:.1f} ({n} records)" for at, age, n in stale[-12:])
+        late = [(at, age, n) for at, age, n in stale if age > 3 * STALE_MS]
+        old = ", ".join(f"{age:.0f} ms old to {at:.1f} ({n} records)" for at, age, n in late)
         print(
-            f"polls whose oldest record was appended over {STALE_MS} ms before: {old or 'none'}",
+            f"polls whose oldest record was appended over {STALE_MS} ms before: {len(stale)}; "
+            f"over {3 * STALE_MS} ms: {old or 'none'}",
             file=sys.stderr,
         )
 
     kafka_io.EventSource.poll = timed_poll  # type: ignore[method-assign]
+    atexit.register(report)
+    _time_fetches()
+
+
+def _time_fetches() -> None:
+    """Note the fetches the broker held over :data:`STALE_MS` (when the answer came, how
+    long, the partitions asked for); at exit, name those that asked for fewer partitions
+    than the widest of them (an idle instance's fetches, held at the end of the run):
+    partitions were left out because the consumer held records of theirs, and their
+    next records waited behind it (kafka-python sends one fetch at a time to a broker)."""
+    from kafka.consumer.fetcher import Fetcher
+
+    held: list[tuple[float, float, str]] = []  # when answered, seconds held, partitions
+    handle = Fetcher._handle_fetch_response
+
+    def timed(self: Any, node_id: Any, offsets: Any, sent: float, response: Any) -> Any:
+        took = time.monotonic() - sent
+        if took * 1000 > STALE_MS:
+            asked = ",".join(sorted(f"{tp.topic[-6:]}:{tp.partition}" for tp in offsets))
+            held.append((time.time(), took, asked))
+        return handle(self, node_id, offsets, sent, response)
+
+    def report() -> None:
+        widest = max((len(p.split(",")) for _, _, p in held), default=0)
+        busy = [h for h in held if len(h[2].split(",")) < widest]
+        shown = ", ".join(f"{1000 * s:.0f} ms to {at:.1f} [{p}]" for at, s, p in busy[:12])
+        print(
+            f"fetches held over {STALE_MS} ms asking for some partitions only ({len(busy)}): "
+            f"{shown or 'none'}",
+            file=sys.stderr,
+        )
+
+    Fetcher._handle_fetch_response = timed  # type: ignore[method-assign]
     atexit.register(report)
 
 
