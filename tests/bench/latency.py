@@ -42,6 +42,12 @@ from tests.bench import processes, redis_memory
 from tests.bench.contenders import service_env
 from tests.bench.workloads import PARTITIONS, unique
 
+#: The load generator's producer waits this long to fill a request (Apache Kafka's
+#: producer default since 4.0). It shares the machine with the service: at 5,000 events/s
+#: and 1 ms it sent a request a millisecond and took half a core (docs/performance.md,
+#: "What the machine has left at 5,000 new users a second"). The wait is in the measured
+#: latency (the event's CreateTime is taken before it).
+LINGER_MS = 5
 #: Events before the measured stream, whose changes show the service is consuming.
 WARM_UP = 200
 #: How many of the slowest events :class:`Latency` names.
@@ -192,7 +198,7 @@ def measure(
         )
         for i in range(instances)
     ]
-    producer = KafkaProducer(bootstrap_servers=kafka, linger_ms=1)
+    producer = KafkaProducer(bootstrap_servers=kafka, linger_ms=LINGER_MS)
     reader = _AppendTimes(kafka, changes_topic)
     try:
         _warm_up(producer, reader, topic, run, "warm")

@@ -44,6 +44,13 @@ class Finished:
     stderr: str
 
 
+#: How often a child's high-water mark is read. ``VmHWM`` only grows, so a sample misses
+#: only what the child grew in its last interval; every read is CPU of the bench's own
+#: process, which shares the machine with the service (a read every 20 ms of each of two
+#: children was 4% of a core during the latency runs).
+PEAK_EVERY_S = 0.1
+
+
 class Child:
     """A running child process; :meth:`reap` waits for it and returns :class:`Finished`."""
 
@@ -73,7 +80,7 @@ class Child:
         """Keep the child's own high-water mark until it is reaped (a zombie has none)."""
         while not self._reaped.is_set():
             self._peak_kb = max(self._peak_kb, own_peak_kb(self._proc.pid))
-            self._reaped.wait(0.02)
+            self._reaped.wait(PEAK_EVERY_S)
 
     def stderr_so_far(self) -> str:
         """What the child has written to stderr so far."""
