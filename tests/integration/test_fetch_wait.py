@@ -54,8 +54,8 @@ def test_a_record_does_not_wait_behind_a_fetch_of_the_idle_topic() -> None:
             for i in range(BURST):
                 producer.send(names.input, key=b"k%d" % i, value=b"x" * 10)
             producer.flush()
-            first = source.poll(1000)
-            while not first:
+            first, end = source.poll(1000), time.monotonic() + 10
+            while not first and time.monotonic() < end:
                 first = source.poll(1000)
             rest = source.poll(0)  # the records the first poll left
             assert (len(first), len(rest)) == (MAX_POLL, BURST - MAX_POLL)
