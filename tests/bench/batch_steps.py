@@ -216,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.instances} instance(s), {args.rate:,.0f} new users/s {extra or ''}: "
         f"p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms, max {m.max_ms:,.0f} ms; p99 until "
         f"the broker appended the event {m.p99_to_broker_ms:,.0f} ms, from there "
-        f"{m.p99_after_broker_ms:,.0f} ms"
+        f"{m.p99_after_broker_ms:,.0f} ms; CPU in cores while producing: generator "
+        f"{m.cpu_generator:.2f}, service {m.cpu_service:.2f}, idle {m.cpu_idle:.2f}"
     )
     worst = ", ".join(
         f"{ms} ms created at {at:.1f} ({before} ms to the broker)" for at, ms, before in m.worst

@@ -248,7 +248,9 @@ class _Bench:
                     f"latency: {n} instance(s), {rate:,.0f}/s offered, {m.achieved:,.0f}/s "
                     f"achieved: p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms "
                     f"({m.changes} of {m.events}; p99 until the broker appended the event "
-                    f"{m.p99_to_broker_ms:,.0f} ms, from there {m.p99_after_broker_ms:,.0f})"
+                    f"{m.p99_to_broker_ms:,.0f} ms, from there {m.p99_after_broker_ms:,.0f}; "
+                    f"CPU in cores: generator {m.cpu_generator:.2f}, service "
+                    f"{m.cpu_service:.2f}, idle {m.cpu_idle:.2f})"
                 )
                 measured.append(m)
             m = median_run(measured)
@@ -263,6 +265,7 @@ class _Bench:
                     f"**{m.p99_ms:,.0f}**",
                     ", ".join(f"{r.p99_ms:,.0f}" for r in measured),
                     f"{m.p99_to_broker_ms:,.0f} / {m.p99_after_broker_ms:,.0f}",
+                    f"{m.cpu_generator:.2f} / {m.cpu_service:.2f} / {m.cpu_idle:.2f}",
                     f"{m.max_ms:,.0f}",
                     f"{max(r.max_rss_mb for r in measured):,.0f}",
                 ]
@@ -277,6 +280,7 @@ class _Bench:
             "p99 (ms)",
             "p99 of each run (ms)",
             "p99 until the broker appended the event / from there (ms)",
+            "CPU while producing (cores): generator / service / idle",
             "max (ms)",
             "max RSS (MB, largest instance)",
         ]
@@ -289,7 +293,10 @@ class _Bench:
         ) + (
             " The two parts of an event's latency, until the broker appended it and from "
             "there to its change's append, each have their own p99 (the input topic is "
-            "stamped by the broker too: `tests/bench/latency.py`)."
+            "stamped by the broker too: `tests/bench/latency.py`). The CPU column is that "
+            "run's, while the measured stream was produced: the bench's own process (the "
+            "load generator), the instances together, and what the machine's cores left "
+            "idle, in cores."
         )
         return (
             "### Event-to-tier-change latency, `tierstream run`\n\n"

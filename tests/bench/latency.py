@@ -19,6 +19,11 @@ latency then splits into the time until the broker appended the event (the load
 generator's send, the broker) and the time from there to its change's append (the
 service's fetch, batch and publish). The producer's own CreateTimes are kept apart.
 
+The load generator runs on the machine it measures: while the measured stream is
+produced, the bench notes the CPU of its own process, of the instances and what the
+machine left idle (``Latency.cpu_*``), so that a reader sees whether the machine had
+room (docs/performance.md, "What the machine has left at 5,000 new users a second").
+
 The service is started first and warmed up (a few events whose changes must come out),
 then the steady stream runs for the given seconds; the bench waits for every change and
 stops the service with SIGTERM (its peak memory comes from ``wait4``). With several
@@ -73,6 +78,13 @@ class Latency:
     #: to their changes' append (each its own quantile: they need not add up).
     p99_to_broker_ms: float = 0.0
     p99_after_broker_ms: float = 0.0
+    #: While the measured stream was produced, in cores (CPU-seconds a second): the load
+    #: generator's process (the bench's own, its producer's thread included), the
+    #: service's instances together, and what the machine left idle. They share the
+    #: machine: a saturated machine makes tails of its own.
+    cpu_generator: float = 0.0
+    cpu_service: float = 0.0
+    cpu_idle: float = 0.0
 
 
 class _AppendTimes:
@@ -130,6 +142,16 @@ def _produce(
     achieved = count / max(time.monotonic() - t0, 1e-9)
     producer.flush()
     return created, achieved
+
+
+def _cpu(services: list[processes.Child]) -> tuple[float, float, float]:
+    """CPU-seconds so far: this process (the load generator), the services, the machine's
+    idle time."""
+    return (
+        time.process_time(),
+        sum(processes.cpu_seconds(s.pid) for s in services),
+        processes.machine_idle_seconds(),
+    )
 
 
 def _quantile(sorted_ms: list[int], q: float) -> float:
@@ -206,7 +228,10 @@ def measure(
             _settle(services, time.monotonic() + 180)
             _warm_up(producer, reader, topic, run, "settled")
         count = round(rate * seconds)
+        cpu_start, began = _cpu(services), time.monotonic()
         created, achieved = _produce(producer, topic, run, "user", rate, count)
+        took = time.monotonic() - began
+        cpu = [(b - a) / took for a, b in zip(cpu_start, _cpu(services), strict=True)]
         reader.read(set(created), time.monotonic() + max(120.0, 10 * seconds))
         events = _AppendTimes(kafka, topic)
         try:
@@ -248,4 +273,5 @@ def measure(
         tuple(timed[-WORST:]),
         _quantile(before, 0.99),
         _quantile(after, 0.99),
+        *cpu,
     )

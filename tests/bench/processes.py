@@ -1,7 +1,7 @@
 """Child processes of the throughput bench: started with their output in files, reaped
 with ``os.wait4`` so each one's CPU time is known, and watched while they run for their
 own peak memory: the high-water mark of their resident set, ``VmHWM`` in
-``/proc/<pid>/status``, read every 20 ms by a thread of each child's until it exits
+``/proc/<pid>/status``, read every 100 ms by a thread of each child's until it exits
 (several children run at once, and are reaped one after the other).
 
 Not ``ru_maxrss``: Linux carries a process's high-water mark over ``execve`` into the new
@@ -135,6 +135,33 @@ def own_peak_kb(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time the process has used so far, user and system, in seconds (its threads
+    included; 0.0 once it has exited).
+
+    >>> cpu_seconds(os.getpid()) > 0
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_idle_seconds() -> float:
+    """CPU time all of the machine's cores have spent idle since boot, in seconds (idle
+    and waiting for I/O).
+
+    >>> machine_idle_seconds() > 0
+    True
+    """
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(
