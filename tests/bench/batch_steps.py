@@ -110,6 +110,7 @@ def _instrumented_service(argv: Sequence[str]) -> int:
             print(f"between batches (send, poll, idle) {over}: {shown}", file=sys.stderr)
 
     _time_polls()
+    _time_fetches()
     checkpoint.Checkpoint.__init__ = timed_init  # type: ignore[method-assign]
     atexit.register(report)
     return cli_main(list(argv))
@@ -133,8 +134,9 @@ def _time_polls() -> None:
         now = time.time()
         polls.append((time.perf_counter() - began, now, len(got)))
         stamps = [r.timestamp_ms for r in got if r.timestamp_ms is not None]
-        if stamps and now * 1000 - min(stamps) > STALE_MS:
-            stale.append((now, now * 1000 - min(stamps), len(got)))
+        age = now * 1000 - min(stamps) if stamps else 0.0
+        if age > STALE_MS:
+            stale.append((now, age, len(got)))
         return got
 
     def report() -> None:
@@ -154,7 +156,6 @@ def _time_polls() -> None:
 
     kafka_io.EventSource.poll = timed_poll  # type: ignore[method-assign]
     atexit.register(report)
-    _time_fetches()
 
 
 def _time_fetches() -> None:
@@ -165,20 +166,22 @@ def _time_fetches() -> None:
     next records waited behind it (kafka-python sends one fetch at a time to a broker)."""
     from kafka.consumer.fetcher import Fetcher
 
-    held: list[tuple[float, float, str]] = []  # when answered, seconds held, partitions
+    held: list[tuple[float, float, tuple[str, ...]]] = []  # answered, seconds held, asked
     handle = Fetcher._handle_fetch_response
 
     def timed(self: Any, node_id: Any, offsets: Any, sent: float, response: Any) -> Any:
         took = time.monotonic() - sent
         if took * 1000 > STALE_MS:
-            asked = ",".join(sorted(f"{tp.topic[-6:]}:{tp.partition}" for tp in offsets))
+            asked = tuple(sorted(f"{tp.topic[-6:]}:{tp.partition}" for tp in offsets))
             held.append((time.time(), took, asked))
         return handle(self, node_id, offsets, sent, response)
 
     def report() -> None:
-        widest = max((len(p.split(",")) for _, _, p in held), default=0)
-        busy = [h for h in held if len(h[2].split(",")) < widest]
-        shown = ", ".join(f"{1000 * s:.0f} ms to {at:.1f} [{p}]" for at, s, p in busy[:12])
+        widest = max((len(asked) for _, _, asked in held), default=0)
+        busy = [h for h in held if len(h[2]) < widest]
+        shown = ", ".join(
+            f"{1000 * s:.0f} ms to {at:.1f} [{','.join(asked)}]" for at, s, asked in busy[:12]
+        )
         print(
             f"fetches held over {STALE_MS} ms asking for some partitions only ({len(busy)}): "
             f"{shown or 'none'}",
@@ -214,10 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"{args.instances} instance(s), {args.rate:,.0f} new users/s {extra or ''}: "
-        f"p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms, max {m.max_ms:,.0f} ms; p99 until "
-        f"the broker appended the event {m.p99_to_broker_ms:,.0f} ms, from there "
-        f"{m.p99_after_broker_ms:,.0f} ms; CPU in cores while producing: generator "
-        f"{m.cpu_generator:.2f}, service {m.cpu_service:.2f}, idle {m.cpu_idle:.2f}"
+        f"p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms, max {m.max_ms:,.0f} ms; {m.parts()}"
     )
     worst = ", ".join(
         f"{ms} ms created at {at:.1f} ({before} ms to the broker)" for at, ms, before in m.worst

@@ -247,10 +247,7 @@ class _Bench:
                 say(
                     f"latency: {n} instance(s), {rate:,.0f}/s offered, {m.achieved:,.0f}/s "
                     f"achieved: p50 {m.p50_ms:,.0f} ms, p99 {m.p99_ms:,.0f} ms "
-                    f"({m.changes} of {m.events}; p99 until the broker appended the event "
-                    f"{m.p99_to_broker_ms:,.0f} ms, from there {m.p99_after_broker_ms:,.0f}; "
-                    f"CPU in cores: generator {m.cpu_generator:.2f}, service "
-                    f"{m.cpu_service:.2f}, idle {m.cpu_idle:.2f})"
+                    f"({m.changes} of {m.events}; {m.parts()})"
                 )
                 measured.append(m)
             m = median_run(measured)

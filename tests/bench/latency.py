@@ -86,6 +86,21 @@ class Latency:
     cpu_service: float = 0.0
     cpu_idle: float = 0.0
 
+    def parts(self) -> str:
+        """The latency's two parts and the machine's CPU, as the benches print them.
+
+        >>> m = Latency(5000, 5000, 1, 1, 20, 90, 120, 80, (), 10, 85, 0.3, 1.2, 0.1)
+        >>> for part in m.parts().split("; "):
+        ...     print(part)
+        p99 until the broker appended the event 10 ms, from there 85
+        CPU in cores: generator 0.30, service 1.20, idle 0.10
+        """
+        return (
+            f"p99 until the broker appended the event {self.p99_to_broker_ms:,.0f} ms, "
+            f"from there {self.p99_after_broker_ms:,.0f}; CPU in cores: generator "
+            f"{self.cpu_generator:.2f}, service {self.cpu_service:.2f}, idle {self.cpu_idle:.2f}"
+        )
+
 
 class _AppendTimes:
     """Reads a topic stamped ``LogAppendTime`` from its start: each key's first record's
