@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -288,16 +289,22 @@ class EventSource:
         if old is not None:
             close_in_background(old, f"closing a wedged consumer of {self.group_id}")
 
-    def poll(self, timeout_ms: int) -> list[InputRecord]:
-        """The next batch, in offset order within each partition."""
+    def poll(
+        self, timeout_ms: int, max_records: int | None = None, *, input_only: bool = False
+    ) -> list[InputRecord]:
+        """The next records (at most ``max_records``; the consumer's
+        ``max_poll_records`` if None), in offset order within each partition;
+        ``input_only``: of the input topic only (the other topics' partitions are
+        paused for the poll, so the fetch it leaves in flight asks for none of them)."""
         consumer = self._member()
         try:
             if not self._knows_topics:
                 self._calls(self._learn_topics, consumer)
                 self._knows_topics = True
             batches = self._calls(
-                consumer.poll,
+                partial(self._input_poll, consumer) if input_only else consumer.poll,
                 timeout_ms=timeout_ms,
+                max_records=max_records,
                 limit_s=timeout_ms / 1000 + self._call_timeout_s,
                 expected_s=timeout_ms / 1000,
             )
@@ -317,6 +324,18 @@ class EventSource:
         if self._stalls is not None:
             self._watch(consumer, self._stalls)
         return out
+
+    def _input_poll(self, consumer: KafkaConsumer, timeout_ms: int, max_records: int | None) -> Any:
+        """A poll with the other topics' partitions paused: the fetch kafka-python
+        sends before returning leaves them out, so it cannot ask for idle partitions
+        alone (the broker would hold it ``FETCH_WAIT_MS`` and the input's next records
+        behind it). Resumed after, those the poll's rebalance left assigned."""
+        others = {tp for tp in consumer.assignment() if tp.topic != self.topic}
+        consumer.pause(*others)
+        try:
+            return consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        finally:
+            consumer.resume(*(others & consumer.paused()))
 
     def _watch(self, consumer: KafkaConsumer, stalls: StallWatch) -> None:
         """Replace the consumer if it stopped reading a partition whose records wait on

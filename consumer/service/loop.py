@@ -284,7 +284,7 @@ class Service:
 
     def _step(self) -> bool:
         """One poll and the batch it brings; True if it brought records."""
-        records = self.source.poll(self.settings.poll_timeout_ms)
+        records = self._poll()
         forget = self.settings.forget_topic
         requests = [r for r in records if r.topic == forget]
         if requests:
@@ -300,6 +300,28 @@ class Service:
         self._record(self.checkpoint.run_batch(records), len(records))
         self._ready = True
         return True
+
+    def _poll(self) -> list[InputRecord]:
+        """A batch's records: a poll, and while it brought records but fewer than
+        ``max_poll_records``, more polls until ``batch_linger_ms`` after the first
+        returned (see :attr:`Settings.batch_linger_ms`). One batch of several polls is
+        what one longer poll would have brought: a rebalance within it is followed
+        once, after the last; an error within it re-reads every partition from its
+        applied offset, as an error of any step does. The linger's polls leave the
+        forget requests' partitions out of their fetches (``input_only``): idle, they
+        would have the broker hold a fetch ``FETCH_WAIT_MS`` whenever the input's were
+        left out of it; the next batch's first poll reads them."""
+        s = self.settings
+        records = self.source.poll(s.poll_timeout_ms)
+        if not records or s.batch_linger_ms <= 0:
+            return records
+        deadline = time.monotonic() + s.batch_linger_ms / 1000
+        while (room := s.max_poll_records - len(records)) > 0:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                break
+            records += self.source.poll(left_ms, max_records=room, input_only=True)
+        return records
 
     def _report_partitions(self, resync: bool) -> None:
         """Series of the partitions held, and only those: a partition revoked (or taken

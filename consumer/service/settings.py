@@ -85,6 +85,12 @@ class Settings:
     #: Upper bound of records per batch (one Redis round trip each way per batch).
     max_poll_records: int = 2000
     poll_timeout_ms: int = 500
+    #: A poll that brings records, but fewer than ``max_poll_records``, is followed by
+    #: more polls for up to this long, and the batch takes what they bring: fewer,
+    #: fuller batches while events come steadily (a batch's own cost, its Redis round
+    #: trips and its publication, is paid once for more events), at most this much
+    #: added to an event's latency; 0: a batch is what one poll brings.
+    batch_linger_ms: int = 0
     #: The group's offsets are committed at most this often (and whenever the instance
     #: is idle or stops); 0: after every batch. No guarantee rests on them (a partition
     #: is read from the store's applied offset): they are what monitoring reads as lag.
@@ -217,6 +223,7 @@ class Settings:
             or self.kafka_call_timeout_s <= 0
             or self.kafka_stall_s < 0
             or self.commit_interval_ms < 0
+            or self.batch_linger_ms < 0
             or self.topic_partitions < 0
             or self.topic_replication < 0
             or self.shutdown_timeout_s <= 0
@@ -224,8 +231,8 @@ class Settings:
             raise SettingsError(
                 "TIERSTREAM_STATE_TTL_DAYS, KAFKA_CONNECT_TIMEOUT_S, KAFKA_SESSION_TIMEOUT_S, "
                 "KAFKA_CALL_TIMEOUT_S and SHUTDOWN_TIMEOUT_S "
-                "must be > 0, KAFKA_STALL_S, COMMIT_INTERVAL_MS, TOPIC_PARTITIONS and "
-                "TOPIC_REPLICATION >= 0"
+                "must be > 0, KAFKA_STALL_S, COMMIT_INTERVAL_MS, BATCH_LINGER_MS, "
+                "TOPIC_PARTITIONS and TOPIC_REPLICATION >= 0"
             )
         if self.model_file and not Path(self.model_file).is_file():
             raise SettingsError(f"TIERSTREAM_MODEL_FILE={self.model_file!r}: no such file")
