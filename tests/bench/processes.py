@@ -92,7 +92,13 @@ class Child:
 
     def terminate(self) -> None:
         """SIGTERM: the service finishes its batch, commits and exits."""
-        self._proc.send_signal(signal.SIGTERM)
+        self._signal(signal.SIGTERM)
+
+    def _signal(self, sig: int) -> None:
+        """``os.kill``, not ``Popen.send_signal``: that polls first, and would reap a
+        child that has exited (a service that died early), leaving :meth:`reap`'s
+        ``wait4`` no child and its status lost. Until reaped, the pid is the child's."""
+        os.kill(self._proc.pid, sig)
 
     def reap(self, timeout_s: float) -> Finished:
         """Wait for the exit (SIGKILL after ``timeout_s``) and read the output files."""
@@ -102,7 +108,7 @@ class Child:
             if pid:
                 break
             if time.monotonic() > deadline:
-                self._proc.kill()
+                self._signal(signal.SIGKILL)
                 pid, status, usage = os.wait4(self._proc.pid, 0)
                 break
             time.sleep(0.02)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from tests.bench import processes
@@ -33,3 +34,24 @@ def test_children_reaped_one_after_the_other_each_report_their_peak(tmp_path: Pa
     quick = processes.Child("quick", argv, env={}, logs=tmp_path)
     assert slow.reap(30).max_rss_mb > 0
     assert quick.reap(30).max_rss_mb > 0
+
+
+def test_a_child_that_exited_before_it_is_stopped_is_still_reaped(tmp_path: Path) -> None:
+    """A service that died early (a bad setting, a crash) is stopped and reaped like the
+    others, and its status and output are what the bench reports: ``Popen.send_signal``
+    would reap it first (it polls), and the bench's own ``wait4`` then found no child."""
+    child = processes.Child(
+        "dead", [sys.executable, "-S", "-c", "raise SystemExit(3)"], env={}, logs=tmp_path
+    )
+    end = time.monotonic() + 30
+    while not _zombie(child.pid):  # until it has exited (a zombie: not reaped yet)
+        assert time.monotonic() < end, "the child did not exit"
+        time.sleep(0.01)
+    child.terminate()
+    done = child.reap(30)
+    assert done.returncode == 3
+
+
+def _zombie(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
