@@ -318,9 +318,10 @@ class Service:
         deadline = time.monotonic() + s.batch_linger_ms / 1000
         while (room := s.max_poll_records - len(records)) > 0:
             left_ms = int((deadline - time.monotonic()) * 1000)
-            if left_ms <= 0:
+            if left_ms <= 0 or self._stop.is_set():  # a stop takes the batch as it is
                 break
-            records += self.source.poll(left_ms, max_records=room, input_only=True)
+            wait_ms = min(left_ms, s.poll_timeout_ms)  # a stop is seen between polls
+            records += self.source.poll(wait_ms, max_records=room, input_only=True)
         return records
 
     def _report_partitions(self, resync: bool) -> None:

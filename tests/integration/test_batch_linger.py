@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -27,6 +28,9 @@ from tests.integration.support import KAFKA, Names, end_offsets
 
 pytestmark = pytest.mark.integration
 
+#: The service runs on a thread of the test's process: the watchdog a stop starts must
+#: not end the process (``Service.stop``; a stop that overran is the chaos suite's).
+SHUTDOWN = {"TIERSTREAM_SHUTDOWN_TIMEOUT_S": "86400"}
 #: Records sent one by one after the warm-up, each flushed, this far apart.
 SPACED = 8
 APART_S = 0.04
@@ -87,6 +91,7 @@ def test_records_that_come_while_a_batch_lingers_join_it(
         names.env(
             TIERSTREAM_BATCH_LINGER_MS=str(linger_ms),
             TIERSTREAM_MAX_POLL_RECORDS=str(max_poll),
+            **SHUTDOWN,
         )
     )
     service = Service(settings)
@@ -144,3 +149,42 @@ def test_an_input_only_poll_leaves_the_other_topics_to_the_next_poll() -> None:
     finally:
         source.close()
         producer.close()
+
+
+def test_a_stop_ends_a_linger_with_the_batch_as_it_is(
+    batch_sizes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop (SIGTERM) does not wait out a long linger: the batch runs with what came."""
+    brought: list[int] = []
+    poll = EventSource.poll
+
+    def noted(self: EventSource, *args: Any, **kw: Any) -> list[Any]:
+        got = poll(self, *args, **kw)
+        brought.append(len(got))
+        return got
+
+    monkeypatch.setattr(EventSource, "poll", noted)
+    names = Names.fresh()
+    ensure_topics(KAFKA, [names.input, names.forget], partitions=1)
+    env = names.env(TIERSTREAM_BATCH_LINGER_MS="120000", **SHUTDOWN)
+    service = Service(Settings.from_env(env))
+    runner = threading.Thread(target=service.run, name="service")
+    producer = KafkaProducer(bootstrap_servers=KAFKA, linger_ms=0)
+    runner.start()
+    try:
+        owned = lambda: service.metrics.registry.get_sample_value(  # noqa: E731
+            "tierstream_assigned_partitions"
+        )
+        _wait(lambda: owned() == 1, "the partition not acquired")
+        producer.send(names.input, key=b"u1", value=_event("u1")).get(30)
+        _wait(lambda: sum(brought) == 1, "the event not polled")
+        time.sleep(0.3)  # lingering
+        assert batch_sizes == []
+    finally:
+        service.stop()
+        began = time.monotonic()
+        runner.join(60)
+        producer.close()
+    assert not runner.is_alive()
+    assert time.monotonic() - began < 10
+    assert batch_sizes == [1]
