@@ -28,6 +28,7 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
             {"TIERSTREAM_MAX_POLL_RECORDS": "lots"},
             "TIERSTREAM_MAX_POLL_RECORDS='lots' is not an integer",
         ),
+        ({"TIERSTREAM_BATCH_LINGER_MS": "-5"}, "BATCH_LINGER_MS"),
         ({"TIERSTREAM_KAFKA_BOOTSTRAP": "nohostport"}, "expected host:port"),
         ({"TIERSTREAM_REDIS_URL": "http://x"}, "expected redis://host:port/db"),
         ({"TIERSTREAM_TIERS_FILE": "/nonexistent.toml"}, "no such file"),
