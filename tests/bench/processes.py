@@ -143,6 +143,20 @@ def own_peak_kb(pid: int) -> int:
     return 0
 
 
+def stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name, from the state on
+    (empty once the process is gone).
+
+    >>> stat_fields(os.getpid())[0]
+    'R'
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time the process has used so far, user and system, in seconds (its threads
     included; 0.0 once it has exited).
@@ -150,10 +164,8 @@ def cpu_seconds(pid: int) -> float:
     >>> cpu_seconds(os.getpid()) > 0
     True
     """
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except OSError:
+    fields = stat_fields(pid)
+    if not fields:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

@@ -11,9 +11,11 @@ same. A stop does not wait a linger out: the batch runs with what came.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -79,6 +81,36 @@ def _wait(done: Callable[[], object], what: str, limit_s: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+@dataclass
+class _Running:
+    """The service on a thread of the test's own, and a producer to its topics."""
+
+    service: Service
+    producer: KafkaProducer
+    #: After the stop: how long the service's thread took to end, whether it did.
+    stop_s: float = 0.0
+    ended: bool = False
+
+
+@contextlib.contextmanager
+def _running(names: Names, **env: str) -> Iterator[_Running]:
+    """The service with these settings, on input and forget topics of one partition;
+    stopped and joined after."""
+    ensure_topics(KAFKA, [names.input, names.forget], partitions=1)
+    service = Service(Settings.from_env(names.env(**env, **SHUTDOWN)))
+    runner = threading.Thread(target=service.run, name="service")
+    run = _Running(service, KafkaProducer(bootstrap_servers=KAFKA, linger_ms=0))
+    runner.start()
+    try:
+        yield run
+    finally:
+        service.stop()
+        began = time.monotonic()
+        runner.join(60)
+        run.stop_s, run.ended = time.monotonic() - began, not runner.is_alive()
+        run.producer.close()
+
+
 @pytest.mark.parametrize(
     ("linger_ms", "max_poll"), [(0, 2000), (2000, 2000), (2000, 3)], ids=["off", "on", "bounded"]
 )
@@ -86,19 +118,12 @@ def test_records_that_come_while_a_batch_lingers_join_it(
     batch_sizes: list[int], linger_ms: int, max_poll: int
 ) -> None:
     names = Names.fresh()
-    ensure_topics(KAFKA, [names.input, names.forget], partitions=1)
-    settings = Settings.from_env(
-        names.env(
-            TIERSTREAM_BATCH_LINGER_MS=str(linger_ms),
-            TIERSTREAM_MAX_POLL_RECORDS=str(max_poll),
-            **SHUTDOWN,
-        )
-    )
-    service = Service(settings)
-    runner = threading.Thread(target=service.run, name="service")
-    producer = KafkaProducer(bootstrap_servers=KAFKA, linger_ms=0)
-    runner.start()
-    try:
+    with _running(
+        names,
+        TIERSTREAM_BATCH_LINGER_MS=str(linger_ms),
+        TIERSTREAM_MAX_POLL_RECORDS=str(max_poll),
+    ) as run:
+        producer = run.producer
         producer.send(names.input, key=b"warm", value=_event("warm")).get(30)
         _wait(lambda: sum(batch_sizes) == 1, "the warm-up event not read")
         time.sleep(0.5)  # the warm-up batch done, the service waiting in its poll
@@ -110,10 +135,6 @@ def test_records_that_come_while_a_batch_lingers_join_it(
             time.sleep(APART_S)
         # the spaced events and the forwarded request, read into batches
         _wait(lambda: sum(batch_sizes) == 1 + SPACED + 1, "not every record read")
-    finally:
-        service.stop()
-        runner.join(60)
-        producer.close()
     spaced = batch_sizes[1:]
     assert sum(end_offsets(names.input).values()) == 1 + SPACED + 1  # the request forwarded
     if linger_ms == 0:  # one batch per event or so: each came on its own
@@ -170,25 +191,14 @@ def test_a_stop_ends_a_linger_with_the_batch_as_it_is(
 
     monkeypatch.setattr(EventSource, "poll", noted)
     names = Names.fresh()
-    ensure_topics(KAFKA, [names.input, names.forget], partitions=1)
-    env = names.env(TIERSTREAM_BATCH_LINGER_MS="120000", **SHUTDOWN)
-    service = Service(Settings.from_env(env))
-    runner = threading.Thread(target=service.run, name="service")
-    producer = KafkaProducer(bootstrap_servers=KAFKA, linger_ms=0)
-    runner.start()
-    try:
-        registry = service.metrics.registry
+    with _running(names, TIERSTREAM_BATCH_LINGER_MS="120000") as run:
+        registry = run.service.metrics.registry
         owned = "tierstream_assigned_partitions"
         _wait(lambda: registry.get_sample_value(owned) == 1, "the partition not acquired")
-        producer.send(names.input, key=b"u1", value=_event("u1")).get(30)
+        run.producer.send(names.input, key=b"u1", value=_event("u1")).get(30)
         _wait(lambda: sum(brought) == 1, "the event not polled")
         time.sleep(0.3)  # lingering
         assert batch_sizes == []
-    finally:
-        service.stop()
-        began = time.monotonic()
-        runner.join(60)
-        producer.close()
-    assert not runner.is_alive()
-    assert time.monotonic() - began < 10
+    assert run.ended
+    assert run.stop_s < 10
     assert batch_sizes == [1]

@@ -44,14 +44,9 @@ def test_a_child_that_exited_before_it_is_stopped_is_still_reaped(tmp_path: Path
         "dead", [sys.executable, "-S", "-c", "raise SystemExit(3)"], env={}, logs=tmp_path
     )
     end = time.monotonic() + 30
-    while not _zombie(child.pid):  # until it has exited (a zombie: not reaped yet)
+    while processes.stat_fields(child.pid)[:1] != ["Z"]:  # exited, not reaped yet
         assert time.monotonic() < end, "the child did not exit"
         time.sleep(0.01)
     child.terminate()
     done = child.reap(30)
     assert done.returncode == 3
-
-
-def _zombie(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
