@@ -39,6 +39,10 @@ from online_models.global_model import GlobalModel, ModelScore
 from online_models.learners import LocalLearner
 from online_models.merge import MergePolicy, learned_counts, merge, merge_due, seeding
 
+#: One learnt observation, as :meth:`OnlineModels.relearn` takes it again: the raw vector,
+#: its resolved labels (head index -> label; None for a learning sample) and its event time.
+Learnt = tuple[list[float], dict[int, float] | None, int | None]
+
 
 class Resolved(NamedTuple):
     """A propensity label resolved: did the user buy within the horizon after the snapshot?
@@ -60,6 +64,8 @@ class OnlineModels:
         others: the other instances' contributions, as loaded with the batch.
         advanced: True once ``model`` changed since :meth:`take_advanced` was called.
         resolved: the :class:`Resolved` labels since :meth:`take_resolved`.
+        journal: what was learnt since :meth:`rollback_point`, in order (None before
+            the first point: nothing is kept), for :meth:`relearn`.
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class OnlineModels:
         self._others_reservoir = 0
         self.advanced = False
         self.resolved: list[Resolved] = []
+        self.journal: list[Learnt] | None = None
 
     def adopt(self, model: GlobalModel, others: Sequence[dict[str, Any]]) -> None:
         """Take the group's current version and the others' contributions (batch start)."""
@@ -107,6 +114,8 @@ class OnlineModels:
         if not self.learns_at(at_ms):
             return
         self.learner.learn_sample(x)
+        if self.journal is not None:
+            self.journal.append((x, None, at_ms))
         self._maybe_advance()
 
     def learn_label(
@@ -130,6 +139,8 @@ class OnlineModels:
         if not self.learns_at(at_ms):
             return
         self.learner.learn_label(x, labels)
+        if self.journal is not None:
+            self.journal.append((x, labels, at_ms))
         self._maybe_advance()
 
     def contribution(self) -> dict[str, Any]:
@@ -137,12 +148,46 @@ class OnlineModels:
         return self.learner.contribution()
 
     def rollback_point(self) -> tuple[GlobalModel, dict[str, Any], list[dict[str, Any]]]:
-        """What :meth:`rollback` restores: taken before a batch that may be dropped."""
+        """What :meth:`rollback` restores: taken before a batch that may be dropped. The
+        :attr:`journal` starts here."""
+        self.journal = []
         return self.model, self.learner.contribution(), self.others
 
+    def relearn(self, journal: Sequence[Learnt]) -> None:
+        """Learn ``journal`` (what a batch learnt, from :attr:`journal`) again on top of
+        the current version: the batch's learning met a version another instance wrote
+        meanwhile, and is rebased on it instead of dropped. The same calls in the same
+        order as the first time, the labels' quality observations apart (recorded then);
+        versions advance as they come due.
+
+        >>> from online_models.feature_vector import FEATURE_NAMES
+        >>> from online_models.merge import MergePolicy
+        >>> m = OnlineModels(GlobalModel.initial(FEATURE_NAMES), MergePolicy(min_init_samples=3,
+        ...                  n_segments=2))
+        >>> point = m.rollback_point()
+        >>> m.learn_sample([1.0] * len(FEATURE_NAMES)); m.learn_sample([2.0] * len(FEATURE_NAMES))
+        >>> journal = m.journal
+        >>> m.rollback(point); m.learner.samples
+        0
+        >>> m.relearn(journal); m.learner.samples, m.journal == journal
+        (2, True)
+        """
+        for x, labels, at_ms in journal:
+            if not self.learns_at(at_ms):
+                continue
+            if labels is None:
+                self.learner.learn_sample(x)
+            else:
+                self.learner.learn_label(x, labels)
+            if self.journal is not None:
+                self.journal.append((x, labels, at_ms))
+            self._maybe_advance()
+
     def rollback(self, point: tuple[GlobalModel, dict[str, Any], list[dict[str, Any]]]) -> None:
-        """Forget everything learned since ``point`` (the batch was not saved)."""
+        """Forget everything learned since ``point`` (the batch was not saved); the
+        :attr:`journal` starts again from there."""
         model, contribution, others = point
+        self.journal = []
         self.model = model
         self.learner = self._new_learner(model, contribution)
         self.others = others

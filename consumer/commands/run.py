@@ -79,6 +79,14 @@ def run(args: argparse.Namespace) -> int:
         f"({results}); {summary.tier_changes} tier changes; {elapsed:.1f} s",
         file=sys.stderr,
     )
+    if summary.learning_rebases:
+        dropped = summary.learning_dropped
+        print(
+            f"tierstream: learning learnt again {summary.learning_rebases} times on a model "
+            "version another instance wrote meanwhile"
+            + (f"; dropped in {dropped} batches" if dropped else ""),
+            file=sys.stderr,
+        )
     if summary.lag_left:
         left = ", ".join(f"{p}: {n}" for p, n in sorted(summary.lag_left.items()))
         print(

@@ -110,6 +110,10 @@ class BatchOutcome:
     model_advanced: bool = False
     #: When the model advanced: the instances whose learning the new version folds in.
     folded: list[str] = field(default_factory=list)
+    #: How often the batch's learning was learnt again on a version another instance
+    #: wrote meanwhile (:meth:`BatchStep.rebase`); whether it was dropped in the end.
+    learning_rebases: int = 0
+    learning_dropped: bool = False
     max_event_ms: int | None = None
     #: Partitions whose batch stopped early because the loaded timers ran out (the store
     #: loads them in bounded slices): the offset of the first record not applied.
@@ -256,6 +260,44 @@ class BatchStep:
         """Undo what an unsaved batch taught the models."""
         models_point, self._model_raw = point
         self.engine.models.rollback(models_point)  # type: ignore[arg-type]
+
+    def learning(self, save: SaveSet, out: BatchOutcome, loaded: Loaded) -> None:
+        """What the models learnt since the batch's start, into ``save``: a new version
+        if one advanced (``out`` says so, and whose learning it folds), this instance's
+        contribution on the current version, and the contributions ``loaded`` held that
+        the new version folds (or that are based on older ones): nobody reads them now."""
+        models = self.engine.models
+        out.model_advanced = models.take_advanced()
+        save.model = orjson.dumps(models.model.to_json()) if out.model_advanced else None
+        if not models.frozen:
+            save.contribution = (self.instance_id, orjson.dumps(models.contribution()))
+        out.folded = []
+        save.drop_contributions = ()
+        if out.model_advanced:
+            self._model_raw = save.model
+            out.folded = list(self._learning_from)
+            save.drop_contributions = sorted(
+                i for i in loaded.contributions if i != self.instance_id
+            )
+
+    def rebase(
+        self, point: tuple[object, bytes | None], loaded: Loaded, out: BatchOutcome
+    ) -> SaveSet:
+        """The batch's learning on the model and contributions of ``loaded``, read after
+        its save found that another instance had written a version meanwhile (or changed
+        a contribution the batch's new version folds): the models go back to where the
+        batch started, adopt what is stored now and learn what the batch learnt again,
+        in the same order. Returns the learning to save (no partition in it); ``out``
+        says whether a version advanced. The batch's states and outputs are not touched:
+        what it scored and decided stands."""
+        models = self.engine.models
+        journal = models.journal or []
+        self.rollback(point)
+        self._adopt(loaded)
+        models.relearn(journal)
+        save = SaveSet()
+        self.learning(save, out, loaded)
+        return save
 
     def _adopt(self, loaded: Loaded) -> None:
         models = self.engine.models
@@ -537,16 +579,6 @@ class _Run:
             save.at(tp).counts.conversions = counts
         self.count_populations(save)
         out.resolved = models.take_resolved()
-        out.model_advanced = models.take_advanced()
-        save.model = orjson.dumps(models.model.to_json()) if out.model_advanced else None
-        if not models.frozen:
-            save.contribution = (self.step.instance_id, orjson.dumps(models.contribution()))
         out.save = save
-        if out.model_advanced:
-            self.step._model_raw = out.save.model
-            out.folded = list(self.step._learning_from)
-            # Folded into the new version (or based on older ones): nobody reads them now.
-            out.save.drop_contributions = sorted(
-                i for i in self.loaded.contributions if i != self.step.instance_id
-            )
+        self.step.learning(save, out, self.loaded)
         return out

@@ -34,8 +34,12 @@ For one batch (:meth:`Checkpoint.run_batch`):
    (every key on it) one MULTI/EXEC writes every partition of the batch: all or none.
    b. *the learning*, once every partition is written, in the models' slot (a script):
    the model version (if the batch advanced it) and this instance's contribution. If the
-   stored model changed since step 1 (another instance wrote a version), nothing is
-   written and the batch's learning is forgotten; its states stand and the batch goes on.
+   stored model changed since step 1 (another instance wrote a version), or a new
+   version of the batch would fold another instance's contribution that changed since
+   step 1 (or leave out one made since), nothing is written: the batch's learning is
+   then learnt again on the model and contributions stored now (the models go back to
+   the batch's start, adopt them and take the batch's learning calls again, in order)
+   and written over them, up to five times, then dropped. Its states stand either way.
 4. **check** — the partitions' epochs are still ours: an instance that stalled between 3
    and 4 while its partitions moved on stops here instead of publishing old outputs after
    the new owner's.
@@ -64,8 +68,8 @@ applied; step 0 starts after the last applied offset, so records are never skipp
 either, even when the store lags Kafka's offsets). A crash (or a fenced partition) in
 the middle of 3a leaves some partitions written, whole, and the others not: the next
 owner publishes the written ones' outboxes (step 0) and reads the others again. Learning
-is at-most-once, never twice: 3b comes after every 3a, so a crash between them, or a
-model written meanwhile by another instance, loses the batch's learning (what its events
+is at-most-once, never twice: 3b comes after every 3a, so a crash between them (or a
+model changed at every one of 3b's attempts) loses the batch's learning (what its events
 taught the models), while its events are never applied, nor learned, again. Outputs are
 at-least-once and a duplicate is byte-identical: a crash after 3 leaves them in the
 outbox, and the next owner of the partition publishes the outbox (step 0) before it
@@ -84,7 +88,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from consumer.service.batch import BatchOutcome, BatchStep
 from consumer.service.errors import Fenced, StateRolledBack
@@ -94,6 +98,9 @@ from consumer.service.state_store import Loaded, StateStore
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]
+#: How often a batch's learning is learnt again on a version another instance wrote
+#: meanwhile (3b) before it is dropped.
+REBASES: Final = 5
 #: A test hook called with the name of each step as it completes (``save-partitions``
 #: after 3a, ``save`` after 3b).
 StepHook = Callable[[str], None]
@@ -354,7 +361,7 @@ class Checkpoint:
             self.step.rollback(point)  # the batch's learning is not saved: unlearn it
             raise
         if not learned:
-            self._forget_learning(point, outcome)
+            self._rebase_learning(point, outcome)
         t2 = self.timer()
         self.on_step("save")
         # The previous batch's outputs were acknowledged meanwhile (or are waited for
@@ -376,14 +383,34 @@ class Checkpoint:
         t3 = self.timer()
         return CheckpointStats(outcome, t1 - t0, t2 - t1, t3 - t2)
 
-    def _forget_learning(self, point: tuple[object, bytes | None], outcome: BatchOutcome) -> None:
-        """Another instance wrote a model version since the load: this batch's learning
-        is dropped (its states are saved); the next batch starts from that version."""
+    def _rebase_learning(self, point: tuple[object, bytes | None], outcome: BatchOutcome) -> None:
+        """3b again: another instance wrote a model version since the load (or changed a
+        contribution the batch's new version folds), so the learning was not written.
+        The batch's states are saved; its learning is learnt again on the model and
+        contributions stored now and written over them, up to :data:`REBASES` times,
+        then dropped (the next batch starts from the stored version). A failure in
+        between drops it too, as between 3a and 3b."""
+        for attempt in range(1, REBASES + 1):
+            txn = self.store.begin([])
+            try:
+                loaded = txn.load({}, {})
+                save = self.step.rebase(point, loaded, outcome)
+                learned = txn.save_learning(save)
+            except BaseException:
+                txn.abort()
+                self.step.rollback(point)
+                raise
+            outcome.learning_rebases = attempt
+            if learned:
+                log.debug("the batch's learning was learnt again on a newer model version")
+                return
         self.step.rollback(point)
-        log.info(
-            "the global model changed while this batch ran: its learning is dropped, the "
-            "next batch continues from the new version"
+        log.warning(
+            "the global model changed %d times while this batch's learning was saved: its "
+            "learning is dropped, the next batch continues from the stored version",
+            REBASES + 1,
         )
+        outcome.learning_dropped = True
         outcome.model_advanced = False
         outcome.folded = []
 
@@ -410,6 +437,8 @@ def _merged(a: CheckpointStats, b: CheckpointStats) -> CheckpointStats:
     out.resolved.extend(more.resolved)
     out.populations.update(more.populations)
     out.model_advanced = out.model_advanced or more.model_advanced
+    out.learning_rebases += more.learning_rebases
+    out.learning_dropped = out.learning_dropped or more.learning_dropped
     out.folded = more.folded or out.folded
     if more.max_event_ms is not None and (
         out.max_event_ms is None or more.max_event_ms > out.max_event_ms

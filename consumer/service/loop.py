@@ -93,6 +93,10 @@ class RunSummary:
     tier_changes: int = 0
     republished: int = 0
     retries: int = 0
+    #: Batches' learning learnt again on a version another instance wrote meanwhile
+    #: (attempts), and batches whose learning was dropped after every attempt.
+    learning_rebases: int = 0
+    learning_dropped: int = 0
     #: With --stop-when-idle: the group's lag left per input partition (``topic:p``), and
     #: the forget requests not yet forwarded, when the run gave up waiting (empty: every
     #: partition was consumed to its end).
@@ -457,6 +461,12 @@ class Service:
         m.redis_duration.labels("load").observe(stats.load_s)
         m.redis_duration.labels("save").observe(stats.save_s)
         models = self.checkpoint.step.engine.models
+        if out.learning_rebases:
+            m.learning_rebases.inc(out.learning_rebases)
+            self.summary.learning_rebases += out.learning_rebases
+        if out.learning_dropped:
+            m.learning_dropped.inc()
+            self.summary.learning_dropped += 1
         if out.model_advanced:
             log.info(
                 "model %s, folding in the learning of %s",

@@ -136,6 +136,17 @@ class Metrics:
         self.model_labels = Gauge(
             "tierstream_model_labels", "Propensity labels folded into the global model.", registry=r
         )
+        self.learning_rebases = Counter(
+            "tierstream_model_learning_rebases",
+            "Batches whose learning was learnt again on a model version another instance "
+            "wrote while the batch ran (one per attempt).",
+            registry=r,
+        )
+        self.learning_dropped = Counter(
+            "tierstream_model_learning_dropped",
+            "Batches whose learning was dropped: the model changed at every attempt to save it.",
+            registry=r,
+        )
         self.segments = Gauge(
             "tierstream_model_segments",
             "Segments (k) of the global model, chosen by the silhouette.",

@@ -17,6 +17,7 @@ batch").
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, cast
 
@@ -62,11 +63,18 @@ return refused
 #: (:meth:`GlobalModel.name <online_models.global_model.GlobalModel.name>`): their
 #: length and first and last 64 bytes tell one stored version from another without
 #: reading or hashing the whole (a SHA-1 of a 100 KB model costs Redis 0.26 ms).
+#: A new version is written only if it folds every other contribution as stored now:
+#: each contribution it drops is the one the batch loaded (its SHA-1, '' for one that
+#: was absent), and no other instance became a contributor since the load. Without
+#: that check, an instance that saved more learning between another's load and its new
+#: version lost it silently (the version folded its older contribution and deleted the
+#: newer one).
 #: KEYS the model, the contributors set, this instance's contribution, the dropped
 #: ones' contributions; ARGV the loaded model's length (0: none), first and last 64
 #: bytes, then '1' and the new model (or '0' and ''), this instance and its
-#: contribution (or '' and ''), the instances whose contributions are dropped.
-#: 1 if written, 0 if the model changed meanwhile.
+#: contribution (or '' and ''), the number of dropped contributions, the instances
+#: whose contributions are dropped, then their SHA-1s as loaded.
+#: 1 if written, 0 if the model (or, for a new version, a contribution) changed.
 _LEARNING: Final = """
 local n = redis.call('STRLEN', KEYS[1])
 if n ~= tonumber(ARGV[1]) then return 0 end
@@ -74,10 +82,22 @@ if n > 0 and (redis.call('GETRANGE', KEYS[1], 0, 63) ~= ARGV[2]
               or redis.call('GETRANGE', KEYS[1], -64, -1) ~= ARGV[3]) then
   return 0
 end
-if ARGV[4] == '1' then redis.call('SET', KEYS[1], ARGV[5]) end
-for i = 8, #ARGV do
-  redis.call('DEL', KEYS[i - 4])
-  redis.call('SREM', KEYS[2], ARGV[i])
+local d = tonumber(ARGV[8])
+if ARGV[4] == '1' then
+  local folded = {}
+  for i = 1, d do
+    local v = redis.call('GET', KEYS[3 + i])
+    if (v and redis.sha1hex(v) or '') ~= ARGV[8 + d + i] then return 0 end
+    folded[ARGV[8 + i]] = true
+  end
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if m ~= ARGV[6] and not folded[m] then return 0 end
+  end
+  redis.call('SET', KEYS[1], ARGV[5])
+end
+for i = 1, d do
+  redis.call('DEL', KEYS[3 + i])
+  redis.call('SREM', KEYS[2], ARGV[8 + i])
 end
 if ARGV[6] ~= '' then
   redis.call('SET', KEYS[3], ARGV[7])
@@ -343,6 +363,9 @@ class _RedisTransaction:
         self._pipes: dict[Partition, Any] = {}
         #: The model the load read: the learning is written only over the same one.
         self._model: bytes | None = None
+        #: The contributors the load read, with their contributions (None: a member
+        #: whose contribution was absent): a new version is written only over them.
+        self._contributors: dict[str, bytes | None] = {}
 
     @waits_on_server
     def load(
@@ -371,7 +394,9 @@ class _RedisTransaction:
         # WATCH costs Redis time quadratic in the keys one connection watches
         # (7.0 looks each new key up in a list of those already watched: 2,000 keys
         # took 25 ms, 4,000 took 94 ms; docs/performance.md, "Per-batch costs").
-        if store.one_server:
+        if not parts:  # the learning alone (3b again: Checkpoint's rebase)
+            pass
+        elif store.one_server:
             pipe = cast(Any, r.pipeline(transaction=True))
             pipe.watch(*[k for tp in parts for k in (keys.epoch(*tp), keys.applied(*tp))])
             self._pipes = dict.fromkeys(parts, pipe)
@@ -421,10 +446,12 @@ class _RedisTransaction:
         loaded.timers, loaded.capped = self._slices(bounded, timer_rows)
         instances = sorted(m.decode() for m in cast(set[bytes], first[-1]))
         store.contributors = instances
+        members = instances
         if guess and guess == instances:
             loaded.contributions = _present(instances, first[-3])
             instances = []  # read already
         self._load_rest(loaded, instances)
+        self._contributors = {i: loaded.contributions.get(i) for i in members}
         return loaded
 
     def _load_rest(self, loaded: Loaded, instances: Sequence[str]) -> None:
@@ -553,8 +580,13 @@ class _RedisTransaction:
             if not batch.learns:
                 return True
             model = self._model
-            drop = list(batch.drop_contributions)
             instance, value = batch.contribution or ("", b"")
+            drop = sorted(set(batch.drop_contributions))
+            if batch.model is not None:  # members whose contribution was absent go too
+                drop = sorted({*drop, *(i for i, c in self._contributors.items() if c is None)})
+                drop = [i for i in drop if i != instance]
+            loaded = self._contributors
+            digests = [_sha1(loaded.get(i)) for i in drop]
             written = store._learning(
                 keys=[
                     keys.model,
@@ -570,7 +602,9 @@ class _RedisTransaction:
                     batch.model or b"",
                     instance,
                     value,
+                    len(drop),
                     *drop,
+                    *digests,
                 ],
             )
             return bool(written)
@@ -598,6 +632,15 @@ class _RedisTransaction:
 
 #: The bytes of each end of a model the learning's compare-and-set compares.
 _ENDS: Final = 64
+
+
+def _sha1(value: bytes | None) -> str:
+    """A contribution's digest as the learning script compares it ('' for none).
+
+    >>> _sha1(b"abc"), _sha1(None)
+    ('a9993e364706816aba3e25717850c26c9cd0d89d', '')
+    """
+    return "" if value is None else hashlib.sha1(value, usedforsecurity=False).hexdigest()
 
 
 def _mget(pipe: Any, keys: Sequence[str]) -> None:

@@ -188,8 +188,11 @@ class Transaction(Protocol):
 
     def save_learning(self, batch: SaveSet) -> bool:
         """Write the model and this instance's contribution at once, if the stored model
-        is still the one loaded; False if it is not (another instance wrote a version),
-        and nothing was written. Raises StateStoreError. Ends the transaction."""
+        is still the one loaded and, for a new version (``batch.model``), every other
+        instance's contribution is one it drops, as loaded; False if not (another
+        instance wrote a version, or contributed since the load), and nothing was
+        written. Raises StateStoreError. Ends the transaction. A transaction of no
+        partition (``begin([])``) loads and saves the learning alone."""
         ...
 
     def abort(self) -> None:
@@ -527,6 +530,7 @@ class _MemoryTransaction:
         self._partitions = list(partitions)
         self._seen: dict[Partition, int] = {}
         self._model: bytes | None = None
+        self._contributions: dict[str, bytes] = {}
 
     def load(
         self, users: Mapping[Partition, Sequence[str]], timer_bounds: Mapping[Partition, int]
@@ -535,6 +539,7 @@ class _MemoryTransaction:
         s.check_owner(self._partitions)
         self._seen = {tp: s.applied.get(tp, -1) for tp in self._partitions}
         self._model = s.model
+        self._contributions = dict(s.contributions)
         timers: dict[Partition, list[tuple[int, str]]] = {}
         capped: dict[Partition, int] = {}
         limit = timer_slice(s.max_timers, len(timer_bounds))
@@ -607,6 +612,13 @@ class _MemoryTransaction:
         if s.model != self._model:
             return False
         if batch.model is not None:
+            # A new version folds every other contribution as loaded (as on Redis).
+            mine = batch.contribution[0] if batch.contribution else None
+            others = {i: c for i, c in s.contributions.items() if i != mine}
+            if any(i not in batch.drop_contributions for i in others) or any(
+                self._contributions.get(i) != others.get(i) for i in batch.drop_contributions
+            ):
+                return False
             s.model = batch.model
         for instance in batch.drop_contributions:
             s.contributions.pop(instance, None)

@@ -472,6 +472,20 @@ def model_row(layout: Layout) -> None:
             target(f"max({series('tierstream_model_labels')})", "labels"),
         ),
         timeseries(
+            "Learning rebased and dropped per hour",
+            "Batches whose learning met a model version another instance wrote "
+            "meanwhile and was learnt again on it (rebased), and batches whose learning "
+            "was dropped after five such attempts (should stay 0).",
+            target(
+                f"sum(increase({series('tierstream_model_learning_rebases_total')}[1h]))",
+                "rebased",
+            ),
+            target(
+                f"sum(increase({series('tierstream_model_learning_dropped_total')}[1h]))",
+                "dropped",
+            ),
+        ),
+        timeseries(
             "Segments and silhouette",
             "How many segments the model has (k, chosen by the silhouette every few "
             "versions) and their silhouette on the model's sample of users.",

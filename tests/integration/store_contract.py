@@ -214,8 +214,51 @@ def test_learning_is_a_compare_and_set_on_the_model(make_store: MakeStore) -> No
     assert one.get_model() == b"v3 by two"
     t1 = one.begin([A])
     t1.load({A: []}, {})
-    assert t1.save_learning(SaveSet(model=b"v4 by one", contribution=("one", b"c1")))
+    v4 = SaveSet(model=b"v4 by one", contribution=("one", b"c1"), drop_contributions=["two"])
+    assert t1.save_learning(v4)
     assert two.get_model() == b"v4 by one" and two.get_contribution("one") == b"c1"
+    assert two.get_contribution("two") is None
+
+
+def test_a_new_version_folds_every_other_contribution_as_loaded(make_store: MakeStore) -> None:
+    """A new version replaces the contributions it folds: it is written only if each is
+    still the one its batch loaded and no other instance contributed since. Otherwise an
+    instance that saved more learning in between lost it (its newer contribution
+    deleted, its older one folded); contributing alone is refused by none of that."""
+    one, two, three = make_store(), make_store(), make_store()
+    one.acquire([A])
+    two.acquire([B])
+
+    def contribute(store: Store, name: str, value: bytes) -> None:
+        txn = store.begin([])  # the learning alone
+        txn.load({}, {})
+        assert txn.save_learning(SaveSet(contribution=(name, value)))
+
+    contribute(two, "two", b"c1")
+    t1 = one.begin([A])
+    assert t1.load({A: []}, {}).contributions == {"two": b"c1"}
+    contribute(two, "two", b"c2")  # more of two's learning, saved after one's load
+    v1 = SaveSet(model=b"v1", contribution=("one", b"o1"), drop_contributions=["two"])
+    assert t1.save_learning(v1) is False
+    assert one.get_model() is None and one.get_contribution("two") == b"c2"
+    # Loaded again, the version folds c2 and replaces it.
+    t1 = one.begin([A])
+    assert t1.load({A: []}, {}).contributions == {"two": b"c2"}
+    assert t1.save_learning(v1)
+    assert one.get_contribution("two") is None and one.get_contribution("one") == b"o1"
+    # An instance that first contributes after the load is not left out either.
+    t1 = one.begin([A])
+    assert t1.load({A: []}, {}).contributions == {"one": b"o1"}
+    contribute(three, "three", b"t1")
+    v2 = SaveSet(model=b"v2", contribution=("one", b"o2"))
+    assert t1.save_learning(v2) is False
+    assert one.get_model() == b"v1" and one.get_contribution("three") == b"t1"
+    # A contribution alone goes over another instance's change (nothing is folded).
+    t1 = one.begin([A])
+    t1.load({A: []}, {})
+    contribute(three, "three", b"t2")
+    assert t1.save_learning(SaveSet(contribution=("one", b"o3")))
+    assert one.get_contribution("one") == b"o3" and one.get_contribution("three") == b"t2"
 
 
 def test_an_applied_offset_moved_meanwhile_fences_the_partition(make_store: MakeStore) -> None:
