@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from consumer.service.kafka_io import ensure_topics
@@ -171,7 +172,8 @@ class _Bench:
     def service(
         self, topic: str, instances: int, module: str = "consumer.cli"
     ) -> tuple[ServiceRun, RedisUse]:
-        """tierstream run on ``topic``; its Redis use measured, then its keys deleted."""
+        """tierstream run on ``topic``; its Redis use and its learning measured, then its
+        keys deleted."""
         before = redis_memory.used_memory(self.redis)
         done = contenders.service(
             self.kafka,
@@ -185,6 +187,7 @@ class _Bench:
         )
         try:
             use = redis_memory.measure(self.redis, done.prefix, before) if done.records else None
+            done = replace(done, learnt=redis_memory.learnt(self.redis, done.prefix))
         finally:
             redis_memory.delete_prefix(self.redis, done.prefix)
         return done, use or RedisUse(0, math.nan, math.nan)
@@ -351,6 +354,13 @@ def _progress(w: Workload, r: Throughput) -> None:
     )
 
 
+def _learnt(r: Throughput) -> str:
+    """What a service run learnt (the floor learns nothing; the others are no service)."""
+    if "samples" not in r.extra or not r.extra["samples"]:
+        return "—"
+    return f"{r.extra['samples']:,.0f} / {r.extra['labels']:,.0f}"
+
+
 def _throughput_table(w: Workload, rows: list[Throughput], use: RedisUse) -> str:
     quix = next(r for r in rows if r.name.startswith("Quix"))
     header = [
@@ -362,6 +372,7 @@ def _throughput_table(w: Workload, rows: list[Throughput], use: RedisUse) -> str
         "wall with start-up (s)",
         "max RSS (MB)",
         "outputs",
+        "learnt (samples / labels)",
     ]
     body = [
         [
@@ -373,6 +384,7 @@ def _throughput_table(w: Workload, rows: list[Throughput], use: RedisUse) -> str
             f"{r.wall_s:.1f}",
             " + ".join(f"{m:,.0f}" for m in r.max_rss_mb),
             f"{r.outputs:,}",
+            _learnt(r),
         ]
         for r in rows
     ]

@@ -131,6 +131,8 @@ class ServiceRun:
     records: int
     tier_changes: int
     prefix: str  #: their Redis key prefix (measured, then deleted, by the caller)
+    #: (samples, labels) the group's model learnt, as the caller measured them.
+    learnt: tuple[int, int] = (0, 0)
 
 
 def service_env(kafka: str, redis: str, topic: str, run: str, prefix: str) -> dict[str, str]:
@@ -206,5 +208,10 @@ def tierstream(name: str, full: ServiceRun, empty: list[ServiceRun]) -> Throughp
         full.wall_s,
         full.max_rss_mb,
         full.tier_changes,
-        {"empty_run_s": idle, "empty_run_cpu_s": idle_cpu},
+        {
+            "empty_run_s": idle,
+            "empty_run_cpu_s": idle_cpu,
+            "samples": full.learnt[0],
+            "labels": full.learnt[1],
+        },
     )

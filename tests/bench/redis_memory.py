@@ -13,7 +13,10 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import orjson
 import redis
+
+from consumer.service.keys import KeySpace
 
 #: User keys whose ``MEMORY USAGE`` is averaged.
 SAMPLE = 1000
@@ -53,6 +56,30 @@ def measure(url: str, prefix: str, used_before: int) -> RedisUse:
     if not users:
         raise RuntimeError(f"no user keys under {prefix}: did the service write its state?")
     return RedisUse(users, sum(sizes) / len(sizes), (used_after - used_before) / users)
+
+
+def learnt(url: str, prefix: str) -> tuple[int, int]:
+    """(samples, labels) the deployment under ``prefix`` learnt: those its stored model
+    folded plus those of the contributions on that version (every contribution while no
+    version is stored: they are all on the first), so instances that read one stream
+    together are compared with one that read it alone."""
+    keys = KeySpace(prefix)
+    client = redis.Redis.from_url(url)
+    try:
+        raw = client.get(keys.model)
+        model = orjson.loads(raw) if raw is not None else {}
+        samples, labels = int(model.get("samples_seen", 0)), int(model.get("labels_seen", 0))
+        for member in sorted(client.smembers(keys.contributors)):
+            c = client.get(keys.contribution(member.decode()))
+            if c is None:
+                continue
+            parsed = orjson.loads(c)
+            if raw is None or parsed["base"] == model["name"]:
+                samples += int(parsed["samples"])
+                labels += int(parsed["labels"])
+    finally:
+        client.close()
+    return samples, labels
 
 
 def delete_prefix(url: str, prefix: str) -> None:

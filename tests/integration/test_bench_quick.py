@@ -78,6 +78,9 @@ def test_the_bench_runs_every_measurement_and_writes_its_section(
         assert [r[7] for r in rows][4:] == ["0", "0"], rows  # the floor decides nothing
         assert all(_number(r[7]) > 0 for r in rows[1:4]), rows  # the others do
         assert all(_number(m) > 20 for r in rows for m in r[6].split(" + ")), rows  # RSS
+        # two instances learn what one learns; the floor and the others learn nothing
+        assert rows[2][8] == rows[3][8] and _number(rows[2][8].split(" / ")[0]) > 0, rows
+        assert [r[8] for r in rows[:2] + rows[4:]] == ["—"] * 4, rows
         assert re.search(r"Redis after the 1-instance run: [\d,]+ bytes per user key", text)
 
     latency = _rows(text, "### Event-to-tier-change latency")
