@@ -218,10 +218,6 @@ class ClosedTransportFilter(logging.Filter):
     True
     """
 
-    def __init__(self, *, debug: Callable[[], bool] | None = None) -> None:
-        super().__init__()
-        self._debug = debug or (lambda: logging.getLogger().isEnabledFor(logging.DEBUG))
-
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name != "kafka.net.transport" or record.levelno < logging.ERROR:
             return True
@@ -231,7 +227,7 @@ class ClosedTransportFilter(logging.Filter):
             isinstance(exc, AttributeError) and "NoneType" in str(exc) and "(closed)" in message
         ):
             return True
-        if not self._debug():
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
             return False
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         record.msg, record.args = f"{message}: a read raced the close ({exc})", ()

@@ -3,8 +3,9 @@ to a version another instance wrote meanwhile.
 
 Each batch's learning is written after its states (step 3b of
 :mod:`consumer.service.checkpoint`), only over the model version its load read. Two ways
-lost learning while two instances advanced versions side by side, about 12% of the
-samples of the bench's dense workload with two instances: a batch whose 3b found a newer
+lost learning while two instances advanced versions side by side (10-12% of the
+samples of the bench's dense workload with two instances, 54-55% of the sparse
+workload's samples and labels): a batch whose 3b found a newer
 version dropped what it learnt, and a new version written by one instance folded the
 other's contribution as it was at the load, then deleted the contribution the other had
 saved since. Now the first is learnt again on the stored version (rebased) and the
