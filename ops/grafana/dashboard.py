@@ -475,7 +475,8 @@ def model_row(layout: Layout) -> None:
             "Learning rebased and dropped per hour",
             "Batches whose learning met a model version another instance wrote "
             "meanwhile and was learnt again on it (rebased), and batches whose learning "
-            "was dropped after five such attempts (should stay 0).",
+            "was dropped after five such attempts (should stay 0; alert "
+            "TierstreamModelLearningDropped).",
             target(
                 f"sum(increase({series('tierstream_model_learning_rebases_total')}[1h]))",
                 "rebased",

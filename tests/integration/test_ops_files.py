@@ -44,6 +44,7 @@ EXPECTED_ALERTS = {
     "TierstreamDLQRatioHigh",
     "TierstreamModelAUCDrop",
     "TierstreamModelDrift",
+    "TierstreamModelLearningDropped",
     "TierstreamModelNotAdvancing",
     "TierstreamTierFlapping",
 }
