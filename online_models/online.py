@@ -111,12 +111,8 @@ class OnlineModels:
     def learn_sample(self, x: list[float], *, at_ms: int | None = None) -> None:
         """Learn segments and feature statistics from ``x``, observed at event time
         ``at_ms`` (:meth:`learns_at`)."""
-        if not self.learns_at(at_ms):
-            return
-        self.learner.learn_sample(x)
-        if self.journal is not None:
-            self.journal.append((x, None, at_ms))
-        self._maybe_advance()
+        if self.learns_at(at_ms):
+            self._learn(x, None, at_ms)
 
     def learn_label(
         self,
@@ -136,9 +132,16 @@ class OnlineModels:
         when the labels are not learnt)."""
         if 0 in labels and predicted is not None:
             self.resolved.append(Resolved(predicted, bool(labels[0]), tier, control))
-        if not self.learns_at(at_ms):
-            return
-        self.learner.learn_label(x, labels)
+        if self.learns_at(at_ms):
+            self._learn(x, labels, at_ms)
+
+    def _learn(self, x: list[float], labels: dict[int, float] | None, at_ms: int | None) -> None:
+        """One observation into the learner (a sample, or a snapshot's ``labels``), kept
+        in the :attr:`journal`; a version advances if one is due."""
+        if labels is None:
+            self.learner.learn_sample(x)
+        else:
+            self.learner.learn_label(x, labels)
         if self.journal is not None:
             self.journal.append((x, labels, at_ms))
         self._maybe_advance()
@@ -173,15 +176,8 @@ class OnlineModels:
         (2, True)
         """
         for x, labels, at_ms in journal:
-            if not self.learns_at(at_ms):
-                continue
-            if labels is None:
-                self.learner.learn_sample(x)
-            else:
-                self.learner.learn_label(x, labels)
-            if self.journal is not None:
-                self.journal.append((x, labels, at_ms))
-            self._maybe_advance()
+            if self.learns_at(at_ms):
+                self._learn(x, labels, at_ms)
 
     def rollback(self, point: tuple[GlobalModel, dict[str, Any], list[dict[str, Any]]]) -> None:
         """Forget everything learned since ``point`` (the batch was not saved); the

@@ -394,9 +394,7 @@ class _RedisTransaction:
         # WATCH costs Redis time quadratic in the keys one connection watches
         # (7.0 looks each new key up in a list of those already watched: 2,000 keys
         # took 25 ms, 4,000 took 94 ms; docs/performance.md, "Per-batch costs").
-        if not parts:  # the learning alone (3b again: Checkpoint's rebase)
-            pass
-        elif store.one_server:
+        if store.one_server and parts:  # no partition: the learning alone (a rebase)
             pipe = cast(Any, r.pipeline(transaction=True))
             pipe.watch(*[k for tp in parts for k in (keys.epoch(*tp), keys.applied(*tp))])
             self._pipes = dict.fromkeys(parts, pipe)
@@ -581,12 +579,12 @@ class _RedisTransaction:
                 return True
             model = self._model
             instance, value = batch.contribution or ("", b"")
-            drop = sorted(set(batch.drop_contributions))
+            dropped = set(batch.drop_contributions)
             if batch.model is not None:  # members whose contribution was absent go too
-                drop = sorted({*drop, *(i for i, c in self._contributors.items() if c is None)})
-                drop = [i for i in drop if i != instance]
-            loaded = self._contributors
-            digests = [_sha1(loaded.get(i)) for i in drop]
+                absent = {i for i, c in self._contributors.items() if c is None}
+                dropped = (dropped | absent) - {instance}
+            drop = sorted(dropped)
+            digests = [_sha1(self._contributors.get(i)) for i in drop]
             written = store._learning(
                 keys=[
                     keys.model,

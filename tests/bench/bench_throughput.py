@@ -356,7 +356,7 @@ def _progress(w: Workload, r: Throughput) -> None:
 
 def _learnt(r: Throughput) -> str:
     """What a service run learnt (the floor learns nothing; the others are no service)."""
-    if "samples" not in r.extra or not r.extra["samples"]:
+    if not r.extra.get("samples"):
         return "—"
     return f"{r.extra['samples']:,.0f} / {r.extra['labels']:,.0f}"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 
-import orjson
 import pytest
 
 from consumer.demo.synthetic import GeneratorConfig, generate
@@ -29,6 +28,7 @@ from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import LocalOffsets, ReplaySink
 from online_models.merge import MergePolicy
 from schemas.decode import EventDecoder
+from tests.bench.redis_memory import learnt
 from tests.integration.support import REDIS, Names
 
 pytestmark = pytest.mark.integration
@@ -45,6 +45,7 @@ class Member:
     def __init__(self, prefix: str, name: str) -> None:
         engine = load_engine(DEFAULT_TIERS_FILE)
         engine.models.policy = POLICY
+        self.prefix = prefix
         self.store = RedisStateStore(REDIS, prefix=prefix)
         self.during_3b: Callable[[], None] | None = None
         self.outcomes: list[BatchOutcome] = []
@@ -100,21 +101,6 @@ def _batches(records: list[InputRecord]) -> list[list[InputRecord]]:
     return [records[i : i + BATCH] for i in range(0, len(records), BATCH)]
 
 
-def _learnt(store: RedisStateStore) -> tuple[int, int]:
-    """(samples, labels) the stored model folded, plus the contributions on it."""
-    raw = store.get_model()
-    assert raw is not None
-    model = orjson.loads(raw)
-    samples, labels = model["samples_seen"], model["labels_seen"]
-    members = store.client.smembers(store.keys.contributors)
-    for member in sorted(m.decode() for m in members):
-        c = store.get_contribution(member)
-        if c is not None and orjson.loads(c)["base"] == model["name"]:
-            samples += orjson.loads(c)["samples"]
-            labels += orjson.loads(c)["labels"]
-    return samples, labels
-
-
 def test_two_instances_learn_every_sample_and_label_one_instance_learns(names: Names) -> None:
     parts = _records()
     one = Member(f"{names.prefix}-one", "solo")
@@ -136,9 +122,9 @@ def test_two_instances_learn_every_sample_and_label_one_instance_learns(names: N
             if theirs:
                 a.during_3b = lambda batch=theirs: b.run(batch)  # type: ignore[misc]
             a.run(mine)
-        reference = _learnt(one.store)
+        reference = learnt(REDIS, one.prefix)
         assert reference[0] > 10 * POLICY.every_samples and reference[1] > 0, reference
-        assert _learnt(a.store) == reference
+        assert learnt(REDIS, a.prefix) == reference
         rebased = sum(o.learning_rebases for o in a.outcomes)
         assert rebased >= len(batches_b) // 2, rebased
         assert not any(o.learning_dropped for o in a.outcomes + b.outcomes)
