@@ -18,8 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from tests.chaos.harness import (
     Timeline,
     committed_offsets,
     free_port,
+    http_get,
 )
 
 
@@ -247,16 +246,7 @@ class Instance:
 
     # -- HTTP
     def _get(self, path: str, timeout: float = 0.5) -> tuple[int, str] | None:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.metrics_port}{path}", timeout=timeout
-            ) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            with exc:  # its response holds the socket: unclosed, a ResourceWarning
-                return exc.code, ""
-        except (OSError, ValueError):
-            return None
+        return http_get(self.metrics_port, path, timeout)
 
     def readyz(self) -> str:
         """``ready``, ``not ready`` or ``no answer``."""

@@ -23,6 +23,7 @@ and written to a :class:`Timeline` that failing tests print.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import random
 import socket
@@ -30,6 +31,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +106,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def http_get(port: int, path: str, timeout: float = 0.5) -> tuple[int, str] | None:
+    """Status and body of ``GET http://127.0.0.1:{port}{path}``; None if nobody answers in
+    full: refused, timed out, or the process killed between the headers and the end of
+    the body (``http.client.IncompleteRead``, which is not an ``OSError``). A monitor
+    thread polls instances that a scenario kills at any moment: any of these is "no
+    answer", never an exception in the thread."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:  # its response holds the socket: unclosed, a ResourceWarning
+            return exc.code, ""
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
 
 
 class StackControl:

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from consumer.service.kafka_io import ensure_topics
 from consumer.service.model_files import read_model
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from tests.chaos import invariants as inv
-from tests.chaos.harness import read_topic
+from tests.chaos.harness import http_get, read_topic
 from tests.multinode.conftest import REPO, ClusterNames, stack
 
 pytestmark = pytest.mark.multinode
@@ -68,11 +67,10 @@ class Progress:
         """The sum over the instances of the series whose line starts with ``prefix``."""
         total = 0
         for port in self.ports:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                    body = r.read().decode()
-            except OSError:
+            got = http_get(port, "/metrics", timeout=2)
+            if got is None or got[0] != 200:
                 continue
+            body = got[1]
             total += int(
                 sum(
                     float(line.rsplit(" ", 1)[1])
