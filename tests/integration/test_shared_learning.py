@@ -10,6 +10,12 @@ version dropped what it learnt, and a new version written by one instance folded
 other's contribution as it was at the load, then deleted the contribution the other had
 saved since. Now the first is learnt again on the stored version (rebased) and the
 second is refused by the store (and so rebased too).
+
+Two interleavings: b runs a whole batch during a's 3b (it advances a version: a's
+learning meets a newer model), or only its first records, the rest after (it saves a
+contribution without advancing: a's new version must fold that one, not the one a
+loaded; without the store's check of the contributions a new version drops 9 samples
+and 2 labels of b's here).
 """
 
 from __future__ import annotations
@@ -101,7 +107,14 @@ def _batches(records: list[InputRecord]) -> list[list[InputRecord]]:
     return [records[i : i + BATCH] for i in range(0, len(records), BATCH)]
 
 
-def test_two_instances_learn_every_sample_and_label_one_instance_learns(names: Names) -> None:
+#: Records of b's batch run during a's 3b: all of them, or the first few.
+WHOLE, FIRST_RECORDS = BATCH, 20
+
+
+@pytest.mark.parametrize("during_3b", [WHOLE, FIRST_RECORDS], ids=["b-advances", "b-contributes"])
+def test_two_instances_learn_every_sample_and_label_one_instance_learns(
+    names: Names, during_3b: int
+) -> None:
     parts = _records()
     one = Member(f"{names.prefix}-one", "solo")
     a, b = Member(names.prefix, "a"), Member(names.prefix, "b")
@@ -120,8 +133,11 @@ def test_two_instances_learn_every_sample_and_label_one_instance_learns(names: N
             # b loads after a's load and saves its learning before a's: every batch
             # of a meets a version (or a contribution) b wrote meanwhile.
             if theirs:
-                a.during_3b = lambda batch=theirs: b.run(batch)  # type: ignore[misc]
+                first = theirs[:during_3b]
+                a.during_3b = lambda batch=first: b.run(batch)  # type: ignore[misc]
             a.run(mine)
+            if theirs[during_3b:]:
+                b.run(theirs[during_3b:])
         reference = learnt(REDIS, one.prefix)
         assert reference[0] > 10 * POLICY.every_samples and reference[1] > 0, reference
         assert learnt(REDIS, a.prefix) == reference
