@@ -377,8 +377,9 @@ class Cluster:
                     ex = inst._record_exit(False)
                 self.crashes.append(ex)
                 self._stop.wait(self.restart_delay_s)
-                if not self._stop.is_set() and inst.wanted and not inst.alive:
-                    inst.start()
+                with inst.lock:  # the scenario may have started it meanwhile
+                    if not self._stop.is_set() and inst.wanted and not inst.alive:
+                        inst.start()
 
     def _sample(self) -> None:
         while not self._stop.wait(0.25):
