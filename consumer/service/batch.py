@@ -265,11 +265,17 @@ class BatchStep:
         """What the models learnt since the batch's start, into ``save``: a new version
         if one advanced (``out`` says so, and whose learning it folds), this instance's
         contribution on the current version, and the contributions ``loaded`` held that
-        the new version folds (or that are based on older ones): nobody reads them now."""
+        the new version folds (or that are based on older ones): nobody reads them now.
+
+        A batch that learnt nothing leaves the models' slot alone: its contribution is
+        the one stored (the batch started from it, or from a fresh one on a version
+        that folded it), so writing it again would cost a round trip, and a rebase
+        whenever another instance wrote a version meanwhile."""
         models = self.engine.models
         out.model_advanced = models.take_advanced()
         save.model = orjson.dumps(models.model.to_json()) if out.model_advanced else None
-        if not models.frozen:
+        learnt = models.journal is None or bool(models.journal)  # None: not kept, unknown
+        if not models.frozen and (learnt or out.model_advanced):
             save.contribution = (self.instance_id, orjson.dumps(models.contribution()))
         out.folded = []
         save.drop_contributions = ()

@@ -406,8 +406,9 @@ class Checkpoint:
                 return
         self.step.rollback(point)
         log.warning(
-            "the global model changed %d times while this batch's learning was saved: its "
-            "learning is dropped, the next batch continues from the stored version",
+            "the global model (or a contribution its new version folds) changed %d times "
+            "while this batch's learning was saved: its learning is dropped, the next batch "
+            "continues from the stored version",
             REBASES + 1,
         )
         outcome.learning_dropped = True

@@ -108,7 +108,8 @@ def test_learning_is_not_written_over_another_model_version() -> None:
 
 
 class _Racing(MemoryStateStore):
-    """A store in which another instance writes a model version during the first batch."""
+    """A store in which another instance writes a model version while the first batch
+    that learnt something saves its learning."""
 
     def __init__(self, version: bytes) -> None:
         super().__init__()
@@ -120,7 +121,7 @@ class _Racing(MemoryStateStore):
 
         class Txn(_MemoryTransaction):
             def save_learning(self, batch: SaveSet) -> bool:
-                if not store.raced:
+                if batch.learns and not store.raced:
                     store.raced = True
                     store.model = store.version
                 return super().save_learning(batch)
@@ -128,25 +129,63 @@ class _Racing(MemoryStateStore):
         return Txn(self, partitions)
 
 
-def test_a_batch_whose_learning_loses_the_race_keeps_its_states_and_forgets_its_learning() -> None:
+def _month() -> list[InputRecord]:
+    """600 events of 30 users over 20 days: the first 200 teach the models nothing (no
+    moment of the learning grid has come), the next 200 some samples."""
     from consumer.demo.synthetic import GeneratorConfig, generate
 
     config = GeneratorConfig(users=30, events=600, seed=9, days=20)
-    records = [InputRecord("t", 0, i, None, r.key, r.value) for i, r in enumerate(generate(config))]
+    return [InputRecord("t", 0, i, None, r.key, r.value) for i, r in enumerate(generate(config))]
 
-    def learned(store: MemoryStateStore) -> int:
-        return int(orjson.loads(store.contributions["local"])["samples"])
 
-    def run(store: MemoryStateStore, recs: list[InputRecord]) -> list[Any]:
-        out: list[Any] = []
-        Replay(load_engine(DEFAULT_TIERS_FILE), store, emit=out.append, batch_size=200).run(recs)
-        return out
+def _replayed(store: MemoryStateStore, records: list[InputRecord]) -> list[Any]:
+    out: list[Any] = []
+    Replay(load_engine(DEFAULT_TIERS_FILE), store, emit=out.append, batch_size=200).run(records)
+    return out
 
+
+def _learned(store: MemoryStateStore) -> int:
+    return int(orjson.loads(store.contributions["local"])["samples"])
+
+
+def test_a_batch_whose_learning_loses_the_race_keeps_its_states_and_learns_again() -> None:
+    """The batch's states and outputs stand, and its learning is learnt again on the
+    version stored meanwhile (rebased), not lost: the store ends with all of it."""
+    records = _month()
     initial = orjson.dumps(load_engine(DEFAULT_TIERS_FILE).models.model.to_json())
     raced, clean, first = _Racing(initial), MemoryStateStore(), MemoryStateStore()
-    outputs, clean_outputs = run(raced, records), run(clean, records)
-    run(first, records[:200])
+    outputs, clean_outputs = _replayed(raced, records), _replayed(clean, records)
+    _replayed(first, records[:400])
     assert raced.raced and raced.applied == clean.applied
     assert outputs == clean_outputs and raced.users == clean.users  # scores: the same model
-    # the first batch's learning is gone, from the store and from memory; the rest is kept
-    assert learned(raced) == learned(clean) - learned(first) > 0
+    assert _learned(first) > 0  # the raced batch had learning to lose
+    assert _learned(raced) == _learned(clean) > _learned(first)
+
+
+class _Saves(MemoryStateStore):
+    """Counts the learning saves that write something."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def begin(self, partitions: Any) -> _MemoryTransaction:
+        store = self
+
+        class Txn(_MemoryTransaction):
+            def save_learning(self, batch: SaveSet) -> bool:
+                store.writes += batch.learns
+                return super().save_learning(batch)
+
+        return Txn(self, partitions)
+
+
+def test_a_batch_that_learnt_nothing_leaves_the_models_slot_alone() -> None:
+    """No contribution written again as it was (a round trip on Redis, and a rebase
+    whenever another instance wrote a version meanwhile); the next batch that learns
+    writes its contribution."""
+    records, store = _month(), _Saves()
+    _replayed(store, records[:200])
+    assert store.writes == 0 and store.model is None and store.contributions == {}
+    _replayed(store, records[:400])  # from the applied offsets on: the second batch
+    assert store.writes == 1 and _learned(store) > 0
