@@ -8,11 +8,13 @@ latency::
 
     python -m tests.bench.batch_steps --rate 1000 --seconds 20
     python -m tests.bench.batch_steps --rate 1000 --env TIERSTREAM_COMMIT_INTERVAL_MS=0
+    python -m tests.bench.batch_steps --plain --rate 5000 --seconds 30 --instances 2
 
 ``python -m tests.bench.batch_steps run`` is the instrumented service itself (what the
 measurement starts): ``tierstream run`` with the step times written to stderr at exit.
 The hook's own cost (a clock read per step) is in the figures; they are for comparing
-settings, not for quoting as the service's speed. Each instance also names its polls
+settings, not for quoting as the service's speed; ``--plain`` runs ``tierstream run``
+itself (the latency line only, as ``make bench`` measures it). Each instance also names its polls
 that took long to bring records and those whose oldest record the broker had appended
 over 100 ms before (the input topic is stamped by the broker): a batch late because its
 records came late, not because it ran long; and the fetches the broker held over 100 ms
@@ -203,6 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--instances", type=int, default=1)
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the service")
+    ap.add_argument(
+        "--plain",
+        action="store_true",
+        help="the service as shipped (tierstream run), without the step timings",
+    )
     args = ap.parse_args(args_in)
     extra = dict(e.split("=", 1) for e in args.env)
     logs = Path(tempfile.mkdtemp(prefix="batch-steps-"))
@@ -215,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seconds=args.seconds,
         instances=args.instances,
         extra_env=extra,
-        module="tests.bench.batch_steps",
+        module="consumer.cli" if args.plain else "tests.bench.batch_steps",
     )
     print(
         f"{args.instances} instance(s), {args.rate:,.0f} new users/s {extra or ''}: "
