@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 from redis.connection import AbstractConnection
 
 from consumer.service.redis_store import RedisStateStore
@@ -69,3 +70,25 @@ def test_on_one_server_a_batch_watches_and_writes_its_partitions_at_once(
     assert store.get_contribution("me") == b"learned"
     assert all(store.outbox(tp) == [] for tp in parts)
     assert store.applied_offsets(parts) == dict.fromkeys(parts, 1)
+
+
+def test_a_contributor_whose_contribution_is_gone_does_not_block_new_versions(
+    make_store: MakeStore,
+) -> None:
+    """A member of the contributors set whose contribution key is gone (deleted by
+    hand, or by an older version's cleanup) folds nothing, and a new version drops it:
+    else every new version would wait for a contribution that never comes, and the
+    model would stop advancing."""
+    store = make_store()
+    assert isinstance(store, RedisStateStore)
+    store.acquire([("events", 0)])
+    raw = redis.Redis.from_url(REDIS)
+    try:
+        raw.sadd(store.keys.contributors, "gone")
+        txn = store.begin([("events", 0)])
+        assert txn.load({("events", 0): []}, {}).contributions == {}
+        assert txn.save_learning(SaveSet(model=b"v1", contribution=("me", b"learned")))
+        assert store.get_model() == b"v1" and store.get_contribution("me") == b"learned"
+        assert raw.smembers(store.keys.contributors) == {b"me"}
+    finally:
+        raw.close()

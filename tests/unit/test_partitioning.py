@@ -1,6 +1,7 @@
 """Users live in the partition Kafka routes their key to; the state is written per
-partition (one Redis Cluster slot each), then the learning; a batch whose learning cannot
-be saved keeps its states and outputs and forgets what it learned."""
+partition (one Redis Cluster slot each), then the learning; a batch whose learning meets
+a version written meanwhile keeps its states and outputs and learns again on that version
+(up to five times, then forgets what it learned)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 from redis.crc import key_slot
 
-from consumer.service.errors import Fenced, PartitionCountChanged
+from consumer.service.checkpoint import REBASES
+from consumer.service.errors import Fenced, PartitionCountChanged, StateStoreError
 from consumer.service.keys import KeySpace
+from consumer.service.model_files import stored_model
 from consumer.service.partitioning import check_partition_count, partition_of
 from consumer.service.records import InputRecord
 from consumer.service.state_store import (
@@ -108,25 +111,44 @@ def test_learning_is_not_written_over_another_model_version() -> None:
 
 
 class _Racing(MemoryStateStore):
-    """A store in which another instance writes a model version while the first batch
-    that learnt something saves its learning."""
+    """A store in which another instance writes a model version at each of the first
+    ``races`` learning saves that write something (the first batch that learnt
+    something, then its rebases): the same model each time, in other bytes."""
 
-    def __init__(self, version: bytes) -> None:
+    def __init__(self, version: bytes, races: int = 1) -> None:
         super().__init__()
-        self.version = version
-        self.raced = False
+        self.versions = (version, version + b" ")
+        self.races = races
+        self.raced = 0
 
     def begin(self, partitions: Any) -> _MemoryTransaction:
         store = self
 
         class Txn(_MemoryTransaction):
             def save_learning(self, batch: SaveSet) -> bool:
-                if batch.learns and not store.raced:
-                    store.raced = True
-                    store.model = store.version
+                if batch.learns and store.raced < store.races:
+                    store.model = store.versions[store.raced % 2]
+                    store.raced += 1
                 return super().save_learning(batch)
 
         return Txn(self, partitions)
+
+
+class _FailingRebase(_Racing):
+    """Races once, then the rebase's own load fails (Redis gone in between)."""
+
+    failed = False
+
+    def begin(self, partitions: Any) -> _MemoryTransaction:
+        txn = super().begin(partitions)
+        if not partitions and self.raced and not self.failed:
+            self.failed = True
+
+            def load(*_: Any) -> Any:
+                raise StateStoreError("the connection dropped")
+
+            txn.load = load  # type: ignore[method-assign]
+        return txn
 
 
 def _month() -> list[InputRecord]:
@@ -189,3 +211,58 @@ def test_a_batch_that_learnt_nothing_leaves_the_models_slot_alone() -> None:
     assert store.writes == 0 and store.model is None and store.contributions == {}
     _replayed(store, records[:400])  # from the applied offsets on: the second batch
     assert store.writes == 1 and _learned(store) > 0
+
+
+def _initial() -> bytes:
+    return orjson.dumps(load_engine(DEFAULT_TIERS_FILE).models.model.to_json())
+
+
+@pytest.mark.parametrize("races", [REBASES, REBASES + 1])
+def test_a_batch_rebased_as_often_as_allowed_keeps_its_learning_then_drops_it(
+    races: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused ``REBASES`` times (its first save and four rebases), the fifth rebase
+    saves it; refused once more, the batch's learning is dropped (a warning), its states
+    and outputs stand, and the next batches learn on the stored version."""
+    records = _month()
+    raced, clean, first = _Racing(_initial(), races), MemoryStateStore(), MemoryStateStore()
+    outputs, clean_outputs = _replayed(raced, records), _replayed(clean, records)
+    _replayed(first, records[:400])
+    assert raced.raced == races and raced.applied == clean.applied
+    assert outputs == clean_outputs and raced.users == clean.users
+    dropped = [r for r in caplog.records if "its learning is dropped" in r.getMessage()]
+    if races == REBASES:
+        assert _learned(raced) == _learned(clean) and not dropped
+    else:
+        assert _learned(raced) == _learned(clean) - _learned(first) > 0
+        assert len(dropped) == 1
+
+
+def test_a_rebase_that_fails_rolls_the_models_back_to_the_batch_start() -> None:
+    """The batch's states are saved (3a) and the failure is raised as a failed 3b is:
+    its learning lost, the models as they were when it started (nothing half adopted,
+    no journal left), and a restart goes on from the store."""
+    records = _month()
+    store, clean, first = _FailingRebase(_initial()), MemoryStateStore(), MemoryStateStore()
+    _replayed(first, records[:400])  # what the failing batch learnt
+    engine = load_engine(DEFAULT_TIERS_FILE)
+    with pytest.raises(StateStoreError):
+        Replay(engine, store, emit=lambda _: None, batch_size=200).run(records)
+    assert engine.models.learner.samples == 0 and engine.models.journal == []
+    _replayed(clean, records[:400])
+    assert store.applied == clean.applied and store.users == clean.users
+    _resumed(store, records)  # restarted
+    _resumed(clean, records)
+    assert store.applied == clean.applied and store.users == clean.users
+    assert _learned(store) == _learned(clean) - _learned(first) > 0
+
+
+def _resumed(store: MemoryStateStore, records: list[InputRecord]) -> None:
+    """A restart on ``store``, as the service's (its model and own contribution read)."""
+    raw, own = store.get_model(), store.get_contribution("local")
+    engine = load_engine(
+        DEFAULT_TIERS_FILE,
+        model=stored_model(raw) if raw else None,
+        contribution=orjson.loads(own) if own else None,
+    )
+    Replay(engine, store, emit=lambda _: None, batch_size=200).run(records)
