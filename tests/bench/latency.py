@@ -140,20 +140,30 @@ def _event(run: str, user: str, now_ms: int) -> bytes:
     )
 
 
-def _produce(
-    producer: KafkaProducer, topic: str, run: str, stem: str, rate: float, count: int
-) -> tuple[dict[bytes, int], float]:
-    """``count`` new users' events at ``rate`` per second; their CreateTimes, achieved rate.
+#: The generator's events: each user, its key, and the partition Kafka's default
+#: partitioner picks for it (the same murmur2), made before the stream starts.
+Keyed = tuple[list[str], list[bytes], list[int]]
 
-    The records go to the partition Kafka's default partitioner picks for their key,
-    computed before the stream starts, and are handed to the producer's accumulator as
-    the service hands its outputs (:mod:`consumer.service.record_appender`): the
-    generator shares the machine it measures, and ``send``'s per-record work (its
-    murmur2 in Python among it) took some 70 µs of a core per event there
-    (docs/performance.md, "A lighter load generator")."""
+
+def _keyed(stem: str, count: int) -> Keyed:
     users = [f"{stem}{i:08d}" for i in range(count)]
-    keys = [user.encode() for user in users]
-    parts = [partition_of(user, PARTITIONS) for user in users]
+    return users, [user.encode() for user in users], [partition_of(u, PARTITIONS) for u in users]
+
+
+def _produce(
+    producer: KafkaProducer, topic: str, run: str, keyed: Keyed, rate: float
+) -> tuple[dict[bytes, int], float]:
+    """The ``keyed`` new users' events at ``rate`` per second; their CreateTimes, the
+    achieved rate.
+
+    The records go to their partitions (:func:`_keyed`, computed before the stream and
+    outside its CPU figures) and are handed to the producer's accumulator as the service
+    hands its outputs (:mod:`consumer.service.record_appender`): the generator shares the
+    machine it measures, and ``send``'s per-record work (its murmur2 in Python among it)
+    took some 70 µs of a core per event there (docs/performance.md, "A lighter load
+    generator")."""
+    users, keys, parts = keyed
+    count = len(users)
     producer.partitions_for(topic)  # the metadata the accumulator's partitions need
     append = appender(producer, {topic: []})
     created: dict[bytes, int] = {}
@@ -208,7 +218,7 @@ def _warm_up(
     producer: KafkaProducer, reader: _AppendTimes, topic: str, run: str, stem: str
 ) -> None:
     """:data:`WARM_UP` events whose changes must all come out."""
-    warm, _ = _produce(producer, topic, run, stem, WARM_UP / 2, WARM_UP)
+    warm, _ = _produce(producer, topic, run, _keyed(stem, WARM_UP), WARM_UP / 2)
     reader.read(set(warm), time.monotonic() + 180)
     if not set(warm) <= reader.appended.keys():
         raise RuntimeError("the service published no tier change for the warm-up events")
@@ -259,8 +269,9 @@ def measure(
             _settle(services, time.monotonic() + 180)
             _warm_up(producer, reader, topic, run, "settled")
         count = round(rate * seconds)
+        keyed = _keyed("user", count)
         cpu_start, began = _cpu(services), time.monotonic()
-        created, achieved = _produce(producer, topic, run, "user", rate, count)
+        created, achieved = _produce(producer, topic, run, keyed, rate)
         took = time.monotonic() - began
         cpu = [(b - a) / took for a, b in zip(cpu_start, _cpu(services), strict=True)]
         reader.read(set(created), time.monotonic() + max(120.0, 10 * seconds))
