@@ -160,9 +160,16 @@ def _month() -> list[InputRecord]:
     return [InputRecord("t", 0, i, None, r.key, r.value) for i, r in enumerate(generate(config))]
 
 
-def _replayed(store: MemoryStateStore, records: list[InputRecord]) -> list[Any]:
+def _replayed(
+    store: MemoryStateStore, records: list[InputRecord], outcomes: list[Any] | None = None
+) -> list[Any]:
+    """The outputs of ``records`` replayed on ``store``; each batch's outcome into
+    ``outcomes``."""
     out: list[Any] = []
-    Replay(load_engine(DEFAULT_TIERS_FILE), store, emit=out.append, batch_size=200).run(records)
+    replay = Replay(load_engine(DEFAULT_TIERS_FILE), store, emit=out.append, batch_size=200)
+    if outcomes is not None:
+        replay.on_batch = lambda stats, _: outcomes.append(stats.outcome)
+    replay.run(records)
     return out
 
 
@@ -219,23 +226,26 @@ def _initial() -> bytes:
 
 @pytest.mark.parametrize("races", [REBASES, REBASES + 1])
 def test_a_batch_rebased_as_often_as_allowed_keeps_its_learning_then_drops_it(
-    races: int, caplog: pytest.LogCaptureFixture
+    races: int,
 ) -> None:
     """Refused ``REBASES`` times (its first save and four rebases), the fifth rebase
-    saves it; refused once more, the batch's learning is dropped (a warning), its states
-    and outputs stand, and the next batches learn on the stored version."""
+    saves it; refused once more, the batch's learning is dropped (the batch's outcome
+    says so, as the metric counts it), its states and outputs stand, and the next batches
+    learn on the stored version."""
     records = _month()
     raced, clean, first = _Racing(_initial(), races), MemoryStateStore(), MemoryStateStore()
-    outputs, clean_outputs = _replayed(raced, records), _replayed(clean, records)
+    outcomes: list[Any] = []
+    outputs, clean_outputs = _replayed(raced, records, outcomes), _replayed(clean, records)
     _replayed(first, records[:400])
     assert raced.raced == races and raced.applied == clean.applied
     assert outputs == clean_outputs and raced.users == clean.users
-    dropped = [r for r in caplog.records if "its learning is dropped" in r.getMessage()]
+    assert [o.learning_rebases for o in outcomes] == [0, REBASES, 0]
+    dropped = [o.learning_dropped for o in outcomes]
     if races == REBASES:
-        assert _learned(raced) == _learned(clean) and not dropped
+        assert _learned(raced) == _learned(clean) and dropped == [False] * 3
     else:
         assert _learned(raced) == _learned(clean) - _learned(first) > 0
-        assert len(dropped) == 1
+        assert dropped == [False, True, False]
 
 
 def test_a_rebase_that_fails_rolls_the_models_back_to_the_batch_start() -> None:
