@@ -245,12 +245,9 @@ class Instance:
             return False
 
     # -- HTTP
-    def _get(self, path: str, timeout: float = 0.5) -> tuple[int, str] | None:
-        return http_get(self.metrics_port, path, timeout)
-
     def readyz(self) -> str:
         """``ready``, ``not ready`` or ``no answer``."""
-        got = self._get("/readyz")
+        got = http_get(self.metrics_port, "/readyz")
         if got is None:
             return "no answer"
         return "ready" if got[0] == 200 else "not ready"
@@ -258,7 +255,7 @@ class Instance:
     def metrics(self) -> dict[str, float] | None:
         """The instance's Prometheus samples (``name{labels}`` -> value), None if it does
         not answer."""
-        got = self._get("/metrics", timeout=2.0)
+        got = http_get(self.metrics_port, "/metrics", timeout=2.0)
         if got is None or got[0] != 200:
             return None
         out: dict[str, float] = {}

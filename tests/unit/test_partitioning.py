@@ -28,6 +28,7 @@ from consumer.service.state_store import (
 )
 from consumer.service.tier_config import DEFAULT_TIERS_FILE, load_engine
 from consumer.tools.replay import Replay
+from online_models.engine import TierEngine
 
 
 class _Cluster:
@@ -110,7 +111,23 @@ def test_learning_is_not_written_over_another_model_version() -> None:
     assert store.model == b"another version" and store.contributions == {}
 
 
-class _Racing(MemoryStateStore):
+class _Watched(MemoryStateStore):
+    """A store whose learning saves first pass through :meth:`before_learning`."""
+
+    def before_learning(self, batch: SaveSet) -> None: ...
+
+    def begin(self, partitions: Any) -> _MemoryTransaction:
+        store = self
+
+        class Txn(_MemoryTransaction):
+            def save_learning(self, batch: SaveSet) -> bool:
+                store.before_learning(batch)
+                return super().save_learning(batch)
+
+        return Txn(self, partitions)
+
+
+class _Racing(_Watched):
     """A store in which another instance writes a model version at each of the first
     ``races`` learning saves that write something (the first batch that learnt
     something, then its rebases): the same model each time, in other bytes."""
@@ -121,17 +138,10 @@ class _Racing(MemoryStateStore):
         self.races = races
         self.raced = 0
 
-    def begin(self, partitions: Any) -> _MemoryTransaction:
-        store = self
-
-        class Txn(_MemoryTransaction):
-            def save_learning(self, batch: SaveSet) -> bool:
-                if batch.learns and store.raced < store.races:
-                    store.model = store.versions[store.raced % 2]
-                    store.raced += 1
-                return super().save_learning(batch)
-
-        return Txn(self, partitions)
+    def before_learning(self, batch: SaveSet) -> None:
+        if batch.learns and self.raced < self.races:
+            self.model = self.versions[self.raced % 2]
+            self.raced += 1
 
 
 class _FailingRebase(_Racing):
@@ -161,16 +171,26 @@ def _month() -> list[InputRecord]:
 
 
 def _replayed(
-    store: MemoryStateStore, records: list[InputRecord], outcomes: list[Any] | None = None
+    store: MemoryStateStore,
+    records: list[InputRecord],
+    outcomes: list[Any] | None = None,
+    *,
+    engine: TierEngine | None = None,
 ) -> list[Any]:
-    """The outputs of ``records`` replayed on ``store``; each batch's outcome into
-    ``outcomes``."""
+    """The outputs of ``records`` replayed on ``store`` (by a fresh engine unless
+    ``engine``); each batch's outcome into ``outcomes``."""
     out: list[Any] = []
-    replay = Replay(load_engine(DEFAULT_TIERS_FILE), store, emit=out.append, batch_size=200)
+    engine = engine or load_engine(DEFAULT_TIERS_FILE)
+    replay = Replay(engine, store, emit=out.append, batch_size=200)
     if outcomes is not None:
         replay.on_batch = lambda stats, _: outcomes.append(stats.outcome)
     replay.run(records)
     return out
+
+
+def _initial() -> bytes:
+    """The packaged engine's first model, as stored."""
+    return orjson.dumps(load_engine(DEFAULT_TIERS_FILE).models.model.to_json())
 
 
 def _learned(store: MemoryStateStore) -> int:
@@ -181,8 +201,7 @@ def test_a_batch_whose_learning_loses_the_race_keeps_its_states_and_learns_again
     """The batch's states and outputs stand, and its learning is learnt again on the
     version stored meanwhile (rebased), not lost: the store ends with all of it."""
     records = _month()
-    initial = orjson.dumps(load_engine(DEFAULT_TIERS_FILE).models.model.to_json())
-    raced, clean, first = _Racing(initial), MemoryStateStore(), MemoryStateStore()
+    raced, clean, first = _Racing(_initial()), MemoryStateStore(), MemoryStateStore()
     outputs, clean_outputs = _replayed(raced, records), _replayed(clean, records)
     _replayed(first, records[:400])
     assert raced.raced and raced.applied == clean.applied
@@ -191,22 +210,15 @@ def test_a_batch_whose_learning_loses_the_race_keeps_its_states_and_learns_again
     assert _learned(raced) == _learned(clean) > _learned(first)
 
 
-class _Saves(MemoryStateStore):
+class _Saves(_Watched):
     """Counts the learning saves that write something."""
 
     def __init__(self) -> None:
         super().__init__()
         self.writes = 0
 
-    def begin(self, partitions: Any) -> _MemoryTransaction:
-        store = self
-
-        class Txn(_MemoryTransaction):
-            def save_learning(self, batch: SaveSet) -> bool:
-                store.writes += batch.learns
-                return super().save_learning(batch)
-
-        return Txn(self, partitions)
+    def before_learning(self, batch: SaveSet) -> None:
+        self.writes += batch.learns
 
 
 def test_a_batch_that_learnt_nothing_leaves_the_models_slot_alone() -> None:
@@ -218,10 +230,6 @@ def test_a_batch_that_learnt_nothing_leaves_the_models_slot_alone() -> None:
     assert store.writes == 0 and store.model is None and store.contributions == {}
     _replayed(store, records[:400])  # from the applied offsets on: the second batch
     assert store.writes == 1 and _learned(store) > 0
-
-
-def _initial() -> bytes:
-    return orjson.dumps(load_engine(DEFAULT_TIERS_FILE).models.model.to_json())
 
 
 @pytest.mark.parametrize("races", [REBASES, REBASES + 1])
@@ -257,22 +265,22 @@ def test_a_rebase_that_fails_rolls_the_models_back_to_the_batch_start() -> None:
     _replayed(first, records[:400])  # what the failing batch learnt
     engine = load_engine(DEFAULT_TIERS_FILE)
     with pytest.raises(StateStoreError):
-        Replay(engine, store, emit=lambda _: None, batch_size=200).run(records)
+        _replayed(store, records, engine=engine)
     assert engine.models.learner.samples == 0 and engine.models.journal == []
     _replayed(clean, records[:400])
     assert store.applied == clean.applied and store.users == clean.users
-    _resumed(store, records)  # restarted
-    _resumed(clean, records)
+    _replayed(store, records, engine=_restarted(store))
+    _replayed(clean, records, engine=_restarted(clean))
     assert store.applied == clean.applied and store.users == clean.users
     assert _learned(store) == _learned(clean) - _learned(first) > 0
 
 
-def _resumed(store: MemoryStateStore, records: list[InputRecord]) -> None:
-    """A restart on ``store``, as the service's (its model and own contribution read)."""
+def _restarted(store: MemoryStateStore) -> TierEngine:
+    """The engine a restart on ``store`` builds, as the service's (its model and own
+    contribution read)."""
     raw, own = store.get_model(), store.get_contribution("local")
-    engine = load_engine(
+    return load_engine(
         DEFAULT_TIERS_FILE,
         model=stored_model(raw) if raw else None,
         contribution=orjson.loads(own) if own else None,
     )
-    Replay(engine, store, emit=lambda _: None, batch_size=200).run(records)
