@@ -74,6 +74,19 @@ def expected_per_year(prior: BuyingPrior, x: int, t_x: float, age: float) -> flo
     return 365.0 * rate * p_alive(prior, x, t_x, age)
 
 
+def alive_and_per_year(prior: BuyingPrior, x: int, t_x: float, age: float) -> tuple[float, float]:
+    """``p_alive`` and ``expected_per_year`` of the same customer, the first computed
+    once for both (the feature vector needs the two).
+
+    >>> prior = BuyingPrior()
+    >>> both = alive_and_per_year(prior, 3, 200.0, 400.0)
+    >>> both == (p_alive(prior, 3, 200.0, 400.0), expected_per_year(prior, 3, 200.0, 400.0))
+    True
+    """
+    alive = p_alive(prior, x, t_x, age)
+    return alive, 365.0 * ((prior.r + max(x, 0)) / (prior.alpha_days + age)) * alive
+
+
 def order_value_weight(x: int, p: float = 1.0, q: float = 2.0) -> float:
     """Gamma-Gamma's weight of the customer's own mean order value after ``x`` repeat
     purchases (the rest is the population's mean)."""

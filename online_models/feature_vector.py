@@ -23,9 +23,8 @@ from typing import Final
 
 from online_models.buying_process import (
     BuyingPrior,
-    expected_per_year,
+    alive_and_per_year,
     order_value_weight,
-    p_alive,
 )
 from online_models.event import (
     ADD_TO_CART_INDEX,
@@ -113,8 +112,7 @@ def vector(f: UserFeatures, now_ms: int) -> list[float]:
         if purchases > 1:
             gap = span / (purchases - 1)
             overdue = since_purchase / max(gap, 1.0)
-        alive = p_alive(_PRIOR, purchases - 1, span, first_purchase)
-        per_year = expected_per_year(_PRIOR, purchases - 1, span, first_purchase)
+        alive, per_year = alive_and_per_year(_PRIOR, purchases - 1, span, first_purchase)
     categories = f.categories
     touched = sum(categories)
     top_share = max(categories) / touched if touched else 0.0

@@ -63,6 +63,8 @@ SESSION_GAP_MS: Final = 30 * 60 * 1000
 CATEGORY_BUCKETS: Final = 16
 _N_TYPES: Final = len(EVENT_TYPES)
 _N_HALF_LIVES: Final = len(HALF_LIVES_DAYS)
+#: The four rates by name (``UserFeatures._advance`` is written out for four half-lives).
+_DECAY0, _DECAY1, _DECAY2, _DECAY3 = DECAY_RATES
 
 
 def category_bucket(category: str) -> int:
@@ -188,29 +190,12 @@ class UserFeatures:
     def apply(self, event: Event) -> None:
         """Fold one event in; exact whether it is the newest event or a late one."""
         t = event.timestamp_ms
-        if self.events == 0:
-            self.first_ms = self.last_ms = t
-            weights: tuple[float, ...] = (1.0,) * _N_HALF_LIVES
-            self._new_session()
-        elif t >= self.last_ms:
-            if t - self.last_ms > SESSION_GAP_MS:
-                self._advance(t)
-                self._new_session()
-            elif t > self.last_ms:
-                self._advance(t)
-            weights = (1.0,) * _N_HALF_LIVES
-        else:
-            dt = self.last_ms - t
-            weights = tuple(math.exp(-rate * dt) for rate in RATES_PER_MS)
-            self.first_ms = min(self.first_ms, t)
         ti = event.type_index
         amount = event.amount
-        for h, w in enumerate(weights):
-            self.counts[h][ti] += w
-            if ti == PURCHASE_INDEX:
-                self.spend[h] += amount * w
-            elif ti == REFUND_INDEX:
-                self.refunded[h] += amount * w
+        if self.events and t < self.last_ms:
+            self._fold_late(t, ti, amount)
+        else:
+            self._fold_newest(t, ti, amount)
         self.events += 1
         if ti == PURCHASE_INDEX:
             self._purchase(t, amount)
@@ -221,6 +206,39 @@ class UserFeatures:
             self.carts += 1
         if event.category is not None:
             self.categories[category_bucket(event.category)] += 1.0
+
+    def _fold_newest(self, t: int, ti: int, amount: float) -> None:
+        """The sums decayed to ``t``, then the event's weight, 1, at every half-life."""
+        if self.events == 0:
+            self.first_ms = self.last_ms = t
+            self._new_session()
+        elif t - self.last_ms > SESSION_GAP_MS:
+            self._advance(t)
+            self._new_session()
+        elif t > self.last_ms:
+            self._advance(t)
+        for row in self.counts:
+            row[ti] += 1.0
+        if ti == PURCHASE_INDEX:
+            spend = self.spend
+            for h in range(_N_HALF_LIVES):
+                spend[h] += amount
+        elif ti == REFUND_INDEX:
+            refunded = self.refunded
+            for h in range(_N_HALF_LIVES):
+                refunded[h] += amount
+
+    def _fold_late(self, t: int, ti: int, amount: float) -> None:
+        """An event older than ``last_ms``: weighed at each half-life by its age."""
+        dt = self.last_ms - t
+        self.first_ms = min(self.first_ms, t)
+        for h, rate in enumerate(DECAY_RATES):
+            w = math.exp(rate * dt)
+            self.counts[h][ti] += w
+            if ti == PURCHASE_INDEX:
+                self.spend[h] += amount * w
+            elif ti == REFUND_INDEX:
+                self.refunded[h] += amount * w
 
     def _purchase(self, t: int, amount: float) -> None:
         self.purchases += 1
@@ -235,15 +253,21 @@ class UserFeatures:
             self.sessions[h] += 1.0
 
     def _advance(self, t: int) -> None:
+        # Every sum decayed from ``last_ms`` to ``t``; written out for the four
+        # half-lives, since this runs for nearly every event.
         dt = t - self.last_ms
         exp = math.exp
-        counts, spend, refunded, sessions = self.counts, self.spend, self.refunded, self.sessions
-        for h, rate in enumerate(RATES_PER_MS):
-            k = exp(-rate * dt)
-            counts[h] = [v * k if v else v for v in counts[h]]
-            spend[h] *= k
-            refunded[h] *= k
-            sessions[h] *= k
+        k0, k1, k2, k3 = exp(_DECAY0 * dt), exp(_DECAY1 * dt), exp(_DECAY2 * dt), exp(_DECAY3 * dt)
+        counts = self.counts
+        counts[0] = [v * k0 for v in counts[0]]
+        counts[1] = [v * k1 for v in counts[1]]
+        counts[2] = [v * k2 for v in counts[2]]
+        counts[3] = [v * k3 for v in counts[3]]
+        for sums in (self.spend, self.refunded, self.sessions):
+            sums[0] *= k0
+            sums[1] *= k1
+            sums[2] *= k2
+            sums[3] *= k3
         self.last_ms = t
 
     def count(self, event_type: str, half_life_index: int) -> float:
