@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from consumer.service.kafka_io import ensure_topics
@@ -159,6 +159,46 @@ def median_run(runs: Sequence[latency.Latency]) -> latency.Latency:
     return ordered[(len(ordered) - 1) // 2]
 
 
+@dataclass(frozen=True)
+class Ratio:
+    """A table row: a contender's run, its ratio to the Quix app, and each run's ratio
+    (against its own round's Quix run) when it ran more than once."""
+
+    run: Throughput
+    ratio: float
+    each: tuple[float, ...] = ()
+
+
+def median_rate(runs: Sequence[Throughput]) -> Throughput:
+    """The run of median events/s (the lower middle one of an even count).
+
+    >>> def run(seconds: float) -> Throughput:
+    ...     return Throughput("x", 100, seconds, 1.0, 1.0, [1.0], 0)
+    >>> median_rate([run(1.0), run(4.0), run(2.0)]).seconds, median_rate([run(5.0)]).seconds
+    (2.0, 5.0)
+    """
+    ordered = sorted(runs, key=lambda r: r.rate)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def median_ratio(runs: Sequence[Throughput], ratios: Sequence[float]) -> Ratio:
+    """The run whose ratio to its round's Quix run is the median of ``ratios`` (the
+    lower middle one of an even count), with every run's ratio in the order they ran.
+
+    >>> def run(seconds: float) -> Throughput:
+    ...     return Throughput("x", 100, seconds, 1.0, 1.0, [1.0], 0)
+    >>> row = median_ratio([run(1.0), run(2.0), run(3.0)], [0.7, 0.9, 0.8])
+    >>> row.run.seconds, row.ratio, row.each
+    (3.0, 0.8, (0.7, 0.9, 0.8))
+    """
+    k = sorted(range(len(runs)), key=lambda i: ratios[i])[(len(runs) - 1) // 2]
+    return Ratio(runs[k], ratios[k], tuple(ratios) if len(runs) > 1 else ())
+
+
+def _service_name(instances: int, what: str = "") -> str:
+    return f"`tierstream run`{what}, {instances} instance{'s' if instances > 1 else ''}"
+
+
 class _Bench:
     """One bench run: its names, its log directory, and each measurement."""
 
@@ -207,24 +247,45 @@ class _Bench:
         topic = workloads.unique(self.run, w.name.split()[0])
         say(f"{w.name}: producing {w.describe()} into {topic}")
         say(f"{w.name}: produced in {workloads.fill(self.kafka, topic, w):.1f} s")
-        rows: list[Throughput] = []
-        rows.append(contenders.raw_client(self.kafka, topic, self.logs))
-        _progress(w, rows[-1])
-        rows.append(contenders.quix(self.kafka, topic, self.run, self.logs))
-        _progress(w, rows[-1])
+        raw = contenders.raw_client(self.kafka, topic, self.logs)
+        _progress(w, raw)
+        # The Quix app and the service alternated, round by round: each service run is
+        # judged against its own round's Quix run (the machine's pace drifts by minutes).
+        quix_runs: list[Throughput] = []
+        service_runs: dict[int, list[Throughput]] = {1: [], 2: []}
         use = None
-        for module, what in (("consumer.cli", ""), (FLOOR, FLOOR_NAME)):
-            for instances in (1, 2):
-                done, measured = self.service(topic, instances, module)
+        for k in range(w.runs):
+            if w.runs > 1:
+                say(f"{w.name}: round {k + 1} of {w.runs}")
+            quix_runs.append(contenders.quix(self.kafka, topic, self.run, self.logs))
+            _progress(w, quix_runs[-1])
+            for instances, runs in service_runs.items():
+                done, measured = self.service(topic, instances)
                 use = use or measured
-                name = f"`tierstream run`{what}, {instances} instance{'s' if instances > 1 else ''}"
-                rows.append(contenders.tierstream(name, done, empties[instances]))
-                _progress(w, rows[-1])
+                runs.append(
+                    contenders.tierstream(_service_name(instances), done, empties[instances])
+                )
+                _progress(w, runs[-1])
+        floors = []
+        for instances in (1, 2):
+            done, _ = self.service(topic, instances, FLOOR)
+            floors.append(
+                contenders.tierstream(
+                    _service_name(instances, FLOOR_NAME), done, empties[instances]
+                )
+            )
+            _progress(w, floors[-1])
         workloads.delete_topics(self.kafka, topic)
-        for r in rows:
+        for r in [raw, *quix_runs, *(r for runs in service_runs.values() for r in runs), *floors]:
             if r.records != w.events:
                 raise RuntimeError(f"{r.name} consumed {r.records} of {w.events} records")
         assert use is not None
+        quix = median_rate(quix_runs)
+        rows = [Ratio(raw, raw.rate / quix.rate), Ratio(quix, 1.0)]
+        for runs in service_runs.values():
+            ratios = [r.rate / q.rate for r, q in zip(runs, quix_runs, strict=True)]
+            rows.append(median_ratio(runs, ratios))
+        rows += [Ratio(r, r.rate / quix.rate) for r in floors]
         return _throughput_table(w, rows, use)
 
     def latency(
@@ -354,6 +415,10 @@ def _progress(w: Workload, r: Throughput) -> None:
     )
 
 
+def _times(ratio: float) -> str:
+    return f"{ratio:.2f}x" if math.isfinite(ratio) else "—"
+
+
 def _learnt(r: Throughput) -> str:
     """What a service run learnt (the floor learns nothing; the others are no service)."""
     if not r.extra.get("samples"):
@@ -361,8 +426,7 @@ def _learnt(r: Throughput) -> str:
     return f"{r.extra['samples']:,.0f} / {r.extra['labels']:,.0f}"
 
 
-def _throughput_table(w: Workload, rows: list[Throughput], use: RedisUse) -> str:
-    quix = next(r for r in rows if r.name.startswith("Quix"))
+def _throughput_table(w: Workload, rows: list[Ratio], use: RedisUse) -> str:
     header = [
         "contender",
         "events/s",
@@ -373,24 +437,29 @@ def _throughput_table(w: Workload, rows: list[Throughput], use: RedisUse) -> str
         "max RSS (MB)",
         "outputs",
         "learnt (samples / labels)",
+        "vs Quix Streams, each round",
     ]
     body = [
         [
             r.name,
             f"**{r.rate:,.0f}**" if r.seconds > 0 else TOO_SHORT,
-            f"{r.rate / quix.rate:.2f}x" if r.seconds > 0 else "—",
+            _times(row.ratio) if r.seconds > 0 else "—",
             f"{r.seconds:.1f}",
             f"{r.rate_per_cpu:,.0f}" if r.cpu_s > 0 else TOO_SHORT,
             f"{r.wall_s:.1f}",
             " + ".join(f"{m:,.0f}" for m in r.max_rss_mb),
             f"{r.outputs:,}",
             _learnt(r),
+            ", ".join(map(_times, row.each)) or "—",
         ]
-        for r in rows
+        for row in rows
+        for r in (row.run,)
     ]
-    short = any(r.seconds <= 0 or r.cpu_s <= 0 for r in rows)
+    rounds = max(len(row.each) for row in rows)
+    runs = [row.run for row in rows]
+    short = any(r.seconds <= 0 or r.cpu_s <= 0 for r in runs)
     per_count = {  # each instance count's empty runs, once
-        r.name.rsplit(", ", 1)[1]: r.extra for r in rows if "empty_run_s" in r.extra
+        r.name.rsplit(", ", 1)[1]: r.extra for r in runs if "empty_run_s" in r.extra
     }
     empties = ", ".join(
         f"{e['empty_run_s']:.1f} s and {e['empty_run_cpu_s']:.1f} CPU-s ({count})"
@@ -399,6 +468,14 @@ def _throughput_table(w: Workload, rows: list[Throughput], use: RedisUse) -> str
     return (
         f"### {w.name.capitalize()}: {w.describe()}\n\n"
         + report.table(header, body)
+        + (
+            f"\n\nThe Quix app and `tierstream run` (1, then 2 instances) ran {rounds} rounds, "
+            "alternated: the Quix row is its median run by events/s, each service row its run "
+            "of median ratio to the same round's Quix run, with every round's ratio in the "
+            "last column; the raw client and the floor ran once, against the median Quix run."
+            if rounds > 1
+            else ""
+        )
         + f"\n\nEmpty runs subtracted from `tierstream run`: {empties}. Redis after the "
         f"1-instance run: {use.sampled_bytes:,.0f} bytes per user key (`MEMORY USAGE`, "
         f"{min(use.users, redis_memory.SAMPLE):,} keys), {use.delta_bytes:,.0f} bytes per "

@@ -82,6 +82,11 @@ def test_the_bench_runs_every_measurement_and_writes_its_section(
         assert rows[2][8] == rows[3][8] and _number(rows[2][8].split(" / ")[0]) > 0, rows
         assert [r[8] for r in rows[:2] + rows[4:]] == ["—"] * 4, rows
         assert re.search(r"Redis after the 1-instance run: [\d,]+ bytes per user key", text)
+        # the dense workload's Quix app and service alternate in rounds (--quick: two),
+        # each service row with every round's ratio; the rest ran once
+        rounds = [r[9].count(", ") + 1 if r[9] != "—" else 0 for r in rows]
+        assert rounds == ([0, 0, 2, 2, 0, 0] if workload.startswith("### Dense") else [0] * 6)
+    assert text.count("ran 2 rounds, alternated") == 1
 
     latency = _rows(text, "### Event-to-tier-change latency")
     assert [r[0] for r in latency] == ["1", "2"], latency  # instances in one group
