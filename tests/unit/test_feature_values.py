@@ -1,8 +1,9 @@
-"""The feature vector and the value score's feature terms equal their definitions to the
-bit, whatever the user's history and the time asked: they run for every scored event and
-every moment of the learning grid, so they are written for speed (decay factors inlined
-and shared, categories counted without a generator), and a replay's bytes depend on every
-bit of them."""
+"""The features' fold of an event, the feature vector and the value score's feature terms
+equal their definitions to the bit, whatever the user's history and the time asked: they
+run for every event, every scored event and every moment of the learning grid, so they
+are written for speed (decay factors inlined and shared, the four half-lives written out,
+categories counted without a generator), and a replay's bytes depend on every bit of
+them."""
 
 from __future__ import annotations
 
@@ -20,7 +21,13 @@ from online_models.buying_process import (
 )
 from online_models.event import ADD_TO_CART_INDEX, EVENT_TYPES, PURCHASE_INDEX, Event
 from online_models.feature_vector import FEATURE_NAMES, MAX_RECENCY_DAYS, vector
-from online_models.features import DAY_MS, UserFeatures
+from online_models.features import (
+    DAY_MS,
+    DECAY_RATES,
+    SESSION_GAP_MS,
+    UserFeatures,
+    category_bucket,
+)
 from online_models.global_model import GlobalModel
 from online_models.scoring import FEATURES, ValueScorer
 
@@ -45,6 +52,55 @@ def features_of(raw: list[tuple[str, int, float, str | None]]) -> UserFeatures:
     for i, (kind, ts, amount, category) in enumerate(raw):
         money = amount if kind in ("purchase", "refund") else 0.0
         f.apply(Event(f"e{i}", "u", kind, ts, money, category=category))
+    return f
+
+
+def defined_fold(raw: list[tuple[str, int, float, str | None]]) -> UserFeatures:
+    """The features as docs/models.md defines the fold, one half-life at a time: an
+    event newer than the last decays every sum to its time (each by ``exp(-rate * dt)``)
+    and adds weight 1; a late one adds its weight ``exp(-rate * age)`` and decays
+    nothing."""
+    f = UserFeatures.new()
+    for kind, ts, amount, category in raw:
+        e = Event("e", "u", kind, ts, amount if kind in ("purchase", "refund") else 0.0)
+        i, weights = e.type_index, [1.0] * len(DECAY_RATES)
+        if f.events == 0:
+            f.first_ms = f.last_ms = ts
+            f.sessions = [s + 1.0 for s in f.sessions]
+        elif ts >= f.last_ms:
+            new_session = ts - f.last_ms > SESSION_GAP_MS
+            for h, rate in enumerate(DECAY_RATES):
+                k = math.exp(rate * (ts - f.last_ms))
+                f.counts[h] = [v * k for v in f.counts[h]]
+                f.spend[h] *= k
+                f.refunded[h] *= k
+                f.sessions[h] *= k
+            f.last_ms = ts
+            if new_session:
+                f.sessions = [s + 1.0 for s in f.sessions]
+        else:
+            weights = [math.exp(rate * (f.last_ms - ts)) for rate in DECAY_RATES]
+            f.first_ms = min(f.first_ms, ts)
+        for h, w in enumerate(weights):
+            f.counts[h][i] += w
+            if kind == "purchase":
+                f.spend[h] += e.amount * w
+            elif kind == "refund":
+                f.refunded[h] += e.amount * w
+        f.events += 1
+        if kind == "purchase":
+            f.purchases += 1
+            f.total_spend += e.amount
+            last, first = f.last_purchase_ms, f.first_purchase_ms
+            f.last_purchase_ms = ts if last is None else max(last, ts)
+            f.first_purchase_ms = ts if first is None else min(first, ts)
+        elif kind == "refund":
+            f.refunds += 1
+            f.total_refunded += e.amount
+        elif kind == "add_to_cart":
+            f.carts += 1
+        if category is not None:
+            f.categories[category_bucket(category)] += 1.0
     return f
 
 
@@ -109,6 +165,22 @@ def defined_vector(f: UserFeatures, now_ms: int) -> list[float]:
 def bits(values: list[float]) -> bytes:
     """The values' bytes: equal only if every float is the same to the bit (and sign)."""
     return struct.pack(f"<{len(values)}d", *values)
+
+
+@settings(max_examples=300, deadline=None)
+@given(history_st)
+def test_the_fold_is_its_definition_to_the_bit(
+    raw: list[tuple[str, int, float, str | None]],
+) -> None:
+    got, defined = features_of(raw).to_json(), defined_fold(raw).to_json()
+    assert got.keys() == defined.keys()
+    for name, value in got.items():
+        rows = value if name == "counts" else [value]
+        want = defined[name] if name == "counts" else [defined[name]]
+        if isinstance(value, list):
+            assert [bits(r) for r in rows] == [bits(r) for r in want], name
+        else:
+            assert value == defined[name], name
 
 
 @settings(max_examples=300, deadline=None)
