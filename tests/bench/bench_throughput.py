@@ -8,7 +8,9 @@ ceiling and a minimal Quix Streams app, in one run on the real Kafka + Redis of
    down to the Quix app's work (:mod:`tests.bench.floor_service`: the floor of the
    service's exactly-once path), :mod:`tests.bench.contenders` says how each is timed;
    events/s and the ratio to Quix Streams, each process's max RSS, and the service's
-   Redis bytes per user.
+   Redis bytes per user. A workload of several rounds (``Workload.runs``: the dense one)
+   runs the Quix app and the service alternately, each service run judged against its
+   own round's Quix run, and reports the median run and every round's ratio.
 2. Event-to-tier-change latency p50/p99 at steady offered rates (:mod:`tests.bench.latency`).
 3. Memory: max RSS of ``tierstream run`` and Redis bytes per user at several user counts
    (:mod:`tests.bench.redis_memory`).
