@@ -171,21 +171,36 @@ class Ratio:
     each: tuple[float, ...] = ()
 
 
+def _median_index(values: Sequence[float]) -> int:
+    """Where the median of ``values`` is (the lower middle one of an even count), over
+    the finite ones: a run too short to time (nan) is never the median while another was
+    timed.
+
+    >>> _median_index([0.7, 0.9, 0.8]), _median_index([math.nan, 0.5])
+    (2, 1)
+    >>> _median_index([0.9, math.nan, 0.5]), _median_index([math.nan, math.nan])
+    (2, 0)
+    """
+    timed = [i for i, v in enumerate(values) if math.isfinite(v)] or list(range(len(values)))
+    return sorted(timed, key=lambda i: values[i])[(len(timed) - 1) // 2]
+
+
 def median_rate(runs: Sequence[Throughput]) -> Throughput:
-    """The run of median events/s (the lower middle one of an even count).
+    """The run of median events/s (:func:`_median_index`).
 
     >>> def run(seconds: float) -> Throughput:
     ...     return Throughput("x", 100, seconds, 1.0, 1.0, [1.0], 0)
     >>> median_rate([run(1.0), run(4.0), run(2.0)]).seconds, median_rate([run(5.0)]).seconds
     (2.0, 5.0)
+    >>> median_rate([run(-1.0), run(2.0), run(4.0)]).seconds  # the first too short to time
+    4.0
     """
-    ordered = sorted(runs, key=lambda r: r.rate)
-    return ordered[(len(ordered) - 1) // 2]
+    return runs[_median_index([r.rate for r in runs])]
 
 
 def median_ratio(runs: Sequence[Throughput], ratios: Sequence[float]) -> Ratio:
-    """The run whose ratio to its round's Quix run is the median of ``ratios`` (the
-    lower middle one of an even count), with every run's ratio in the order they ran.
+    """The run whose ratio to its round's Quix run is the median of ``ratios``
+    (:func:`_median_index`), with every run's ratio in the order they ran.
 
     >>> def run(seconds: float) -> Throughput:
     ...     return Throughput("x", 100, seconds, 1.0, 1.0, [1.0], 0)
@@ -193,7 +208,7 @@ def median_ratio(runs: Sequence[Throughput], ratios: Sequence[float]) -> Ratio:
     >>> row.run.seconds, row.ratio, row.each
     (3.0, 0.8, (0.7, 0.9, 0.8))
     """
-    k = sorted(range(len(runs)), key=lambda i: ratios[i])[(len(runs) - 1) // 2]
+    k = _median_index(ratios)
     return Ratio(runs[k], ratios[k], tuple(ratios) if len(runs) > 1 else ())
 
 
@@ -263,7 +278,7 @@ class _Bench:
             _progress(w, quix_runs[-1])
             for instances, runs in service_runs.items():
                 done, measured = self.service(topic, instances)
-                use = use or measured
+                use = use or measured  # the first round's 1-instance run
                 runs.append(
                     contenders.tierstream(_service_name(instances), done, empties[instances])
                 )
