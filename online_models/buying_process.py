@@ -70,8 +70,7 @@ def p_alive(prior: BuyingPrior, x: int, t_x: float, age: float) -> float:
 def expected_per_year(prior: BuyingPrior, x: int, t_x: float, age: float) -> float:
     """Purchases in the next year, P(alive) times the rate while alive (dropout within
     the year ignored: a ranking feature, not a forecast)."""
-    rate = (prior.r + max(x, 0)) / (prior.alpha_days + age)
-    return 365.0 * rate * p_alive(prior, x, t_x, age)
+    return alive_and_per_year(prior, x, t_x, age)[1]
 
 
 def alive_and_per_year(prior: BuyingPrior, x: int, t_x: float, age: float) -> tuple[float, float]:
@@ -84,7 +83,8 @@ def alive_and_per_year(prior: BuyingPrior, x: int, t_x: float, age: float) -> tu
     True
     """
     alive = p_alive(prior, x, t_x, age)
-    return alive, 365.0 * ((prior.r + max(x, 0)) / (prior.alpha_days + age)) * alive
+    rate = (prior.r + max(x, 0)) / (prior.alpha_days + age)
+    return alive, 365.0 * rate * alive
 
 
 def order_value_weight(x: int, p: float = 1.0, q: float = 2.0) -> float:

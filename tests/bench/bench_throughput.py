@@ -157,8 +157,7 @@ def median_run(runs: Sequence[latency.Latency]) -> latency.Latency:
     >>> median_run([run(90.0), run(300.0), run(80.0)]).p99_ms, median_run([run(7.0)]).p99_ms
     (90.0, 7.0)
     """
-    ordered = sorted(runs, key=lambda r: r.p99_ms)
-    return ordered[(len(ordered) - 1) // 2]
+    return runs[_median_index([r.p99_ms for r in runs])]
 
 
 @dataclass(frozen=True)
